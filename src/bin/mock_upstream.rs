@@ -1,0 +1,1198 @@
+//! `mock-upstream`: a fast, recording mock of the OpenAI and Anthropic HTTP APIs.
+//!
+//! Used by the integration tests, the demo and the load tests. It speaks a
+//! hand-rolled HTTP/1.1 over tokio (keep-alive, pipelining, Content-Length and
+//! chunked request bodies, `Expect: 100-continue`) and never panics on bad input.
+//!
+//! ```text
+//! mock-upstream --listen 127.0.0.1:0 [--threads N] [--no-record]
+//! ```
+//!
+//! After binding it prints exactly one line `listening IP:PORT` to stdout.
+//! It exits on SIGTERM / SIGINT.
+//!
+//! Routes:
+//! * `POST /v1/chat/completions` (OpenAI, JSON or SSE with `"stream":true`)
+//! * `POST /v1/messages` (Anthropic, JSON or SSE), `POST /v1/messages/count_tokens`
+//! * `GET /v1/models`
+//! * `GET /__mock/requests` (recorded requests, oldest first), `DELETE /__mock/requests`
+//! * anything else: 404 with an OpenAI-shaped error.
+//!
+//! Fault injection by request header:
+//! * `x-mock-status: NNN` (400..=599): provider-shaped error with that status
+//!   (429 also carries `retry-after: 1`).
+//! * `x-mock-delay-ms: N`: sleep before writing the response head.
+//! * `x-mock-event-delay-ms: N`: sleep between SSE events.
+//! * `x-mock-fault: garbage|reset|cut-stream|hang`. `cut-stream` on a
+//!   non-streaming request writes the head and half the body, then closes.
+//! * `x-mock-echo-usage: input,output,cache_read,cache_write`.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::ops::Range;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use clap::Parser;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest accepted request head (request line + headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest accepted request body.
+const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Longest accepted chunk-size / trailer line.
+const MAX_LINE: usize = 8 * 1024;
+/// Number of requests kept by the recorder.
+const RECORD_CAP: usize = 1000;
+/// Bodies up to this size are kept as text in the recording.
+const BODY_TEXT_MAX: usize = 1024 * 1024;
+/// Cap for the delay headers (one day).
+const MAX_DELAY_MS: u64 = 86_400_000;
+/// Per-connection buffers larger than this are released after the request.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+const INITIAL_BUF: usize = 16 * 1024;
+
+const CONTENT: &str = "Hello from the mock upstream!";
+const OPENAI_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream!"];
+const ANTHROPIC_PIECES: [&str; 2] = ["Hello", " from the mock upstream!"];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mock-upstream",
+    about = "Recording mock of the OpenAI and Anthropic HTTP APIs"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Number of tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Do not record requests (for load tests).
+    #[arg(long)]
+    no_record: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Recording
+// ---------------------------------------------------------------------------
+
+struct Record {
+    method: String,
+    path: String,
+    version: String,
+    headers: Vec<(String, String)>,
+    body_len: usize,
+    body_sha256: String,
+    body: Option<String>,
+    chunked: bool,
+}
+
+struct State {
+    /// `None` when started with `--no-record`.
+    recorder: Option<Mutex<VecDeque<Record>>>,
+}
+
+impl State {
+    fn record(&self, req: &Req<'_>) {
+        let Some(rec) = &self.recorder else { return };
+        let record = Record {
+            method: lossy(req.method),
+            path: lossy(req.target),
+            version: lossy(req.version),
+            headers: req
+                .headers
+                .iter()
+                .map(|(n, v)| (lossy(&req.head[n.clone()]), lossy(&req.head[v.clone()])))
+                .collect(),
+            body_len: req.body.len(),
+            body_sha256: hex(&Sha256::digest(req.body)),
+            body: (req.body.len() <= BODY_TEXT_MAX).then(|| lossy(req.body)),
+            chunked: req.chunked,
+        };
+        let mut q = rec.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= RECORD_CAP {
+            q.pop_front();
+        }
+        q.push_back(record);
+    }
+
+    fn dump(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(b"{\"requests\":[");
+        if let Some(rec) = &self.recorder {
+            let q = rec.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, r) in q.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"method\":");
+                json_str(out, &r.method);
+                out.extend_from_slice(b",\"path\":");
+                json_str(out, &r.path);
+                out.extend_from_slice(b",\"version\":");
+                json_str(out, &r.version);
+                out.extend_from_slice(b",\"headers\":[");
+                for (j, (n, v)) in r.headers.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'[');
+                    json_str(out, n);
+                    out.push(b',');
+                    json_str(out, v);
+                    out.push(b']');
+                }
+                let _ = write!(
+                    out,
+                    "],\"body_len\":{},\"body_sha256\":\"{}\",\"body\":",
+                    r.body_len, r.body_sha256
+                );
+                match &r.body {
+                    Some(b) => json_str(out, b),
+                    None => out.extend_from_slice(b"null"),
+                }
+                let _ = write!(out, ",\"chunked\":{}}}", r.chunked);
+            }
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    fn clear(&self) -> usize {
+        match &self.recorder {
+            Some(rec) => {
+                let mut q = rec.lock().unwrap_or_else(|e| e.into_inner());
+                let n = q.len();
+                q.clear();
+                n
+            }
+            None => 0,
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Append `s` as a JSON string literal.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\"");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP parsing
+// ---------------------------------------------------------------------------
+
+type HeaderRanges = Vec<(Range<usize>, Range<usize>)>;
+
+struct HeadInfo {
+    method: Range<usize>,
+    target: Range<usize>,
+    version: Range<usize>,
+    content_length: Option<usize>,
+    chunked: bool,
+    keep_alive: bool,
+    http10: bool,
+    expect_continue: bool,
+}
+
+/// A fully read request; all slices borrow the connection buffers.
+struct Req<'a> {
+    head: &'a [u8],
+    method: &'a [u8],
+    target: &'a [u8],
+    version: &'a [u8],
+    headers: &'a [(Range<usize>, Range<usize>)],
+    body: &'a [u8],
+    chunked: bool,
+    keep_alive: bool,
+    http10: bool,
+}
+
+impl Req<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.head[v.clone()])
+    }
+
+    fn header_u64(&self, name: &str) -> Option<u64> {
+        std::str::from_utf8(self.header(name)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn path(&self) -> &[u8] {
+        match self.target.iter().position(|&b| b == b'?') {
+            Some(i) => &self.target[..i],
+            None => self.target,
+        }
+    }
+}
+
+enum HeadError {
+    Bad(&'static str),
+    NotImplemented(&'static str),
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_range(buf: &[u8], mut r: Range<usize>) -> Range<usize> {
+    while r.start < r.end && matches!(buf[r.start], b' ' | b'\t') {
+        r.start += 1;
+    }
+    while r.end > r.start && matches!(buf[r.end - 1], b' ' | b'\t') {
+        r.end -= 1;
+    }
+    r
+}
+
+/// Does the comma separated header value contain `token` (case-insensitive)?
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parse a request head (`head` ends with the blank line's CRLF).
+fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadError> {
+    headers.clear();
+    let line_end = find(head, b"\r\n").ok_or(HeadError::Bad("malformed request line"))?;
+    let line = &head[..line_end];
+    let sp1 = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(HeadError::Bad("malformed request line"))?;
+    let sp2 = line[sp1 + 1..]
+        .iter()
+        .position(|&b| b == b' ')
+        .map(|p| p + sp1 + 1)
+        .ok_or(HeadError::Bad("malformed request line"))?;
+    let method = 0..sp1;
+    let target = sp1 + 1..sp2;
+    let version = sp2 + 1..line_end;
+    if method.is_empty()
+        || !head[method.clone()].iter().all(|b| b.is_ascii_alphabetic())
+        || target.is_empty()
+        || head[target.clone()].iter().any(|b| b.is_ascii_whitespace())
+    {
+        return Err(HeadError::Bad("malformed request line"));
+    }
+    let http10 = match &head[version.clone()] {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(HeadError::NotImplemented("unsupported HTTP version")),
+    };
+
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut other_te = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut expect_continue = false;
+
+    let mut pos = line_end + 2;
+    loop {
+        let rel = find(&head[pos..], b"\r\n").ok_or(HeadError::Bad("malformed header"))?;
+        let end = pos + rel;
+        if end == pos {
+            break;
+        }
+        let line = &head[pos..end];
+        if matches!(line[0], b' ' | b'\t') {
+            return Err(HeadError::Bad("obsolete header line folding"));
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::Bad("header without colon"))?;
+        if colon == 0 || line[..colon].iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return Err(HeadError::Bad("invalid header name"));
+        }
+        let name = pos..pos + colon;
+        let value = trim_range(head, pos + colon + 1..end);
+        let n = &head[name.clone()];
+        let v = &head[value.clone()];
+        if n.eq_ignore_ascii_case(b"content-length") {
+            if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Bad("invalid content-length"));
+            }
+            let len = v
+                .iter()
+                .fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
+            if content_length.is_some_and(|old| old != len) {
+                return Err(HeadError::Bad("conflicting content-length"));
+            }
+            content_length = Some(len);
+        } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
+            for t in v.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"identity") {
+                    other_te = true;
+                }
+            }
+        } else if n.eq_ignore_ascii_case(b"connection") {
+            conn_close |= has_token(v, "close");
+            conn_keep_alive |= has_token(v, "keep-alive");
+        } else if n.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= v.eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.push((name, value));
+        pos = end + 2;
+    }
+    if other_te {
+        return Err(HeadError::NotImplemented("unsupported transfer-encoding"));
+    }
+    let mut keep_alive = if http10 {
+        conn_keep_alive && !conn_close
+    } else {
+        !conn_close
+    };
+    if chunked && content_length.is_some() {
+        // RFC 9112 6.3: chunked wins, and the connection must be closed afterwards.
+        content_length = None;
+        keep_alive = false;
+    }
+    Ok(HeadInfo {
+        method,
+        target,
+        version,
+        content_length,
+        chunked,
+        keep_alive,
+        http10,
+        expect_continue,
+    })
+}
+
+enum BodyError {
+    Eof,
+    Bad,
+    TooLarge,
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(INITIAL_BUF);
+    }
+    stream.read_buf(buf).await
+}
+
+/// Read until `buf` holds at least `need` bytes.
+async fn fill_to(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result<(), BodyError> {
+    if buf.len() < need {
+        buf.reserve(need - buf.len());
+    }
+    while buf.len() < need {
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Err(BodyError::Eof),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Read a CRLF terminated line starting at `pos`; returns the index of its CR.
+async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut, pos: usize) -> Result<usize, BodyError> {
+    let mut scanned = pos;
+    loop {
+        if let Some(i) = find(&buf[scanned..], b"\r\n") {
+            return Ok(scanned + i);
+        }
+        if buf.len() - pos > MAX_LINE {
+            return Err(BodyError::Bad);
+        }
+        scanned = buf.len().saturating_sub(1).max(pos);
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Err(BodyError::Eof),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Decode a chunked body that starts at `start` in `buf` into `body`.
+/// Returns the offset just past the body (after the trailers).
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    start: usize,
+    body: &mut Vec<u8>,
+) -> Result<usize, BodyError> {
+    let mut pos = start;
+    loop {
+        let end = read_line(stream, buf, pos).await?;
+        let line = &buf[pos..end];
+        let size_part = line.split(|&b| b == b';').next().unwrap_or(line).trim_ascii();
+        if size_part.is_empty() || size_part.len() > 15 {
+            return Err(BodyError::Bad);
+        }
+        let mut size = 0usize;
+        for &c in size_part {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(BodyError::Bad),
+            };
+            size = size * 16 + usize::from(d);
+        }
+        pos = end + 2;
+        if size == 0 {
+            // Trailer section, terminated by an empty line.
+            let mut trailers = 0usize;
+            loop {
+                let end = read_line(stream, buf, pos).await?;
+                let empty = end == pos;
+                trailers += end - pos + 2;
+                pos = end + 2;
+                if empty {
+                    return Ok(pos);
+                }
+                if trailers > MAX_HEAD {
+                    return Err(BodyError::Bad);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        let need = pos + size + 2;
+        fill_to(stream, buf, need).await?;
+        if &buf[pos + size..need] != b"\r\n" {
+            return Err(BodyError::Bad);
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        pos = need;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection handling
+// ---------------------------------------------------------------------------
+
+enum Outcome {
+    KeepAlive,
+    Close,
+    Reset,
+    Hang,
+}
+
+/// Per-connection reusable buffers.
+struct Bufs {
+    out: Vec<u8>,
+    body: Vec<u8>,
+}
+
+async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
+    let mut chunked_body: Vec<u8> = Vec::new();
+    let mut headers: HeaderRanges = Vec::with_capacity(32);
+    let mut bufs = Bufs {
+        out: Vec::with_capacity(4096),
+        body: Vec::with_capacity(2048),
+    };
+
+    loop {
+        // Tolerate empty lines before a request line (RFC 9112 2.2).
+        while buf.starts_with(b"\r\n") {
+            buf.advance(2);
+        }
+        // 1. Request head.
+        let mut scanned = 0usize;
+        let head_len = loop {
+            if let Some(p) = find(&buf[scanned..], b"\r\n\r\n") {
+                break scanned + p + 4;
+            }
+            if buf.len() > MAX_HEAD {
+                simple_error(&mut stream, &mut bufs.out, 431, "mock: request head too large").await;
+                return;
+            }
+            scanned = buf.len().saturating_sub(3);
+            match read_more(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            while buf.starts_with(b"\r\n") {
+                buf.advance(2);
+                scanned = 0;
+            }
+        };
+        if head_len > MAX_HEAD {
+            simple_error(&mut stream, &mut bufs.out, 431, "mock: request head too large").await;
+            return;
+        }
+        let info = match parse_head(&buf[..head_len], &mut headers) {
+            Ok(info) => info,
+            Err(HeadError::Bad(msg)) => {
+                simple_error(&mut stream, &mut bufs.out, 400, msg).await;
+                return;
+            }
+            Err(HeadError::NotImplemented(msg)) => {
+                simple_error(&mut stream, &mut bufs.out, 501, msg).await;
+                return;
+            }
+        };
+
+        // 2. Request body.
+        let body_range;
+        let total_len;
+        if info.chunked {
+            if info.expect_continue && buf.len() == head_len && !info.http10 {
+                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                    return;
+                }
+            }
+            chunked_body.clear();
+            match read_chunked(&mut stream, &mut buf, head_len, &mut chunked_body).await {
+                Ok(end) => total_len = end,
+                Err(BodyError::Eof) => return,
+                Err(BodyError::Bad) => {
+                    simple_error(&mut stream, &mut bufs.out, 400, "mock: malformed chunked body").await;
+                    return;
+                }
+                Err(BodyError::TooLarge) => {
+                    simple_error(&mut stream, &mut bufs.out, 413, "mock: request body too large").await;
+                    return;
+                }
+            }
+            body_range = None;
+        } else {
+            let n = info.content_length.unwrap_or(0);
+            if n > MAX_BODY {
+                simple_error(&mut stream, &mut bufs.out, 413, "mock: request body too large").await;
+                return;
+            }
+            let need = head_len + n;
+            if info.expect_continue && n > 0 && buf.len() < need && !info.http10 {
+                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                    return;
+                }
+            }
+            if fill_to(&mut stream, &mut buf, need).await.is_err() {
+                return;
+            }
+            total_len = need;
+            body_range = Some(head_len..need);
+        }
+
+        // 3. Answer.
+        let outcome = {
+            let head = &buf[..head_len];
+            let req = Req {
+                head,
+                method: &head[info.method.clone()],
+                target: &head[info.target.clone()],
+                version: &head[info.version.clone()],
+                headers: &headers,
+                body: match &body_range {
+                    Some(r) => &buf[r.clone()],
+                    None => &chunked_body,
+                },
+                chunked: info.chunked,
+                keep_alive: info.keep_alive,
+                http10: info.http10,
+            };
+            handle(&mut stream, &state, &req, &mut bufs).await
+        };
+        buf.advance(total_len);
+
+        match outcome {
+            Outcome::KeepAlive if info.keep_alive => {}
+            Outcome::KeepAlive | Outcome::Close => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Outcome::Reset => {
+                let _ = stream.set_zero_linger();
+                return;
+            }
+            Outcome::Hang => {
+                // Never answer; keep the socket open until the peer goes away.
+                buf.clear();
+                loop {
+                    if buf.len() > MAX_HEAD {
+                        buf.clear();
+                    }
+                    match read_more(&mut stream, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+
+        // Do not keep huge buffers around on long-lived connections.
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            buf = BytesMut::with_capacity(INITIAL_BUF);
+        }
+        if chunked_body.capacity() > SHRINK_ABOVE {
+            chunked_body = Vec::new();
+        }
+        if bufs.out.capacity() > SHRINK_ABOVE {
+            bufs.out = Vec::with_capacity(4096);
+        }
+        if bufs.body.capacity() > SHRINK_ABOVE {
+            bufs.body = Vec::with_capacity(2048);
+        }
+    }
+}
+
+/// Protocol-level error (before a request could be read); always closes.
+async fn simple_error(stream: &mut TcpStream, out: &mut Vec<u8>, status: u16, msg: &str) {
+    let mut body = Vec::with_capacity(128);
+    body.extend_from_slice(b"{\"error\":{\"message\":");
+    json_str(&mut body, msg);
+    body.extend_from_slice(b",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}");
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status,
+        reason(status),
+        body.len()
+    );
+    out.extend_from_slice(&body);
+    if stream.write_all(out).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        529 => "Overloaded",
+        _ => "Unknown",
+    }
+}
+
+fn write_conn_header(out: &mut Vec<u8>, req: &Req<'_>, close: bool) {
+    if close || !req.keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+}
+
+/// Write a complete response with Content-Length in one `write_all`.
+/// With `cut`, only the head and half of the body are written and the connection closes.
+async fn respond(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    req: &Req<'_>,
+    status: u16,
+    extra_headers: &str,
+    body: &[u8],
+    cut: bool,
+) -> Outcome {
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}",
+        status,
+        reason(status),
+        body.len(),
+        extra_headers
+    );
+    write_conn_header(out, req, cut);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(if cut { &body[..body.len() / 2] } else { body });
+    if stream.write_all(out).await.is_err() || cut || !req.keep_alive {
+        return Outcome::Close;
+    }
+    Outcome::KeepAlive
+}
+
+/// Write an SSE response: each event is its own chunk, written as soon as it is ready.
+async fn respond_sse(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    req: &Req<'_>,
+    events: &[String],
+    event_delay: Option<Duration>,
+    cut: bool,
+) -> Outcome {
+    let chunked = !req.http10;
+    out.clear();
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n",
+    );
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    write_conn_header(out, req, cut || !chunked);
+    out.extend_from_slice(b"\r\n");
+    if stream.write_all(out).await.is_err() {
+        return Outcome::Close;
+    }
+    let count = if cut { events.len().min(2) } else { events.len() };
+    for (i, ev) in events[..count].iter().enumerate() {
+        if i > 0 {
+            if let Some(d) = event_delay {
+                tokio::time::sleep(d).await;
+            }
+        }
+        out.clear();
+        if chunked {
+            let _ = write!(out, "{:x}\r\n", ev.len());
+        }
+        out.extend_from_slice(ev.as_bytes());
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+            if !cut && i + 1 == count {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        if stream.write_all(out).await.is_err() {
+            return Outcome::Close;
+        }
+    }
+    if cut || !chunked || !req.keep_alive {
+        Outcome::Close
+    } else {
+        Outcome::KeepAlive
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Routing and provider bodies
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Usage {
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    cache_write: u64,
+}
+
+const OPENAI_USAGE: Usage = Usage {
+    input: 21,
+    output: 7,
+    cache_read: 5,
+    cache_write: 0,
+};
+const ANTHROPIC_USAGE: Usage = Usage {
+    input: 12,
+    output: 9,
+    cache_read: 4,
+    cache_write: 3,
+};
+
+fn echo_usage(req: &Req<'_>, default: Usage) -> Usage {
+    let parse = || -> Option<Usage> {
+        let v = std::str::from_utf8(req.header("x-mock-echo-usage")?).ok()?;
+        let mut it = v.split(',').map(|p| p.trim().parse::<u64>());
+        let u = Usage {
+            input: it.next()?.ok()?,
+            output: it.next()?.ok()?,
+            cache_read: it.next()?.ok()?,
+            cache_write: it.next()?.ok()?,
+        };
+        it.next().is_none().then_some(u)
+    };
+    parse().unwrap_or(default)
+}
+
+/// The request's `model`, as a JSON literal.
+fn model_json(v: &Value) -> String {
+    match v.get("model") {
+        Some(m) if !m.is_null() => serde_json::to_string(m).unwrap_or_else(|_| "\"mock-model\"".into()),
+        _ => "\"mock-model\"".into(),
+    }
+}
+
+fn is_true(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_bool) == Some(true)
+}
+
+fn delay_from(req: &Req<'_>, name: &str) -> Option<Duration> {
+    req.header_u64(name)
+        .filter(|&ms| ms > 0)
+        .map(|ms| Duration::from_millis(ms.min(MAX_DELAY_MS)))
+}
+
+async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut Bufs) -> Outcome {
+    let path = req.path();
+    let method = req.method;
+
+    // Control routes: never recorded, never faulted.
+    if path == b"/__mock/requests" {
+        return match method {
+            b"GET" => {
+                state.dump(&mut bufs.body);
+                respond(stream, &mut bufs.out, req, 200, "", &bufs.body, false).await
+            }
+            b"DELETE" => {
+                let n = state.clear();
+                bufs.body.clear();
+                let _ = write!(bufs.body, "{{\"cleared\":{n}}}");
+                respond(stream, &mut bufs.out, req, 200, "", &bufs.body, false).await
+            }
+            _ => not_found(stream, bufs, req).await,
+        };
+    }
+
+    state.record(req);
+
+    let fault = req.header("x-mock-fault").map(<[u8]>::trim_ascii);
+    match fault {
+        Some(f) if f.eq_ignore_ascii_case(b"hang") => return Outcome::Hang,
+        Some(f) if f.eq_ignore_ascii_case(b"reset") => return Outcome::Reset,
+        _ => {}
+    }
+    if let Some(d) = delay_from(req, "x-mock-delay-ms") {
+        tokio::time::sleep(d).await;
+    }
+    if fault.is_some_and(|f| f.eq_ignore_ascii_case(b"garbage")) {
+        let _ = stream.write_all(b"this is not http\r\n\r\n").await;
+        return Outcome::Close;
+    }
+    let cut = fault.is_some_and(|f| f.eq_ignore_ascii_case(b"cut-stream"));
+    let anthropic = path == b"/v1/messages" || path.starts_with(b"/v1/messages/");
+
+    if let Some(status) = req
+        .header_u64("x-mock-status")
+        .filter(|s| (400..=599).contains(s))
+    {
+        let status = status as u16;
+        let msg = format!("mock upstream error {status}");
+        bufs.body.clear();
+        if anthropic {
+            let kind = match status {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                402 => "billing_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                503 | 529 => "overloaded_error",
+                504 => "timeout_error",
+                s if s >= 500 => "api_error",
+                _ => "invalid_request_error",
+            };
+            let _ = write!(
+                bufs.body,
+                "{{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"{msg}\"}}}}"
+            );
+        } else {
+            let (kind, code) = match status {
+                401 => ("invalid_request_error", "invalid_api_key"),
+                403 => ("invalid_request_error", "permission_denied"),
+                404 => ("invalid_request_error", "model_not_found"),
+                429 => ("requests", "rate_limit_exceeded"),
+                503 => ("server_error", "service_unavailable"),
+                s if s >= 500 => ("server_error", "server_error"),
+                _ => ("invalid_request_error", "invalid_request"),
+            };
+            let _ = write!(
+                bufs.body,
+                "{{\"error\":{{\"message\":\"{msg}\",\"type\":\"{kind}\",\"param\":null,\"code\":\"{code}\"}}}}"
+            );
+        }
+        let extra = if status == 429 { "retry-after: 1\r\n" } else { "" };
+        return respond(stream, &mut bufs.out, req, status, extra, &bufs.body, cut).await;
+    }
+
+    match (method, path) {
+        (b"POST", b"/v1/chat/completions") => openai_chat(stream, req, bufs, cut).await,
+        (b"POST", b"/v1/messages") => anthropic_messages(stream, req, bufs, cut).await,
+        (b"POST", b"/v1/messages/count_tokens") => {
+            if serde_json::from_slice::<Value>(req.body).is_err() {
+                return anthropic_invalid_json(stream, req, bufs, cut).await;
+            }
+            let input = match req.header("x-mock-echo-usage") {
+                Some(_) => echo_usage(req, ANTHROPIC_USAGE).input,
+                None => 42,
+            };
+            bufs.body.clear();
+            let _ = write!(bufs.body, "{{\"input_tokens\":{input}}}");
+            respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await
+        }
+        (b"GET", b"/v1/models") => {
+            const MODELS: &str = concat!(
+                "{\"object\":\"list\",\"data\":[",
+                "{\"id\":\"gpt-4o-mini\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"openai\"},",
+                "{\"id\":\"gpt-4o\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"openai\"},",
+                "{\"id\":\"mock-model\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"mock\"}",
+                "]}"
+            );
+            respond(stream, &mut bufs.out, req, 200, "", MODELS.as_bytes(), cut).await
+        }
+        _ => not_found(stream, bufs, req).await,
+    }
+}
+
+async fn not_found(stream: &mut TcpStream, bufs: &mut Bufs, req: &Req<'_>) -> Outcome {
+    bufs.body.clear();
+    bufs.body.extend_from_slice(b"{\"error\":{\"message\":");
+    let msg = format!(
+        "mock: unknown route {} {}",
+        String::from_utf8_lossy(req.method),
+        String::from_utf8_lossy(req.path())
+    );
+    json_str(&mut bufs.body, &msg);
+    bufs.body
+        .extend_from_slice(b",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"unknown_url\"}}");
+    respond(stream, &mut bufs.out, req, 404, "", &bufs.body, false).await
+}
+
+async fn anthropic_invalid_json(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool) -> Outcome {
+    const BODY: &[u8] =
+        b"{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"mock: invalid JSON\"}}";
+    respond(stream, &mut bufs.out, req, 400, "", BODY, cut).await
+}
+
+async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool) -> Outcome {
+    let Ok(v) = serde_json::from_slice::<Value>(req.body) else {
+        const BODY: &[u8] = b"{\"error\":{\"message\":\"mock: invalid JSON\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
+        return respond(stream, &mut bufs.out, req, 400, "", BODY, cut).await;
+    };
+    let model = model_json(&v);
+    let u = echo_usage(req, OPENAI_USAGE);
+    let total = u.input.saturating_add(u.output);
+
+    if !is_true(v.get("stream")) {
+        bufs.body.clear();
+        let _ = write!(
+            bufs.body,
+            concat!(
+                "{{\"id\":\"chatcmpl-mock123\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":{model},",
+                "\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\",\"refusal\":null}},",
+                "\"logprobs\":null,\"finish_reason\":\"stop\"}}],",
+                "\"usage\":{{\"prompt_tokens\":{pt},\"completion_tokens\":{ct},\"total_tokens\":{tt},",
+                "\"prompt_tokens_details\":{{\"cached_tokens\":{cached},\"audio_tokens\":0}},",
+                "\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,",
+                "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}},",
+                "\"system_fingerprint\":\"fp_mock\"}}"
+            ),
+            model = model,
+            content = CONTENT,
+            pt = u.input,
+            ct = u.output,
+            tt = total,
+            cached = u.cache_read,
+        );
+        return respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await;
+    }
+
+    let include_usage = is_true(v.pointer("/stream_options/include_usage"));
+    let pre = format!(
+        "data: {{\"id\":\"chatcmpl-mock123\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":\"fp_mock\",\"choices\":["
+    );
+    let tail = if include_usage {
+        "],\"usage\":null}\n\n"
+    } else {
+        "]}\n\n"
+    };
+    let mut events = Vec::with_capacity(OPENAI_PIECES.len() + 4);
+    events.push(format!(
+        "{pre}{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
+    ));
+    for piece in OPENAI_PIECES {
+        events.push(format!(
+            "{pre}{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
+        ));
+    }
+    events.push(format!(
+        "{pre}{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}{tail}"
+    ));
+    if include_usage {
+        events.push(format!(
+            "{pre}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"completion_tokens_details\":{{\"reasoning_tokens\":0}}}}}}\n\n",
+            u.input, u.output, total, u.cache_read
+        ));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    let delay = delay_from(req, "x-mock-event-delay-ms");
+    respond_sse(stream, &mut bufs.out, req, &events, delay, cut).await
+}
+
+async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool) -> Outcome {
+    let Ok(v) = serde_json::from_slice::<Value>(req.body) else {
+        return anthropic_invalid_json(stream, req, bufs, cut).await;
+    };
+    let model = model_json(&v);
+    let u = echo_usage(req, ANTHROPIC_USAGE);
+
+    if !is_true(v.get("stream")) {
+        bufs.body.clear();
+        let _ = write!(
+            bufs.body,
+            concat!(
+                "{{\"id\":\"msg_mock123\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model},",
+                "\"content\":[{{\"type\":\"text\",\"text\":\"{content}\"}}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,",
+                "\"usage\":{{\"input_tokens\":{it},\"cache_creation_input_tokens\":{cw},\"cache_read_input_tokens\":{cr},\"output_tokens\":{ot}}}}}"
+            ),
+            model = model,
+            content = CONTENT,
+            it = u.input,
+            cw = u.cache_write,
+            cr = u.cache_read,
+            ot = u.output,
+        );
+        return respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await;
+    }
+
+    let mut events = Vec::with_capacity(ANTHROPIC_PIECES.len() + 6);
+    events.push(format!(
+        concat!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_mock123\",\"type\":\"message\",",
+            "\"role\":\"assistant\",\"model\":{model},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,",
+            "\"usage\":{{\"input_tokens\":{it},\"cache_creation_input_tokens\":{cw},\"cache_read_input_tokens\":{cr},\"output_tokens\":1}}}}}}\n\n"
+        ),
+        model = model,
+        it = u.input,
+        cw = u.cache_write,
+        cr = u.cache_read,
+    ));
+    events.push(
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+            .to_string(),
+    );
+    events.push("event: ping\ndata: {\"type\":\"ping\"}\n\n".to_string());
+    for piece in ANTHROPIC_PIECES {
+        events.push(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n"
+        ));
+    }
+    events.push(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string(),
+    );
+    events.push(format!(
+        "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
+        u.output
+    ));
+    events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string());
+    let delay = delay_from(req, "x-mock-event-delay-ms");
+    respond_sse(stream, &mut bufs.out, req, &events, delay, cut).await
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+async fn run(args: Args) -> Result<(), String> {
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening {addr}");
+        let _ = out.flush();
+    }
+    let state = Arc::new(State {
+        recorder: (!args.no_record).then(|| Mutex::new(VecDeque::with_capacity(RECORD_CAP))),
+    });
+
+    let accept_loop = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_conn(stream, Arc::clone(&state)));
+                }
+                Err(e) => {
+                    // e.g. EMFILE: back off briefly instead of spinning.
+                    eprintln!("mock-upstream: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal: {e}"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal: {e}"))?;
+        tokio::select! {
+            _ = accept_loop => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = accept_loop => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mock-upstream: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(args));
+    // Open connections (including hung ones) are dropped, which closes them.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mock-upstream: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

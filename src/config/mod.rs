@@ -1,0 +1,369 @@
+//! Loading and validating the YAML config. `load` is the only entry point: used at start, by
+//! `cheapmodel check`, and on every reload. Errors name the failing field path
+//! (`models.gpt-5.5.upstream`). Never panics. Reads the environment for `api_key_env` and resolves
+//! upstream host names (so the request path never does DNS).
+
+pub mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::error::Dialect;
+use crate::registry::{Key, Model, Snapshot, Upstream};
+use raw::{RawConfig, RawServer, RawUpstream};
+
+/// A config error: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the failing field (`.` for the whole file).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), message: message.into() }
+}
+
+/// A loaded config: process settings plus the first routing snapshot.
+#[derive(Debug)]
+pub struct Loaded {
+    /// `server:` as written (listeners, threads...).
+    pub server: RawServer,
+    /// Routing data.
+    pub snapshot: Snapshot,
+}
+
+/// Reads, parses and validates `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(".", format!("cannot read {}: {e}", path.display())))?;
+    load_str(&text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates YAML text; `env` looks up environment variables (injected for tests).
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        err(if path.is_empty() { ".".to_string() } else { path }, e.inner().to_string())
+    })?;
+    validate(raw, env)
+}
+
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    validate_server(&raw.server)?;
+    let mut upstreams = HashMap::new();
+    for (name, u) in &raw.upstreams {
+        upstreams.insert(name.clone(), Arc::new(build_upstream(name, u, env)?));
+    }
+    let mut models = HashMap::new();
+    for (name, m) in &raw.models {
+        let path = format!("models.{name}");
+        validate_model_name(name).map_err(|m| err(&path, m))?;
+        let upstream = upstreams
+            .get(&m.upstream)
+            .ok_or_else(|| err(format!("{path}.upstream"), format!("no upstream named `{}`", m.upstream)))?;
+        let upstream_model_json = match &m.upstream_model {
+            Some(um) if um.is_empty() => return Err(err(format!("{path}.upstream_model"), "must not be empty")),
+            Some(um) if um != name => Some(Bytes::from(serde_json::Value::from(um.as_str()).to_string())),
+            _ => None,
+        };
+        validate_price(&m.price).map_err(|(f, msg)| err(format!("{path}.price.{f}"), msg))?;
+        models.insert(
+            name.clone(),
+            Arc::new(Model {
+                name: Arc::from(name.as_str()),
+                upstream: upstream.clone(),
+                upstream_model_json,
+                kind: m.kind,
+                price: m.price,
+                max_output_tokens: m.max_output_tokens,
+            }),
+        );
+    }
+    let mut keys = HashMap::new();
+    let mut names = HashSet::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let path = format!("keys[{i}]");
+        if k.name.is_empty() || !k.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(err(format!("{path}.name"), "must be non-empty ASCII letters, digits, '-', '_' or '.'"));
+        }
+        if !names.insert(k.name.clone()) {
+            return Err(err(format!("{path}.name"), format!("duplicate key name `{}`", k.name)));
+        }
+        let digest = parse_sha256(&k.sha256).ok_or_else(|| err(format!("{path}.sha256"), "expected 64 hex characters"))?;
+        if let Some(list) = &k.models {
+            for (j, m) in list.iter().enumerate() {
+                if !models.contains_key(m) {
+                    return Err(err(format!("{path}.models[{j}]"), format!("no model named `{m}`")));
+                }
+            }
+        }
+        let key = Key { name: Arc::from(k.name.as_str()), models: k.models.as_ref().map(|l| l.iter().cloned().collect()) };
+        if keys.insert(digest, Arc::new(key)).is_some() {
+            return Err(err(format!("{path}.sha256"), "the same key is listed twice"));
+        }
+    }
+    let snapshot = Snapshot { upstreams, models, keys, max_request_body: raw.server.max_request_body };
+    Ok(Loaded { server: raw.server, snapshot })
+}
+
+fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
+    if s.listen.is_empty() {
+        return Err(err("server.listen", "at least one address is required"));
+    }
+    for (i, a) in s.listen.iter().enumerate() {
+        a.parse::<SocketAddr>().map_err(|_| err(format!("server.listen[{i}]"), format!("`{a}` is not an IP:port address")))?;
+    }
+    if let Some(m) = &s.metrics {
+        m.parse::<SocketAddr>().map_err(|_| err("server.metrics", format!("`{m}` is not an IP:port address")))?;
+    }
+    if s.threads == 0 {
+        return Err(err("server.threads", "must be at least 1"));
+    }
+    if s.max_request_body == 0 {
+        return Err(err("server.max_request_body", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_model_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 200 || !name.bytes().all(|b| b.is_ascii_graphic()) || name.contains('"') || name.contains('\\') {
+        return Err("model names are 1 to 200 printable ASCII characters without quotes or backslashes".into());
+    }
+    Ok(())
+}
+
+fn validate_price(p: &raw::RawPrice) -> Result<(), (&'static str, String)> {
+    let fields = [
+        ("input_per_mtok", p.input_per_mtok),
+        ("output_per_mtok", p.output_per_mtok),
+        ("cache_read_per_mtok", p.cache_read_per_mtok),
+        ("cache_write_per_mtok", p.cache_write_per_mtok),
+        ("per_image", p.per_image),
+        ("per_second", p.per_second),
+        ("per_request", p.per_request),
+    ];
+    for (f, v) in fields {
+        if !v.is_finite() || v < 0.0 {
+            return Err((f, "must be a finite number >= 0".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Parts of an upstream URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// https?
+    pub tls: bool,
+    /// Host name or IP literal (no brackets).
+    pub host: String,
+    /// Port (scheme default when absent).
+    pub port: u16,
+    /// Path without trailing slash; empty when none.
+    pub path: String,
+    /// Whether the port was written explicitly.
+    pub explicit_port: bool,
+}
+
+/// Parses `scheme://host[:port][/base-path]`.
+pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err("must start with http:// or https://".into());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.contains(['?', '#']) {
+        return Err("must not contain a query or fragment".into());
+    }
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let end = r.find(']').ok_or("unclosed [ in IPv6 host")?;
+        let host = &r[..end];
+        let after = &r[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err("garbage after IPv6 host".into()),
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err("missing host (and user info is not allowed)".into());
+    }
+    let explicit_port = port.is_some();
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?,
+        None if tls => 443,
+        None => 80,
+    };
+    Ok(UpstreamUrl { tls, host: host.to_string(), port, path: path.trim_end_matches('/').to_string(), explicit_port })
+}
+
+fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, ConfigError> {
+    let path = format!("upstreams.{name}");
+    let url = parse_upstream_url(&u.url).map_err(|m| err(format!("{path}.url"), m))?;
+    let addr = resolve(&url.host, url.port).map_err(|m| err(format!("{path}.url"), m))?;
+    let host_header = if url.explicit_port { format!("{}:{}", bracket(&url.host), url.port) } else { bracket(&url.host) };
+    let host_header = HeaderValue::from_str(&host_header).map_err(|_| err(format!("{path}.url"), "host is not a valid header value"))?;
+    let auth = match &u.api_key_env {
+        None => None,
+        Some(var) => {
+            let secret = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(format!("{path}.api_key_env"), format!("environment variable {var} is not set"))
+            })?;
+            let (name, value) = match u.dialect {
+                Dialect::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
+                Dialect::Anthropic => (http::header::HeaderName::from_static("x-api-key"), secret),
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| err(format!("{path}.api_key_env"), format!("the value of {var} is not a valid header value")))?;
+            value.set_sensitive(true);
+            Some((name, value))
+        }
+    };
+    if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
+        return Err(err(format!("{path}.read_timeout_ms"), "timeouts must be at least 1 ms"));
+    }
+    Ok(Upstream {
+        name: Arc::from(name),
+        dialect: u.dialect,
+        addr,
+        tls: url.tls,
+        host: url.host,
+        host_header,
+        base_path: if url.path.is_empty() { "/v1".to_string() } else { url.path },
+        auth,
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        read_timeout: Duration::from_millis(u.read_timeout_ms),
+    })
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolved to no address"))
+}
+
+/// Lowercase-hex sha256 digest → bytes.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+server:
+  listen: ["127.0.0.1:8080"]
+upstreams:
+  openai:
+    url: "http://127.0.0.1:9000"
+    dialect: openai
+    api_key_env: TEST_OPENAI_KEY
+models:
+  gpt-5.5:
+    upstream: openai
+    upstream_model: gpt-5.5-2026
+    price: { input_per_mtok: 1.25, output_per_mtok: 10.0 }
+keys:
+  - name: team-a
+    sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    models: ["gpt-5.5"]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TEST_OPENAI_KEY").then(|| "sk-test".to_string())
+    }
+
+    #[test]
+    fn loads_a_valid_file() {
+        let l = load_str(BASE, &env).expect("valid");
+        let m = l.snapshot.model("gpt-5.5").expect("model");
+        assert_eq!(m.upstream_model_json.as_deref(), Some(&b"\"gpt-5.5-2026\""[..]));
+        assert_eq!(m.upstream.base_path, "/v1");
+        assert_eq!(m.upstream.host_header, "127.0.0.1:9000");
+        assert!(l.snapshot.model("gpt").is_none());
+        assert_eq!(l.snapshot.max_request_body, 32 * 1024 * 1024);
+        let (name, value) = m.upstream.auth.as_ref().expect("auth");
+        assert_eq!(name, "authorization");
+        assert!(value.is_sensitive());
+        assert!(!format!("{:?}", m.upstream).contains("sk-test"), "upstream key must not print");
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let bad = BASE.replace("upstream: openai", "upstream: nope");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.upstream");
+        let bad = BASE.replace("dialect: openai", "dialect: klingon");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "upstreams.openai.dialect");
+        let bad = BASE.replace("models: [\"gpt-5.5\"]", "models: [\"gpt\"]");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].models[0]");
+        let bad = BASE.replace("9f86", "zz86");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
+        let bad = BASE.replace("output_per_mtok: 10.0", "output_per_mtok: -1");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.output_per_mtok");
+        let bad = BASE.replace("  threads", "  threads").replace("listen:", "lisen:");
+        assert!(load_str(&bad, &env).expect_err("bad").path.starts_with("server"));
+        let missing_env = load_str(BASE, &|_| None).expect_err("no env");
+        assert_eq!(missing_env.path, "upstreams.openai.api_key_env");
+        assert!(missing_env.message.contains("TEST_OPENAI_KEY"));
+    }
+
+    #[test]
+    fn parses_upstream_urls() {
+        let u = parse_upstream_url("https://generativelanguage.googleapis.com/v1beta/openai/").expect("ok");
+        assert_eq!((u.tls, u.port, u.path.as_str()), (true, 443, "/v1beta/openai"));
+        let u = parse_upstream_url("http://[::1]:8081").expect("ok");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8081));
+        assert!(parse_upstream_url("ftp://x").is_err());
+        assert!(parse_upstream_url("http://user@host").is_err());
+        assert!(parse_upstream_url("http://host:99999").is_err());
+    }
+}

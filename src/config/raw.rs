@@ -1,0 +1,195 @@
+//! Serde mirror of the YAML config file. No logic and no pingora types: `config::load` validates
+//! this into a `registry::Snapshot`. `deny_unknown_fields` everywhere so a typo is an error that
+//! names its field path, never a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::Dialect;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listener and process settings (read at start; a reload does not change them).
+    pub server: RawServer,
+    /// Upstream providers by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Registered models by their public, versioned name.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+    /// Caller keys, stored as sha256.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+/// `server:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Addresses the gateway listens on (HTTP/1.1 and h2c).
+    pub listen: Vec<String>,
+    /// Address of the Prometheus `/metrics` listener.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// Worker threads.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Largest accepted request body in bytes (413 above).
+    #[serde(default = "default_max_body")]
+    pub max_request_body: usize,
+    /// Pingora pid file (daemon mode, graceful upgrade).
+    #[serde(default)]
+    pub pid_file: Option<String>,
+    /// Pingora upgrade socket (graceful binary upgrade).
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
+    /// Seconds an old process keeps serving after a graceful upgrade or SIGTERM.
+    #[serde(default)]
+    pub grace_period_seconds: Option<u64>,
+    /// Seconds to wait for in-flight requests when shutting the runtimes down.
+    #[serde(default)]
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Write one JSON access-log line per request to stdout.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+    /// How long the gateway waits on a silent caller while reading its request body (HTTP/1.x).
+    #[serde(default = "default_client_read_ms")]
+    pub client_read_timeout_ms: u64,
+    /// Seconds between checks of the config file for changes (0 disables; SIGHUP always works).
+    #[serde(default = "default_watch")]
+    pub watch_interval_seconds: u64,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `scheme://host[:port][/base-path]`.
+    pub url: String,
+    /// The dialect the upstream speaks.
+    pub dialect: Dialect,
+    /// Environment variable holding the upstream's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// TCP (+TLS) connect timeout.
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for any single read from the upstream (time to first byte, gap between SSE events).
+    #[serde(default = "default_read_ms")]
+    pub read_timeout_ms: u64,
+}
+
+/// Kind of work a model does; chat models route on the chat endpoints only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Chat / messages.
+    #[default]
+    Chat,
+    /// Image generation.
+    Image,
+    /// Video generation.
+    Video,
+    /// Speech.
+    Audio,
+    /// Music.
+    Music,
+}
+
+impl ModelKind {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Image => "image",
+            ModelKind::Video => "video",
+            ModelKind::Audio => "audio",
+            ModelKind::Music => "music",
+        }
+    }
+}
+
+/// One entry of `models:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Name of the upstream this model is pinned to.
+    pub upstream: String,
+    /// Model name the upstream knows (defaults to the registered name).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Kind of work.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Prices in USD.
+    #[serde(default)]
+    pub price: RawPrice,
+    /// Default `max_tokens` for translated requests that carry none.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
+/// Prices in USD per million tokens (and per unit for media).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Non-cached input tokens.
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    /// Output tokens (reasoning included).
+    #[serde(default)]
+    pub output_per_mtok: f64,
+    /// Input tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_per_mtok: f64,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_per_mtok: f64,
+    /// Per generated image.
+    #[serde(default)]
+    pub per_image: f64,
+    /// Per second of generated video or audio.
+    #[serde(default)]
+    pub per_second: f64,
+    /// Per request.
+    #[serde(default)]
+    pub per_request: f64,
+}
+
+/// One entry of `keys:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Shown in logs and metrics, never the key itself.
+    pub name: String,
+    /// Lowercase hex sha256 of the key (`cheapmodel hash-key KEY`).
+    pub sha256: String,
+    /// Optional allow-list of model names.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+fn default_watch() -> u64 {
+    2
+}
+fn default_client_read_ms() -> u64 {
+    30_000
+}
+fn default_connect_ms() -> u64 {
+    2000
+}
+fn default_read_ms() -> u64 {
+    600_000
+}

@@ -1,0 +1,271 @@
+//! Every error the gateway itself answers with, and how each one is shown to a caller.
+//!
+//! One enum, one exhaustive status map (no `_ =>` arm: a new variant does not compile until it has a
+//! status), and a body in the caller's dialect. The OpenAI shape is
+//! `{"error":{"message","type","param","code"}}`; the Anthropic shape is
+//! `{"type":"error","error":{"type","message"}}` with Anthropic's fixed error types only.
+//! No IO here: the proxy glue writes what this module renders.
+
+use bytes::Bytes;
+
+/// Which API dialect a caller speaks (decided by the endpoint it called) or an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// OpenAI chat-completions dialect (`/v1/chat/completions`).
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Anthropic messages dialect (`/v1/messages`).
+    Anthropic,
+}
+
+impl Dialect {
+    /// Lowercase name, as written in the config and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// An error answered by the gateway itself (never an upstream's own error, which passes through).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No `Authorization: Bearer` or `x-api-key` header.
+    MissingKey,
+    /// A key was sent but it is not registered.
+    InvalidKey,
+    /// The key is valid but its allow-list does not include the model.
+    ModelNotAllowed(String),
+    /// The body is larger than `server.max_request_body`.
+    BodyTooLarge(usize),
+    /// A body over 64 KiB came without Content-Length (see `proxy::body`).
+    LengthRequired,
+    /// The body is not one well-formed JSON object.
+    InvalidJson,
+    /// The body has no `model`.
+    MissingModel,
+    /// `model` is not a string.
+    ModelNotString,
+    /// The body nests arrays/objects deeper than `peek::MAX_DEPTH`.
+    TooDeep,
+    /// The body names `model` (or `stream`) twice: different parsers would read different values.
+    DuplicateField(&'static str),
+    /// A field has the wrong JSON type.
+    WrongType(&'static str, &'static str),
+    /// The model is not registered.
+    UnknownModel(String),
+    /// The model is registered for another kind of work (e.g. an image model on the chat path).
+    WrongKind(String, &'static str),
+    /// The caller's dialect differs from the upstream's and translation is not available.
+    DialectMismatch { model: String, caller: Dialect, upstream: Dialect },
+    /// No such endpoint.
+    NotFound { method: String, path: String },
+    /// The endpoint exists, the method does not.
+    MethodNotAllowed { method: String, path: String },
+    /// The request line or headers are not acceptable (absolute-form URI, bad header value...).
+    BadRequest(&'static str),
+    /// The upstream could not be reached, reset the connection or answered garbage.
+    UpstreamUnavailable,
+    /// The upstream did not answer within its configured timeouts.
+    UpstreamTimeout,
+    /// A bug or an internal failure.
+    Internal,
+}
+
+impl GatewayError {
+    /// HTTP status. Exhaustive on purpose.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::MissingKey | GatewayError::InvalidKey => 401,
+            GatewayError::ModelNotAllowed(_) => 403,
+            GatewayError::BodyTooLarge(_) => 413,
+            GatewayError::LengthRequired => 411,
+            GatewayError::InvalidJson
+            | GatewayError::MissingModel
+            | GatewayError::ModelNotString
+            | GatewayError::DuplicateField(_)
+            | GatewayError::TooDeep
+            | GatewayError::WrongType(..)
+            | GatewayError::WrongKind(..)
+            | GatewayError::DialectMismatch { .. }
+            | GatewayError::BadRequest(_) => 400,
+            GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::UpstreamUnavailable => 502,
+            GatewayError::UpstreamTimeout => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// Low-cardinality label for `cheapmodel_rejected_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::MissingKey => "missing_key",
+            GatewayError::InvalidKey => "invalid_key",
+            GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::BodyTooLarge(_) => "body_too_large",
+            GatewayError::LengthRequired => "length_required",
+            GatewayError::InvalidJson => "invalid_json",
+            GatewayError::MissingModel => "missing_model",
+            GatewayError::ModelNotString => "model_not_string",
+            GatewayError::DuplicateField(_) => "duplicate_field",
+            GatewayError::TooDeep => "too_deep",
+            GatewayError::WrongType(..) => "wrong_type",
+            GatewayError::UnknownModel(_) => "unknown_model",
+            GatewayError::WrongKind(..) => "wrong_kind",
+            GatewayError::DialectMismatch { .. } => "dialect_mismatch",
+            GatewayError::NotFound { .. } => "not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::UpstreamUnavailable => "upstream_unavailable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Internal => "internal",
+        }
+    }
+
+    /// Human-readable message; never contains key material.
+    pub fn message(&self) -> String {
+        match self {
+            GatewayError::MissingKey => "You didn't provide an API key. Send your Cheap Model key as `Authorization: Bearer cm_...` or `x-api-key: cm_...`.".into(),
+            GatewayError::InvalidKey => "Incorrect API key provided.".into(),
+            GatewayError::ModelNotAllowed(m) => format!("This key is not allowed to use the model `{m}`."),
+            GatewayError::BodyTooLarge(max) => format!("Request body is larger than the limit of {max} bytes."),
+            GatewayError::LengthRequired => "A request body over 64 KiB must be sent with a Content-Length header.".into(),
+            GatewayError::InvalidJson => "The request body is not valid JSON: expected one JSON object.".into(),
+            GatewayError::MissingModel => "model: field required".into(),
+            GatewayError::ModelNotString => "model: expected a string".into(),
+            GatewayError::TooDeep => format!("The request body nests arrays or objects deeper than {} levels.", crate::peek::MAX_DEPTH),
+            GatewayError::DuplicateField(f) => format!("{f}: the field appears more than once in the request body"),
+            GatewayError::WrongType(f, t) => format!("{f}: expected {t}"),
+            GatewayError::UnknownModel(m) => format!("The model `{m}` does not exist or you do not have access to it."),
+            GatewayError::WrongKind(m, k) => format!("The model `{m}` is a {k} model and cannot be used on this endpoint."),
+            GatewayError::DialectMismatch { model, caller, upstream } => format!(
+                "The model `{model}` is served by an {} upstream and cannot be called on the {} endpoint.",
+                upstream.as_str(),
+                caller.as_str()
+            ),
+            GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
+            GatewayError::MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}"),
+            GatewayError::BadRequest(why) => (*why).to_string(),
+            GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
+            GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
+            GatewayError::Internal => "Internal gateway error.".into(),
+        }
+    }
+
+    /// OpenAI `(type, code, param)` as the real API uses them.
+    fn openai_fields(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+        match self {
+            GatewayError::MissingKey => ("invalid_request_error", None, None),
+            GatewayError::InvalidKey => ("invalid_request_error", Some("invalid_api_key"), None),
+            GatewayError::ModelNotAllowed(_) => ("invalid_request_error", Some("model_not_allowed"), Some("model")),
+            GatewayError::BodyTooLarge(_) => ("invalid_request_error", Some("request_too_large"), None),
+            GatewayError::LengthRequired => ("invalid_request_error", Some("length_required"), None),
+            GatewayError::InvalidJson | GatewayError::TooDeep => ("invalid_request_error", Some("invalid_json"), None),
+            GatewayError::MissingModel | GatewayError::ModelNotString => ("invalid_request_error", None, Some("model")),
+            GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),
+            GatewayError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found"), Some("model")),
+            GatewayError::WrongKind(..) | GatewayError::DialectMismatch { .. } => ("invalid_request_error", Some("model_not_supported"), Some("model")),
+            GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => ("invalid_request_error", None, None),
+            GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
+            GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
+            GatewayError::Internal => ("server_error", None, None),
+        }
+    }
+
+    /// The response body in `dialect`.
+    pub fn body(&self, dialect: Dialect) -> Bytes {
+        error_body(dialect, self.status(), &self.message(), self.openai_fields())
+    }
+
+    /// The SSE error event sent when a stream that already started is cut.
+    pub fn stream_event(&self, dialect: Dialect) -> Bytes {
+        let body = self.body(dialect);
+        let mut out = Vec::with_capacity(body.len() + 24);
+        match dialect {
+            Dialect::OpenAi => out.extend_from_slice(b"data: "),
+            Dialect::Anthropic => out.extend_from_slice(b"event: error\ndata: "),
+        }
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+/// Anthropic's documented error type for an HTTP status.
+pub fn anthropic_type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 411 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// Renders an error body in `dialect`.
+pub fn error_body(
+    dialect: Dialect,
+    status: u16,
+    message: &str,
+    (openai_type, code, param): (&str, Option<&str>, Option<&str>),
+) -> Bytes {
+    let v = match dialect {
+        Dialect::OpenAi => serde_json::json!({
+            "error": {"message": message, "type": openai_type, "param": param, "code": code}
+        }),
+        Dialect::Anthropic => serde_json::json!({
+            "type": "error",
+            "error": {"type": anthropic_type_for_status(status), "message": message}
+        }),
+    };
+    Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: Bytes) -> serde_json::Value {
+        serde_json::from_slice(&b).expect("error bodies are JSON")
+    }
+
+    #[test]
+    fn unknown_model_in_both_dialects() {
+        let e = GatewayError::UnknownModel("gpt".into());
+        assert_eq!(e.status(), 404);
+        let o = parse(e.body(Dialect::OpenAi));
+        assert_eq!(o["error"]["code"], "model_not_found");
+        assert_eq!(o["error"]["type"], "invalid_request_error");
+        assert!(o["error"]["message"].as_str().is_some_and(|m| m.contains("`gpt`")));
+        let a = parse(e.body(Dialect::Anthropic));
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "not_found_error");
+    }
+
+    #[test]
+    fn auth_errors_use_provider_types() {
+        let a = parse(GatewayError::InvalidKey.body(Dialect::Anthropic));
+        assert_eq!(a["error"]["type"], "authentication_error");
+        let o = parse(GatewayError::InvalidKey.body(Dialect::OpenAi));
+        assert_eq!(o["error"]["code"], "invalid_api_key");
+        let p = parse(GatewayError::ModelNotAllowed("m".into()).body(Dialect::Anthropic));
+        assert_eq!(p["error"]["type"], "permission_error");
+    }
+
+    #[test]
+    fn stream_events_are_framed_per_dialect() {
+        let a = GatewayError::UpstreamUnavailable.stream_event(Dialect::Anthropic);
+        assert!(a.starts_with(b"event: error\ndata: {"));
+        assert!(a.ends_with(b"\n\n"));
+        let o = GatewayError::UpstreamUnavailable.stream_event(Dialect::OpenAi);
+        assert!(o.starts_with(b"data: {\"error\""));
+    }
+}

@@ -1,0 +1,31 @@
+//! Cheap Model: an LLM API gateway on Pingora. One key (`cm_...`), registered and pinned models,
+//! byte-transparent forwarding for same-dialect traffic, per-model token and cost metrics.
+//!
+//! Request path: `proxy` (Pingora glue) → `auth` (key from header bytes) → `proxy::body` (read the
+//! body once) → `peek` (model/stream without a DOM) → `registry` (pinned upstream) →
+//! `proxy::upstream` (minimal header rewrite) → `usage`/`cost`/`metrics`/`access_log` on the way back.
+
+/// Access log (one JSON line per request, off the request thread).
+pub mod access_log;
+/// Caller keys from header bytes.
+pub mod auth;
+/// The `cheapmodel` command line.
+pub mod cli;
+/// Config loading and validation.
+pub mod config;
+/// Cost from usage and price.
+pub mod cost;
+/// Gateway errors and their dialect-shaped bodies.
+pub mod error;
+/// Prometheus metrics.
+pub mod metrics;
+/// Lazy `model`/`stream` peek of request bodies.
+pub mod peek;
+/// Pingora `ProxyHttp` glue.
+pub mod proxy;
+/// Hot reload (SIGHUP and file watch).
+pub mod reload;
+/// Immutable routing snapshots behind arc-swap.
+pub mod registry;
+/// Usage from JSON responses and SSE streams.
+pub mod usage;

@@ -1,0 +1,130 @@
+//! Every Prometheus metric the gateway exports, registered once in the default registry (which
+//! `pingora-prometheus` serves on `server.metrics`). Label values come only from registry names
+//! (model, upstream, key name) or `&'static str`: never a key, a secret or an unregistered model.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, CounterVec, HistogramVec,
+    IntCounterVec,
+};
+
+/// Handles to every metric.
+pub struct Metrics {
+    /// `cheapmodel_requests_total{model,upstream,status}`: requests routed to an upstream.
+    pub requests: IntCounterVec,
+    /// `cheapmodel_request_duration_seconds{model}`: whole request, as the caller saw it.
+    pub duration: HistogramVec,
+    /// `cheapmodel_upstream_ttfb_seconds{model}`: upstream response headers after the request left.
+    pub ttfb: HistogramVec,
+    /// `cheapmodel_overhead_seconds{model}`: the gateway's own time (total minus upstream wait).
+    pub overhead: HistogramVec,
+    /// `cheapmodel_tokens_total{model,key,type}`.
+    pub tokens: IntCounterVec,
+    /// `cheapmodel_cost_usd_total{model,key}`.
+    pub cost: CounterVec,
+    /// `cheapmodel_rejected_total{reason}`: requests answered with the gateway's own error.
+    pub rejected: IntCounterVec,
+    /// `cheapmodel_config_reloads_total{result}`.
+    pub reloads: IntCounterVec,
+}
+
+/// Latency buckets from 1 ms to 10 min.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Overhead buckets fine enough to tell 50 microseconds from 500.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5,
+    0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics (registered on first use).
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(register)
+}
+
+#[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once at start cannot fail")]
+fn register() -> Metrics {
+    Metrics {
+        requests: register_int_counter_vec!(
+            "cheapmodel_requests_total",
+            "Requests routed to an upstream, by final status",
+            &["model", "upstream", "status"]
+        )
+        .expect("register"),
+        duration: register_histogram_vec!(
+            "cheapmodel_request_duration_seconds",
+            "Request duration as seen by the caller",
+            &["model"],
+            DURATION_BUCKETS.to_vec()
+        )
+        .expect("register"),
+        ttfb: register_histogram_vec!(
+            "cheapmodel_upstream_ttfb_seconds",
+            "Time from sending the request upstream to the upstream's response headers",
+            &["model"],
+            DURATION_BUCKETS.to_vec()
+        )
+        .expect("register"),
+        overhead: register_histogram_vec!(
+            "cheapmodel_overhead_seconds",
+            "Time the gateway itself spent on a request: total minus time waiting on the upstream",
+            &["model"],
+            OVERHEAD_BUCKETS.to_vec()
+        )
+        .expect("register"),
+        tokens: register_int_counter_vec!(
+            "cheapmodel_tokens_total",
+            "Tokens by model, key name and type (input excludes cached tokens)",
+            &["model", "key", "type"]
+        )
+        .expect("register"),
+        cost: register_counter_vec!("cheapmodel_cost_usd_total", "Cost in USD by model and key name", &["model", "key"])
+            .expect("register"),
+        rejected: register_int_counter_vec!(
+            "cheapmodel_rejected_total",
+            "Requests the gateway answered with its own error, by reason",
+            &["reason"]
+        )
+        .expect("register"),
+        reloads: register_int_counter_vec!(
+            "cheapmodel_config_reloads_total",
+            "Config reloads by result",
+            &["result"]
+        )
+        .expect("register"),
+    }
+}
+
+/// Status code as a `&'static str` label without allocating.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        529 => "529",
+        0 => "0",
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,231 @@
+//! Picks `model` and `stream` out of a request body without building a document.
+//!
+//! sonic-rs iterates the top-level object lazily: values we do not need are skipped (strictly
+//! validated, SIMD, no allocation, no recursion into a stack overflow), the two we need are read.
+//! sonic-rs validates skipped values recursively, so nesting is bounded first by `exceeds_depth`,
+//! a string-aware scan that jumps over string contents with memchr (LLM bodies are mostly text).
+//! Every top-level key is visited, so a body that names `model` twice is caught: JSON parsers
+//! disagree on which duplicate wins, and the gateway must route and authorize on the value the
+//! upstream reads. Pure: no pingora types, no IO.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use sonic_rs::JsonValueTrait;
+
+use crate::error::GatewayError;
+
+/// What the router needs from a request body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Peek<'a> {
+    /// The `model` value (unescaped).
+    pub model: Cow<'a, str>,
+    /// Byte range of the raw model value, quotes included (for the upstream-model splice).
+    pub model_span: Range<usize>,
+    /// `stream: true`.
+    pub stream: bool,
+    /// Byte range and raw text of `stream_options`, when present.
+    pub stream_options: Option<(Range<usize>, &'a str)>,
+    /// Offset just after the opening `{` (where a field can be inserted).
+    pub object_start: usize,
+}
+
+fn span_of(body: &[u8], raw: &str) -> Range<usize> {
+    // `raw` is a sub-slice of `body` (sonic-rs borrows from its input).
+    let start = raw.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.len()
+}
+
+/// The value's text, borrowed from `body` itself (the iterator's values do not outlive it).
+fn borrowed_str<'a>(body: &'a [u8], span: &Range<usize>) -> Result<&'a str, GatewayError> {
+    std::str::from_utf8(&body[span.clone()]).map_err(|_| GatewayError::InvalidJson)
+}
+
+/// Deepest nesting accepted (serde_json's default recursion limit); deeper bodies are a 400.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether arrays/objects in `body` nest deeper than `limit`. Not a validator: malformed input
+/// is left for the parser, this only bounds the parser's recursion.
+pub fn exceeds_depth(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
+                        Some(j) if body[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j + 1;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Scans `body`. Errors are the caller-facing 400s.
+pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
+    if exceeds_depth(body, MAX_DEPTH) {
+        return Err(GatewayError::TooDeep);
+    }
+    let first = body.iter().position(|b| !b.is_ascii_whitespace()).ok_or(GatewayError::InvalidJson)?;
+    if body[first] != b'{' {
+        return Err(GatewayError::InvalidJson);
+    }
+    let mut model: Option<(Cow<'_, str>, Range<usize>)> = None;
+    let mut stream: Option<bool> = None;
+    let mut stream_options = None;
+    let mut end = first + 1;
+    for entry in sonic_rs::to_object_iter(body) {
+        let (key, value) = entry.map_err(|_| GatewayError::InvalidJson)?;
+        let span = span_of(body, value.as_raw_str());
+        end = span.end;
+        match key.as_ref() {
+            "model" => {
+                if model.is_some() {
+                    return Err(GatewayError::DuplicateField("model"));
+                }
+                if !value.is_str() {
+                    return Err(GatewayError::ModelNotString);
+                }
+                let raw = borrowed_str(body, &span)?;
+                let name = if raw.contains('\\') {
+                    Cow::Owned(sonic_rs::from_str::<String>(raw).map_err(|_| GatewayError::InvalidJson)?)
+                } else {
+                    Cow::Borrowed(&raw[1..raw.len() - 1])
+                };
+                model = Some((name, span));
+            }
+            "stream" => {
+                if stream.is_some() {
+                    return Err(GatewayError::DuplicateField("stream"));
+                }
+                stream = Some(if value.is_null() {
+                    false
+                } else {
+                    value.as_bool().ok_or(GatewayError::WrongType("stream", "a boolean"))?
+                });
+            }
+            "stream_options" => {
+                if stream_options.is_some() {
+                    return Err(GatewayError::DuplicateField("stream_options"));
+                }
+                let raw = borrowed_str(body, &span)?;
+                stream_options = Some((span, raw));
+            }
+            _ => {}
+        }
+    }
+    // The iterator stops at the closing brace; anything after it but whitespace is not one object.
+    let close = body[end..].iter().position(|b| !b.is_ascii_whitespace()).map(|i| end + i);
+    match close {
+        Some(i) if body[i] == b'}' && body[i + 1..].iter().all(u8::is_ascii_whitespace) => {}
+        _ => return Err(GatewayError::InvalidJson),
+    }
+    let (model, model_span) = model.ok_or(GatewayError::MissingModel)?;
+    Ok(Peek { model, model_span, stream: stream.unwrap_or(false), stream_options, object_start: first + 1 })
+}
+
+/// One edit of a body: replace `range` with `with` (an empty range inserts).
+pub struct Edit<'a> {
+    /// Bytes replaced.
+    pub range: Range<usize>,
+    /// Replacement.
+    pub with: &'a [u8],
+}
+
+/// Applies non-overlapping edits in one pass and one allocation.
+pub fn splice(body: &[u8], edits: &mut [Edit<'_>]) -> Vec<u8> {
+    edits.sort_by_key(|e| e.range.start);
+    let grow: usize = edits.iter().map(|e| e.with.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + grow);
+    let mut at = 0;
+    for e in edits.iter() {
+        out.extend_from_slice(&body[at..e.range.start]);
+        out.extend_from_slice(e.with);
+        at = e.range.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_model_and_stream_anywhere() {
+        let b = br#"{"messages":[{"role":"user","content":"{\"model\":\"x\"}"}],"stream":true,"model":"gpt-5.5"}"#;
+        let p = peek(b).expect("ok");
+        assert_eq!(p.model, "gpt-5.5");
+        assert!(p.stream);
+        assert_eq!(&b[p.model_span.clone()], br#""gpt-5.5""#);
+    }
+
+    #[test]
+    fn unescapes_model() {
+        let b = br#" { "model" : "gpt-5\u002e5" } "#;
+        assert_eq!(peek(b).expect("ok").model, "gpt-5.5");
+        let b = br#"{"mo\u0064el":"a","model":"b"}"#;
+        assert_eq!(peek(b).err(), Some(GatewayError::DuplicateField("model")));
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        assert_eq!(peek(b"").err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(b"[1]").err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(br#"{"model":"a""#).err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(br#"{"model":"a"} {"model":"b"}"#).err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(br#"{"model":"a","x":[1,}"#).err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(br#"{"x":1}"#).err(), Some(GatewayError::MissingModel));
+        assert_eq!(peek(br#"{"model":5}"#).err(), Some(GatewayError::ModelNotString));
+        assert_eq!(peek(br#"{"model":"a","model":"b"}"#).err(), Some(GatewayError::DuplicateField("model")));
+        assert_eq!(peek(br#"{"model":"a","stream":"yes"}"#).err(), Some(GatewayError::WrongType("stream", "a boolean")));
+        assert_eq!(peek(b"{\"model\":\"a\",\"x\":\"\xff\"}").err(), Some(GatewayError::InvalidJson));
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let depth = 1_000_000;
+        let mut b = Vec::with_capacity(depth * 2 + 32);
+        b.extend_from_slice(br#"{"x":"#);
+        b.extend(std::iter::repeat_n(b'[', depth));
+        b.extend(std::iter::repeat_n(b']', depth));
+        b.extend_from_slice(br#","model":"m"}"#);
+        assert_eq!(peek(&b).err(), Some(GatewayError::TooDeep));
+        // Brackets inside strings do not count; escaped quotes do not end a string.
+        let s = format!(r#"{{"x":"{}\"[","model":"m"}}"#, "[".repeat(10_000));
+        assert_eq!(peek(s.as_bytes()).expect("ok").model, "m");
+        // The deepest accepted nesting parses without exhausting a 2 MiB worker stack.
+        let ok = format!(r#"{{"x":{}{},"model":"m"}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        let handle = std::thread::Builder::new().stack_size(2 << 20).spawn(move || peek(ok.as_bytes()).map(|p| p.model.into_owned()));
+        assert_eq!(handle.expect("spawn").join().expect("no overflow"), Ok("m".to_string()));
+    }
+
+    #[test]
+    fn splice_replaces_and_inserts() {
+        let b = br#"{"model":"a","stream":true}"#;
+        let p = peek(b).expect("ok");
+        let out = splice(b, &mut [
+            Edit { range: p.model_span.clone(), with: br#""real-a""# },
+            Edit { range: p.object_start..p.object_start, with: br#""stream_options":{"include_usage":true},"# },
+        ]);
+        assert_eq!(out, br#"{"stream_options":{"include_usage":true},"model":"real-a","stream":true}"#);
+    }
+}

@@ -1,0 +1,83 @@
+//! The only place that does request-body IO: read the whole body before the peer is chosen
+//! (the model lives in it), then hand it to the upstream.
+//!
+//! Pingora 0.9.1 runs no body hook before `upstream_peer`, and a body consumed in `request_filter`
+//! is never sent upstream unless its retry buffer (capped at 64 KiB, `BODY_BUF_LIMIT`, not
+//! exported) replays it. So: read the body ourselves, and switch retry buffering on only once the
+//! bytes still to come fit in 64 KiB. Pingora then replays that never-truncated tail through
+//! `request_body_filter(Some(tail), end_of_stream = true)` exactly once per upstream attempt, and
+//! `replay` swaps the whole buffered (or rewritten) body in its place: one `Bytes` clone, no copy.
+//! The caller-side cost is one copy of the body (socket chunks into one buffer).
+//!
+//! Limit of the trick: without a Content-Length the tail cannot be aimed at, so a body over
+//! 64 KiB without one (chunked HTTP/1.1, h2 without `content-length`) is answered 411, never left
+//! hanging. See `../shared/PINGORA.md` §1.4; re-run the body-size tests on every pingora bump.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+
+use crate::error::GatewayError;
+
+/// Mirrors pingora-core's private `BODY_BUF_LIMIT`.
+pub const RETRY_BUF_LIMIT: usize = 64 * 1024;
+
+/// Why a body could not be read.
+pub enum BodyError {
+    /// Answer the caller with this error.
+    Reject(GatewayError),
+    /// The caller's connection failed (timeout, reset): nothing to answer.
+    Io(Box<pingora::Error>),
+}
+
+/// Declared Content-Length, if one valid value was sent.
+pub fn declared_length(session: &Session) -> Option<usize> {
+    let v = session.req_header().headers.get(http::header::CONTENT_LENGTH)?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
+}
+
+/// Reads the whole request body, at most `max` bytes.
+pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
+    let declared = declared_length(session);
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
+    }
+    // The body is read before any upstream exists, so the gateway answers `100 Continue` itself
+    // (otherwise curl-like clients stall for a second); `Expect` is removed from the upstream request.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.write_continue_response().await.map_err(BodyError::Io)?;
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
+    loop {
+        let remaining_fits = match declared {
+            Some(n) => n.saturating_sub(buf.len()) <= RETRY_BUF_LIMIT,
+            None => true,
+        };
+        if remaining_fits {
+            session.enable_retry_buffering();
+        }
+        match session.read_request_body().await.map_err(BodyError::Io)? {
+            Some(chunk) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            None => break,
+        }
+    }
+    if !buf.is_empty() && session.get_retry_buffer().is_none() {
+        // Pingora would replay nothing and the upstream would wait for a body forever.
+        return Err(BodyError::Reject(GatewayError::LengthRequired));
+    }
+    Ok(buf.freeze())
+}
+
+/// `request_body_filter`: replace the replayed tail with the full body, once, at its end.
+pub fn replay(body: &mut Option<Bytes>, end_of_stream: bool, full: &Bytes) {
+    *body = if end_of_stream && !full.is_empty() { Some(full.clone()) } else { None };
+}

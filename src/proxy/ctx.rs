@@ -1,0 +1,86 @@
+//! Per-request state carried between Pingora hooks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{Dialect, GatewayError};
+use crate::registry::{Key, Model, Snapshot};
+use crate::usage::StreamMeter;
+
+/// How the response body is metered.
+#[derive(Debug, Default)]
+pub enum ResponseMeter {
+    /// Not decided yet, or nothing to meter.
+    #[default]
+    None,
+    /// A JSON body: its chunks are kept (refcounted, not copied) and read once at the end.
+    Json { chunks: Vec<Bytes>, len: usize },
+    /// An SSE stream, read as it passes.
+    Stream(Box<StreamMeter>),
+}
+
+/// State of one request.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// When the request headers were done.
+    pub started: Instant,
+    /// Routing data for the whole request (a reload does not change it midway).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Dialect the caller speaks (errors are shaped in it).
+    pub caller: Dialect,
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Authenticated key.
+    pub key: Option<Arc<Key>>,
+    /// Routed model.
+    pub model: Option<Arc<Model>>,
+    /// The exact body to send upstream.
+    pub body: Bytes,
+    /// The caller asked for a stream.
+    pub stream: bool,
+    /// The gateway asked the upstream for stream usage that the caller did not ask for.
+    pub injected_usage: bool,
+    /// The gateway's own error, if it answered one.
+    pub error: Option<GatewayError>,
+    /// When the upstream leg started (peer chosen).
+    pub upstream_started: Option<Instant>,
+    /// Upstream response headers, relative to `upstream_started`.
+    pub ttfb: Option<Duration>,
+    /// When the upstream body ended.
+    pub upstream_done: Option<Instant>,
+    /// Response metering.
+    pub meter: ResponseMeter,
+    /// The response is an SSE stream.
+    pub sse: bool,
+}
+
+impl RequestCtx {
+    /// A fresh context.
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            snapshot: None,
+            caller: Dialect::OpenAi,
+            request_id: String::new(),
+            key: None,
+            model: None,
+            body: Bytes::new(),
+            stream: false,
+            injected_usage: false,
+            error: None,
+            upstream_started: None,
+            ttfb: None,
+            upstream_done: None,
+            meter: ResponseMeter::None,
+            sse: false,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

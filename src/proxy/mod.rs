@@ -1,0 +1,499 @@
+//! Pingora glue: `Gateway` implements `ProxyHttp`, each hook a few lines that delegate to the
+//! modules that hold the logic (auth, peek, usage, body IO in `body`, header rewrite in
+//! `upstream`, local answers in `respond`). The only module that imports `pingora::proxy`.
+
+pub mod body;
+pub mod ctx;
+pub mod respond;
+pub mod upstream;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::access_log;
+use crate::auth;
+use crate::cost;
+use crate::error::{Dialect, GatewayError};
+use crate::metrics;
+use crate::peek::{self, Edit};
+use crate::registry::{ModelKind, Registry};
+use crate::usage::{self, StreamMeter, Usage};
+use body::BodyError;
+use ctx::{RequestCtx, ResponseMeter};
+
+/// The largest JSON response body kept for reading usage (bigger ones pass unmetered).
+const MAX_METERED_JSON: usize = 16 * 1024 * 1024;
+
+/// Settings fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the gateway waits on a silent caller while reading its body (HTTP/1.x).
+    pub client_read_timeout: Duration,
+}
+
+/// The gateway.
+pub struct Gateway {
+    registry: Arc<Registry>,
+    settings: Settings,
+    request_ids: RequestIds,
+}
+
+impl Gateway {
+    /// A gateway serving `registry`.
+    pub fn new(registry: Arc<Registry>, settings: Settings) -> Self {
+        Gateway { registry, settings, request_ids: RequestIds::new() }
+    }
+}
+
+/// What a request asks of the gateway, from its method and path.
+enum Route {
+    Health,
+    Models,
+    /// Chat traffic to forward; the dialect is the endpoint's.
+    Chat(Dialect),
+    /// Anthropic `count_tokens`: forwarded to Anthropic upstreams, unmetered.
+    CountTokens,
+}
+
+fn caller_dialect(req: &RequestHeader) -> Dialect {
+    let p = req.uri.path();
+    if p == "/v1/messages" || p.starts_with("/v1/messages/") {
+        Dialect::Anthropic
+    } else if p == "/v1/chat/completions" || p == "/v1/chat/completions/" {
+        Dialect::OpenAi
+    } else if req.headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
+    if req.uri.scheme().is_some() || req.uri.authority().is_some() {
+        return Err(GatewayError::BadRequest("Absolute-form request targets are not accepted: send the path only."));
+    }
+    let path = req.uri.path();
+    let method = &req.method;
+    let (route, allowed): (Route, &[http::Method]) = match path.trim_end_matches('/') {
+        "/healthz" => (Route::Health, &[http::Method::GET, http::Method::HEAD]),
+        "/v1/models" => (Route::Models, &[http::Method::GET]),
+        "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), &[http::Method::POST]),
+        "/v1/messages" => (Route::Chat(Dialect::Anthropic), &[http::Method::POST]),
+        "/v1/messages/count_tokens" => (Route::CountTokens, &[http::Method::POST]),
+        _ => return Err(GatewayError::NotFound { method: method.to_string(), path: path.to_string() }),
+    };
+    if !allowed.contains(method) {
+        return Err(GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
+    }
+    Ok(route)
+}
+
+impl Gateway {
+    /// Authenticates, reads and peeks the body, and picks the model. `Ok(None)`: forward.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<GatewayError>, BodyError> {
+        let snapshot = self.registry.current();
+        ctx.snapshot = Some(snapshot.clone());
+        let route = match route(session.req_header()) {
+            Ok(Route::Health) => return Ok(None),
+            Ok(r) => r,
+            Err(e) => {
+                // Still authenticate first: an unknown path must not tell a stranger anything.
+                if let Err(auth_err) = auth::authenticate(session.req_header(), &snapshot) {
+                    return Ok(Some(auth_err));
+                }
+                return Ok(Some(e));
+            }
+        };
+        let key = match auth::authenticate(session.req_header(), &snapshot) {
+            Ok(k) => k,
+            Err(e) => return Ok(Some(e)),
+        };
+        ctx.key = Some(key.clone());
+        if let Route::Models = route {
+            return Ok(None);
+        }
+        let body = body::read_full_body(session, snapshot.max_request_body).await?;
+        let peeked = match peek::peek(&body) {
+            Ok(p) => p,
+            Err(e) => return Ok(Some(e)),
+        };
+        let Some(model) = snapshot.model(&peeked.model) else {
+            return Ok(Some(GatewayError::UnknownModel(peeked.model.into_owned())));
+        };
+        if !key.allows(&model.name) {
+            return Ok(Some(GatewayError::ModelNotAllowed(model.name.to_string())));
+        }
+        if model.kind != ModelKind::Chat {
+            return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
+        }
+        let upstream_dialect = model.upstream.dialect;
+        let caller = match route {
+            Route::Chat(d) => d,
+            _ => Dialect::Anthropic,
+        };
+        if caller != upstream_dialect {
+            return Ok(Some(GatewayError::DialectMismatch {
+                model: model.name.to_string(),
+                caller,
+                upstream: upstream_dialect,
+            }));
+        }
+        ctx.stream = peeked.stream && matches!(route, Route::Chat(_));
+
+        // Minimal rewrite: splice the upstream's model name, and for an OpenAI stream without
+        // usage, ask for usage (the extra chunk is removed again on the way back).
+        let mut edits: Vec<Edit<'_>> = Vec::new();
+        if let Some(json) = &model.upstream_model_json {
+            edits.push(Edit { range: peeked.model_span.clone(), with: json });
+        }
+        let stream_options;
+        let mut injected_usage = false;
+        if ctx.stream && upstream_dialect == Dialect::OpenAi {
+            match &peeked.stream_options {
+                None => {
+                    edits.push(Edit {
+                        range: peeked.object_start..peeked.object_start,
+                        with: br#""stream_options":{"include_usage":true},"#,
+                    });
+                    injected_usage = true;
+                }
+                Some((span, raw)) => {
+                    if let Some(rewritten) = with_include_usage(raw) {
+                        stream_options = rewritten;
+                        edits.push(Edit { range: span.clone(), with: stream_options.as_bytes() });
+                        injected_usage = true;
+                    }
+                }
+            }
+        }
+        ctx.injected_usage = injected_usage;
+        ctx.body = if edits.is_empty() { body.clone() } else { Bytes::from(peek::splice(&body, &mut edits)) };
+        ctx.model = Some(model.clone());
+        Ok(None)
+    }
+}
+
+/// `stream_options` with `include_usage: true`, or `None` when it is already there.
+fn with_include_usage(raw: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    match &mut v {
+        serde_json::Value::Object(map) => {
+            if map.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+                return None;
+            }
+            map.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        _ => v = serde_json::json!({"include_usage": true}),
+    }
+    Some(v.to_string())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Runs once the request headers are in: routes, authenticates, reads the body, picks the
+    /// model, or answers an error itself (`Ok(true)`).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Instant::now();
+        ctx.caller = caller_dialect(session.req_header());
+        ctx.request_id = self.request_ids.for_request(session.req_header());
+        session.set_read_timeout(Some(self.settings.client_read_timeout));
+        let outcome = match self.admit(session, ctx).await {
+            Ok(o) => o,
+            Err(BodyError::Reject(e)) => Some(e),
+            Err(BodyError::Io(e)) => return Err(e),
+        };
+        if let Some(err) = outcome {
+            respond::error(session, ctx.caller, &err, &ctx.request_id).await?;
+            ctx.error = Some(err);
+            return Ok(true);
+        }
+        if ctx.model.is_some() {
+            return Ok(false);
+        }
+        // Local answers: /healthz and /v1/models.
+        let (status, body) = match (&ctx.key, &ctx.snapshot) {
+            (Some(key), Some(snap)) => (200, respond::models_body(snap, key, ctx.caller)),
+            _ => (200, Bytes::from_static(br#"{"status":"ok"}"#)),
+        };
+        respond::json(session, status, body, &ctx.request_id).await?;
+        Ok(true)
+    }
+
+    /// The model's pinned upstream. Never another one.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let model = ctx.model.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(upstream::peer(&model.upstream)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let model = ctx.model.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        upstream::rewrite_request(req, &model.upstream, ctx.body.len(), &ctx.request_id)
+    }
+
+    /// Receives the replayed body tail once per attempt and swaps the full body in.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        body::replay(body, end_of_stream, &ctx.body);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started {
+            ctx.ttfb = Some(started.elapsed());
+        }
+        let dialect = ctx.model.as_ref().map_or(Dialect::OpenAi, |m| m.upstream.dialect);
+        ctx.sse = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if ctx.sse {
+            let meter = StreamMeter::new(dialect, ctx.injected_usage);
+            if meter.rewrites() {
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+            }
+            ctx.meter = ResponseMeter::Stream(Box::new(meter));
+        } else {
+            ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.upstream_done = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
+    /// Meters the response as it passes; rewrites it only to remove usage the caller did not ask for.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        match &mut ctx.meter {
+            ResponseMeter::None => {}
+            ResponseMeter::Json { chunks, len } => {
+                if let Some(b) = body {
+                    *len += b.len();
+                    if *len <= MAX_METERED_JSON {
+                        chunks.push(b.clone());
+                    }
+                }
+            }
+            ResponseMeter::Stream(meter) => {
+                let mut out = Vec::new();
+                if let Some(b) = body.as_ref() {
+                    meter.feed(b, &mut out);
+                }
+                if end_of_stream {
+                    meter.finish(&mut out);
+                    if !meter.finished {
+                        // The upstream ended without finishing its stream: say so, never fake success.
+                        out.extend_from_slice(&GatewayError::UpstreamUnavailable.stream_event(ctx.caller));
+                        meter.finished = true;
+                    }
+                }
+                if meter.rewrites() || end_of_stream && !out.is_empty() {
+                    if !meter.rewrites() {
+                        if let Some(b) = body.as_ref() {
+                            let mut joined = Vec::with_capacity(b.len() + out.len());
+                            joined.extend_from_slice(b);
+                            joined.extend_from_slice(&out);
+                            out = joined;
+                        }
+                    }
+                    *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The upstream leg failed: answer 502/504 in the caller's dialect, or, when a stream was
+    /// already under way, end it with the dialect's error event.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let err = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => match code {
+                413 => Some(GatewayError::BodyTooLarge(0)),
+                _ => Some(GatewayError::Internal),
+            },
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout) => {
+                Some(GatewayError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GatewayError::BadRequest("The request body did not arrive in time.")),
+            (ErrorSource::Downstream, _) => None,
+            _ => Some(GatewayError::Internal),
+        };
+        let mut code = 0;
+        if let Some(err) = err {
+            if session.response_written().is_none() {
+                code = err.status();
+                if respond::error(session, ctx.caller, &err, &ctx.request_id).await.is_err() {
+                    code = 0;
+                }
+            } else if ctx.sse {
+                if let ResponseMeter::Stream(meter) = &mut ctx.meter {
+                    if !meter.finished {
+                        meter.finished = true;
+                        let _ = session.write_response_body(Some(err.stream_event(ctx.caller)), true).await;
+                    }
+                }
+                code = session.response_written().map_or(0, |r| r.status.as_u16());
+            }
+            ctx.error = Some(err);
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// Meters, counts and logs every request, whatever its outcome.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let now = Instant::now();
+        let total = now.duration_since(ctx.started);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let m = metrics::get();
+        let (usage, cost) = match &ctx.model {
+            Some(model) => {
+                let usage = match &mut ctx.meter {
+                    ResponseMeter::None => Usage::default(),
+                    ResponseMeter::Json { chunks, len } => {
+                        let whole = if chunks.len() == 1 { chunks[0].clone() } else { Bytes::from(chunks.concat()) };
+                        if *len <= MAX_METERED_JSON {
+                            usage::from_json_body(model.upstream.dialect, &whole).unwrap_or_default()
+                        } else {
+                            Usage::default()
+                        }
+                    }
+                    ResponseMeter::Stream(meter) => meter.usage,
+                };
+                let cost = cost::cost_usd(&usage, &model.price);
+                let name = &*model.name;
+                m.requests.with_label_values(&[name, &model.upstream.name, metrics::status_label(status)]).inc();
+                m.duration.with_label_values(&[name]).observe(total.as_secs_f64());
+                if let Some(ttfb) = ctx.ttfb {
+                    m.ttfb.with_label_values(&[name]).observe(ttfb.as_secs_f64());
+                }
+                let upstream_wait = match ctx.upstream_started {
+                    Some(s) => ctx.upstream_done.unwrap_or(now).saturating_duration_since(s),
+                    None => Duration::ZERO,
+                };
+                m.overhead.with_label_values(&[name]).observe(total.saturating_sub(upstream_wait).as_secs_f64());
+                if let Some(key) = &ctx.key {
+                    let k = &*key.name;
+                    for (kind, n) in [("input", usage.input), ("output", usage.output), ("cache_read", usage.cache_read), ("cache_write", usage.cache_write)] {
+                        if n > 0 {
+                            m.tokens.with_label_values(&[name, k, kind]).inc_by(n);
+                        }
+                    }
+                    if cost > 0.0 {
+                        m.cost.with_label_values(&[name, k]).inc_by(cost);
+                    }
+                }
+                (usage, cost)
+            }
+            None => (Usage::default(), 0.0),
+        };
+        if let Some(err) = &ctx.error {
+            m.rejected.with_label_values(&[err.reason()]).inc();
+        }
+        let req = session.req_header();
+        access_log::write(&access_log::Record {
+            time: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64 / 1000.0),
+            request_id: &ctx.request_id,
+            key: ctx.key.as_deref().map(|k| &*k.name),
+            model: ctx.model.as_deref().map(|m| &*m.name),
+            upstream: ctx.model.as_deref().map(|m| &*m.upstream.name),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            latency_ms: total.as_secs_f64() * 1000.0,
+            ttfb_ms: ctx.ttfb.map(|t| t.as_secs_f64() * 1000.0),
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cache_read_tokens: usage.cache_read,
+            cache_write_tokens: usage.cache_write,
+            cost_usd: cost,
+            error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|_| "proxy_error")),
+            stream: ctx.sse,
+        });
+    }
+
+    /// Keeps Pingora's per-request error log free of request details that could carry secrets.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
+    }
+}
+
+/// Request ids: the caller's `x-request-id` when it is sane, else a fresh one.
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        // The prefix only needs to differ between processes; time is the fallback.
+        if getrandom::getrandom(&mut seed).is_err() {
+            seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64).to_le_bytes();
+        }
+        RequestIds { prefix: u64::from_le_bytes(seed), counter: AtomicU64::new(0) }
+    }
+
+    fn for_request(&self, req: &RequestHeader) -> String {
+        if let Some(v) = req.headers.get("x-request-id") {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                if let Ok(s) = std::str::from_utf8(b) {
+                    return s.to_string();
+                }
+            }
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("req_{:016x}{:016x}", self.prefix, n)
+    }
+}

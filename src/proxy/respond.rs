@@ -1,0 +1,57 @@
+//! Responses the gateway writes itself: errors in the caller's dialect, `/v1/models`, `/healthz`.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::error::{Dialect, GatewayError};
+use crate::registry::{Key, Snapshot};
+
+/// Writes a complete JSON response.
+pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.set_content_length(body.len())?;
+    if !request_id.is_empty() {
+        resp.insert_header("x-request-id", request_id)?;
+    }
+    // An unread request body would be taken for the next request: close instead.
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes `err` in `dialect`.
+pub async fn error(session: &mut Session, dialect: Dialect, err: &GatewayError, request_id: &str) -> Result<()> {
+    json(session, err.status(), err.body(dialect), request_id).await
+}
+
+/// `GET /v1/models`: the models this key may use, in the caller's list shape.
+pub fn models_body(snapshot: &Snapshot, key: &Key, dialect: Dialect) -> Bytes {
+    let mut names: Vec<&str> = snapshot.models.keys().map(String::as_str).filter(|m| key.allows(m)).collect();
+    names.sort_unstable();
+    let v = match dialect {
+        Dialect::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": names.iter().map(|n| serde_json::json!({
+                "id": n, "object": "model", "created": 0, "owned_by": "cheapmodel"
+            })).collect::<Vec<_>>(),
+        }),
+        Dialect::Anthropic => serde_json::json!({
+            "data": names.iter().map(|n| serde_json::json!({
+                "type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"
+            })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": names.first(),
+            "last_id": names.last(),
+        }),
+    };
+    Bytes::from(v.to_string())
+}

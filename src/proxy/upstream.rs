@@ -1,0 +1,74 @@
+//! The upstream leg: the peer for a model, and the minimal rewrite of the request header.
+//!
+//! Only these change: the path (under the upstream's base path), Host, Content-Length, the
+//! credentials (the caller's `Authorization` / `x-api-key` removed, the upstream's own key set),
+//! a default `anthropic-version` for Anthropic upstreams when the caller sent none, `x-request-id`,
+//! `Expect` (already answered by the gateway) and `Accept-Encoding` (identity, so usage can be
+//! read from the response without decompressing it). Every other header passes unchanged.
+
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::Result;
+
+use crate::error::Dialect;
+use crate::registry::Upstream;
+
+/// Default `anthropic-version` when the caller sent none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A peer for `upstream` (resolved address, no DNS on the request path).
+pub fn peer(upstream: &Upstream) -> HttpPeer {
+    let mut peer = HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(upstream.connect_timeout);
+    o.total_connection_timeout = Some(upstream.connect_timeout * 2);
+    o.read_timeout = Some(upstream.read_timeout);
+    o.write_timeout = Some(upstream.read_timeout);
+    o.idle_timeout = Some(std::time::Duration::from_secs(60));
+    peer
+}
+
+/// Upstream path: the caller's path with its `/v1` prefix replaced by the upstream's base path.
+pub fn upstream_path(base_path: &str, caller_path_and_query: &str) -> String {
+    let rest = caller_path_and_query.strip_prefix("/v1").unwrap_or(caller_path_and_query);
+    let mut p = String::with_capacity(base_path.len() + rest.len());
+    p.push_str(base_path);
+    p.push_str(rest);
+    p
+}
+
+/// Rewrites the request header for `upstream`.
+pub fn rewrite_request(req: &mut RequestHeader, upstream: &Upstream, body_len: usize, request_id: &str) -> Result<()> {
+    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = upstream_path(&upstream.base_path, path_and_query);
+    let uri = http::Uri::try_from(path).map_err(|_| pingora::Error::new_str("bad upstream path"))?;
+    req.set_uri(uri);
+    req.remove_header(&http::header::AUTHORIZATION);
+    req.remove_header("x-api-key");
+    if let Some((name, value)) = &upstream.auth {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    if upstream.dialect == Dialect::Anthropic && !req.headers.contains_key("anthropic-version") {
+        req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+    }
+    req.insert_header(http::header::HOST, upstream.host_header.clone())?;
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::EXPECT);
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    let mut len = itoa::Buffer::new();
+    req.insert_header(http::header::CONTENT_LENGTH, len.format(body_len))?;
+    req.insert_header("x-request-id", request_id)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_go_under_the_base_path() {
+        assert_eq!(upstream_path("/v1", "/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(upstream_path("/v1beta/openai", "/v1/chat/completions"), "/v1beta/openai/chat/completions");
+        assert_eq!(upstream_path("/v1", "/v1/messages/count_tokens?beta=true"), "/v1/messages/count_tokens?beta=true");
+    }
+}

@@ -1,0 +1,117 @@
+//! The routing data every request reads: upstreams, models and keys as one immutable snapshot,
+//! swapped whole on reload (`Registry::replace`). A request takes one `Arc<Snapshot>` when it starts
+//! and finishes on it, so a reload never changes a request midway. Everything a request needs per
+//! call (peer address, upstream auth header, JSON-encoded upstream model name, prices) is built
+//! here once per reload, not per request. No IO and no parsing here.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderValue;
+
+pub use crate::config::raw::{ModelKind, RawPrice as Price};
+use crate::error::Dialect;
+
+/// An upstream provider endpoint, ready to connect to.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Config name, used as a metric label.
+    pub name: Arc<str>,
+    /// Dialect it speaks.
+    pub dialect: Dialect,
+    /// Resolved address (resolved at load time: Pingora's `HttpPeer::new` would do blocking DNS).
+    pub addr: SocketAddr,
+    /// TLS with SNI `host`.
+    pub tls: bool,
+    /// Host name (SNI) without port.
+    pub host: String,
+    /// `Host` header value sent upstream (host, plus port when not the scheme's default).
+    pub host_header: HeaderValue,
+    /// Path prefix that replaces the caller's `/v1` (e.g. `/v1beta/openai`); `/v1` when the URL has none.
+    pub base_path: String,
+    /// Header carrying the upstream key (`authorization` or `x-api-key`) and its value, marked
+    /// sensitive so it never prints.
+    pub auth: Option<(http::header::HeaderName, HeaderValue)>,
+    /// TCP (+TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-read timeout.
+    pub read_timeout: Duration,
+}
+
+/// A registered model.
+#[derive(Debug)]
+pub struct Model {
+    /// Public name (metric label).
+    pub name: Arc<str>,
+    /// Pinned upstream.
+    pub upstream: Arc<Upstream>,
+    /// The upstream's name for it, JSON-encoded with quotes, only when it differs from `name`
+    /// (spliced into the body in place of the caller's value).
+    pub upstream_model_json: Option<Bytes>,
+    /// Kind of work.
+    pub kind: ModelKind,
+    /// Prices.
+    pub price: Price,
+    /// Default `max_tokens` for translated requests.
+    pub max_output_tokens: Option<u32>,
+}
+
+/// A caller key (only its hash is known).
+#[derive(Debug)]
+pub struct Key {
+    /// Configured name (metric label, logs).
+    pub name: Arc<str>,
+    /// Allow-list; `None` means every model.
+    pub models: Option<HashSet<String>>,
+}
+
+impl Key {
+    /// Whether this key may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+}
+
+/// Upstreams, models and keys at one point in time.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Upstreams by name.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Models by exact registered name. No prefix or family matching, ever.
+    pub models: HashMap<String, Arc<Model>>,
+    /// Keys by sha256 digest.
+    pub keys: HashMap<[u8; 32], Arc<Key>>,
+    /// Largest accepted request body.
+    pub max_request_body: usize,
+}
+
+impl Snapshot {
+    /// Exact-name model lookup.
+    pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)
+    }
+}
+
+/// The live snapshot behind an `ArcSwap`: readers never block, a reload is one pointer store.
+pub struct Registry(ArcSwap<Snapshot>);
+
+impl Registry {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Registry(ArcSwap::from_pointee(snapshot))
+    }
+
+    /// The snapshot a request keeps until it ends.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Installs a new, already validated snapshot.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,377 @@
+//! Token usage read from upstream responses: JSON bodies and SSE streams of both dialects.
+//!
+//! `Usage` is kept in one convention whatever the dialect: `input` excludes cached tokens (as in
+//! Anthropic's `input_tokens`); OpenAI's `prompt_tokens` includes them, so it is split into
+//! `input = prompt_tokens - cached_tokens` and `cache_read = cached_tokens`. Each token class is
+//! then priced once at its own price (`cost`).
+//!
+//! `StreamMeter` follows an SSE stream as it passes, split-safe (an event may arrive in any number
+//! of pieces). It looks only at `data:` lines that can carry usage or end the stream, and parses
+//! only those. In `strip_injected_usage` mode (an OpenAI stream for which the gateway itself asked
+//! for usage) it also removes what the caller did not ask for: the usage-only chunk and the
+//! `"usage":null` member OpenAI then adds to every chunk. Pure: no IO, no metrics.
+
+use serde::Deserialize;
+
+use crate::error::Dialect;
+
+/// Tokens of one request, by price class.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens not read from or written to a prompt cache.
+    pub input: u64,
+    /// Output tokens (reasoning included).
+    pub output: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: u64,
+}
+
+#[derive(Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<OpenAiPromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiPromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn apply_openai(&mut self, raw_usage: &str) -> bool {
+        let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else { return false };
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+        let prompt = u.prompt_tokens.unwrap_or(0);
+        self.input = prompt.saturating_sub(cached);
+        self.cache_read = cached;
+        self.output = u.completion_tokens.unwrap_or(0);
+        true
+    }
+
+    /// Anthropic reports usage in pieces (`message_start`, then cumulative `message_delta`):
+    /// a field that is present replaces the earlier value.
+    fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
+        let Ok(u) = sonic_rs::from_str::<AnthropicUsage>(raw_usage) else { return false };
+        if let Some(v) = u.input_tokens {
+            self.input = v;
+        }
+        if let Some(v) = u.output_tokens {
+            self.output = v;
+        }
+        if let Some(v) = u.cache_read_input_tokens {
+            self.cache_read = v;
+        }
+        if let Some(v) = u.cache_creation_input_tokens {
+            self.cache_write = v;
+        }
+        true
+    }
+
+    /// Total tokens.
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cache_read + self.cache_write
+    }
+}
+
+/// Usage of a complete (non-streaming) JSON response body, if it has any.
+pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
+    let lv = sonic_rs::get(body, ["usage"]).ok()?;
+    if !lv.is_object() {
+        return None;
+    }
+    let mut u = Usage::default();
+    let ok = match dialect {
+        Dialect::OpenAi => u.apply_openai(lv.as_raw_str()),
+        Dialect::Anthropic => u.apply_anthropic(lv.as_raw_str()),
+    };
+    ok.then_some(u)
+}
+
+use sonic_rs::JsonValueTrait;
+
+/// Follows one SSE response stream.
+#[derive(Debug)]
+pub struct StreamMeter {
+    dialect: Dialect,
+    strip_injected_usage: bool,
+    /// Bytes of a line that has not ended yet.
+    line: Vec<u8>,
+    /// In strip mode: the current event, held until its blank line.
+    event: Vec<u8>,
+    /// Usage seen so far.
+    pub usage: Usage,
+    /// Whether any usage was reported.
+    pub saw_usage: bool,
+    /// The stream ended properly (`[DONE]`, `message_stop`) or with an upstream error event.
+    pub finished: bool,
+    /// The upstream sent an error event.
+    pub upstream_error: bool,
+}
+
+impl StreamMeter {
+    /// A meter for an upstream stream in `dialect`.
+    pub fn new(dialect: Dialect, strip_injected_usage: bool) -> Self {
+        StreamMeter {
+            dialect,
+            strip_injected_usage: strip_injected_usage && dialect == Dialect::OpenAi,
+            line: Vec::new(),
+            event: Vec::new(),
+            usage: Usage::default(),
+            saw_usage: false,
+            finished: false,
+            upstream_error: false,
+        }
+    }
+
+    /// Whether `feed` rewrites the stream (otherwise the chunk passes unchanged).
+    pub fn rewrites(&self) -> bool {
+        self.strip_injected_usage
+    }
+
+    /// Reads one chunk. In strip mode, appends what the caller should receive to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let (piece, tail) = rest.split_at(nl + 1);
+            rest = tail;
+            if self.line.is_empty() {
+                self.on_line(piece, out);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(piece);
+                self.on_line(&line, out);
+                line.clear();
+                self.line = line;
+            }
+        }
+        self.line.extend_from_slice(rest);
+    }
+
+    /// End of the upstream body: returns what is still held (strip mode).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.on_line(&line, out);
+        }
+        if self.strip_injected_usage {
+            out.append(&mut self.event);
+        }
+    }
+
+    /// `line` includes its `\n`.
+    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        let data = content.strip_prefix(b"data:").map(|d| d.strip_prefix(b" ").unwrap_or(d));
+        if let Some(data) = data {
+            self.on_data(data);
+        }
+        if !self.strip_injected_usage {
+            return;
+        }
+        if content.is_empty() {
+            // End of an event: emit it unless it is the usage chunk the gateway asked for.
+            self.event.extend_from_slice(line);
+            if !is_usage_only_chunk(&self.event) {
+                out.extend_from_slice(&self.event);
+            }
+            self.event.clear();
+        } else if let Some(data) = data {
+            self.event.extend_from_slice(b"data: ");
+            push_without_usage_null(&mut self.event, data);
+            self.event.extend_from_slice(&line[content.len()..]);
+        } else {
+            self.event.extend_from_slice(line);
+        }
+    }
+
+    fn on_data(&mut self, data: &[u8]) {
+        match self.dialect {
+            Dialect::OpenAi => {
+                if data == b"[DONE]" {
+                    self.finished = true;
+                    return;
+                }
+                if data.starts_with(b"{\"error\"") || contains(data, b"\"error\":{") && sonic_rs::get(data, ["error"]).is_ok_and(|v| v.is_object()) {
+                    self.finished = true;
+                    self.upstream_error = true;
+                    return;
+                }
+                if contains(data, b"\"usage\"") {
+                    if let Ok(lv) = sonic_rs::get(data, ["usage"]) {
+                        if lv.is_object() && self.usage.apply_openai(lv.as_raw_str()) {
+                            self.saw_usage = true;
+                        }
+                    }
+                }
+            }
+            Dialect::Anthropic => {
+                let Ok(kind) = sonic_rs::get(data, ["type"]) else { return };
+                match kind.as_str() {
+                    Some("message_start") => {
+                        if let Ok(lv) = sonic_rs::get(data, ["message", "usage"]) {
+                            self.saw_usage |= self.usage.apply_anthropic(lv.as_raw_str());
+                        }
+                    }
+                    Some("message_delta") => {
+                        if let Ok(lv) = sonic_rs::get(data, ["usage"]) {
+                            self.saw_usage |= self.usage.apply_anthropic(lv.as_raw_str());
+                        }
+                    }
+                    Some("message_stop") => self.finished = true,
+                    Some("error") => {
+                        self.finished = true;
+                        self.upstream_error = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// OpenAI's usage-only chunk: `"choices":[]` and a usage object.
+fn is_usage_only_chunk(event: &[u8]) -> bool {
+    let Some(start) = event.windows(5).position(|w| w == b"data:") else { return false };
+    let data = event[start + 5..].trim_ascii();
+    if !contains(data, b"\"usage\"") {
+        return false;
+    }
+    let empty_choices = sonic_rs::get(data, ["choices"]).is_ok_and(|v| v.as_raw_str() == "[]");
+    empty_choices && sonic_rs::get(data, ["usage"]).is_ok_and(|v| v.is_object())
+}
+
+/// Appends `data` without the trailing `,"usage":null` member OpenAI adds to every chunk once
+/// usage is requested.
+fn push_without_usage_null(out: &mut Vec<u8>, data: &[u8]) {
+    const TAIL: &[u8] = b",\"usage\":null}";
+    match data.strip_suffix(TAIL) {
+        Some(head) => {
+            out.extend_from_slice(head);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENAI_STREAM_WITH_USAGE: &str = concat!(
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":7,\"total_tokens\":28,\"prompt_tokens_details\":{\"cached_tokens\":5}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    /// Feeds `s` split at every position and in 1-byte pieces; all must agree.
+    fn run_all_splits(dialect: Dialect, strip: bool, s: &str) -> (Usage, bool, Vec<u8>) {
+        let whole = {
+            let mut m = StreamMeter::new(dialect, strip);
+            let mut out = Vec::new();
+            m.feed(s.as_bytes(), &mut out);
+            m.finish(&mut out);
+            (m.usage, m.finished, out)
+        };
+        for cut in 0..s.len() {
+            let mut m = StreamMeter::new(dialect, strip);
+            let mut out = Vec::new();
+            m.feed(&s.as_bytes()[..cut], &mut out);
+            m.feed(&s.as_bytes()[cut..], &mut out);
+            m.finish(&mut out);
+            assert_eq!((m.usage, m.finished, &out), (whole.0, whole.1, &whole.2), "split at {cut}");
+        }
+        let mut m = StreamMeter::new(dialect, strip);
+        let mut out = Vec::new();
+        for b in s.as_bytes() {
+            m.feed(std::slice::from_ref(b), &mut out);
+        }
+        m.finish(&mut out);
+        assert_eq!((m.usage, &out), (whole.0, &whole.2));
+        whole
+    }
+
+    #[test]
+    fn openai_stream_usage_splits_cached_tokens() {
+        let (u, finished, out) = run_all_splits(Dialect::OpenAi, false, OPENAI_STREAM_WITH_USAGE);
+        assert_eq!(u, Usage { input: 16, output: 7, cache_read: 5, cache_write: 0 });
+        assert!(finished);
+        assert!(out.is_empty(), "passthrough mode emits nothing itself");
+    }
+
+    #[test]
+    fn strip_mode_gives_the_stream_the_caller_asked_for() {
+        let (u, _, out) = run_all_splits(Dialect::OpenAi, true, OPENAI_STREAM_WITH_USAGE);
+        assert_eq!(u.output, 7);
+        let expected = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+    }
+
+    #[test]
+    fn anthropic_stream_usage_across_events() {
+        let (u, finished, _) = run_all_splits(Dialect::Anthropic, false, ANTHROPIC_STREAM);
+        assert_eq!(u, Usage { input: 12, output: 9, cache_read: 4, cache_write: 3 });
+        assert!(finished);
+    }
+
+    #[test]
+    fn cut_stream_is_not_finished_but_keeps_partial_usage() {
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: message_delta").expect("has delta")];
+        let (u, finished, _) = run_all_splits(Dialect::Anthropic, false, cut);
+        assert!(!finished);
+        assert_eq!(u.input, 12);
+        assert_eq!(u.output, 1);
+    }
+
+    #[test]
+    fn upstream_error_event_ends_the_stream() {
+        let s = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let (_, finished, _) = run_all_splits(Dialect::Anthropic, false, s);
+        assert!(finished);
+    }
+
+    #[test]
+    fn json_bodies() {
+        let o = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":40}}}"#;
+        assert_eq!(from_json_body(Dialect::OpenAi, o), Some(Usage { input: 60, output: 3, cache_read: 40, cache_write: 0 }));
+        let a = br#"{"content":[],"usage":{"input_tokens":5,"output_tokens":6,"cache_read_input_tokens":7,"cache_creation_input_tokens":8}}"#;
+        assert_eq!(from_json_body(Dialect::Anthropic, a), Some(Usage { input: 5, output: 6, cache_read: 7, cache_write: 8 }));
+        assert_eq!(from_json_body(Dialect::OpenAi, b"{\"error\":{}}"), None);
+        assert_eq!(from_json_body(Dialect::OpenAi, b"garbage"), None);
+    }
+}
