@@ -210,23 +210,51 @@ pub fn anthropic_type_for_status(status: u16) -> &'static str {
     }
 }
 
-/// Renders an error body in `dialect`.
+#[derive(serde::Serialize)]
+struct OpenAiError<'a> {
+    error: OpenAiErrorInner<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct OpenAiErrorInner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicErrorInner<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AnthropicErrorInner<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+/// Renders an error body in `dialect`, fields in the order the providers send them.
 pub fn error_body(
     dialect: Dialect,
     status: u16,
     message: &str,
     (openai_type, code, param): (&str, Option<&str>, Option<&str>),
 ) -> Bytes {
-    let v = match dialect {
-        Dialect::OpenAi => serde_json::json!({
-            "error": {"message": message, "type": openai_type, "param": param, "code": code}
+    let out = match dialect {
+        Dialect::OpenAi => serde_json::to_vec(&OpenAiError {
+            error: OpenAiErrorInner { message, kind: openai_type, param, code },
         }),
-        Dialect::Anthropic => serde_json::json!({
-            "type": "error",
-            "error": {"type": anthropic_type_for_status(status), "message": message}
+        Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
+            kind: "error",
+            error: AnthropicErrorInner { kind: anthropic_type_for_status(status), message },
         }),
     };
-    Bytes::from(v.to_string())
+    Bytes::from(out.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -77,7 +77,9 @@ fn caller_dialect(req: &RequestHeader) -> Dialect {
 }
 
 fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
-    if req.uri.scheme().is_some() || req.uri.authority().is_some() {
+    // A reverse proxy has no business with absolute-form targets (`POST http://host/...`): refuse
+    // them rather than guess which host was meant. (h2's :scheme/:authority are not that.)
+    if !req.raw_path().starts_with(b"/") {
         return Err(GatewayError::BadRequest("Absolute-form request targets are not accepted: send the path only."));
     }
     let path = req.uri.path();
@@ -288,8 +290,13 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // Pingora would relay the upstream's chunked framing to an HTTP/1.0 caller, which cannot
+        // read it; without Transfer-Encoding the body is delimited by closing the connection.
+        if session.req_header().version == http::Version::HTTP_10 {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+        }
         Ok(())
     }
 

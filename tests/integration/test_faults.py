@@ -1,0 +1,107 @@
+"""Upstream faults become 502/504 in the caller's dialect within the timeouts; a cut stream ends with
+the dialect's error event; slow or broken callers never wedge the gateway."""
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers
+
+
+def test_refused_upstream_is_502_in_dialect(gateway):
+    t0 = time.time()
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body("dead-model"), headers=openai_headers(), timeout=10)
+    assert r.status_code == 502
+    assert r.json()["error"]["type"] == "server_error"
+    assert time.time() - t0 < 3
+
+
+@pytest.mark.parametrize("fault", ["reset", "garbage"])
+def test_broken_upstream_is_502(gateway, fault):
+    r = httpx.post(gateway.url + "/v1/messages", json=claude_body(),
+                   headers=anthropic_headers(**{"x-mock-fault": fault}), timeout=10)
+    assert r.status_code == 502, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "api_error"
+
+
+def test_silent_upstream_is_504_within_read_timeout(gateway):
+    t0 = time.time()
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body("slow-model"),
+                   headers=openai_headers(**{"x-mock-fault": "hang"}), timeout=10)
+    took = time.time() - t0
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "upstream_timeout"
+    assert 0.5 < took < 3, took
+
+
+@pytest.mark.parametrize("status", [400, 429, 500, 529])
+def test_upstream_errors_pass_through_with_status_and_message(gateway, mock, status):
+    mock.clear()
+    r = httpx.post(gateway.url + "/v1/messages", json=claude_body(),
+                   headers=anthropic_headers(**{"x-mock-status": str(status)}), timeout=10)
+    assert r.status_code == status
+    assert f"mock upstream error {status}" in r.json()["error"]["message"]
+    assert len(mock.requests()) == 1, "a pinned model must not be retried or failed over"
+
+
+@pytest.mark.parametrize("path,body,headers,tail", [
+    ("/v1/messages", claude_body(stream=True), anthropic_headers(), b"event: error\ndata: {\"type\":\"error\""),
+    ("/v1/chat/completions", chat_body(stream=True), openai_headers(), b"data: {\"error\""),
+])
+def test_cut_stream_ends_with_error_event_and_is_metered(fresh_gateway, path, body, headers, tail):
+    g = fresh_gateway()
+    headers = dict(headers, **{"x-mock-fault": "cut-stream", "x-mock-echo-usage": "77,5,0,0"})
+    with httpx.Client(timeout=10) as c:
+        try:
+            r = c.post(g.url + path, json=body, headers=headers)
+            content = r.content
+        except httpx.RemoteProtocolError as e:  # the caller may also just see the cut
+            pytest.fail(f"the gateway cut the stream without an error event: {e}")
+    assert tail in content, content[-300:]
+    assert b"message_stop" not in content and b"[DONE]" not in content
+    if "messages" in path:
+        deadline = time.time() + 5
+        while g.metric("cheapmodel_tokens_total", type="input", model="claude-sonnet-4-5-20250929") != 77:
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+
+def test_stream_that_stalls_gets_error_event_after_read_timeout(gateway):
+    r = httpx.post(gateway.url + "/v1/messages", json=claude_body("slow-claude", stream=True),
+                   headers=anthropic_headers(**{"x-mock-event-delay-ms": "2000"}), timeout=10)
+    assert r.status_code == 200
+    assert b"event: error" in r.content
+
+
+def test_slow_caller_is_dropped_and_gateway_keeps_serving(gateway, mock):
+    mock.clear()
+    s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() +
+              b"\r\nContent-Length: 1000\r\n\r\n{\"model\":")
+    t0 = time.time()
+    data = s.recv(65536)   # the gateway gives up on the body (client_read_timeout_ms = 2000)
+    assert time.time() - t0 < 6
+    s.close()
+    assert mock.requests() == []
+    r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+    assert r.status_code == 200
+
+
+def test_half_closed_caller(gateway, mock):
+    mock.clear()
+    from conftest import raw_http
+    resp = raw_http(gateway.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                    KEY_A.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"model\":\"gpt-5.5\"", timeout=5, half_close=True)
+    assert not resp.startswith(b"HTTP/1.1 200")
+    assert mock.requests() == []
+    assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_garbage_and_oversized_headers_do_not_wedge(gateway):
+    from conftest import raw_http
+    for junk in [b"\x00\x01\x02garbage\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"]:
+        raw_http(gateway.port, junk, timeout=5)
+    assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200

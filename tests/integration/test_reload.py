@@ -1,0 +1,83 @@
+"""Hot reload: SIGHUP and file changes swap the registry; a bad file keeps the old one; no request
+fails because of a reload."""
+import concurrent.futures
+import copy
+import signal
+import threading
+import time
+
+import httpx
+
+from conftest import KEY_A, chat_body, claude_body, anthropic_headers, openai_headers
+
+
+def model_ids(g, key=KEY_A):
+    r = httpx.get(g.url + "/v1/models", headers=openai_headers(key), timeout=10)
+    return {m["id"] for m in r.json()["data"]}
+
+
+def wait_for(pred, timeout=10):
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_sighup_adds_a_model_and_bad_file_is_rejected(fresh_gateway):
+    g = fresh_gateway(watch_interval_seconds=0)
+    cfg = copy.deepcopy(g.config)
+    cfg["models"]["gpt-5.5-new"] = {"upstream": "openai"}
+    g.write_config(cfg)
+    assert "gpt-5.5-new" not in model_ids(g)  # not watched: only SIGHUP reloads
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "gpt-5.5-new" in model_ids(g))
+    r = httpx.post(g.url + "/v1/chat/completions", json=chat_body("gpt-5.5-new"), headers=openai_headers(), timeout=10)
+    assert r.status_code == 200
+    assert g.metric("cheapmodel_config_reloads_total", result="ok") == 1
+
+    bad = copy.deepcopy(cfg)
+    bad["models"]["broken"] = {"upstream": "no-such-upstream"}
+    g.write_config(bad)
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="error") == 1)
+    assert g.proc.poll() is None
+    assert "gpt-5.5-new" in model_ids(g)
+    assert "models.broken.upstream" in g.log_path.read_text()
+
+
+def test_file_change_is_picked_up_without_a_signal(fresh_gateway):
+    g = fresh_gateway(watch_interval_seconds=1)
+    cfg = copy.deepcopy(g.config)
+    cfg["keys"].append({"name": "team-c", "sha256": __import__("hashlib").sha256(b"cm_team_c").hexdigest()})
+    g.write_config(cfg)
+    wait_for(lambda: httpx.get(g.url + "/v1/models", headers=openai_headers("cm_team_c"), timeout=5).status_code == 200)
+
+
+def test_no_request_fails_during_reloads(fresh_gateway):
+    g = fresh_gateway(watch_interval_seconds=0)
+    stop = threading.Event()
+    statuses = []
+
+    def traffic(i):
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                if i % 2:
+                    r = c.post(g.url + "/v1/chat/completions", json=chat_body(stream=True), headers=openai_headers())
+                else:
+                    r = c.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers())
+                statuses.append(r.status_code)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(traffic, i) for i in range(4)]
+        for n in range(20):
+            cfg = copy.deepcopy(g.config)
+            cfg["models"][f"extra-{n}"] = {"upstream": "openai"}
+            g.write_config(cfg)
+            g.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.1)
+        stop.set()
+        for f in futures:
+            f.result(timeout=30)
+    assert len(statuses) > 50
+    assert set(statuses) == {200}
+    assert g.metric("cheapmodel_config_reloads_total", result="ok") >= 1

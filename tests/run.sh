@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, builds once in release mode
+# (tests, benches and binaries share that one build), then runs
+#   1. cargo tests (unit + golden, and the criterion benches once each in test mode),
+#   2. the integration suite (pytest): the real gateway binary in front of the real mock upstream,
+#      the official openai/anthropic SDKs, promtool on the metrics, and a short k6 run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_missing=()
+command -v cmake >/dev/null || apt_missing+=(cmake)        # pingora's libz-ng-sys
+command -v curl >/dev/null || apt_missing+=(curl)
+command -v promtool >/dev/null || apt_missing+=(prometheus) # promtool check metrics
+if ((${#apt_missing[@]})); then
+  echo "installing: ${apt_missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+
+cargo build --release --bins
+cargo test --release --all-targets
+python3 -m pytest tests/integration -q --timeout 180 -p no:cacheprovider "$@"
