@@ -91,11 +91,15 @@ struct Record {
     body_sha256: String,
     body: Option<String>,
     chunked: bool,
+    /// Which TCP connection carried the request (numbered from 1 in accept order).
+    conn: u64,
 }
 
 struct State {
     /// `None` when started with `--no-record`.
     recorder: Option<Mutex<VecDeque<Record>>>,
+    /// Connections accepted so far.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -114,6 +118,7 @@ impl State {
             body_sha256: hex(&Sha256::digest(req.body)),
             body: (req.body.len() <= BODY_TEXT_MAX).then(|| lossy(req.body)),
             chunked: req.chunked,
+            conn: req.conn,
         };
         let mut q = rec.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= RECORD_CAP {
@@ -157,7 +162,7 @@ impl State {
                     Some(b) => json_str(out, b),
                     None => out.extend_from_slice(b"null"),
                 }
-                let _ = write!(out, ",\"chunked\":{}}}", r.chunked);
+                let _ = write!(out, ",\"chunked\":{},\"conn\":{}}}", r.chunked, r.conn);
             }
         }
         out.extend_from_slice(b"]}");
@@ -225,6 +230,7 @@ struct Req<'a> {
     chunked: bool,
     keep_alive: bool,
     http10: bool,
+    conn: u64,
 }
 
 impl Req<'_> {
@@ -512,6 +518,7 @@ struct Bufs {
 }
 
 async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
+    let conn = state.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut chunked_body: Vec<u8> = Vec::new();
@@ -620,6 +627,7 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
                 chunked: info.chunked,
                 keep_alive: info.keep_alive,
                 http10: info.http10,
+                conn,
             };
             handle(&mut stream, &state, &req, &mut bufs).await
         };
@@ -1134,6 +1142,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let state = Arc::new(State {
         recorder: (!args.no_record).then(|| Mutex::new(VecDeque::with_capacity(RECORD_CAP))),
+        connections: std::sync::atomic::AtomicU64::new(0),
     });
 
     let accept_loop = async {

@@ -111,7 +111,7 @@ def base_config(mock: Mock, listen_port: int, metrics_port: int, **server_overri
 
 
 class Gateway:
-    def __init__(self, config: dict, tmpdir: Path):
+    def __init__(self, config: dict, tmpdir: Path, extra_env=None):
         self.config = config
         self.dir = tmpdir
         self.config_path = tmpdir / "cheapmodel.yaml"
@@ -121,7 +121,7 @@ class Gateway:
         self.port = port
         self.metrics_url = f"http://{config['server']['metrics']}/metrics"
         env = dict(os.environ, TEST_UPSTREAM_OPENAI_KEY=UPSTREAM_OPENAI_KEY,
-                   TEST_UPSTREAM_ANTHROPIC_KEY=UPSTREAM_ANTHROPIC_KEY, RUST_LOG="info")
+                   TEST_UPSTREAM_ANTHROPIC_KEY=UPSTREAM_ANTHROPIC_KEY, RUST_LOG="info", **(extra_env or {}))
         self.log_path = tmpdir / "gateway.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([GATEWAY_BIN, "--config", str(self.config_path)], stdout=self.log,
@@ -194,8 +194,11 @@ def fresh_gateway(mock, tmp_path):
     """A gateway of one's own (for tests that reload or count metrics from zero)."""
     gws = []
 
-    def start(**server_overrides):
-        g = Gateway(base_config(mock, free_port(), free_port(), **server_overrides), tmp_path)
+    def start(edit=None, env=None, **server_overrides):
+        config = base_config(mock, free_port(), free_port(), **server_overrides)
+        if edit:
+            edit(config)
+        g = Gateway(config, tmp_path, extra_env=env)
         gws.append(g)
         return g
 
