@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 /// Cost from usage and price.
 pub mod cost;
+/// Translation between the OpenAI and Anthropic dialects (pure).
+pub mod dialect;
 /// Gateway errors and their dialect-shaped bodies.
 pub mod error;
 /// Prometheus metrics.

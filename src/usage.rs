@@ -150,7 +150,7 @@ impl StreamMeter {
     /// Reads one chunk. In strip mode, appends what the caller should receive to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (piece, tail) = rest.split_at(nl + 1);
             rest = tail;
             if self.line.is_empty() {
@@ -216,7 +216,9 @@ impl StreamMeter {
                     self.upstream_error = true;
                     return;
                 }
-                if contains(data, b"\"usage\"") {
+                // Every chunk of a stream with usage carries `"usage":null`; only the last one has
+                // an object, so look before parsing.
+                if contains(data, b"\"usage\":{") || contains(data, b"\"usage\": {") {
                     if let Ok(lv) = sonic_rs::get(data, ["usage"]) {
                         if lv.is_object() && self.usage.apply_openai(lv.as_raw_str()) {
                             self.saw_usage = true;
@@ -250,30 +252,31 @@ impl StreamMeter {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// OpenAI's usage-only chunk: `"choices":[]` and a usage object.
 fn is_usage_only_chunk(event: &[u8]) -> bool {
-    let Some(start) = event.windows(5).position(|w| w == b"data:") else { return false };
+    let Some(start) = memchr::memmem::find(event, b"data:") else { return false };
     let data = event[start + 5..].trim_ascii();
-    if !contains(data, b"\"usage\"") {
+    if !contains(data, b"\"usage\":{") && !contains(data, b"\"usage\": {") {
         return false;
     }
     let empty_choices = sonic_rs::get(data, ["choices"]).is_ok_and(|v| v.as_raw_str() == "[]");
     empty_choices && sonic_rs::get(data, ["usage"]).is_ok_and(|v| v.is_object())
 }
 
-/// Appends `data` without the trailing `,"usage":null` member OpenAI adds to every chunk once
-/// usage is requested.
+/// Appends `data` without the `,"usage":null` member OpenAI adds to every chunk once usage is
+/// requested (wherever it stands: newer chunks put `obfuscation` after it). The byte sequence
+/// cannot occur inside a JSON string, where quotes are escaped, so the first match is the member.
 fn push_without_usage_null(out: &mut Vec<u8>, data: &[u8]) {
-    const TAIL: &[u8] = b",\"usage\":null}";
-    match data.strip_suffix(TAIL) {
-        Some(head) => {
-            out.extend_from_slice(head);
-            out.push(b'}');
+    const MEMBER: &[u8] = b",\"usage\":null";
+    match memchr::memmem::find(data, MEMBER) {
+        Some(at) if matches!(data.get(at + MEMBER.len()), Some(b',' | b'}')) => {
+            out.extend_from_slice(&data[..at]);
+            out.extend_from_slice(&data[at + MEMBER.len()..]);
         }
-        None => out.extend_from_slice(data),
+        _ => out.extend_from_slice(data),
     }
 }
 
@@ -337,6 +340,22 @@ mod tests {
         let expected = concat!(
             "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
             "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+    }
+
+    #[test]
+    fn strip_mode_removes_usage_null_before_later_members() {
+        let s = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"say \\\",\\\"usage\\\":null\"},\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"x1\"}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1},\"obfuscation\":\"x2\"}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (u, _, out) = run_all_splits(Dialect::OpenAi, true, s);
+        assert_eq!(u.output, 1);
+        let expected = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"say \\\",\\\"usage\\\":null\"},\"finish_reason\":null}],\"obfuscation\":\"x1\"}\n\n",
             "data: [DONE]\n\n",
         );
         assert_eq!(String::from_utf8(out).expect("utf8"), expected);

@@ -1,0 +1,95 @@
+//! Translation between the OpenAI chat-completions dialect and the Anthropic messages dialect:
+//! requests, JSON responses, SSE streams and error bodies, both directions.
+//!
+//! Used only where the caller's dialect and the upstream's differ; same-dialect traffic never
+//! enters this module. Everything here is pure (bytes in, bytes out, no IO, no metrics, no pingora
+//! types) and tested with golden files under `tests/golden/`. The mapping table is in the README
+//! ("Dialect translation").
+
+pub mod request;
+pub mod response;
+pub mod sse;
+pub mod stream;
+
+use crate::error::Dialect;
+
+/// A request that cannot be translated faithfully: answered 400 in the caller's dialect, naming
+/// the parameter (`param` is a JSON path such as `messages[2].content[0].type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslateError {
+    /// The offending parameter's path.
+    pub param: String,
+    /// Why it cannot be translated.
+    pub message: String,
+}
+
+impl TranslateError {
+    /// A new error for `param`.
+    pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
+        TranslateError { param: param.into(), message: message.into() }
+    }
+}
+
+/// What request translation needs to know besides the body.
+#[derive(Debug, Clone)]
+pub struct RequestOptions<'a> {
+    /// The model name the upstream expects (registry `upstream_model`, or the registered name).
+    pub upstream_model: &'a str,
+    /// `max_tokens` for an Anthropic upstream when an OpenAI caller sent none
+    /// (registry `max_output_tokens`, else `DEFAULT_MAX_TOKENS`).
+    pub default_max_tokens: u32,
+}
+
+/// `max_tokens` used when neither the caller nor the registry says.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Translates a request body from `from` to `to` (`from != to`).
+pub fn translate_request(from: Dialect, to: Dialect, body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+    match (from, to) {
+        (Dialect::OpenAi, Dialect::Anthropic) => request::openai_to_anthropic(body, opts),
+        (Dialect::Anthropic, Dialect::OpenAi) => request::anthropic_to_openai(body, opts),
+        _ => Ok(body.to_vec()),
+    }
+}
+
+/// OpenAI `finish_reason` for an Anthropic `stop_reason`.
+pub fn finish_reason_for(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn, and anything new: a normal stop.
+        _ => "stop",
+    }
+}
+
+/// Anthropic `stop_reason` for an OpenAI `finish_reason`.
+pub fn stop_reason_for(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// OpenAI usage object for Anthropic token counts (OpenAI's prompt includes cached tokens).
+pub fn openai_usage_json(input: u64, output: u64, cache_read: u64, cache_write: u64) -> serde_json::Value {
+    let prompt = input + cache_read + cache_write;
+    serde_json::json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
+    })
+}
+
+/// Anthropic usage object for OpenAI token counts (Anthropic's input excludes cached tokens).
+pub fn anthropic_usage_json(prompt: u64, completion: u64, cached: u64) -> serde_json::Value {
+    serde_json::json!({
+        "input_tokens": prompt.saturating_sub(cached),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": completion,
+    })
+}
