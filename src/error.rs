@@ -58,8 +58,8 @@ pub enum GatewayError {
     UnknownModel(String),
     /// The model is registered for another kind of work (e.g. an image model on the chat path).
     WrongKind(String, &'static str),
-    /// The caller's dialect differs from the upstream's and translation is not available.
-    DialectMismatch { model: String, caller: Dialect, upstream: Dialect },
+    /// A parameter has no faithful mapping to the upstream's dialect.
+    Untranslatable { param: String, message: String },
     /// No such endpoint.
     NotFound { method: String, path: String },
     /// The endpoint exists, the method does not.
@@ -89,7 +89,7 @@ impl GatewayError {
             | GatewayError::TooDeep
             | GatewayError::WrongType(..)
             | GatewayError::WrongKind(..)
-            | GatewayError::DialectMismatch { .. }
+            | GatewayError::Untranslatable { .. }
             | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
@@ -115,7 +115,7 @@ impl GatewayError {
             GatewayError::WrongType(..) => "wrong_type",
             GatewayError::UnknownModel(_) => "unknown_model",
             GatewayError::WrongKind(..) => "wrong_kind",
-            GatewayError::DialectMismatch { .. } => "dialect_mismatch",
+            GatewayError::Untranslatable { .. } => "untranslatable",
             GatewayError::NotFound { .. } => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
@@ -141,11 +141,7 @@ impl GatewayError {
             GatewayError::WrongType(f, t) => format!("{f}: expected {t}"),
             GatewayError::UnknownModel(m) => format!("The model `{m}` does not exist or you do not have access to it."),
             GatewayError::WrongKind(m, k) => format!("The model `{m}` is a {k} model and cannot be used on this endpoint."),
-            GatewayError::DialectMismatch { model, caller, upstream } => format!(
-                "The model `{model}` is served by an {} upstream and cannot be called on the {} endpoint.",
-                upstream.as_str(),
-                caller.as_str()
-            ),
+            GatewayError::Untranslatable { param, message } => format!("{param}: {message}"),
             GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
             GatewayError::MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}"),
             GatewayError::BadRequest(why) => (*why).to_string(),
@@ -156,7 +152,7 @@ impl GatewayError {
     }
 
     /// OpenAI `(type, code, param)` as the real API uses them.
-    fn openai_fields(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    fn openai_fields(&self) -> (&'static str, Option<&'static str>, Option<&str>) {
         match self {
             GatewayError::MissingKey => ("invalid_request_error", None, None),
             GatewayError::InvalidKey => ("invalid_request_error", Some("invalid_api_key"), None),
@@ -167,7 +163,8 @@ impl GatewayError {
             GatewayError::MissingModel | GatewayError::ModelNotString => ("invalid_request_error", None, Some("model")),
             GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),
             GatewayError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found"), Some("model")),
-            GatewayError::WrongKind(..) | GatewayError::DialectMismatch { .. } => ("invalid_request_error", Some("model_not_supported"), Some("model")),
+            GatewayError::WrongKind(..) => ("invalid_request_error", Some("model_not_supported"), Some("model")),
+            GatewayError::Untranslatable { param, .. } => ("invalid_request_error", Some("unsupported_parameter"), Some(param.as_str())),
             GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => ("invalid_request_error", None, None),
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),

@@ -52,6 +52,8 @@ pub struct Model {
     /// The upstream's name for it, JSON-encoded with quotes, only when it differs from `name`
     /// (spliced into the body in place of the caller's value).
     pub upstream_model_json: Option<Bytes>,
+    /// The upstream's name for it (always set; equals `name` unless `upstream_model` says otherwise).
+    pub upstream_model: Arc<str>,
     /// Kind of work.
     pub kind: ModelKind,
     /// Prices.

@@ -1007,6 +1007,9 @@ async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut
     let model = model_json(&v);
     let u = echo_usage(req, OPENAI_USAGE);
     let total = u.input.saturating_add(u.output);
+    if let Some(turn) = tool_turn(&v, false) {
+        return openai_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
+    }
 
     if !is_true(v.get("stream")) {
         bufs.body.clear();
@@ -1070,6 +1073,9 @@ async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bu
     };
     let model = model_json(&v);
     let u = echo_usage(req, ANTHROPIC_USAGE);
+    if let Some(turn) = tool_turn(&v, true) {
+        return anthropic_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
+    }
 
     if !is_true(v.get("stream")) {
         bufs.body.clear();
@@ -1122,6 +1128,146 @@ async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bu
     events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string());
     let delay = delay_from(req, "x-mock-event-delay-ms");
     respond_sse(stream, &mut bufs.out, req, &events, delay, cut).await
+}
+
+// ---------------------------------------------------------------------------
+// Tool-calling turns (for tool round trips through the gateway)
+// ---------------------------------------------------------------------------
+
+/// What a tool-using conversation asks of the model next.
+enum ToolTurn {
+    /// Call the first declared tool (`x-mock-parallel-tools` asks for two calls).
+    Call { name: String },
+    /// The last message carries a tool result: answer with its text.
+    Answer { result: String },
+}
+
+fn tool_turn(v: &Value, anthropic: bool) -> Option<ToolTurn> {
+    let last = v.get("messages")?.as_array()?.last()?;
+    if anthropic {
+        if let Some(blocks) = last.get("content").and_then(Value::as_array) {
+            for b in blocks {
+                if b.get("type").and_then(Value::as_str) == Some("tool_result") {
+                    let result = match b.get("content") {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+                        _ => String::new(),
+                    };
+                    return Some(ToolTurn::Answer { result });
+                }
+            }
+        }
+    } else if last.get("role").and_then(Value::as_str) == Some("tool") {
+        let result = match last.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+            _ => String::new(),
+        };
+        return Some(ToolTurn::Answer { result });
+    }
+    let tool = v.get("tools")?.as_array()?.first()?;
+    let name = if anthropic { tool.get("name") } else { tool.pointer("/function/name") };
+    Some(ToolTurn::Call { name: name?.as_str()?.to_string() })
+}
+
+const TOOL_ARGS: [&str; 2] = [r#"{"location":"Paris","unit":"c"}"#, r#"{"location":"Tokyo","unit":"c"}"#];
+
+fn tool_calls_wanted(req: &Req<'_>) -> usize {
+    if req.header("x-mock-parallel-tools").is_some() { 2 } else { 1 }
+}
+
+async fn openai_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool, v: &Value, turn: &ToolTurn, u: &Usage) -> Outcome {
+    let model = v.get("model").cloned().unwrap_or(Value::Null);
+    let usage = serde_json::json!({"prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.input + u.output, "prompt_tokens_details": {"cached_tokens": u.cache_read}});
+    let n = tool_calls_wanted(req);
+    let (content, calls, finish) = match turn {
+        ToolTurn::Answer { result } => (Some(format!("The tool said: {result}")), vec![], "stop"),
+        ToolTurn::Call { name } => (None, (0..n).map(|i| (format!("call_mock_{i}"), name.clone(), TOOL_ARGS[i])).collect::<Vec<_>>(), "tool_calls"),
+    };
+    if !is_true(v.get("stream")) {
+        let tool_calls: Vec<Value> = calls.iter().map(|(id, name, args)| serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})).collect();
+        let mut message = serde_json::json!({"role": "assistant", "content": content, "refusal": null});
+        if !tool_calls.is_empty() {
+            message["tool_calls"] = Value::Array(tool_calls);
+        }
+        let body = serde_json::json!({"id": "chatcmpl-mocktool", "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}], "usage": usage});
+        let body = body.to_string();
+        return respond(stream, &mut bufs.out, req, 200, "", body.as_bytes(), cut).await;
+    }
+    let include_usage = is_true(v.pointer("/stream_options/include_usage"));
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = serde_json::json!({"id": "chatcmpl-mocktool", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut events = vec![chunk(serde_json::json!({"role": "assistant", "content": null}), Value::Null)];
+    if let Some(text) = &content {
+        for piece in text.split_inclusive(' ') {
+            events.push(chunk(serde_json::json!({"content": piece}), Value::Null));
+        }
+    }
+    for (i, (id, name, args)) in calls.iter().enumerate() {
+        events.push(chunk(serde_json::json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
+        let (a, b) = args.split_at(args.len() / 2);
+        for part in [a, b] {
+            events.push(chunk(serde_json::json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}), Value::Null));
+        }
+    }
+    events.push(chunk(serde_json::json!({}), Value::from(finish)));
+    if include_usage {
+        let c = serde_json::json!({"id": "chatcmpl-mocktool", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {c}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    respond_sse(stream, &mut bufs.out, req, &events, delay_from(req, "x-mock-event-delay-ms"), cut).await
+}
+
+async fn anthropic_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool, v: &Value, turn: &ToolTurn, u: &Usage) -> Outcome {
+    let model = v.get("model").cloned().unwrap_or(Value::Null);
+    let n = tool_calls_wanted(req);
+    let (blocks, stop) = match turn {
+        ToolTurn::Answer { result } => (vec![serde_json::json!({"type": "text", "text": format!("The tool said: {result}")})], "end_turn"),
+        ToolTurn::Call { name } => (
+            std::iter::once(serde_json::json!({"type": "text", "text": "Let me check."}))
+                .chain((0..n).map(|i| serde_json::json!({"type": "tool_use", "id": format!("toolu_mock_{i}"), "name": name,
+                    "input": serde_json::from_str::<Value>(TOOL_ARGS[i]).unwrap_or(Value::Null)})))
+                .collect::<Vec<_>>(),
+            "tool_use",
+        ),
+    };
+    let usage = serde_json::json!({"input_tokens": u.input, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read, "output_tokens": u.output});
+    if !is_true(v.get("stream")) {
+        let body = serde_json::json!({"id": "msg_mocktool", "type": "message", "role": "assistant", "model": model, "content": blocks,
+            "stop_reason": stop, "stop_sequence": null, "usage": usage});
+        let body = body.to_string();
+        return respond(stream, &mut bufs.out, req, 200, "", body.as_bytes(), cut).await;
+    }
+    let ev = |t: &str, data: Value| format!("event: {t}\ndata: {data}\n\n");
+    let mut events = vec![ev("message_start", serde_json::json!({"type": "message_start", "message": {"id": "msg_mocktool", "type": "message", "role": "assistant",
+        "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": u.input, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read, "output_tokens": 1}}}))];
+    for (i, b) in blocks.iter().enumerate() {
+        if b["type"] == "text" {
+            events.push(ev("content_block_start", serde_json::json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
+            events.push(ev("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": b["text"]}})));
+        } else {
+            events.push(ev("content_block_start", serde_json::json!({"type": "content_block_start", "index": i,
+                "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})));
+            let args = b["input"].to_string();
+            let (a, c) = args.split_at(args.len() / 2);
+            for part in [a, c] {
+                events.push(ev("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": part}})));
+            }
+        }
+        events.push(ev("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": i})));
+    }
+    events.push(ev("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": u.output}})));
+    events.push(ev("message_stop", serde_json::json!({"type": "message_stop"})));
+    respond_sse(stream, &mut bufs.out, req, &events, delay_from(req, "x-mock-event-delay-ms"), cut).await
 }
 
 // ---------------------------------------------------------------------------

@@ -90,6 +90,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 name: Arc::from(name.as_str()),
                 upstream: upstream.clone(),
                 upstream_model_json,
+                upstream_model: Arc::from(m.upstream_model.as_deref().unwrap_or(name)),
                 kind: m.kind,
                 price: m.price,
                 max_output_tokens: m.max_output_tokens,

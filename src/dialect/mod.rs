@@ -6,6 +6,7 @@
 //! types) and tested with golden files under `tests/golden/`. The mapping table is in the README
 //! ("Dialect translation").
 
+pub mod count;
 pub mod request;
 pub mod response;
 pub mod sse;

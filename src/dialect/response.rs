@@ -1,1 +1,313 @@
-pub fn _placeholder() {}
+//! Translation of complete (non-streaming) responses and of upstream error bodies.
+//!
+//! JSON responses: ids, role, content (text, tool calls, thinking/reasoning), stop reason, usage
+//! (OpenAI's prompt tokens include cached ones, Anthropic's input tokens do not), and the model
+//! name as the caller asked for it. Error bodies keep their status and message and take the
+//! caller's shape. Pure.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, TranslateError};
+use crate::error::{anthropic_type_for_status, error_body, Dialect};
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    content: Vec<Value>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct OpenAiCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [OpenAiChoice; 1],
+    usage: Value,
+}
+
+#[derive(Serialize)]
+struct OpenAiChoice {
+    index: u32,
+    message: OpenAiMessage,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct OpenAiMessage {
+    role: &'static str,
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<Value>,
+    refusal: Option<()>,
+}
+
+/// Anthropic message → OpenAI chat completion.
+pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Result<Vec<u8>, TranslateError> {
+    let msg: AnthropicMessage =
+        serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
+    let mut text: Option<String> = None;
+    let mut reasoning: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    for block in &msg.content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = block.get("text").and_then(Value::as_str).unwrap_or_default();
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            Some("thinking") => {
+                let t = block.get("thinking").and_then(Value::as_str).unwrap_or_default();
+                reasoning.get_or_insert_with(String::new).push_str(t);
+            }
+            Some("tool_use") => {
+                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                tool_calls.push(json!({
+                    "id": block.get("id").cloned().unwrap_or(Value::Null),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name").cloned().unwrap_or(Value::Null),
+                        "arguments": input.to_string(),
+                    },
+                }));
+            }
+            // redacted_thinking and server-tool blocks have no OpenAI counterpart.
+            _ => {}
+        }
+    }
+    let u = msg.usage.unwrap_or_default();
+    let usage = openai_usage_json(
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens.unwrap_or(0),
+        u.cache_creation_input_tokens.unwrap_or(0),
+    );
+    let out = OpenAiCompletion {
+        id: &msg.id,
+        object: "chat.completion",
+        created,
+        model: caller_model,
+        choices: [OpenAiChoice {
+            index: 0,
+            message: OpenAiMessage { role: "assistant", content: text, reasoning_content: reasoning, tool_calls, refusal: None },
+            logprobs: None,
+            finish_reason: finish_reason_for(msg.stop_reason.as_deref().unwrap_or("end_turn")),
+        }],
+        usage,
+    };
+    serde_json::to_vec(&out).map_err(|e| TranslateError::new("response", e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct OpenAiCompletionIn {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    choices: Vec<OpenAiChoiceIn>,
+    #[serde(default)]
+    usage: Option<OpenAiUsageIn>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiChoiceIn {
+    #[serde(default)]
+    message: Option<OpenAiMessageIn>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct OpenAiMessageIn {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default, alias = "reasoning")]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<OpenAiToolCallIn>,
+}
+
+#[derive(Deserialize)]
+struct OpenAiToolCallIn {
+    #[serde(default)]
+    id: String,
+    function: OpenAiFunctionIn,
+}
+
+#[derive(Deserialize)]
+struct OpenAiFunctionIn {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize, Default)]
+struct OpenAiUsageIn {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetailsIn>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetailsIn {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct AnthropicMessageOut<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<Value>,
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+    usage: Value,
+}
+
+/// OpenAI chat completion → Anthropic message.
+pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, TranslateError> {
+    let c: OpenAiCompletionIn =
+        serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not a chat completion: {e}")))?;
+    let choice = c.choices.into_iter().next();
+    let finish = choice.as_ref().and_then(|ch| ch.finish_reason.clone());
+    let message = choice.and_then(|ch| ch.message).unwrap_or_default();
+    let mut content = Vec::new();
+    if let Some(r) = message.reasoning_content.filter(|r| !r.is_empty()) {
+        // No signature exists for OpenAI-side reasoning; the gateway never sends unsigned
+        // thinking back to an Anthropic upstream.
+        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    }
+    if let Some(t) = message.content.filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    if let Some(t) = message.refusal.filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for call in message.tool_calls {
+        let input = if call.function.arguments.trim().is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_str::<Value>(&call.function.arguments) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => {
+                    return Err(TranslateError::new(
+                        "choices[0].message.tool_calls",
+                        "the upstream returned tool call arguments that are not a JSON object",
+                    ))
+                }
+            }
+        };
+        content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+    }
+    let u = c.usage.unwrap_or_default();
+    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+    let id = if c.id.starts_with("msg_") { c.id } else { format!("msg_{}", c.id) };
+    let out = AnthropicMessageOut {
+        id,
+        kind: "message",
+        role: "assistant",
+        model: caller_model,
+        content,
+        stop_reason: stop_reason_for(finish.as_deref().unwrap_or("stop")),
+        stop_sequence: None,
+        usage: anthropic_usage_json(u.prompt_tokens, u.completion_tokens, cached),
+    };
+    serde_json::to_vec(&out).map_err(|e| TranslateError::new("response", e.to_string()))
+}
+
+/// An upstream error body in the caller's shape, status kept. The message is the upstream's own;
+/// a body that is not a recognizable error keeps its text as the message.
+pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dialect) -> Vec<u8> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(2000)]).trim().to_string());
+    let message = if message.is_empty() { format!("upstream error {status}") } else { message };
+    let upstream_type = err.and_then(|e| e.get("type")).and_then(Value::as_str);
+    let upstream_code = err.and_then(|e| e.get("code")).and_then(Value::as_str);
+    let openai_fields: (String, Option<String>) = match upstream {
+        // Anthropic error type → OpenAI type and code.
+        Dialect::Anthropic => {
+            let t = upstream_type.unwrap_or(anthropic_type_for_status(status));
+            let kind = match t {
+                "invalid_request_error" | "not_found_error" | "request_too_large" | "authentication_error" | "permission_error" => "invalid_request_error",
+                "rate_limit_error" => "requests",
+                _ => "server_error",
+            };
+            let code = match t {
+                "authentication_error" => "invalid_api_key",
+                "rate_limit_error" => "rate_limit_exceeded",
+                "not_found_error" => "model_not_found",
+                other => other,
+            };
+            (kind.to_string(), Some(code.to_string()))
+        }
+        Dialect::OpenAi => (upstream_type.unwrap_or("server_error").to_string(), upstream_code.map(str::to_string)),
+    };
+    error_body(caller, status, &message, (&openai_fields.0, openai_fields.1.as_deref(), None)).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(b: &[u8]) -> Value {
+        serde_json::from_slice(b).expect("json")
+    }
+
+    #[test]
+    fn anthropic_error_becomes_openai_error_with_status_kept() {
+        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+        let out = v(&error_to_caller(429, body, Dialect::Anthropic, Dialect::OpenAi));
+        assert_eq!(out["error"]["message"], "slow down");
+        assert_eq!(out["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn openai_error_becomes_anthropic_error() {
+        let body = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
+        let out = v(&error_to_caller(400, body, Dialect::OpenAi, Dialect::Anthropic));
+        assert_eq!(out, json!({"type":"error","error":{"type":"invalid_request_error","message":"bad"}}));
+        let out = v(&error_to_caller(502, b"<html>bad gateway</html>", Dialect::OpenAi, Dialect::Anthropic));
+        assert_eq!(out["error"]["type"], "api_error");
+        assert_eq!(out["error"]["message"], "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(openai_to_anthropic(b"\xff", "m").is_err());
+        assert!(anthropic_to_openai(b"[]", "m", 0).is_err());
+    }
+}

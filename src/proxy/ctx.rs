@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::error::{Dialect, GatewayError};
 use crate::registry::{Key, Model, Snapshot};
+use crate::dialect::stream::StreamTranslator;
 use crate::usage::StreamMeter;
 
 /// How the response body is metered.
@@ -22,7 +23,6 @@ pub enum ResponseMeter {
 }
 
 /// State of one request.
-#[derive(Debug)]
 pub struct RequestCtx {
     /// When the request headers were done.
     pub started: Instant,
@@ -54,6 +54,14 @@ pub struct RequestCtx {
     pub meter: ResponseMeter,
     /// The response is an SSE stream.
     pub sse: bool,
+    /// `(caller, upstream)` dialects when they differ.
+    pub translation: Option<(Dialect, Dialect)>,
+    /// An OpenAI caller of a translated stream asked for the usage chunk.
+    pub caller_wants_usage: bool,
+    /// Stream translator for a translated SSE response.
+    pub translator: Option<Box<dyn StreamTranslator + Sync>>,
+    /// A body the gateway answers itself (local token count).
+    pub local_answer: Option<Bytes>,
 }
 
 impl RequestCtx {
@@ -75,6 +83,10 @@ impl RequestCtx {
             upstream_done: None,
             meter: ResponseMeter::None,
             sse: false,
+            translation: None,
+            caller_wants_usage: false,
+            translator: None,
+            local_answer: None,
         }
     }
 }

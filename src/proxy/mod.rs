@@ -21,6 +21,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log;
 use crate::auth;
 use crate::cost;
+use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::metrics;
 use crate::peek::{self, Edit};
@@ -141,17 +142,51 @@ impl Gateway {
             Route::Chat(d) => d,
             _ => Dialect::Anthropic,
         };
-        if caller != upstream_dialect {
-            return Ok(Some(GatewayError::DialectMismatch {
-                model: model.name.to_string(),
-                caller,
-                upstream: upstream_dialect,
-            }));
+        if let Route::CountTokens = route {
+            if upstream_dialect == Dialect::OpenAi {
+                // No such endpoint upstream: an honest local estimate instead of a 404.
+                let counted = if body.len() > 64 * 1024 {
+                    let b = body.clone();
+                    tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&b)).await.unwrap_or_else(|_| {
+                        Err(dialect::TranslateError::new("body", "token count failed"))
+                    })
+                } else {
+                    dialect::count::estimate_input_tokens(&body)
+                };
+                return match counted {
+                    Ok(n) => {
+                        ctx.local_answer = Some(Bytes::from(format!("{{\"input_tokens\":{n}}}")));
+                        Ok(None)
+                    }
+                    Err(e) => Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
+                };
+            }
+            ctx.body = match &model.upstream_model_json {
+                Some(json) => Bytes::from(peek::splice(&body, &mut [Edit { range: peeked.model_span.clone(), with: json }])),
+                None => body.clone(),
+            };
+            ctx.model = Some(model.clone());
+            return Ok(None);
         }
-        ctx.stream = peeked.stream && matches!(route, Route::Chat(_));
+        ctx.stream = peeked.stream;
+        if caller != upstream_dialect {
+            let opts = dialect::RequestOptions {
+                upstream_model: &model.upstream_model,
+                default_max_tokens: model.max_output_tokens.unwrap_or(dialect::DEFAULT_MAX_TOKENS),
+            };
+            match dialect::translate_request(caller, upstream_dialect, &body, &opts) {
+                Ok(translated) => ctx.body = Bytes::from(translated),
+                Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
+            }
+            ctx.caller_wants_usage = caller == Dialect::OpenAi
+                && peeked.stream_options.as_ref().is_some_and(|(_, raw)| with_include_usage(raw).is_none());
+            ctx.translation = Some((caller, upstream_dialect));
+            ctx.model = Some(model.clone());
+            return Ok(None);
+        }
 
-        // Minimal rewrite: splice the upstream's model name, and for an OpenAI stream without
-        // usage, ask for usage (the extra chunk is removed again on the way back).
+        // Same dialect, minimal rewrite: splice the upstream's model name, and for an OpenAI
+        // stream without usage, ask for usage (the extra chunk is removed again on the way back).
         let mut edits: Vec<Edit<'_>> = Vec::new();
         if let Some(json) = &model.upstream_model_json {
             edits.push(Edit { range: peeked.model_span.clone(), with: json });
@@ -223,6 +258,10 @@ impl ProxyHttp for Gateway {
             ctx.error = Some(err);
             return Ok(true);
         }
+        if let Some(body) = ctx.local_answer.take() {
+            respond::json_with(session, 200, body, &ctx.request_id, &[("x-cheapmodel-token-count", "estimate")]).await?;
+            return Ok(true);
+        }
         if ctx.model.is_some() {
             return Ok(false);
         }
@@ -249,7 +288,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let model = ctx.model.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
-        upstream::rewrite_request(req, &model.upstream, ctx.body.len(), &ctx.request_id)
+        upstream::rewrite_request(req, &model.upstream, ctx.body.len(), &ctx.request_id, ctx.translation.is_some())
     }
 
     /// Receives the replayed body tail once per attempt and swaps the full body in.
@@ -278,6 +317,7 @@ impl ProxyHttp for Gateway {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let success = resp.status.is_success();
         if ctx.sse {
             let meter = StreamMeter::new(dialect, ctx.injected_usage);
             if meter.rewrites() {
@@ -286,6 +326,20 @@ impl ProxyHttp for Gateway {
             ctx.meter = ResponseMeter::Stream(Box::new(meter));
         } else {
             ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
+        }
+        if let (Some((caller, upstream)), Some(model)) = (ctx.translation, &ctx.model) {
+            // The body changes length: let the framing be chunked (h2 drops Transfer-Encoding).
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            if ctx.sse && success {
+                let t: Box<dyn StreamTranslator + Sync> = match (upstream, caller) {
+                    (Dialect::Anthropic, _) => Box::new(dialect::stream::AnthropicToOpenAi::new(&model.name, ctx.caller_wants_usage, unix_now())),
+                    (Dialect::OpenAi, _) => Box::new(dialect::stream::OpenAiToAnthropic::new(&model.name)),
+                };
+                ctx.translator = Some(t);
+            } else {
+                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+            }
         }
         Ok(())
     }
@@ -313,26 +367,51 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    /// Meters the response as it passes; rewrites it only to remove usage the caller did not ask for.
+    /// Meters the response as it passes; rewrites it only to remove usage the caller did not ask
+    /// for, or to translate it into the caller's dialect.
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        let translating = ctx.translation.is_some();
         match &mut ctx.meter {
             ResponseMeter::None => {}
             ResponseMeter::Json { chunks, len } => {
                 if let Some(b) = body {
                     *len += b.len();
-                    if *len <= MAX_METERED_JSON {
+                    // A translated body is needed whole; a metered one only up to a cap.
+                    if translating || *len <= MAX_METERED_JSON {
                         chunks.push(b.clone());
+                    }
+                }
+                if translating {
+                    *body = None;
+                    if end_of_stream {
+                        let whole = chunks.concat();
+                        let status = session.response_written().map_or(200, |r| r.status.as_u16());
+                        *body = Some(Bytes::from(translate_json_body(ctx.translation, ctx.model.as_deref(), status, &whole)));
                     }
                 }
             }
             ResponseMeter::Stream(meter) => {
                 let mut out = Vec::new();
+                if let Some(translator) = ctx.translator.as_mut() {
+                    if let Some(b) = body.as_ref() {
+                        let mut ignored = Vec::new();
+                        meter.feed(b, &mut ignored);
+                        translator.feed(b, &mut out);
+                    }
+                    if end_of_stream {
+                        meter.finish(&mut Vec::new());
+                        translator.finish(&mut out);
+                        meter.finished = true;
+                    }
+                    *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
+                    return Ok(None);
+                }
                 if let Some(b) = body.as_ref() {
                     meter.feed(b, &mut out);
                 }
@@ -387,7 +466,16 @@ impl ProxyHttp for Gateway {
                 if let ResponseMeter::Stream(meter) = &mut ctx.meter {
                     if !meter.finished {
                         meter.finished = true;
-                        let _ = session.write_response_body(Some(err.stream_event(ctx.caller)), true).await;
+                        let tail = match ctx.translator.as_mut() {
+                            Some(t) => {
+                                // The translator closes what it opened and ends with its error event.
+                                let mut out = Vec::new();
+                                t.finish(&mut out);
+                                Bytes::from(out)
+                            }
+                            None => err.stream_event(ctx.caller),
+                        };
+                        let _ = session.write_response_body(Some(tail), true).await;
                     }
                 }
                 code = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -473,6 +561,27 @@ impl ProxyHttp for Gateway {
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
     }
+}
+
+/// Translates a complete upstream JSON body (success or error) into the caller's dialect.
+fn translate_json_body(translation: Option<(Dialect, Dialect)>, model: Option<&crate::registry::Model>, status: u16, body: &[u8]) -> Vec<u8> {
+    let (Some((caller, upstream)), Some(model)) = (translation, model) else { return body.to_vec() };
+    if !(200..300).contains(&status) {
+        return dialect::response::error_to_caller(status, body, upstream, caller);
+    }
+    let translated = match upstream {
+        Dialect::Anthropic => dialect::response::anthropic_to_openai(body, &model.name, unix_now()),
+        Dialect::OpenAi => dialect::response::openai_to_anthropic(body, &model.name),
+    };
+    // The 200 is already on its way: a body that cannot be translated becomes an error body.
+    translated.unwrap_or_else(|e| {
+        log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
+        GatewayError::UpstreamUnavailable.body(caller).to_vec()
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Request ids: the caller's `x-request-id` when it is sane, else a fresh one.

@@ -10,7 +10,21 @@ use crate::registry::{Key, Snapshot};
 
 /// Writes a complete JSON response.
 pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    json_with(session, status, body, request_id, &[]).await
+}
+
+/// Writes a complete JSON response with extra headers.
+pub async fn json_with(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, &'static str)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    for (k, v) in extra {
+        resp.insert_header(*k, *v)?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.set_content_length(body.len())?;
     if !request_id.is_empty() {

@@ -38,8 +38,17 @@ pub fn upstream_path(base_path: &str, caller_path_and_query: &str) -> String {
 }
 
 /// Rewrites the request header for `upstream`.
-pub fn rewrite_request(req: &mut RequestHeader, upstream: &Upstream, body_len: usize, request_id: &str) -> Result<()> {
-    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+/// With `translated`, the request goes to the upstream dialect's own endpoint and headers that
+/// belong to the caller's dialect are dropped.
+pub fn rewrite_request(req: &mut RequestHeader, upstream: &Upstream, body_len: usize, request_id: &str, translated: bool) -> Result<()> {
+    let path_and_query = if translated {
+        match upstream.dialect {
+            Dialect::OpenAi => "/v1/chat/completions",
+            Dialect::Anthropic => "/v1/messages",
+        }
+    } else {
+        req.uri.path_and_query().map_or("/", |p| p.as_str())
+    };
     let path = upstream_path(&upstream.base_path, path_and_query);
     let uri = http::Uri::try_from(path).map_err(|_| pingora::Error::new_str("bad upstream path"))?;
     req.set_uri(uri);
@@ -47,6 +56,15 @@ pub fn rewrite_request(req: &mut RequestHeader, upstream: &Upstream, body_len: u
     req.remove_header("x-api-key");
     if let Some((name, value)) = &upstream.auth {
         req.insert_header(name.clone(), value.clone())?;
+    }
+    if translated {
+        let foreign: &[&str] = match upstream.dialect {
+            Dialect::OpenAi => &["anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access"],
+            Dialect::Anthropic => &["openai-organization", "openai-project", "openai-beta"],
+        };
+        for h in foreign {
+            req.remove_header(*h);
+        }
     }
     if upstream.dialect == Dialect::Anthropic && !req.headers.contains_key("anthropic-version") {
         req.insert_header("anthropic-version", ANTHROPIC_VERSION)?;

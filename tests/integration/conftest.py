@@ -96,7 +96,8 @@ def base_config(mock: Mock, listen_port: int, metrics_port: int, **server_overri
         "models": {
             "gpt-5.5": {"upstream": "openai", "kind": "chat", "price": PRICE_GPT},
             "gpt-5.5-pinned": {"upstream": "openai", "upstream_model": "gpt-5.5-2026-01-01", "price": PRICE_GPT},
-            "claude-sonnet-4-5-20250929": {"upstream": "anthropic", "kind": "chat", "price": PRICE_CLAUDE},
+            "claude-sonnet-4-5-20250929": {"upstream": "anthropic", "kind": "chat", "price": PRICE_CLAUDE,
+                                           "max_output_tokens": 64000},
             "gemini-3.1-pro-preview": {"upstream": "gemini", "kind": "chat"},
             "gpt-image-2": {"upstream": "openai", "kind": "image"},
             "dead-model": {"upstream": "dead"},

@@ -56,14 +56,12 @@ def test_bad_bodies_are_400_and_never_forwarded(gateway, mock, body, param):
     assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
 
 
-def test_wrong_kind_and_cross_dialect_are_clear_400s(gateway, mock):
+def test_wrong_kind_is_a_clear_400(gateway, mock):
     mock.clear()
     r = post_openai(gateway, chat_body("gpt-image-2"))
     assert r.status_code == 400 and "image" in r.json()["error"]["message"]
-    r = post_anthropic(gateway, claude_body("gpt-5.5"))
+    r = post_anthropic(gateway, claude_body("gpt-image-2"))
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    r = post_openai(gateway, chat_body("claude-sonnet-4-5-20250929"))
-    assert r.status_code == 400
     assert mock.requests() == []
 
 
