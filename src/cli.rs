@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
-use crate::{access_log, auth, config, metrics, proxy, registry, reload};
+use crate::{access_log, auth, config, metrics, proxy, registry, reload, tasks};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -121,9 +121,15 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let store = tasks::store::MemoryStore::new(
+        server_cfg.task_store_max_entries,
+        server_cfg.task_store_max_bytes,
+        Duration::from_secs(server_cfg.task_ttl_seconds),
+    );
     let gateway = proxy::Gateway::new(
         registry.clone(),
         proxy::Settings { client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms) },
+        tasks::Tasks::new(Arc::new(store)),
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;

@@ -29,5 +29,7 @@ pub mod proxy;
 pub mod reload;
 /// Immutable routing snapshots behind arc-swap.
 pub mod registry;
+/// Async media tasks (images, video, audio, music).
+pub mod tasks;
 /// Usage from JSON responses and SSE streams.
 pub mod usage;

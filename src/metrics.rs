@@ -27,6 +27,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// `cheapmodel_config_reloads_total{result}`.
     pub reloads: IntCounterVec,
+    /// `cheapmodel_tasks_total{model,status}`: media tasks submitted (pending) and finished.
+    pub tasks: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 10 min.
@@ -95,6 +97,12 @@ fn register() -> Metrics {
             "cheapmodel_config_reloads_total",
             "Config reloads by result",
             &["result"]
+        )
+        .expect("register"),
+        tasks: register_int_counter_vec!(
+            "cheapmodel_tasks_total",
+            "Media tasks by model and status (pending at submit, then completed or failed once)",
+            &["model", "status"]
         )
         .expect("register"),
     }

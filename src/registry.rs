@@ -21,8 +21,10 @@ use crate::error::Dialect;
 pub struct Upstream {
     /// Config name, used as a metric label.
     pub name: Arc<str>,
-    /// Dialect it speaks.
+    /// Chat dialect it speaks (task upstreams use OpenAI-style auth and errors).
     pub dialect: Dialect,
+    /// Media task style, for media models.
+    pub task_style: Option<TaskStyle>,
     /// Resolved address (resolved at load time: Pingora's `HttpPeer::new` would do blocking DNS).
     pub addr: SocketAddr,
     /// TLS with SNI `host`.
@@ -40,6 +42,17 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Per-read timeout.
     pub read_timeout: Duration,
+}
+
+/// How an upstream runs media generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStyle {
+    /// Flat task API (EvoLink-style).
+    Flat,
+    /// Wrapped task API (APIMart-style).
+    Wrapped,
+    /// OpenAI: synchronous images and speech (run by the gateway), video jobs (relayed).
+    OpenAi,
 }
 
 /// A registered model.
@@ -60,6 +73,8 @@ pub struct Model {
     pub price: Price,
     /// Default `max_tokens` for translated requests.
     pub max_output_tokens: Option<u32>,
+    /// Media task deadline.
+    pub task_deadline: Duration,
 }
 
 /// A caller key (only its hash is known).
@@ -89,9 +104,16 @@ pub struct Snapshot {
     pub keys: HashMap<[u8; 32], Arc<Key>>,
     /// Largest accepted request body.
     pub max_request_body: usize,
+    /// Secret that signs task ids.
+    pub task_secret: Vec<u8>,
 }
 
 impl Snapshot {
+    /// The key whose digest starts with `prefix` (task ownership).
+    pub fn key_by_digest_prefix(&self, prefix: &[u8]) -> Option<&Arc<Key>> {
+        self.keys.iter().find(|(d, _)| d.starts_with(prefix)).map(|(_, k)| k)
+    }
+
     /// Exact-name model lookup.
     pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
         self.models.get(name)

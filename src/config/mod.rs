@@ -17,7 +17,8 @@ use http::HeaderValue;
 
 use crate::error::Dialect;
 use crate::registry::{Key, Model, Snapshot, Upstream};
-use raw::{RawConfig, RawServer, RawUpstream};
+use crate::registry::TaskStyle;
+use raw::{ModelKind, RawConfig, RawServer, RawUpstream, UpstreamDialect};
 
 /// A config error: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,19 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
             _ => None,
         };
         validate_price(&m.price).map_err(|(f, msg)| err(format!("{path}.price.{f}"), msg))?;
+        let upstream_dialect = raw.upstreams.get(&m.upstream).map(|u| u.dialect);
+        match (m.kind, upstream_dialect) {
+            (ModelKind::Chat, Some(UpstreamDialect::Task | UpstreamDialect::TaskWrapped)) => {
+                return Err(err(format!("{path}.upstream"), "a chat model needs an openai or anthropic upstream"));
+            }
+            (ModelKind::Image | ModelKind::Video | ModelKind::Audio | ModelKind::Music, Some(UpstreamDialect::Anthropic)) => {
+                return Err(err(format!("{path}.upstream"), "a media model needs an openai, task or task-wrapped upstream"));
+            }
+            _ => {}
+        }
+        if m.task_deadline_seconds == 0 {
+            return Err(err(format!("{path}.task_deadline_seconds"), "must be at least 1"));
+        }
         models.insert(
             name.clone(),
             Arc::new(Model {
@@ -94,6 +108,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 kind: m.kind,
                 price: m.price,
                 max_output_tokens: m.max_output_tokens,
+                task_deadline: Duration::from_secs(m.task_deadline_seconds),
             }),
         );
     }
@@ -120,7 +135,24 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
             return Err(err(format!("{path}.sha256"), "the same key is listed twice"));
         }
     }
-    let snapshot = Snapshot { upstreams, models, keys, max_request_body: raw.server.max_request_body };
+    let task_secret = match &raw.server.task_secret_env {
+        Some(var) => env(var)
+            .filter(|v| v.len() >= 16)
+            .ok_or_else(|| err("server.task_secret_env", format!("environment variable {var} must hold at least 16 characters")))?
+            .into_bytes(),
+        None => {
+            // Stable across restarts and shared by instances with the same keys.
+            let mut digests: Vec<&[u8; 32]> = keys.keys().collect();
+            digests.sort();
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            sha2::Digest::update(&mut h, b"cheapmodel task ids v1");
+            for d in digests {
+                sha2::Digest::update(&mut h, d);
+            }
+            sha2::Digest::finalize(h).to_vec()
+        }
+    };
+    let snapshot = Snapshot { upstreams, models, keys, max_request_body: raw.server.max_request_body, task_secret };
     Ok(Loaded { server: raw.server, snapshot })
 }
 
@@ -240,8 +272,8 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
                 err(format!("{path}.api_key_env"), format!("environment variable {var} is not set"))
             })?;
             let (name, value) = match u.dialect {
-                Dialect::OpenAi => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
-                Dialect::Anthropic => (http::header::HeaderName::from_static("x-api-key"), secret),
+                UpstreamDialect::Anthropic => (http::header::HeaderName::from_static("x-api-key"), secret),
+                _ => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
             };
             let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| err(format!("{path}.api_key_env"), format!("the value of {var} is not a valid header value")))?;
@@ -254,7 +286,16 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
     }
     Ok(Upstream {
         name: Arc::from(name),
-        dialect: u.dialect,
+        dialect: match u.dialect {
+            UpstreamDialect::Anthropic => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        },
+        task_style: match u.dialect {
+            UpstreamDialect::OpenAi => Some(TaskStyle::OpenAi),
+            UpstreamDialect::Task => Some(TaskStyle::Flat),
+            UpstreamDialect::TaskWrapped => Some(TaskStyle::Wrapped),
+            UpstreamDialect::Anthropic => None,
+        },
         addr,
         tls: url.tls,
         host: url.host,

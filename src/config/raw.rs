@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::error::Dialect;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -58,6 +57,20 @@ pub struct RawServer {
     /// How long the gateway waits on a silent caller while reading its request body (HTTP/1.x).
     #[serde(default = "default_client_read_ms")]
     pub client_read_timeout_ms: u64,
+    /// Environment variable holding the secret that signs task ids. Instances that share it (and
+    /// a restarted instance) can answer each other's polls. Unset: derived from the config's
+    /// key hashes, stable until the keys change.
+    #[serde(default)]
+    pub task_secret_env: Option<String>,
+    /// How long finished tasks the gateway ran itself are kept.
+    #[serde(default = "default_task_ttl")]
+    pub task_ttl_seconds: u64,
+    /// Bound on tasks kept by the embedded task store.
+    #[serde(default = "default_task_entries")]
+    pub task_store_max_entries: usize,
+    /// Bound on result bytes kept by the embedded task store.
+    #[serde(default = "default_task_bytes")]
+    pub task_store_max_bytes: usize,
     /// Seconds between checks of the config file for changes (0 disables; SIGHUP always works).
     #[serde(default = "default_watch")]
     pub watch_interval_seconds: u64,
@@ -69,8 +82,8 @@ pub struct RawServer {
 pub struct RawUpstream {
     /// `scheme://host[:port][/base-path]`.
     pub url: String,
-    /// The dialect the upstream speaks.
-    pub dialect: Dialect,
+    /// The API the upstream speaks.
+    pub dialect: UpstreamDialect,
     /// Environment variable holding the upstream's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -80,6 +93,23 @@ pub struct RawUpstream {
     /// Longest wait for any single read from the upstream (time to first byte, gap between SSE events).
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
+}
+
+/// The API an upstream speaks: a chat dialect, or a media task API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UpstreamDialect {
+    /// OpenAI: chat completions, and for media synchronous images/speech and video jobs.
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Anthropic messages.
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Flat task API (EvoLink-style): submit returns the task, `GET /v1/tasks/{id}` polls it.
+    #[serde(rename = "task")]
+    Task,
+    /// Wrapped task API (APIMart-style): `{"code":200,"data":...}` envelopes.
+    #[serde(rename = "task-wrapped")]
+    TaskWrapped,
 }
 
 /// Kind of work a model does; chat models route on the chat endpoints only.
@@ -130,6 +160,9 @@ pub struct RawModel {
     /// Default `max_tokens` for translated requests that carry none.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// A media task not finished after this many seconds is failed (`deadline_exceeded`).
+    #[serde(default = "default_task_deadline")]
+    pub task_deadline_seconds: u64,
 }
 
 /// Prices in USD per million tokens (and per unit for media).
@@ -183,6 +216,18 @@ fn default_true() -> bool {
 }
 fn default_watch() -> u64 {
     2
+}
+fn default_task_deadline() -> u64 {
+    1800
+}
+fn default_task_ttl() -> u64 {
+    3600
+}
+fn default_task_entries() -> usize {
+    10_000
+}
+fn default_task_bytes() -> usize {
+    256 * 1024 * 1024
 }
 fn default_client_read_ms() -> u64 {
     30_000

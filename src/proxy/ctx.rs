@@ -60,8 +60,10 @@ pub struct RequestCtx {
     pub caller_wants_usage: bool,
     /// Stream translator for a translated SSE response.
     pub translator: Option<Box<dyn StreamTranslator + Sync>>,
-    /// A body the gateway answers itself (local token count).
-    pub local_answer: Option<Bytes>,
+    /// An answer the gateway gives itself (media tasks, local token count).
+    pub local: Option<crate::tasks::Answer>,
+    /// `local` is a token-count estimate.
+    pub token_estimate: bool,
 }
 
 impl RequestCtx {
@@ -86,7 +88,8 @@ impl RequestCtx {
             translation: None,
             caller_wants_usage: false,
             translator: None,
-            local_answer: None,
+            local: None,
+            token_estimate: false,
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::error::{Dialect, GatewayError};
 use crate::metrics;
 use crate::peek::{self, Edit};
 use crate::registry::{ModelKind, Registry};
+use crate::tasks::{self, styles::Media, Tasks};
 use crate::usage::{self, StreamMeter, Usage};
 use body::BodyError;
 use ctx::{RequestCtx, ResponseMeter};
@@ -43,14 +44,15 @@ pub struct Settings {
 /// The gateway.
 pub struct Gateway {
     registry: Arc<Registry>,
+    tasks: Tasks,
     settings: Settings,
     request_ids: RequestIds,
 }
 
 impl Gateway {
     /// A gateway serving `registry`.
-    pub fn new(registry: Arc<Registry>, settings: Settings) -> Self {
-        Gateway { registry, settings, request_ids: RequestIds::new() }
+    pub fn new(registry: Arc<Registry>, settings: Settings, tasks: Tasks) -> Self {
+        Gateway { registry, settings, request_ids: RequestIds::new(), tasks }
     }
 }
 
@@ -62,6 +64,12 @@ enum Route {
     Chat(Dialect),
     /// Anthropic `count_tokens`: forwarded to Anthropic upstreams, unmetered.
     CountTokens,
+    /// Media generation submit.
+    TaskSubmit(Media),
+    /// `GET /v1/tasks/{id}`.
+    TaskPoll(String),
+    /// `GET /v1/tasks/{id}/content`.
+    TaskContent(String),
 }
 
 fn caller_dialect(req: &RequestHeader) -> Dialect {
@@ -85,12 +93,29 @@ fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
     }
     let path = req.uri.path();
     let method = &req.method;
-    let (route, allowed): (Route, &[http::Method]) = match path.trim_end_matches('/') {
+    let trimmed = path.trim_end_matches('/');
+    if let Some(rest) = trimmed.strip_prefix("/v1/tasks/") {
+        let (id, content) = match rest.strip_suffix("/content") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        if id.is_empty() || id.contains('/') {
+            return Err(GatewayError::NotFound { method: method.to_string(), path: path.to_string() });
+        }
+        if method != http::Method::GET {
+            return Err(GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
+        }
+        return Ok(if content { Route::TaskContent(id.to_string()) } else { Route::TaskPoll(id.to_string()) });
+    }
+    let (route, allowed): (Route, &[http::Method]) = match trimmed {
         "/healthz" => (Route::Health, &[http::Method::GET, http::Method::HEAD]),
         "/v1/models" => (Route::Models, &[http::Method::GET]),
         "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), &[http::Method::POST]),
         "/v1/messages" => (Route::Chat(Dialect::Anthropic), &[http::Method::POST]),
         "/v1/messages/count_tokens" => (Route::CountTokens, &[http::Method::POST]),
+        "/v1/images/generations" => (Route::TaskSubmit(Media::Image), &[http::Method::POST]),
+        "/v1/videos/generations" => (Route::TaskSubmit(Media::Video), &[http::Method::POST]),
+        "/v1/audios/generations" => (Route::TaskSubmit(Media::Audio), &[http::Method::POST]),
         _ => return Err(GatewayError::NotFound { method: method.to_string(), path: path.to_string() }),
     };
     if !allowed.contains(method) {
@@ -120,8 +145,22 @@ impl Gateway {
             Err(e) => return Ok(Some(e)),
         };
         ctx.key = Some(key.clone());
-        if let Route::Models = route {
-            return Ok(None);
+        match &route {
+            Route::Models => return Ok(None),
+            Route::TaskPoll(id) | Route::TaskContent(id) => {
+                let Some(digest) = auth::presented_key(session.req_header()).map(auth::key_digest) else {
+                    return Ok(Some(GatewayError::MissingKey));
+                };
+                let caller = tasks::Caller { digest, key: &key };
+                let answer = if let Route::TaskPoll(_) = route {
+                    self.tasks.poll(&snapshot, &caller, id, &base_url(session.req_header())).await
+                } else {
+                    self.tasks.content(&snapshot, &caller, id).await
+                };
+                ctx.local = Some(answer);
+                return Ok(None);
+            }
+            _ => {}
         }
         let body = body::read_full_body(session, snapshot.max_request_body).await?;
         let peeked = match peek::peek(&body) {
@@ -133,6 +172,17 @@ impl Gateway {
         };
         if !key.allows(&model.name) {
             return Ok(Some(GatewayError::ModelNotAllowed(model.name.to_string())));
+        }
+        if let Route::TaskSubmit(media) = route {
+            if !media.accepts(model.kind) {
+                return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
+            }
+            let Some(digest) = auth::presented_key(session.req_header()).map(auth::key_digest) else {
+                return Ok(Some(GatewayError::MissingKey));
+            };
+            let caller = tasks::Caller { digest, key: &key };
+            ctx.local = Some(self.tasks.submit(&snapshot, &caller, media, model, &body).await);
+            return Ok(None);
         }
         if model.kind != ModelKind::Chat {
             return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
@@ -155,7 +205,12 @@ impl Gateway {
                 };
                 return match counted {
                     Ok(n) => {
-                        ctx.local_answer = Some(Bytes::from(format!("{{\"input_tokens\":{n}}}")));
+                        ctx.local = Some(tasks::Answer {
+                            status: 200,
+                            body: Bytes::from(format!("{{\"input_tokens\":{n}}}")),
+                            content_type: "application/json".into(),
+                        });
+                        ctx.token_estimate = true;
                         Ok(None)
                     }
                     Err(e) => Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
@@ -258,8 +313,9 @@ impl ProxyHttp for Gateway {
             ctx.error = Some(err);
             return Ok(true);
         }
-        if let Some(body) = ctx.local_answer.take() {
-            respond::json_with(session, 200, body, &ctx.request_id, &[("x-cheapmodel-token-count", "estimate")]).await?;
+        if let Some(answer) = ctx.local.take() {
+            let extra: &[(&str, &str)] = if ctx.token_estimate { &[("x-cheapmodel-token-count", "estimate")] } else { &[] };
+            respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
             return Ok(true);
         }
         if ctx.model.is_some() {
@@ -578,6 +634,16 @@ fn translate_json_body(translation: Option<(Dialect, Dialect)>, model: Option<&c
         log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
         GatewayError::UpstreamUnavailable.body(caller).to_vec()
     })
+}
+
+/// The gateway's own base URL as the caller reached it (for result URLs it serves).
+fn base_url(req: &RequestHeader) -> String {
+    let host = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).or(req.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
+    let scheme = match req.headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+        Some(b"https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
 }
 
 fn unix_now() -> u64 {

@@ -13,6 +13,30 @@ pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &
     json_with(session, status, body, request_id, &[]).await
 }
 
+/// Writes a complete response of any content type.
+pub async fn answer(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    content_type: &str,
+    request_id: &str,
+    extra: &[(&str, &str)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    for (k, v) in extra {
+        resp.insert_header(k.to_string(), *v)?;
+    }
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    resp.set_content_length(body.len())?;
+    resp.insert_header("x-request-id", request_id)?;
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
 /// Writes a complete JSON response with extra headers.
 pub async fn json_with(
     session: &mut Session,

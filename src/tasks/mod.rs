@@ -1,0 +1,459 @@
+//! Async media generation behind one task API: `POST /v1/{images,videos,audios}/generations`
+//! answers a task at once, `GET /v1/tasks/{id}` answers its current state, for the key that
+//! created it only.
+//!
+//! Two kinds of tasks:
+//! - relayed: the upstream runs a task API (flat, wrapped, or OpenAI video jobs). The task id
+//!   carries everything needed to poll it (`id`), so any instance with the same task secret
+//!   answers, and a restart loses nothing. Polls of one task are coalesced and cached for a
+//!   second, so many callers polling one task make at most one upstream poll per second.
+//! - local: OpenAI's synchronous image and speech calls, run by the gateway in the background;
+//!   the state and results (inline `data:` URLs) live in the task store (`store`).
+//!
+//! A task is metered once, when it is first seen completed (`cheapmodel_cost_usd_total`,
+//! `cheapmodel_tasks_total`). A task not finished by its model's deadline is failed.
+
+pub mod client;
+pub mod id;
+pub mod store;
+pub mod styles;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{error_body, Dialect};
+use crate::metrics;
+use crate::registry::{Key, Model, Snapshot, TaskStyle, Upstream};
+use client::{CallError, UpstreamClient};
+use id::{Origin, TaskRef};
+use store::TaskStore;
+use styles::{Media, Run, TaskError};
+
+/// Largest upstream answer read for a submit or poll.
+const MAX_REPLY: usize = 256 * 1024 * 1024;
+/// How long a poll answer is reused for other polls of the same task.
+const POLL_CACHE: Duration = Duration::from_secs(1);
+/// Bound on the poll-coalescing table.
+const MAX_POLL_SLOTS: usize = 100_000;
+
+/// Portable task status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Accepted, not started.
+    Pending,
+    /// Running.
+    Processing,
+    /// Done, results available.
+    Completed,
+    /// Failed (upstream failure, cancellation, deadline).
+    Failed,
+}
+
+impl TaskStatus {
+    /// Lowercase word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Processing => "processing",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    fn terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed)
+    }
+}
+
+/// A task's state as the gateway shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    /// Status.
+    pub status: TaskStatus,
+    /// 0..=100.
+    pub progress: u8,
+    /// Result URLs (when completed).
+    pub results: Vec<String>,
+    /// `(code, message)` (when failed).
+    pub error: Option<(String, String)>,
+    /// Billable units seen at completion (images or seconds), for the usage object.
+    pub units: f64,
+}
+
+impl TaskState {
+    fn new(status: TaskStatus) -> Self {
+        TaskState { status, progress: 0, results: Vec::new(), error: None, units: 0.0 }
+    }
+
+    fn failed(code: &str, message: &str) -> Self {
+        TaskState { status: TaskStatus::Failed, progress: 0, results: Vec::new(), error: Some((code.into(), message.into())), units: 0.0 }
+    }
+}
+
+/// A complete local answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: Bytes,
+    /// `content-type`.
+    pub content_type: String,
+}
+
+impl Answer {
+    fn json(status: u16, v: &impl Serialize) -> Self {
+        Answer { status, body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()), content_type: "application/json".into() }
+    }
+
+    fn error(status: u16, message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Self {
+        Answer { status, body: error_body(Dialect::OpenAi, status, message, (kind, code, param)), content_type: "application/json".into() }
+    }
+
+    /// The one answer for an unknown, foreign, forged or altered task id.
+    fn not_found() -> Self {
+        Answer::error(404, "No such task.", "invalid_request_error", Some("task_not_found"), None)
+    }
+
+    fn bad_request(e: &TaskError) -> Self {
+        Answer::error(400, &e.message, "invalid_request_error", Some("invalid_parameter"), Some(e.param))
+    }
+
+    fn upstream_unavailable() -> Self {
+        Answer::error(502, "The upstream provider could not be reached or answered an invalid response.", "server_error", Some("upstream_unavailable"), None)
+    }
+}
+
+#[derive(Serialize)]
+struct TaskObject<'a> {
+    id: &'a str,
+    object: String,
+    #[serde(rename = "type")]
+    media: &'a str,
+    model: &'a str,
+    created: u64,
+    status: TaskStatus,
+    progress: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+fn task_object(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>) -> Answer {
+    let usage = (state.status == TaskStatus::Completed).then(|| {
+        let cost = model.map_or(0.0, |m| cost_of(m, r, state));
+        let mut u = serde_json::Map::new();
+        if r.media == "image" {
+            u.insert("images".into(), Value::from(state.results.len()));
+        } else if r.seconds > 0 {
+            u.insert("seconds".into(), Value::from(r.seconds));
+        }
+        u.insert("cost_usd".into(), Value::from(cost));
+        Value::Object(u)
+    });
+    Answer::json(
+        200,
+        &TaskObject {
+            id,
+            object: format!("{}.generation.task", r.media),
+            media: &r.media,
+            model: &r.model,
+            created: r.created,
+            status: state.status,
+            progress: if state.status == TaskStatus::Completed { 100 } else { state.progress.min(99) },
+            results: (state.status == TaskStatus::Completed).then_some(state.results.as_slice()),
+            error: state.error.as_ref().map(|(c, m)| serde_json::json!({"code": c, "message": m})),
+            usage,
+        },
+    )
+}
+
+/// USD for a completed task: per image, per requested second, per request.
+fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> f64 {
+    let p = &model.price;
+    let images = if r.media == "image" { state.results.len() as f64 } else { 0.0 };
+    images * p.per_image + f64::from(r.seconds) * p.per_second + p.per_request
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[derive(Default)]
+struct PollSlot {
+    last: Option<(Instant, TaskState)>,
+    metered: bool,
+}
+
+/// The task engine.
+pub struct Tasks {
+    client: Arc<UpstreamClient>,
+    store: Arc<dyn TaskStore>,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
+}
+
+/// Who is asking.
+pub struct Caller<'a> {
+    /// sha256 of the caller's key.
+    pub digest: [u8; 32],
+    /// The key entry.
+    pub key: &'a Key,
+}
+
+impl Tasks {
+    /// An engine with `store` for the tasks it runs itself.
+    pub fn new(store: Arc<dyn TaskStore>) -> Self {
+        Tasks { client: Arc::new(UpstreamClient::new()), store, slots: Mutex::new(HashMap::new()) }
+    }
+
+    /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing.
+    pub async fn submit(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, media: Media, model: &Arc<Model>, body: &[u8]) -> Answer {
+        let Some(style) = model.upstream.task_style else {
+            return Answer::bad_request(&TaskError { param: "model", message: format!("the model `{}` cannot generate media", model.name) });
+        };
+        let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, body) {
+            Ok(m) => m,
+            Err(e) => return Answer::bad_request(&e),
+        };
+        let mut task = TaskRef {
+            origin: Origin::Relayed,
+            upstream: model.upstream.name.to_string(),
+            upstream_id: String::new(),
+            model: model.name.to_string(),
+            media: media.as_str().to_string(),
+            created: unix_now(),
+            owner: id::owner_of(&caller.digest),
+            seconds: mapped.seconds,
+        };
+        let state = match mapped.run {
+            Run::Relay => {
+                let deadline = model.upstream.read_timeout.min(Duration::from_secs(120));
+                let reply = match self.client.call(&model.upstream, "POST", mapped.path, Some(&mapped.body), deadline, MAX_REPLY).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::warn!("task submit to {} failed: {e:?}", model.upstream.name);
+                        return if e == CallError::Timeout {
+                            Answer::error(504, "The upstream provider did not answer in time.", "server_error", Some("upstream_timeout"), None)
+                        } else {
+                            Answer::upstream_unavailable()
+                        };
+                    }
+                };
+                if !(200..300).contains(&reply.status) {
+                    return upstream_error(reply.status, &reply.body);
+                }
+                let Some((upstream_id, state)) = styles::parse_submit(style, &reply.body) else {
+                    // Some wrapped APIs answer HTTP 200 with an error code inside.
+                    return upstream_error(502, &reply.body);
+                };
+                task.upstream_id = upstream_id;
+                state
+            }
+            Run::SyncJson | Run::SyncBytes => {
+                let mut local = [0u8; 16];
+                if getrandom::getrandom(&mut local).is_err() {
+                    return Answer::error(500, "Internal gateway error.", "server_error", None, None);
+                }
+                task.origin = Origin::Local;
+                task.upstream_id = crate::auth::hex(&local);
+                let state = TaskState::new(TaskStatus::Pending);
+                self.store.put(&task.upstream_id, state.clone());
+                self.spawn_local(snapshot.clone(), model.clone(), task.clone(), caller.key.name.clone(), mapped);
+                state
+            }
+        };
+        metrics::get().tasks.with_label_values(&[&model.name, "pending"]).inc();
+        let id = id::encode(&snapshot.task_secret, &task);
+        // The submit answer is always the task as accepted.
+        let shown = TaskState { status: TaskStatus::Pending, ..state };
+        task_object(&id, &task, &shown, Some(model))
+    }
+
+    fn spawn_local(&self, snapshot: Arc<Snapshot>, model: Arc<Model>, task: TaskRef, key_name: Arc<str>, mapped: styles::UpstreamSubmit) {
+        let store = self.store.clone();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _keep = snapshot;
+            let mut running = TaskState::new(TaskStatus::Processing);
+            running.progress = 10;
+            store.put(&task.upstream_id, running);
+            let reply = client.call(&model.upstream, "POST", mapped.path, Some(&mapped.body), model.task_deadline, MAX_REPLY).await;
+            let state = match reply {
+                Err(CallError::Timeout) => TaskState::failed("deadline_exceeded", "the task did not finish before its deadline"),
+                Err(_) => TaskState::failed("upstream_unavailable", "the upstream provider could not be reached"),
+                Ok(r) if !(200..300).contains(&r.status) => {
+                    let msg = upstream_message(&r.body).unwrap_or_else(|| format!("upstream error {}", r.status));
+                    TaskState::failed(&upstream_code(&r.body).unwrap_or_else(|| "upstream_error".into()), &msg)
+                }
+                Ok(r) => match mapped.run {
+                    Run::SyncBytes => {
+                        let ct = r.content_type.unwrap_or_else(|| "audio/mpeg".into());
+                        TaskState { status: TaskStatus::Completed, progress: 100, results: vec![format!("data:{ct};base64,{}", B64.encode(&r.body))], error: None, units: 0.0 }
+                    }
+                    _ => match sync_image_results(&r.body) {
+                        Some(results) => TaskState { status: TaskStatus::Completed, progress: 100, results, error: None, units: 0.0 },
+                        None => TaskState::failed("upstream_invalid_response", "the upstream answered without images"),
+                    },
+                },
+            };
+            if state.status == TaskStatus::Completed {
+                meter(&model, &key_name, &task, &state);
+            } else {
+                metrics::get().tasks.with_label_values(&[&model.name, "failed"]).inc();
+            }
+            store.put(&task.upstream_id, state);
+        });
+    }
+
+    /// `GET /v1/tasks/{id}`.
+    pub async fn poll(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, id: &str, base_url: &str) -> Answer {
+        let Some(task) = self.owned(snapshot, caller, id) else { return Answer::not_found() };
+        let model = snapshot.model(&task.model).cloned();
+        match task.origin {
+            Origin::Local => match self.store.get(&task.upstream_id) {
+                Some(state) => task_object(id, &task, &state, model.as_deref()),
+                None => Answer::not_found(),
+            },
+            Origin::Relayed => {
+                let Some(upstream) = snapshot.upstreams.get(&task.upstream).cloned() else { return Answer::not_found() };
+                let state = self.relayed_state(&upstream, &task, id, model.as_deref(), &caller.key.name, base_url).await;
+                task_object(id, &task, &state, model.as_deref())
+            }
+        }
+    }
+
+    /// `GET /v1/tasks/{id}/content`: the media of a relayed OpenAI video job (needs the upstream key).
+    pub async fn content(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, id: &str) -> Answer {
+        let Some(task) = self.owned(snapshot, caller, id) else { return Answer::not_found() };
+        let Some(upstream) = snapshot.upstreams.get(&task.upstream) else { return Answer::not_found() };
+        if task.origin != Origin::Relayed || upstream.task_style != Some(TaskStyle::OpenAi) {
+            return Answer::not_found();
+        }
+        let path = format!("/videos/{}/content", task.upstream_id);
+        match self.client.call(upstream, "GET", &path, None, upstream.read_timeout, MAX_REPLY).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                Answer { status: 200, body: r.body, content_type: r.content_type.unwrap_or_else(|| "application/octet-stream".into()) }
+            }
+            Ok(r) => upstream_error(r.status, &r.body),
+            Err(_) => Answer::upstream_unavailable(),
+        }
+    }
+
+    fn owned(&self, snapshot: &Snapshot, caller: &Caller<'_>, id: &str) -> Option<TaskRef> {
+        let task = id::decode(&snapshot.task_secret, id)?;
+        (task.owner == id::owner_of(&caller.digest)).then_some(task)
+    }
+
+    async fn relayed_state(&self, upstream: &Upstream, task: &TaskRef, id: &str, model: Option<&Model>, key_name: &str, base_url: &str) -> TaskState {
+        let slot_key = format!("{}\u{0}{}", task.upstream, task.upstream_id);
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if slots.len() >= MAX_POLL_SLOTS {
+                slots.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            slots.entry(slot_key).or_default().clone()
+        };
+        // One poll in flight per task; the others wait here and reuse its answer.
+        let mut slot = slot.lock().await;
+        if let Some((at, state)) = &slot.last {
+            if state.status.terminal() || at.elapsed() < POLL_CACHE {
+                return state.clone();
+            }
+        }
+        let previous = slot.last.as_ref().map(|(_, s)| s.clone());
+        let deadline = model.map_or(Duration::from_secs(1800), |m| m.task_deadline);
+        let mut state = if unix_now().saturating_sub(task.created) > deadline.as_secs() {
+            TaskState::failed("deadline_exceeded", "the task did not finish before its deadline")
+        } else {
+            let style = upstream.task_style.unwrap_or(TaskStyle::Flat);
+            let path = styles::poll_path(style, &task.upstream_id);
+            let timeout = upstream.read_timeout.min(Duration::from_secs(30));
+            match self.client.call(upstream, "GET", &path, None, timeout, MAX_REPLY).await {
+                Ok(r) if (200..300).contains(&r.status) => styles::parse_poll(style, &r.body)
+                    .unwrap_or_else(|| previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Processing))),
+                Ok(r) if r.status == 404 => TaskState::failed("upstream_task_not_found", "the upstream no longer knows this task"),
+                // A transient upstream problem is not the task's failure: show the last known state.
+                _ => previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending)),
+            }
+        };
+        if state.status == TaskStatus::Completed && upstream.task_style == Some(TaskStyle::OpenAi) {
+            state.results = vec![format!("{base_url}/v1/tasks/{id}/content")];
+        }
+        if state.status.terminal() && !slot.metered {
+            slot.metered = true;
+            match (state.status, model) {
+                (TaskStatus::Completed, Some(m)) => meter(m, key_name, task, &state),
+                (_, Some(m)) => metrics::get().tasks.with_label_values(&[&m.name, "failed"]).inc(),
+                _ => {}
+            }
+        }
+        slot.last = Some((Instant::now(), state.clone()));
+        state
+    }
+}
+
+fn meter(model: &Model, key_name: &str, task: &TaskRef, state: &TaskState) {
+    let m = metrics::get();
+    m.tasks.with_label_values(&[&model.name, "completed"]).inc();
+    let cost = cost_of(model, task, state);
+    if cost > 0.0 {
+        m.cost.with_label_values(&[&model.name, key_name]).inc_by(cost);
+    }
+}
+
+/// Result URLs of a synchronous OpenAI image answer (`data[].url` or `data[].b64_json`).
+fn sync_image_results(body: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let format = v.get("output_format").and_then(Value::as_str).unwrap_or("png");
+    let results: Vec<String> = v
+        .get("data")?
+        .as_array()?
+        .iter()
+        .filter_map(|d| match (d.get("url").and_then(Value::as_str), d.get("b64_json").and_then(Value::as_str)) {
+            (Some(url), _) => Some(url.to_string()),
+            (None, Some(b64)) => Some(format!("data:image/{format};base64,{b64}")),
+            _ => None,
+        })
+        .collect();
+    (!results.is_empty()).then_some(results)
+}
+
+fn upstream_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/message").or_else(|| v.get("msg")).or_else(|| v.get("message")).and_then(Value::as_str).map(str::to_string)
+}
+
+fn upstream_code(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/code").and_then(Value::as_str).map(str::to_string)
+}
+
+/// An upstream's own error, status kept, in the OpenAI shape our task API uses.
+fn upstream_error(status: u16, body: &[u8]) -> Answer {
+    let message = upstream_message(body).unwrap_or_else(|| format!("upstream error {status}"));
+    let code = upstream_code(body);
+    let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    Answer::error(status, &message, kind, code.as_deref(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_image_results_become_urls() {
+        let r = sync_image_results(br#"{"data":[{"b64_json":"AAAA"},{"url":"https://x/y.png"}]}"#).expect("results");
+        assert_eq!(r, vec!["data:image/png;base64,AAAA", "https://x/y.png"]);
+        assert!(sync_image_results(br#"{"data":[]}"#).is_none());
+    }
+}
