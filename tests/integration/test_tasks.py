@@ -1,0 +1,217 @@
+"""Async media tasks: one task shape for every upstream style (flat, wrapped, OpenAI sync and video
+jobs), ownership, signed ids, deadlines, bounded polling, restarts, metering."""
+import base64
+import concurrent.futures
+import time
+
+import httpx
+import pytest
+
+from conftest import KEY_A, KEY_B, openai_headers
+
+DOCS_EXAMPLE = {"model": "gpt-image-2", "prompt": "A cinematic wide-angle shot of a futuristic city skyline",
+                "size": "16:9", "resolution": "2k"}
+
+
+def submit(g, path, body, key=KEY_A):
+    return httpx.post(g.url + path, json=body, headers=openai_headers(key), timeout=10)
+
+
+def poll(g, task_id, key=KEY_A):
+    return httpx.get(f"{g.url}/v1/tasks/{task_id}", headers=openai_headers(key), timeout=10)
+
+
+def poll_until_done(g, task_id, key=KEY_A, limit=20):
+    seen = []
+    for _ in range(limit):
+        r = poll(g, task_id, key)
+        assert r.status_code == 200, r.text
+        t = r.json()
+        seen.append(t["status"])
+        assert t["status"] in ("pending", "processing", "completed", "failed"), t
+        if t["status"] in ("completed", "failed"):
+            return t, seen
+        time.sleep(1.05)   # past the gateway's 1 s poll cache
+    pytest.fail(f"task never finished: {seen}")
+
+
+def test_docs_example_flat_upstream(gateway, mock):
+    r = submit(gateway, "/v1/images/generations", DOCS_EXAMPLE)
+    assert r.status_code == 200, r.text
+    t = r.json()
+    assert t["id"].startswith("task_") and t["object"] == "image.generation.task" and t["type"] == "image"
+    assert (t["status"], t["progress"], t["model"]) == ("pending", 0, "gpt-image-2")
+    assert "results" not in t
+    sent = mock.last()
+    assert sent["path"] == "/flat/v1/images/generations"
+    assert {k.lower(): v for k, v in sent["headers"]}["authorization"].startswith("Bearer sk-upstream")
+    done, seen = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed" and done["progress"] == 100
+    assert "processing" in seen
+    assert done["results"] and all(u.startswith("https://cdn.mock.invalid/") for u in done["results"])
+    assert done["usage"]["cost_usd"] == pytest.approx(0.04 * len(done["results"]))
+    assert done["id"] == t["id"] and done["created"] == t["created"]
+
+
+@pytest.mark.parametrize("path,model,results", [
+    ("/v1/images/generations", "seedream-4", 2),      # wrapped, array submit form, url arrays
+    ("/v1/videos/generations", "veo3-fast", 1),       # wrapped, object submit form, url string
+])
+def test_wrapped_upstream(gateway, path, model, results):
+    body = {"model": model, "prompt": "a cat", "n": results} if "images" in path else {"model": model, "prompt": "a cat", "duration": 8}
+    t = submit(gateway, path, body).json()
+    assert t["status"] == "pending"
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed"
+    assert len(done["results"]) == results and all(isinstance(u, str) for u in done["results"])
+    if "videos" in path:
+        assert t["object"] == "video.generation.task"
+        assert done["usage"]["seconds"] == 8 and done["usage"]["cost_usd"] == pytest.approx(0.8)
+
+
+def test_wrapped_cancel_is_failed(gateway):
+    t = submit(gateway, "/v1/images/generations", {"model": "seedream-4", "prompt": "mock-cancel"}).json()
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "cancelled"
+
+
+def test_upstream_failure_marks_the_task_failed_with_its_reason(gateway):
+    t = submit(gateway, "/v1/videos/generations", {"model": "kling-v2", "prompt": "mock-fail"}).json()
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "failed"
+    assert done["error"] == {"code": "content_policy_violation", "message": "mock: prompt rejected"}
+    assert "results" not in done and "usage" not in done
+
+
+def test_submit_rejected_upstream_is_its_error(gateway):
+    r = submit(gateway, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "mock-submit-error"})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "mock: prompt rejected"
+
+
+def test_openai_sync_image_runs_in_the_gateway(gateway):
+    t = submit(gateway, "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat", "n": 2, "size": "1:1"}).json()
+    assert t["status"] == "pending"
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed" and len(done["results"]) == 2
+    png = base64.b64decode(done["results"][0].split(",", 1)[1])
+    assert done["results"][0].startswith("data:image/png;base64,") and png.startswith(b"\x89PNG")
+    assert done["usage"]["cost_usd"] == pytest.approx(0.04)
+
+
+def test_openai_speech(gateway):
+    t = submit(gateway, "/v1/audios/generations", {"model": "tts-1", "prompt": "Hello there"}).json()
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed" and done["type"] == "audio"
+    assert done["results"][0].startswith("data:audio/mpeg;base64,")
+    assert base64.b64decode(done["results"][0].split(",", 1)[1]).startswith(b"ID3")
+
+
+def test_openai_sync_failure(gateway):
+    t = submit(gateway, "/v1/images/generations", {"model": "gpt-image-1", "prompt": "mock-fail"}).json()
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "content_policy_violation"
+
+
+def test_openai_video_job_and_its_content(gateway, mock):
+    t = submit(gateway, "/v1/videos/generations", {"model": "sora-2", "prompt": "waves", "size": "9:16", "duration": 8}).json()
+    sent = mock.last()
+    assert sent["path"] == "/v1/videos"
+    assert '"seconds":"8"' in sent["body"] and '"size":"720x1280"' in sent["body"]
+    done, seen = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed"
+    assert done["results"] == [f"{gateway.url}/v1/tasks/{t['id']}/content"]
+    r = httpx.get(done["results"][0], headers=openai_headers(), timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4" and len(r.content) > 100
+    assert httpx.get(done["results"][0], headers=openai_headers(KEY_B), timeout=10).status_code == 404
+    assert done["usage"]["cost_usd"] == pytest.approx(0.8)
+
+
+def test_ownership_and_forged_ids_all_get_the_same_404(gateway):
+    t = submit(gateway, "/v1/images/generations", DOCS_EXAMPLE).json()
+    tid = t["id"]
+    other = poll(gateway, tid, KEY_B)
+    altered = poll(gateway, tid[:-3] + ("AAA" if not tid.endswith("AAA") else "BBB"))
+    payload, mac = tid[len("task_"):].split(".")
+    forged = poll(gateway, "task_" + payload[:-2] + "xx." + mac)
+    unknown = poll(gateway, "task-unified-1757156493-imcg5zqt")
+    bodies = {r.text for r in (other, altered, forged, unknown)}
+    assert {r.status_code for r in (other, altered, forged, unknown)} == {404}
+    assert len(bodies) == 1, bodies
+    assert poll(gateway, tid).status_code == 200
+
+
+def test_ids_are_unguessable(gateway):
+    ids = {submit(gateway, "/v1/images/generations", DOCS_EXAMPLE).json()["id"] for _ in range(3)}
+    assert len(ids) == 3 and all(len(i) > 60 for i in ids)
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/images/generations", {"model": "gpt-image-2"}, "prompt"),
+    ("/v1/images/generations", {"model": "gpt-image-2", "prompt": "x", "size": "7:5"}, "size"),
+    ("/v1/images/generations", {"model": "gpt-image-2", "prompt": "x", "n": 50}, "n"),
+    ("/v1/images/generations", {"model": "gpt-image-2", "prompt": "x", "resolution": "16k"}, "resolution"),
+    ("/v1/images/generations", {"model": "gpt-image-1", "prompt": "x", "resolution": "4k"}, "resolution"),
+    ("/v1/videos/generations", {"model": "sora-2", "prompt": "x", "duration": 5}, "duration"),
+    ("/v1/audios/generations", {"model": "tts-1", "prompt": "x", "size": "1:1"}, "size"),
+])
+def test_bad_media_requests_name_the_field(gateway, mock, path, body, param):
+    mock.clear()
+    r = submit(gateway, path, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert mock.requests() == []
+
+
+def test_kind_must_match_the_endpoint_and_models_must_exist(gateway):
+    r = submit(gateway, "/v1/videos/generations", {"model": "gpt-image-2", "prompt": "x"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    r = submit(gateway, "/v1/images/generations", {"model": "gpt-5.5", "prompt": "x"})
+    assert r.status_code == 400
+    r = submit(gateway, "/v1/images/generations", {"model": "gpt-image", "prompt": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = httpx.post(gateway.url + "/v1/images/generations", content=b"{" * 10, headers=openai_headers(), timeout=10)
+    assert r.status_code == 400
+
+
+def test_deadline_fails_a_task_that_never_finishes(gateway):
+    t = submit(gateway, "/v1/images/generations", {"model": "never-image", "prompt": "mock-never"}).json()
+    time.sleep(3.1)
+    r = poll(gateway, t["id"]).json()
+    assert r["status"] == "failed" and r["error"]["code"] == "deadline_exceeded"
+
+
+def test_many_callers_polling_one_task_cause_no_poll_storm(gateway, mock):
+    before = httpx.get(mock.url + "/__mock/tasks", timeout=5).json()["tasks"]
+    t = submit(gateway, "/v1/images/generations", DOCS_EXAMPLE).json()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: poll(gateway, t["id"]).status_code, range(64)))
+    assert set(statuses) == {200}
+    tasks = httpx.get(mock.url + "/__mock/tasks", timeout=5).json()["tasks"]
+    new = [v for k, v in tasks.items() if k not in before]
+    assert len(new) == 1
+    assert new[0]["polls"] <= 2, new
+
+
+def test_restart_keeps_relayed_tasks(fresh_gateway):
+    g = fresh_gateway()
+    t = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog", "duration": 5}).json()
+    assert poll(g, t["id"]).json()["status"] in ("pending", "processing")
+    g.stop()
+    g2 = fresh_gateway()
+    g2.config_path.write_text(g.config_path.read_text())
+    done, _ = poll_until_done(g2, t["id"])
+    assert done["status"] == "completed"
+    assert done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01)
+
+
+def test_tasks_are_metered_once(fresh_gateway):
+    g = fresh_gateway()
+    t = submit(g, "/v1/images/generations", DOCS_EXAMPLE).json()
+    done, _ = poll_until_done(g, t["id"])
+    for _ in range(3):
+        poll(g, t["id"])
+    n = len(done["results"])
+    assert g.metric("cheapmodel_cost_usd_total", model="gpt-image-2", key="team-a") == pytest.approx(0.04 * n)
+    assert g.metric("cheapmodel_tasks_total", model="gpt-image-2", status="pending") == 1
+    assert g.metric("cheapmodel_tasks_total", model="gpt-image-2", status="completed") == 1
