@@ -64,8 +64,17 @@ struct OpenAiMessage {
     refusal: Option<()>,
 }
 
+/// serde reads a struct from a JSON array too; a response must be an object.
+fn require_object(body: &[u8]) -> Result<(), TranslateError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(TranslateError::new("response", "upstream response is not a JSON object")),
+    }
+}
+
 /// Anthropic message → OpenAI chat completion.
 pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Result<Vec<u8>, TranslateError> {
+    require_object(body)?;
     let msg: AnthropicMessage =
         serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
     let mut text: Option<String> = None;
@@ -195,6 +204,7 @@ struct AnthropicMessageOut<'a> {
 
 /// OpenAI chat completion → Anthropic message.
 pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, TranslateError> {
+    require_object(body)?;
     let c: OpenAiCompletionIn =
         serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not a chat completion: {e}")))?;
     let choice = c.choices.into_iter().next();
