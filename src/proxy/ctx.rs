@@ -54,6 +54,8 @@ pub struct RequestCtx {
     pub meter: ResponseMeter,
     /// The response is an SSE stream.
     pub sse: bool,
+    /// The upstream's response status.
+    pub upstream_status: u16,
     /// `(caller, upstream)` dialects when they differ.
     pub translation: Option<(Dialect, Dialect)>,
     /// An OpenAI caller of a translated stream asked for the usage chunk.
@@ -85,6 +87,7 @@ impl RequestCtx {
             upstream_done: None,
             meter: ResponseMeter::None,
             sse: false,
+            upstream_status: 0,
             translation: None,
             caller_wants_usage: false,
             translator: None,

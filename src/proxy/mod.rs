@@ -374,6 +374,7 @@ impl ProxyHttp for Gateway {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let success = resp.status.is_success();
+        ctx.upstream_status = resp.status.as_u16();
         if ctx.sse {
             let meter = StreamMeter::new(dialect, ctx.injected_usage);
             if meter.rewrites() {
@@ -427,7 +428,7 @@ impl ProxyHttp for Gateway {
     /// for, or to translate it into the caller's dialect.
     fn response_body_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -447,8 +448,7 @@ impl ProxyHttp for Gateway {
                     *body = None;
                     if end_of_stream {
                         let whole = chunks.concat();
-                        let status = session.response_written().map_or(200, |r| r.status.as_u16());
-                        *body = Some(Bytes::from(translate_json_body(ctx.translation, ctx.model.as_deref(), status, &whole)));
+                        *body = Some(Bytes::from(translate_json_body(ctx.translation, ctx.model.as_deref(), ctx.upstream_status, &whole)));
                     }
                 }
             }
