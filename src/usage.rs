@@ -71,19 +71,18 @@ impl Usage {
     /// a field that is present replaces the earlier value.
     fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
         let Ok(u) = sonic_rs::from_str::<AnthropicUsage>(raw_usage) else { return false };
-        if let Some(v) = u.input_tokens {
-            self.input = v;
-        }
-        if let Some(v) = u.output_tokens {
-            self.output = v;
-        }
-        if let Some(v) = u.cache_read_input_tokens {
-            self.cache_read = v;
-        }
-        if let Some(v) = u.cache_creation_input_tokens {
-            self.cache_write = v;
-        }
+        self.merge_anthropic(u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens);
         true
+    }
+
+    /// Merges one Anthropic usage report (`message_start` or a cumulative `message_delta`):
+    /// each field present replaces the earlier value.
+    pub fn merge_anthropic(&mut self, input: Option<u64>, output: Option<u64>, cache_read: Option<u64>, cache_write: Option<u64>) {
+        for (slot, v) in [(&mut self.input, input), (&mut self.output, output), (&mut self.cache_read, cache_read), (&mut self.cache_write, cache_write)] {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
     }
 
     /// Total tokens.

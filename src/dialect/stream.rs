@@ -311,10 +311,8 @@ struct AnState {
     finish_sent: bool,
     /// `[DONE]` or an error went out: nothing more is emitted.
     done: bool,
-    input: u64,
-    output: u64,
-    cache_read: u64,
-    cache_write: u64,
+    /// Token counts so far (the upstream's, merged as they arrive).
+    usage: crate::usage::Usage,
     /// The `tool_use` blocks, in order (their position is the OpenAI tool call index).
     tools: Vec<ToolBlock>,
 }
@@ -332,10 +330,7 @@ impl AnthropicToOpenAi {
                 started: false,
                 finish_sent: false,
                 done: false,
-                input: 0,
-                output: 0,
-                cache_read: 0,
-                cache_write: 0,
+                usage: crate::usage::Usage::default(),
                 tools: Vec::new(),
             },
         }
@@ -477,7 +472,7 @@ impl AnState {
                 // message still ended normally.
                 self.finish_chunk(out, "stop");
                 if self.include_usage {
-                    let usage = openai_usage_json(self.input, self.output, self.cache_read, self.cache_write);
+                    let usage = openai_usage_json(self.usage.input, self.usage.output, self.usage.cache_read, self.usage.cache_write);
                     let usage = Ordered { value: &usage, keys: OPENAI_USAGE_ORDER };
                     out.extend_from_slice(b"data: ");
                     write_json(
@@ -506,18 +501,7 @@ impl AnState {
     }
 
     fn apply_usage(&mut self, u: &AnUsage) {
-        if let Some(v) = u.input_tokens {
-            self.input = v;
-        }
-        if let Some(v) = u.output_tokens {
-            self.output = v;
-        }
-        if let Some(v) = u.cache_read_input_tokens {
-            self.cache_read = v;
-        }
-        if let Some(v) = u.cache_creation_input_tokens {
-            self.cache_write = v;
-        }
+        self.usage.merge_anthropic(u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens);
     }
 
     /// The first chunk (role), once; content seen before `message_start` still gets it first.
