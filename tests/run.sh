@@ -11,6 +11,8 @@ apt_missing=()
 command -v cmake >/dev/null || apt_missing+=(cmake)        # pingora's libz-ng-sys
 command -v curl >/dev/null || apt_missing+=(curl)
 command -v promtool >/dev/null || apt_missing+=(prometheus) # promtool check metrics
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_missing+=(nginx)  # TLS front for the upstream TLS test
+command -v openssl >/dev/null || apt_missing+=(openssl)     # test certificates
 if ((${#apt_missing[@]})); then
   echo "installing: ${apt_missing[*]}"
   apt-get update -qq
