@@ -59,8 +59,11 @@ pub fn exceeds_depth(body: &[u8], limit: usize) -> bool {
             b'"' => {
                 i += 1;
                 loop {
-                    match memchr::memchr2(b'"', b'\\', &body[i..]) {
-                        Some(j) if body[i + j] == b'\\' => i += j + 2,
+                    // An escape may be the very last byte: then `i` passes the end (unterminated
+                    // string, the parser rejects it).
+                    let Some(rest) = body.get(i..) else { return false };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(j) if rest[j] == b'\\' => i += j + 2,
                         Some(j) => {
                             i += j + 1;
                             break;
@@ -221,6 +224,18 @@ mod tests {
         let ok = format!(r#"{{"x":{}{},"model":"m"}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
         let handle = std::thread::Builder::new().stack_size(2 << 20).spawn(move || peek(ok.as_bytes()).map(|p| p.model.into_owned()));
         assert_eq!(handle.expect("spawn").join().expect("no overflow"), Ok("m".to_string()));
+    }
+
+    #[test]
+    fn escape_at_the_very_end_is_not_a_panic() {
+        // Found by the `peek` fuzz target: `"`, 129 `[`, `\` (tests/fuzz/regressions/).
+        let mut b = vec![b'"'];
+        b.extend(std::iter::repeat_n(b'[', 129));
+        b.push(b'\\');
+        assert!(!exceeds_depth(&b, MAX_DEPTH));
+        assert_eq!(peek(&b).err(), Some(GatewayError::InvalidJson));
+        let fuzzed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/regressions/peek-depth-scan-trailing-backslash.bin")).expect("regression file");
+        assert!(peek(&fuzzed).is_err());
     }
 
     #[test]

@@ -1,0 +1,22 @@
+//! OpenAI chat-completions request body → Anthropic messages request body.
+//! Invariants: never panics; an `Ok` body is valid JSON.
+#![no_main]
+
+use cheapmodel::dialect::request::openai_to_anthropic;
+use cheapmodel::dialect::RequestOptions;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let opts = RequestOptions {
+        upstream_model: "m",
+        default_max_tokens: 4096,
+    };
+    if let Ok(out) = openai_to_anthropic(data, &opts) {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&out) {
+            panic!(
+                "Ok output is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+});
