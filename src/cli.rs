@@ -73,6 +73,8 @@ pub fn run(cli: Cli) -> i32 {
                 eprintln!("--config FILE is required (see conf/cheapmodel.example.yaml)");
                 return 2;
             };
+            // Daemon mode moves the working directory to `/`: reloads need an absolute path.
+            let path = std::path::absolute(&path).unwrap_or(path);
             serve(path, cli.pingora)
         }
     }
