@@ -1,0 +1,118 @@
+# Shared helpers for smoke.sh and compare.sh (sourced, not run).
+# Every process started through cm_spawn is killed by cm_cleanup (installed on EXIT by the caller).
+
+CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CM_LT="$CM_ROOT/loadtest"
+CM_BIN="$CM_ROOT/target/release/cheapmodel"
+CM_MOCK_BIN="$CM_ROOT/target/release/mock-upstream"
+CM_PIDS=()
+
+cm_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+cm_die() { cm_log "ERROR: $*"; exit 1; }
+
+# Kill every process we spawned (TERM, then KILL after 3 s), youngest first.
+cm_cleanup() {
+  local pid i
+  for ((i = ${#CM_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${CM_PIDS[i]}
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for ((i = 0; i < 30; i++)); do
+    local alive=0
+    for pid in "${CM_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for pid in "${CM_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  CM_PIDS=()
+}
+
+# Stop one spawned process by pid and forget it.
+cm_stop() {
+  local pid=$1 i keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for i in "${CM_PIDS[@]}"; do [[ $i == "$pid" ]] || keep+=("$i"); done
+  CM_PIDS=("${keep[@]}")
+}
+
+# cm_spawn LOGFILE CMD...: start CMD in the background with a hard time bound; sets CM_LAST_PID.
+# The time bound (CM_MAX_SECONDS, default 600) is enforced by `timeout`, which execs nothing
+# else: the recorded pid is the timeout process, its child the real one; use cm_child for /proc.
+cm_spawn() {
+  local log=$1
+  shift
+  timeout --kill-after=5 "${CM_MAX_SECONDS:-600}" "$@" >"$log" 2>&1 &
+  CM_LAST_PID=$!
+  CM_PIDS+=("$CM_LAST_PID")
+}
+
+# cm_child PID: the (single) child of a `timeout` wrapper, i.e. the real process.
+cm_child() {
+  local i c
+  for ((i = 0; i < 50; i++)); do
+    c=$(pgrep -P "$1" | head -n1 || true)
+    [[ -n $c ]] && { echo "$c"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+
+# A free TCP port on 127.0.0.1 (the kernel's choice; a tiny race is accepted).
+cm_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# cm_wait_port PORT [SECONDS]: wait until 127.0.0.1:PORT accepts connections.
+cm_wait_port() {
+  local port=$1 secs=${2:-10} i
+  for ((i = 0; i < secs * 20; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# cm_start_mock LOGFILE [PREFIX...]: start mock-upstream on a free port; sets CM_MOCK_ADDR, CM_MOCK_PID.
+# PREFIX is e.g. `taskset -c 0`; extra mock flags via CM_MOCK_FLAGS.
+cm_start_mock() {
+  local log=$1 i
+  shift
+  # shellcheck disable=SC2086
+  cm_spawn "$log" "$@" "$CM_MOCK_BIN" --listen 127.0.0.1:0 ${CM_MOCK_FLAGS:-}
+  CM_MOCK_PID=$CM_LAST_PID
+  CM_MOCK_ADDR=
+  for ((i = 0; i < 100; i++)); do
+    CM_MOCK_ADDR=$(awk '/^listening /{print $2; exit}' "$log" 2>/dev/null || true)
+    [[ -n $CM_MOCK_ADDR ]] && break
+    sleep 0.05
+  done
+  [[ $CM_MOCK_ADDR == 127.0.0.1:* ]] || cm_die "mock-upstream did not start: $(cat "$log")"
+}
+
+# cm_wait_gateway BASE_URL [SECONDS]: wait until GET /v1/models answers 200 with the demo key.
+cm_wait_gateway() {
+  local url=$1 secs=${2:-15} i code
+  for ((i = 0; i < secs * 10; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
+      -H "Authorization: Bearer ${CM_KEY:-cm_demo_key_not_secret}" "$url/v1/models" || true)
+    [[ $code == 200 ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Seconds from a DURATION like "10", "10s" (default 10).
+cm_duration_s() {
+  local d=${DURATION:-10}
+  d=${d%s}
+  [[ $d =~ ^[0-9]+$ && $d -gt 0 ]] || cm_die "DURATION must be a number of seconds (got '${DURATION:-}')"
+  echo "$d"
+}
+
+cm_need() {
+  local t
+  for t in "$@"; do command -v "$t" >/dev/null 2>&1 || cm_die "missing tool: $t"; done
+}
