@@ -6,6 +6,7 @@
 //   RATE      requests per second (constant-arrival-rate)   default 500
 //   DURATION  run length, k6 duration ("10s", "1m"; a bare number means seconds)  default 10s
 //   VUS       pre-allocated VUs (maxVUs is 4x)        default max(10, RATE/10)
+//   MODEL     model name (e.g. gpt-5.5 in anthropic_*.js measures a translated route)
 import { check } from 'k6';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
@@ -54,7 +55,7 @@ export const ANTHROPIC_HEADERS = {
 
 export function openaiBody(stream) {
   const b = {
-    model: 'gpt-5.5',
+    model: __ENV.MODEL || 'gpt-5.5',
     messages: [{ role: 'user', content: 'Say hello in five words.' }],
     max_tokens: 32,
   };
@@ -64,7 +65,7 @@ export function openaiBody(stream) {
 
 export function anthropicBody(stream) {
   const b = {
-    model: 'claude-sonnet-4-5-20250929',
+    model: __ENV.MODEL || 'claude-sonnet-4-5-20250929',
     max_tokens: 32,
     messages: [{ role: 'user', content: 'Say hello in five words.' }],
   };
