@@ -290,7 +290,16 @@ fn at_index(path: &str, key: &str, i: usize) -> String {
 }
 
 /// Parses the whole body (trailing bytes are an error). Type errors name the field's path.
+///
+/// The plain parse runs first; only a body that fails it is parsed again with path tracking
+/// (`serde_path_to_error` allocates for every key it passes, which would double the cost of
+/// every good request to serve the rare bad one).
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, TranslateError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    if let Ok(value) = T::deserialize(&mut de) {
+        de.end().map_err(|e| err("body", clean(&e)))?;
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
