@@ -207,32 +207,36 @@ pub fn anthropic_type_for_status(status: u16) -> &'static str {
     }
 }
 
+/// OpenAI error body `{"error":{"message","type","param","code"}}` (also used for stream error chunks).
 #[derive(serde::Serialize)]
-struct OpenAiError<'a> {
-    error: OpenAiErrorInner<'a>,
+pub(crate) struct OpenAiError<'a> {
+    pub(crate) error: OpenAiErrorInner<'a>,
 }
 
+/// The inner object of `OpenAiError`.
 #[derive(serde::Serialize)]
-struct OpenAiErrorInner<'a> {
-    message: &'a str,
+pub(crate) struct OpenAiErrorInner<'a> {
+    pub(crate) message: &'a str,
     #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
+    pub(crate) kind: &'a str,
+    pub(crate) param: Option<&'a str>,
+    pub(crate) code: Option<&'a str>,
 }
 
+/// Anthropic error body `{"type":"error","error":{"type","message"}}` (also the `error` event's data).
 #[derive(serde::Serialize)]
-struct AnthropicError<'a> {
+pub(crate) struct AnthropicError<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    error: AnthropicErrorInner<'a>,
+    pub(crate) kind: &'static str,
+    pub(crate) error: AnthropicErrorInner<'a>,
 }
 
+/// The inner object of `AnthropicError`.
 #[derive(serde::Serialize)]
-struct AnthropicErrorInner<'a> {
+pub(crate) struct AnthropicErrorInner<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    message: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) message: &'a str,
 }
 
 /// Renders an error body in `dialect`, fields in the order the providers send them.

@@ -44,16 +44,17 @@ struct OpenAiPromptDetails {
     cached_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct AnthropicUsage {
+/// Anthropic's usage object (any field may be missing from a `message_delta`).
+#[derive(Deserialize, Default, Debug)]
+pub(crate) struct AnthropicUsage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub(crate) input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    pub(crate) cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(crate) cache_creation_input_tokens: Option<u64>,
 }
 
 impl Usage {

@@ -26,6 +26,8 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
+use crate::usage::AnthropicUsage;
 use super::sse::{Event, SseDecoder};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
 
@@ -177,7 +179,7 @@ struct AnEvent<'a> {
     #[serde(default, borrow)]
     delta: Option<AnDelta<'a>>,
     #[serde(default)]
-    usage: Option<AnUsage>,
+    usage: Option<AnthropicUsage>,
     #[serde(default)]
     error: Option<Value>,
 }
@@ -187,7 +189,7 @@ struct AnMessage<'a> {
     #[serde(default, borrow)]
     id: LStr<'a>,
     #[serde(default)]
-    usage: Option<AnUsage>,
+    usage: Option<AnthropicUsage>,
 }
 
 #[derive(Deserialize)]
@@ -218,17 +220,6 @@ struct AnDelta<'a> {
     stop_reason: LStr<'a>,
 }
 
-#[derive(Deserialize, Default)]
-struct AnUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-}
 
 #[derive(Serialize)]
 struct OaChunk<'a> {
@@ -277,19 +268,6 @@ struct OaFunction<'a> {
     arguments: &'a str,
 }
 
-#[derive(Serialize)]
-struct OaErrorBody<'a> {
-    error: OaError<'a>,
-}
-
-#[derive(Serialize)]
-struct OaError<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
 
 /// Anthropic events in, OpenAI `chat.completion.chunk`s out.
 #[derive(Debug)]
@@ -500,7 +478,7 @@ impl AnState {
         }
     }
 
-    fn apply_usage(&mut self, u: &AnUsage) {
+    fn apply_usage(&mut self, u: &AnthropicUsage) {
         self.usage.merge_anthropic(u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens);
     }
 
@@ -556,7 +534,7 @@ impl AnState {
 
     fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
         out.extend_from_slice(b"data: ");
-        write_json(out, &OaErrorBody { error: OaError { message, kind, param: None, code } });
+        write_json(out, &OpenAiError { error: OpenAiErrorInner { message, kind, param: None, code } });
         out.extend_from_slice(b"\n\n");
         self.done = true;
     }
@@ -740,19 +718,6 @@ struct AnStop {
     stop_sequence: Option<()>,
 }
 
-#[derive(Serialize)]
-struct AnErrorEvent<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    error: AnErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct AnErrorBody<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    message: &'a str,
-}
 
 /// A text-like block kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1171,7 +1136,7 @@ impl OaState {
     /// Closes the open block and ends the stream with an `error` event.
     fn fail(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
         self.close_block(out);
-        frame(out, "error", &AnErrorEvent { kind: "error", error: AnErrorBody { kind, message } });
+        frame(out, "error", &AnthropicError { kind: "error", error: AnthropicErrorInner { kind, message } });
         self.done = true;
     }
 }
