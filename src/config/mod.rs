@@ -391,7 +391,7 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
         let bad = BASE.replace("output_per_mtok: 10.0", "output_per_mtok: -1");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.output_per_mtok");
-        let bad = BASE.replace("  threads", "  threads").replace("listen:", "lisen:");
+        let bad = BASE.replace("listen:", "lisen:");
         assert!(load_str(&bad, &env).expect_err("bad").path.starts_with("server"));
         let missing_env = load_str(BASE, &|_| None).expect_err("no env");
         assert_eq!(missing_env.path, "upstreams.openai.api_key_env");

@@ -499,10 +499,9 @@ impl ProxyHttp for Gateway {
     /// already under way, end it with the dialect's error event.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let err = match (e.esource(), e.etype()) {
-            (_, ErrorType::HTTPStatus(code)) => match code {
-                413 => Some(GatewayError::BodyTooLarge(0)),
-                _ => Some(GatewayError::Internal),
-            },
+            // The gateway answers its own rejections itself; a status error here comes from Pingora.
+            (_, ErrorType::HTTPStatus(code)) if (400..500).contains(code) => Some(GatewayError::BadRequest("The request could not be read.")),
+            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::Internal),
             (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout) => {
                 Some(GatewayError::UpstreamTimeout)
             }
