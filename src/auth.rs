@@ -42,9 +42,17 @@ pub fn hex(digest: &[u8]) -> String {
 
 /// The registered key for this request, or 401.
 pub fn authenticate(req: &RequestHeader, snapshot: &Snapshot) -> Result<Arc<Key>, GatewayError> {
+    authenticate_with_digest(req, snapshot).map(|(key, _)| key)
+}
+
+/// `authenticate`, also returning the key's sha256 (task ownership is recorded by digest), so
+/// the key is hashed once per request.
+pub fn authenticate_with_digest(req: &RequestHeader, snapshot: &Snapshot) -> Result<(Arc<Key>, [u8; 32]), GatewayError> {
     let key = presented_key(req).ok_or(GatewayError::MissingKey)?;
+    let digest = key_digest(key);
     // A hash lookup: timing depends on the digest, not on how much of the key matched.
-    snapshot.keys.get(&key_digest(key)).cloned().ok_or(GatewayError::InvalidKey)
+    let entry = snapshot.keys.get(&digest).cloned().ok_or(GatewayError::InvalidKey)?;
+    Ok((entry, digest))
 }
 
 #[cfg(test)]

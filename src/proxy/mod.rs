@@ -140,7 +140,7 @@ impl Gateway {
                 return Ok(Some(e));
             }
         };
-        let key = match auth::authenticate(session.req_header(), &snapshot) {
+        let (key, digest) = match auth::authenticate_with_digest(session.req_header(), &snapshot) {
             Ok(k) => k,
             Err(e) => return Ok(Some(e)),
         };
@@ -148,9 +148,6 @@ impl Gateway {
         match &route {
             Route::Models => return Ok(None),
             Route::TaskPoll(id) | Route::TaskContent(id) => {
-                let Some(digest) = auth::presented_key(session.req_header()).map(auth::key_digest) else {
-                    return Ok(Some(GatewayError::MissingKey));
-                };
                 let caller = tasks::Caller { digest, key: &key };
                 let answer = if let Route::TaskPoll(_) = route {
                     self.tasks.poll(&snapshot, &caller, id, &base_url(session.req_header())).await
@@ -177,9 +174,6 @@ impl Gateway {
             if !media.accepts(model.kind) {
                 return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
             }
-            let Some(digest) = auth::presented_key(session.req_header()).map(auth::key_digest) else {
-                return Ok(Some(GatewayError::MissingKey));
-            };
             let caller = tasks::Caller { digest, key: &key };
             ctx.local = Some(self.tasks.submit(&snapshot, &caller, media, model, &body).await);
             return Ok(None);
@@ -447,8 +441,10 @@ impl ProxyHttp for Gateway {
                 if translating {
                     *body = None;
                     if end_of_stream {
-                        let whole = chunks.concat();
+                        // Kept whole so `logging` meters it without joining the chunks again.
+                        let whole = Bytes::from(chunks.concat());
                         *body = Some(Bytes::from(translate_json_body(ctx.translation, ctx.model.as_deref(), ctx.upstream_status, &whole)));
+                        *chunks = vec![whole];
                     }
                 }
             }
@@ -548,16 +544,15 @@ impl ProxyHttp for Gateway {
         let m = metrics::get();
         let (usage, cost) = match &ctx.model {
             Some(model) => {
+                let kept_whole = ctx.translation.is_some();
                 let usage = match &mut ctx.meter {
                     ResponseMeter::None => Usage::default(),
-                    ResponseMeter::Json { chunks, len } => {
+                    ResponseMeter::Json { chunks, len } if *len <= MAX_METERED_JSON || kept_whole => {
                         let whole = if chunks.len() == 1 { chunks[0].clone() } else { Bytes::from(chunks.concat()) };
-                        if *len <= MAX_METERED_JSON {
-                            usage::from_json_body(model.upstream.dialect, &whole).unwrap_or_default()
-                        } else {
-                            Usage::default()
-                        }
+                        usage::from_json_body(model.upstream.dialect, &whole).unwrap_or_default()
                     }
+                    // Too large to have been kept whole: unmetered.
+                    ResponseMeter::Json { .. } => Usage::default(),
                     ResponseMeter::Stream(meter) => meter.usage,
                 };
                 let cost = cost::cost_usd(&usage, &model.price);
