@@ -315,23 +315,52 @@ impl AnthropicToOpenAi {
     }
 }
 
+/// One direction's state machine, driven by `drive_feed` / `drive_finish`.
+trait EventMachine {
+    /// Nothing more may be emitted (`[DONE]`, `message_stop` or an error went out).
+    fn done(&self) -> bool;
+    /// One decoded upstream event.
+    fn on_event(&mut self, ev: Event<'_>, out: &mut Vec<u8>);
+    /// The upstream body ended (after the last event was handled).
+    fn end(&mut self, out: &mut Vec<u8>);
+}
+
+fn drive_feed<M: EventMachine>(decoder: &mut SseDecoder, st: &mut M, chunk: &[u8], out: &mut Vec<u8>) {
+    if !st.done() {
+        decoder.feed(chunk, |ev| st.on_event(ev, out));
+    }
+}
+
+fn drive_finish<M: EventMachine>(decoder: &mut SseDecoder, st: &mut M, out: &mut Vec<u8>) {
+    if !st.done() {
+        decoder.finish(|ev| st.on_event(ev, out));
+        st.end(out);
+    }
+}
+
 impl StreamTranslator for AnthropicToOpenAi {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if self.st.done {
-            return;
-        }
-        let st = &mut self.st;
-        self.decoder.feed(chunk, |ev| st.on_event(ev, out));
+        drive_feed(&mut self.decoder, &mut self.st, chunk, out);
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.st.done {
-            return;
-        }
-        let st = &mut self.st;
-        self.decoder.finish(|ev| st.on_event(ev, out));
-        if !self.st.done {
-            self.st.error(out, CUT_MESSAGE, "server_error", None);
+        drive_finish(&mut self.decoder, &mut self.st, out);
+    }
+}
+
+impl EventMachine for AnState {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn on_event(&mut self, ev: Event<'_>, out: &mut Vec<u8>) {
+        AnState::on_event(self, ev, out);
+    }
+
+    /// A body that ends without `message_stop` was cut.
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if !self.done {
+            self.error(out, CUT_MESSAGE, "server_error", None);
         }
     }
 }
@@ -820,20 +849,25 @@ impl OpenAiToAnthropic {
 
 impl StreamTranslator for OpenAiToAnthropic {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if self.st.done {
-            return;
-        }
-        let st = &mut self.st;
-        self.decoder.feed(chunk, |ev| st.on_event(ev, out));
+        drive_feed(&mut self.decoder, &mut self.st, chunk, out);
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.st.done {
-            return;
-        }
-        let st = &mut self.st;
-        self.decoder.finish(|ev| st.on_event(ev, out));
-        self.st.end(out);
+        drive_finish(&mut self.decoder, &mut self.st, out);
+    }
+}
+
+impl EventMachine for OaState {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn on_event(&mut self, ev: Event<'_>, out: &mut Vec<u8>) {
+        OaState::on_event(self, ev, out);
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        OaState::end(self, out);
     }
 }
 
