@@ -51,6 +51,9 @@ fn bench_requests(c: &mut Criterion) {
     g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json")));
     g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok")));
     g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok")));
+    // The typed translator alone: what a request outside the fast path's shapes costs.
+    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(&oa), &opts).expect("ok")));
+    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(&an), &opts).expect("ok")));
     g.finish();
 }
 

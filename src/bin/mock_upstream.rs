@@ -583,10 +583,8 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
         let body_range;
         let total_len;
         if info.chunked {
-            if info.expect_continue && buf.len() == head_len && !info.http10 {
-                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                    return;
-                }
+            if info.expect_continue && buf.len() == head_len && !info.http10 && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return;
             }
             chunked_body.clear();
             match read_chunked(&mut stream, &mut buf, head_len, &mut chunked_body).await {
@@ -609,10 +607,8 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
                 return;
             }
             let need = head_len + n;
-            if info.expect_continue && n > 0 && buf.len() < need && !info.http10 {
-                if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                    return;
-                }
+            if info.expect_continue && n > 0 && buf.len() < need && !info.http10 && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return;
             }
             if fill_to(&mut stream, &mut buf, need).await.is_err() {
                 return;

@@ -11,6 +11,7 @@ pub mod request;
 pub mod response;
 pub mod sse;
 pub mod stream;
+mod transcode;
 
 use crate::error::Dialect;
 

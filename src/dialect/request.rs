@@ -353,7 +353,7 @@ fn is_nonzero(n: &Number) -> bool {
 }
 
 /// Byte ranges of the media type and the payload of a `data:<media>[;param]*;base64,<data>` URL.
-fn data_url(s: &str) -> Option<(Range<usize>, Range<usize>)> {
+pub(super) fn data_url(s: &str) -> Option<(Range<usize>, Range<usize>)> {
     const PREFIX: &str = "data:";
     if !s.get(..PREFIX.len())?.eq_ignore_ascii_case(PREFIX) {
         return None;
@@ -383,7 +383,7 @@ fn slice<'a>(s: &Cow<'a, str>, r: Range<usize>) -> Cow<'a, str> {
     }
 }
 
-fn is_http_url(s: &str) -> bool {
+pub(super) fn is_http_url(s: &str) -> bool {
     let lower = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
     lower("http://") || lower("https://")
 }
@@ -737,7 +737,19 @@ struct AnToolChoiceOut<'a> {
 // ---------------------------------------------------------------------------------------------
 
 /// OpenAI chat-completions request → Anthropic messages request.
+///
+/// The single-pass transcoder (`transcode.rs`) takes the common shapes; everything else, and every
+/// error, goes through the typed translator.
 pub fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+    match super::transcode::openai_to_anthropic(body, opts) {
+        Some(out) => Ok(out),
+        None => openai_to_anthropic_typed(body, opts),
+    }
+}
+
+/// The typed translator alone (public for the benchmark's same-run comparison).
+#[doc(hidden)]
+pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
     let req: OaRequest<'_> = parse(body)?;
     unknown("", &req.extra, "a chat-completions request")?;
     reject_openai_only(&req)?;
@@ -1481,7 +1493,19 @@ struct OaNameOut<'a> {
 // ---------------------------------------------------------------------------------------------
 
 /// Anthropic messages request → OpenAI chat-completions request.
+///
+/// The single-pass transcoder (`transcode.rs`) takes the common shapes; everything else, and every
+/// error, goes through the typed translator.
 pub fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+    match super::transcode::anthropic_to_openai(body, opts) {
+        Some(out) => Ok(out),
+        None => anthropic_to_openai_typed(body, opts),
+    }
+}
+
+/// The typed translator alone (public for the benchmark's same-run comparison).
+#[doc(hidden)]
+pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
     let req: AnRequest<'_> = parse(body)?;
     unknown("", &req.extra, "a messages request")?;
     if req.top_k.is_some() {
@@ -2809,5 +2833,168 @@ mod tests {
                 prop_assert!(parsed.as_ref().is_ok_and(Value::is_object));
             }
         }
+
+        #[test]
+        fn fast_path_takes_and_agrees_on_generated_openai_requests(
+            messages in prop::collection::vec(openai_message(), 1..8),
+            extras in prop::collection::btree_map(
+                prop::sample::select(vec!["max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
+                    "user", "tools", "tool_choice", "parallel_tool_calls", "n", "stream_options", "seed"]),
+                Just(()), 0..6),
+            pretty in any::<bool>(),
+        ) {
+            let mut body = json!({"model": "m", "messages": messages});
+            for key in extras.keys() {
+                body[*key] = match *key {
+                    "max_tokens" | "max_completion_tokens" => json!(512),
+                    "temperature" => json!(0.25),
+                    "top_p" => json!(0.9),
+                    "stop" => json!(["END", "\n\n"]),
+                    "stream" | "parallel_tool_calls" => json!(false),
+                    "user" => json!("user-\"1\""),
+                    "tools" => json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}]),
+                    "tool_choice" => json!("auto"),
+                    "n" => json!(1),
+                    "stream_options" => json!({"include_usage": true}),
+                    _ => json!(42),
+                };
+            }
+            let bytes = if pretty { serde_json::to_vec_pretty(&body).unwrap_or_default() } else { bytes(&body) };
+            prop_assert_eq!(fast_agrees(Dir::OpenAiToAnthropic, &bytes), Ok(true));
+        }
+
+        #[test]
+        fn fast_path_takes_and_agrees_on_generated_anthropic_requests(
+            messages in prop::collection::vec(anthropic_message(), 1..8),
+            system in prop::option::of(prop_oneof![text().prop_map(Value::String), text().prop_map(|t| json!([{"type": "text", "text": t, "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "second"}]))]),
+            stream in prop::option::of(any::<bool>()),
+            pretty in any::<bool>(),
+        ) {
+            let mut body = json!({"messages": messages, "model": "m", "max_tokens": 1000, "metadata": {"user_id": "u1", "other": [1]},
+                "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+                "tool_choice": {"type": "any", "disable_parallel_tool_use": true}, "stop_sequences": ["x"], "temperature": 0.5});
+            // `system` after `messages`, as the Anthropic SDK orders keys: it must still lead.
+            if let Some(system) = system {
+                body["system"] = system;
+            }
+            if let Some(stream) = stream {
+                body["stream"] = json!(stream);
+            }
+            let bytes = if pretty { serde_json::to_vec_pretty(&body).unwrap_or_default() } else { bytes(&body) };
+            prop_assert_eq!(fast_agrees(Dir::AnthropicToOpenAi, &bytes), Ok(true));
+        }
+
+        #[test]
+        fn fast_path_agrees_on_request_shaped_json(v in vocab_value(), messages in prop::collection::vec(vocab_value(), 0..4)) {
+            let mut v = v;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("messages".to_owned(), Value::Array(messages));
+            }
+            let body = bytes(&v);
+            prop_assert!(fast_agrees(Dir::OpenAiToAnthropic, &body).is_ok());
+            prop_assert!(fast_agrees(Dir::AnthropicToOpenAi, &body).is_ok());
+        }
+
+        #[test]
+        fn fast_path_agrees_on_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            prop_assert!(fast_agrees(Dir::OpenAiToAnthropic, &body).is_ok());
+            prop_assert!(fast_agrees(Dir::AnthropicToOpenAi, &body).is_ok());
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Dir {
+        OpenAiToAnthropic,
+        AnthropicToOpenAi,
+    }
+
+    /// An output as parsed JSON, with OpenAI tool-call `arguments` parsed too: the fast path keeps
+    /// the caller's key order inside them, the typed one sorts keys.
+    fn comparable(out: &[u8]) -> Result<Value, String> {
+        let mut v: Value = serde_json::from_slice(out).map_err(|e| format!("output is not JSON: {e}"))?;
+        if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
+            for m in messages {
+                for call in m.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+                    let args = &mut call["function"]["arguments"];
+                    let text = args.as_str().ok_or("arguments is not a string")?;
+                    *args = serde_json::from_str(text).map_err(|e| format!("arguments is not JSON: {e}"))?;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Whether the fast path took `body` (Ok(true)), left it to the typed translator (Ok(false)),
+    /// or produced something the typed translator does not (Err, with both outputs).
+    fn fast_agrees(dir: Dir, body: &[u8]) -> Result<bool, String> {
+        let (fast, typed) = match dir {
+            Dir::OpenAiToAnthropic => (super::super::transcode::openai_to_anthropic(body, &OPTS), openai_to_anthropic_typed(body, &OPTS)),
+            Dir::AnthropicToOpenAi => (super::super::transcode::anthropic_to_openai(body, &OPTS), anthropic_to_openai_typed(body, &OPTS)),
+        };
+        let Some(fast) = fast else { return Ok(false) };
+        let body = String::from_utf8_lossy(body);
+        let typed = typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
+        let (f, t) = (comparable(&fast)?, comparable(&typed)?);
+        if f != t {
+            return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
+        }
+        Ok(true)
+    }
+
+    #[test]
+    fn fast_path_agrees_on_every_golden_case() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/request");
+        let mut taken = Vec::new();
+        for (dir, name) in [(Dir::OpenAiToAnthropic, "openai_to_anthropic"), (Dir::AnthropicToOpenAi, "anthropic_to_openai")] {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(root.join(name)).expect("golden dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() && path.ends_with("errors") {
+                    files.extend(std::fs::read_dir(&path).expect("errors dir").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")));
+                } else if path.is_dir() {
+                    files.push(path.join("in.json"));
+                }
+            }
+            assert!(files.len() > 30, "{name}: golden files not found");
+            for file in files {
+                let body = std::fs::read(&file).expect("golden file");
+                match fast_agrees(dir, &body) {
+                    Ok(true) => taken.push(file.display().to_string()),
+                    Ok(false) => {}
+                    Err(e) => panic!("{}: {e}", file.display()),
+                }
+            }
+        }
+        // The fast path must be the common path, not a dead one.
+        assert!(taken.len() >= 20, "only {} golden cases took the fast path: {taken:?}", taken.len());
+    }
+
+    #[test]
+    fn fast_path_takes_sdk_shaped_requests() {
+        let openai = json!({
+            "model": "claude", "stream": true, "stream_options": {"include_usage": true}, "max_completion_tokens": 300, "user": "u",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "What is in \"this\" image?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"q\": \"caf\\u00e9\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}, "strict": true}}],
+            "tool_choice": {"type": "function", "function": {"name": "look"}}, "parallel_tool_calls": false
+        });
+        assert_eq!(fast_agrees(Dir::OpenAiToAnthropic, &bytes(&openai)), Ok(true));
+        let anthropic = json!({
+            "max_tokens": 1024, "model": "gpt", "stream": true, "thinking": {"type": "enabled", "budget_tokens": 8000},
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}, {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "tu_1", "name": "look", "input": {"q": "a b", "n": [1, 2.5]}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": [{"type": "text", "text": "a cat"}], "is_error": false}, {"type": "text", "text": "and?"}]}
+            ],
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "tools": [{"name": "look", "description": "Looks", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+            "tool_choice": {"type": "auto"}, "metadata": {"user_id": "session-1"}, "context_management": {"edits": []}
+        });
+        assert_eq!(fast_agrees(Dir::AnthropicToOpenAi, &bytes(&anthropic)), Ok(true));
     }
 }
