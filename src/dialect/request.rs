@@ -1815,6 +1815,52 @@ fn anthropic_assistant<'a>(blocks: Vec<AnBlock<'a>>, path: &str) -> Result<OaMsg
     Ok(OaMsgOut::Assistant { content, tool_calls })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fast path check (tests and the `request_fast_path` fuzz target)
+// ---------------------------------------------------------------------------------------------
+
+/// A translation direction, for [`check_fast_path`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub enum Direction {
+    OpenAiToAnthropic,
+    AnthropicToOpenAi,
+}
+
+/// An output as parsed JSON, with OpenAI tool-call `arguments` parsed too: the fast path keeps
+/// the caller's key order inside them, the typed one sorts keys.
+fn comparable(out: &[u8]) -> Result<Value, String> {
+    let mut v: Value = serde_json::from_slice(out).map_err(|e| format!("output is not JSON: {e}"))?;
+    if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
+        for m in messages {
+            for call in m.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+                let args = &mut call["function"]["arguments"];
+                let text = args.as_str().ok_or("arguments is not a string")?;
+                *args = serde_json::from_str(text).map_err(|e| format!("arguments is not JSON: {e}"))?;
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// Whether the fast path took `body` (`Ok(true)`), left it to the typed translator (`Ok(false)`),
+/// or produced something the typed translator does not (`Err`, saying what).
+#[doc(hidden)]
+pub fn check_fast_path(dir: Direction, body: &[u8], opts: &RequestOptions<'_>) -> Result<bool, String> {
+    let (fast, typed) = match dir {
+        Direction::OpenAiToAnthropic => (super::transcode::openai_to_anthropic(body, opts), openai_to_anthropic_typed(body, opts)),
+        Direction::AnthropicToOpenAi => (super::transcode::anthropic_to_openai(body, opts), anthropic_to_openai_typed(body, opts)),
+    };
+    let Some(fast) = fast else { return Ok(false) };
+    let body = String::from_utf8_lossy(body);
+    let typed = typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
+    let (f, t) = (comparable(&fast)?, comparable(&typed)?);
+    if f != t {
+        return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2839,28 +2885,32 @@ mod tests {
             messages in prop::collection::vec(openai_message(), 1..8),
             extras in prop::collection::btree_map(
                 prop::sample::select(vec!["max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-                    "user", "tools", "tool_choice", "parallel_tool_calls", "n", "stream_options", "seed"]),
+                    "user", "tools", "tool_choice", "parallel_tool_calls", "n", "stream_options", "seed", "reasoning_effort"]),
                 Just(()), 0..6),
             pretty in any::<bool>(),
         ) {
             let mut body = json!({"model": "m", "messages": messages});
+            // With thinking on, Anthropic takes only temperature 1, top_p >= 0.95 and a budget
+            // of at least 1024 below max_tokens: pick values inside those limits.
+            let thinking = extras.contains_key("reasoning_effort");
             for key in extras.keys() {
                 body[*key] = match *key {
-                    "max_tokens" | "max_completion_tokens" => json!(512),
-                    "temperature" => json!(0.25),
-                    "top_p" => json!(0.9),
+                    "max_tokens" | "max_completion_tokens" => json!(if thinking { 4096 } else { 512 }),
+                    "temperature" => json!(if thinking { 1.0 } else { 0.25 }),
+                    "top_p" => json!(if thinking { 0.95 } else { 0.9 }),
                     "stop" => json!(["END", "\n\n"]),
                     "stream" | "parallel_tool_calls" => json!(false),
                     "user" => json!("user-\"1\""),
                     "tools" => json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}]),
                     "tool_choice" => json!("auto"),
                     "n" => json!(1),
+                    "reasoning_effort" => json!("low"),
                     "stream_options" => json!({"include_usage": true}),
                     _ => json!(42),
                 };
             }
             let bytes = if pretty { serde_json::to_vec_pretty(&body).unwrap_or_default() } else { bytes(&body) };
-            prop_assert_eq!(fast_agrees(Dir::OpenAiToAnthropic, &bytes), Ok(true));
+            prop_assert_eq!(check_fast_path(Direction::OpenAiToAnthropic, &bytes, &OPTS), Ok(true));
         }
 
         #[test]
@@ -2881,7 +2931,7 @@ mod tests {
                 body["stream"] = json!(stream);
             }
             let bytes = if pretty { serde_json::to_vec_pretty(&body).unwrap_or_default() } else { bytes(&body) };
-            prop_assert_eq!(fast_agrees(Dir::AnthropicToOpenAi, &bytes), Ok(true));
+            prop_assert_eq!(check_fast_path(Direction::AnthropicToOpenAi, &bytes, &OPTS), Ok(true));
         }
 
         #[test]
@@ -2891,61 +2941,22 @@ mod tests {
                 obj.insert("messages".to_owned(), Value::Array(messages));
             }
             let body = bytes(&v);
-            prop_assert!(fast_agrees(Dir::OpenAiToAnthropic, &body).is_ok());
-            prop_assert!(fast_agrees(Dir::AnthropicToOpenAi, &body).is_ok());
+            prop_assert!(check_fast_path(Direction::OpenAiToAnthropic, &body, &OPTS).is_ok());
+            prop_assert!(check_fast_path(Direction::AnthropicToOpenAi, &body, &OPTS).is_ok());
         }
 
         #[test]
         fn fast_path_agrees_on_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
-            prop_assert!(fast_agrees(Dir::OpenAiToAnthropic, &body).is_ok());
-            prop_assert!(fast_agrees(Dir::AnthropicToOpenAi, &body).is_ok());
+            prop_assert!(check_fast_path(Direction::OpenAiToAnthropic, &body, &OPTS).is_ok());
+            prop_assert!(check_fast_path(Direction::AnthropicToOpenAi, &body, &OPTS).is_ok());
         }
-    }
-
-    #[derive(Clone, Copy, Debug)]
-    enum Dir {
-        OpenAiToAnthropic,
-        AnthropicToOpenAi,
-    }
-
-    /// An output as parsed JSON, with OpenAI tool-call `arguments` parsed too: the fast path keeps
-    /// the caller's key order inside them, the typed one sorts keys.
-    fn comparable(out: &[u8]) -> Result<Value, String> {
-        let mut v: Value = serde_json::from_slice(out).map_err(|e| format!("output is not JSON: {e}"))?;
-        if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
-            for m in messages {
-                for call in m.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
-                    let args = &mut call["function"]["arguments"];
-                    let text = args.as_str().ok_or("arguments is not a string")?;
-                    *args = serde_json::from_str(text).map_err(|e| format!("arguments is not JSON: {e}"))?;
-                }
-            }
-        }
-        Ok(v)
-    }
-
-    /// Whether the fast path took `body` (Ok(true)), left it to the typed translator (Ok(false)),
-    /// or produced something the typed translator does not (Err, with both outputs).
-    fn fast_agrees(dir: Dir, body: &[u8]) -> Result<bool, String> {
-        let (fast, typed) = match dir {
-            Dir::OpenAiToAnthropic => (super::super::transcode::openai_to_anthropic(body, &OPTS), openai_to_anthropic_typed(body, &OPTS)),
-            Dir::AnthropicToOpenAi => (super::super::transcode::anthropic_to_openai(body, &OPTS), anthropic_to_openai_typed(body, &OPTS)),
-        };
-        let Some(fast) = fast else { return Ok(false) };
-        let body = String::from_utf8_lossy(body);
-        let typed = typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
-        let (f, t) = (comparable(&fast)?, comparable(&typed)?);
-        if f != t {
-            return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
-        }
-        Ok(true)
     }
 
     #[test]
     fn fast_path_agrees_on_every_golden_case() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/request");
         let mut taken = Vec::new();
-        for (dir, name) in [(Dir::OpenAiToAnthropic, "openai_to_anthropic"), (Dir::AnthropicToOpenAi, "anthropic_to_openai")] {
+        for (dir, name) in [(Direction::OpenAiToAnthropic, "openai_to_anthropic"), (Direction::AnthropicToOpenAi, "anthropic_to_openai")] {
             let mut files = Vec::new();
             for entry in std::fs::read_dir(root.join(name)).expect("golden dir").flatten() {
                 let path = entry.path();
@@ -2958,7 +2969,7 @@ mod tests {
             assert!(files.len() > 30, "{name}: golden files not found");
             for file in files {
                 let body = std::fs::read(&file).expect("golden file");
-                match fast_agrees(dir, &body) {
+                match check_fast_path(dir, &body, &OPTS) {
                     Ok(true) => taken.push(file.display().to_string()),
                     Ok(false) => {}
                     Err(e) => panic!("{}: {e}", file.display()),
@@ -2983,7 +2994,10 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}, "strict": true}}],
             "tool_choice": {"type": "function", "function": {"name": "look"}}, "parallel_tool_calls": false
         });
-        assert_eq!(fast_agrees(Dir::OpenAiToAnthropic, &bytes(&openai)), Ok(true));
+        assert_eq!(check_fast_path(Direction::OpenAiToAnthropic, &bytes(&openai), &OPTS), Ok(true));
+        let reasoning = json!({"model": "claude", "reasoning_effort": "high", "max_completion_tokens": 9000, "temperature": 1,
+            "messages": [{"role": "user", "content": "Think."}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"});
+        assert_eq!(check_fast_path(Direction::OpenAiToAnthropic, &bytes(&reasoning), &OPTS), Ok(true));
         let anthropic = json!({
             "max_tokens": 1024, "model": "gpt", "stream": true, "thinking": {"type": "enabled", "budget_tokens": 8000},
             "messages": [
@@ -2995,6 +3009,6 @@ mod tests {
             "tools": [{"name": "look", "description": "Looks", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}],
             "tool_choice": {"type": "auto"}, "metadata": {"user_id": "session-1"}, "context_management": {"edits": []}
         });
-        assert_eq!(fast_agrees(Dir::AnthropicToOpenAi, &bytes(&anthropic)), Ok(true));
+        assert_eq!(check_fast_path(Direction::AnthropicToOpenAi, &bytes(&anthropic), &OPTS), Ok(true));
     }
 }

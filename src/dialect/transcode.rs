@@ -22,8 +22,9 @@
 //! `tool_calls` and `refusal`), `max_tokens`, `max_completion_tokens`, `temperature` (0..=1),
 //! `top_p`, `stop`, `stream`, `user`, `tools`, `tool_choice`, `parallel_tool_calls`, `n: 1`, and
 //! the dropped `stream_options`, `seed`, `service_tier`, `store`, `metadata`, `prompt_cache_key`,
-//! `safety_identifier`, `verbosity`. Not handled (typed path): `reasoning_effort`, file and audio
-//! parts, penalties, logprobs, `response_format`, `modalities`, legacy functions.
+//! `safety_identifier`, `verbosity`, and `reasoning_effort` within Anthropic's thinking limits.
+//! Not handled (typed path): file and audio parts, penalties, logprobs, `response_format`,
+//! `modalities`, legacy functions.
 //!
 //! Handled, Anthropic → OpenAI: `model`, `messages` (string content; text, image, tool_use,
 //! tool_result, thinking and redacted_thinking blocks), `system` (string or text blocks),
@@ -595,6 +596,7 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let (mut max_tokens, mut max_completion_tokens) = (None, None);
     let (mut temperature, mut top_p, mut stream, mut user) = (None, None, None, None);
     let (mut tool_choice, mut parallel, mut has_tools, mut has_messages) = (None, None, false, false);
+    let mut effort = None;
 
     s.obj()?;
     let mut first = true;
@@ -621,6 +623,7 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"prompt_cache_key" => 18,
             b"safety_identifier" => 19,
             b"verbosity" => 20,
+            b"reasoning_effort" => 21,
             _ => return Err(Bail),
         };
         once(&mut seen, bit)?;
@@ -666,6 +669,7 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"tools" => has_tools = oa_tools(&mut s, &mut out)?,
             b"tool_choice" => tool_choice = Some(oa_tool_choice(&mut s)?),
             b"parallel_tool_calls" => parallel = Some(s.boolean()?),
+            b"reasoning_effort" => effort = Some(s.string()?.plain()?),
             b"n" => {
                 if s.uint()? != 1 {
                     return Err(Bail);
@@ -687,8 +691,34 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             _ => {}
         }
     }
+    let max_tokens = max_completion_tokens.or(max_tokens).unwrap_or(u64::from(opts.default_max_tokens));
+    // reasoning_effort → a thinking budget, with the limits Anthropic puts on thinking requests
+    // (request.rs `thinking_for_effort`); a request outside them gets the typed path's 400.
+    let budget: Option<u64> = match effort {
+        None | Some(b"none") => None,
+        Some(b"minimal") => Some(1024),
+        Some(b"low") => Some(2048),
+        Some(b"medium") => Some(8192),
+        Some(b"high") => Some(16384),
+        Some(_) => return Err(Bail),
+    };
+    if let Some(budget) = budget {
+        let budget = budget.min(max_tokens.saturating_sub(1));
+        let number = |n: &[u8]| std::str::from_utf8(n).ok().and_then(|t| t.parse::<f64>().ok());
+        let forced = tool_choice.as_ref().is_some_and(|c| matches!(c.mode, Some(AnChoice::Any) | None));
+        if budget < 1024
+            || temperature.is_some_and(|t| number(t) != Some(1.0))
+            || top_p.is_some_and(|p| !number(p).is_some_and(|v| (0.95..=1.0).contains(&v)))
+            || forced
+        {
+            return Err(Bail);
+        }
+        out.extend_from_slice(b",\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":");
+        put_uint(&mut out, budget);
+        out.push(b'}');
+    }
     out.extend_from_slice(b",\"max_tokens\":");
-    put_uint(&mut out, max_completion_tokens.or(max_tokens).unwrap_or(u64::from(opts.default_max_tokens)));
+    put_uint(&mut out, max_tokens);
     if !system.is_empty() {
         out.extend_from_slice(b",\"system\":[");
         out.extend_from_slice(&system);
