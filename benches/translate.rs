@@ -57,6 +57,26 @@ fn bench_requests(c: &mut Criterion) {
     g.finish();
 }
 
+/// A 1 MiB base64 PDF and a question, each way: the strings are copied, never unescaped.
+fn bench_documents(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request_pdf_1mib");
+    g.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    let data: String = (0..1024 * 1024).map(|i| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64])).collect();
+    let oa = serde_json::to_vec(&json!({"model": "claude-sonnet-4-5-20250929", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": format!("data:application/pdf;base64,{data}"), "filename": "report.pdf"}},
+        {"type": "text", "text": "Summarize this report."}]}]}))
+    .expect("json");
+    let opts = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
+    let an = request::openai_to_anthropic(&oa, &opts).expect("translates");
+    g.throughput(Throughput::Bytes(oa.len() as u64));
+    g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json")));
+    g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok")));
+    g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok")));
+    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(&oa), &opts).expect("ok")));
+    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(&an), &opts).expect("ok")));
+    g.finish();
+}
+
 fn openai_stream(events: usize) -> Vec<u8> {
     let mut s = String::new();
     let head = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-5.5","choices":[{"index":0,"delta":"#;
@@ -120,5 +140,5 @@ fn bench_streams(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_requests, bench_streams);
+criterion_group!(benches, bench_requests, bench_documents, bench_streams);
 criterion_main!(benches);

@@ -2998,6 +2998,10 @@ mod tests {
         let reasoning = json!({"model": "claude", "reasoning_effort": "high", "max_completion_tokens": 9000, "temperature": 1,
             "messages": [{"role": "user", "content": "Think."}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto"});
         assert_eq!(check_fast_path(Direction::OpenAiToAnthropic, &bytes(&reasoning), &OPTS), Ok(true));
+        let pdf = json!({"model": "claude", "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0xLjQ=", "filename": "report.pdf"}},
+            {"type": "text", "text": "Summarize."}]}]});
+        assert_eq!(check_fast_path(Direction::OpenAiToAnthropic, &bytes(&pdf), &OPTS), Ok(true));
         let anthropic = json!({
             "max_tokens": 1024, "model": "gpt", "stream": true, "thinking": {"type": "enabled", "budget_tokens": 8000},
             "messages": [
@@ -3010,5 +3014,15 @@ mod tests {
             "tool_choice": {"type": "auto"}, "metadata": {"user_id": "session-1"}, "context_management": {"edits": []}
         });
         assert_eq!(check_fast_path(Direction::AnthropicToOpenAi, &bytes(&anthropic), &OPTS), Ok(true));
+        let documents = json!({"model": "gpt", "max_tokens": 100, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="}, "title": "r.pdf", "citations": {"enabled": false}},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Notes"}, "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Compare."}]}]});
+        assert_eq!(check_fast_path(Direction::AnthropicToOpenAi, &bytes(&documents), &OPTS), Ok(true));
+        // Citations turned on cannot be translated: the typed path answers (with its 400).
+        let mut cited = documents;
+        cited["messages"][0]["content"][0]["citations"] = json!({"enabled": true});
+        assert_eq!(check_fast_path(Direction::AnthropicToOpenAi, &bytes(&cited), &OPTS), Ok(false));
+        assert!(anthropic_to_openai(&bytes(&cited), &OPTS).is_err());
     }
 }

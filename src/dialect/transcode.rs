@@ -18,20 +18,20 @@
 //! parsed). Tests in `request.rs` check that on every golden case and on generated requests.
 //!
 //! Handled, OpenAI → Anthropic: `model`, `messages` (system/developer/user/assistant/tool roles;
-//! string or text-part content; `image_url` parts with http(s) or base64 data URLs; assistant
-//! `tool_calls` and `refusal`), `max_tokens`, `max_completion_tokens`, `temperature` (0..=1),
+//! string or text-part content; `image_url` parts with http(s) or base64 data URLs; PDF `file`
+//! parts; assistant `tool_calls` and `refusal`), `max_tokens`, `max_completion_tokens`, `temperature` (0..=1),
 //! `top_p`, `stop`, `stream`, `user`, `tools`, `tool_choice`, `parallel_tool_calls`, `n: 1`, and
 //! the dropped `stream_options`, `seed`, `service_tier`, `store`, `metadata`, `prompt_cache_key`,
 //! `safety_identifier`, `verbosity`, and `reasoning_effort` within Anthropic's thinking limits.
-//! Not handled (typed path): file and audio parts, penalties, logprobs, `response_format`,
+//! Not handled (typed path): audio parts, `file_id`, penalties, logprobs, `response_format`,
 //! `modalities`, legacy functions.
 //!
-//! Handled, Anthropic → OpenAI: `model`, `messages` (string content; text, image, tool_use,
-//! tool_result, thinking and redacted_thinking blocks), `system` (string or text blocks),
+//! Handled, Anthropic → OpenAI: `model`, `messages` (string content; text, image, document
+//! (base64 PDF, plain text), tool_use, tool_result, thinking and redacted_thinking blocks), `system` (string or text blocks),
 //! `max_tokens`, `temperature`, `top_p`, `stop_sequences`, `stream`, `metadata`, `tools`,
 //! `tool_choice`, `thinking`, and the dropped `context_management`, `service_tier`,
-//! `cache_control`, `citations`. Not handled (typed path): documents, server tools, `top_k`,
-//! `container`, `mcp_servers`.
+//! `cache_control`, `citations` (text blocks). Not handled (typed path): documents with citations
+//! or context, server tools, `top_k`, `container`, `mcp_servers`.
 
 use super::RequestOptions;
 
@@ -373,8 +373,11 @@ impl<'a> Scan<'a> {
 }
 
 /// Length of the leading run of bytes that need no attention inside a string (not `"`, `\` or a
-/// control character), and whether any of them is non-ASCII (then the string's UTF-8 is checked).
-/// Eight bytes at a time: strings are most of a request's bytes.
+/// control character), and whether any of them may be non-ASCII (then the string's UTF-8 is
+/// checked). Strings are most of a request's bytes: the first 16 bytes are checked eight at a time
+/// in registers (most keys and values end there); a longer run is searched with memchr's SIMD
+/// `memchr2` for the quote or backslash, then checked for control characters in one pass the
+/// compiler vectorizes.
 #[inline]
 fn plain_run(s: &[u8]) -> (usize, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -383,7 +386,7 @@ fn plain_run(s: &[u8]) -> (usize, u64) {
     let mut high = 0;
     let mut i = 0;
     let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
+    for chunk in (&mut chunks).take(2) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
@@ -401,7 +404,19 @@ fn plain_run(s: &[u8]) -> (usize, u64) {
         high |= w & HIGH;
         i += 8;
     }
-    for &c in chunks.remainder() {
+    let rest = &s[i..];
+    if rest.len() >= 8 {
+        let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        let run = &rest[..end];
+        let (min, or) = run.iter().fold((u8::MAX, 0u8), |(min, or), &c| (min.min(c), or | c));
+        high |= u64::from(or & 0x80);
+        if min < 0x20 {
+            let ctl = run.iter().position(|&c| c < 0x20).unwrap_or(end);
+            return (i + ctl, high);
+        }
+        return (i + end, high);
+    }
+    for &c in rest {
         if c == b'"' || c == b'\\' || c < 0x20 {
             break;
         }
@@ -587,7 +602,8 @@ struct ToolChoiceOut<'a> {
 
 fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let mut s = Scan::new(body);
-    let mut out = Vec::with_capacity(body.len() + 256);
+    // Room for the other dialect's longer keys, so the buffer is not regrown as it fills.
+    let mut out = Vec::with_capacity(body.len() + body.len() / 4 + 256);
     let mut system = Vec::new();
     out.extend_from_slice(b"{\"model\":");
     put_text(&mut out, opts.upstream_model);
@@ -976,10 +992,22 @@ struct OaPart<'a> {
     text: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
     url: Option<Str<'a>>,
+    /// A `file` part's `file_data` and `filename` (a part with `file` present has `file_data`).
+    file: Option<(Str<'a>, Option<Str<'a>>)>,
+}
+
+impl OaPart<'_> {
+    /// Whether only `field` among the parts' payload fields is present.
+    fn only(&self, field: &str) -> bool {
+        (self.text.is_some() == (field == "text"))
+            && (self.refusal.is_some() == (field == "refusal"))
+            && (self.url.is_some() == (field == "image_url"))
+            && (self.file.is_some() == (field == "file"))
+    }
 }
 
 fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
-    let mut p = OaPart { kind: b"", text: None, refusal: None, url: None };
+    let mut p = OaPart { kind: b"", text: None, refusal: None, url: None, file: None };
     let mut kind = None;
     let mut seen = 0u32;
     s.obj()?;
@@ -990,6 +1018,7 @@ fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
             b"text" => 1,
             b"refusal" => 2,
             b"image_url" => 3,
+            b"file" => 4,
             _ => return Err(Bail),
         };
         once(&mut seen, bit)?;
@@ -1000,6 +1029,29 @@ fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
             b"type" => kind = Some(s.string()?.plain()?),
             b"text" => p.text = Some(s.string()?),
             b"refusal" => p.refusal = Some(s.string()?),
+            b"file" => {
+                // file_id (a file uploaded to OpenAI) has no Anthropic counterpart: typed path.
+                let (mut data, mut name) = (None, None);
+                let mut seen = 0u32;
+                s.obj()?;
+                let mut f2 = true;
+                while let Some(k2) = s.key(&mut f2)? {
+                    let bit = match k2 {
+                        b"file_data" => 0,
+                        b"filename" => 1,
+                        _ => return Err(Bail),
+                    };
+                    once(&mut seen, bit)?;
+                    if s.null()? {
+                        continue;
+                    }
+                    match k2 {
+                        b"file_data" => data = Some(s.string()?),
+                        _ => name = Some(s.string()?),
+                    }
+                }
+                p.file = Some((data.ok_or(Bail)?, name));
+            }
             _ => {
                 let mut seen = 0u32;
                 s.obj()?;
@@ -1032,7 +1084,7 @@ fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
 /// A part's text when it is a text part with nothing else (system, developer and tool messages).
 fn oa_text_part<'a>(s: &mut Scan<'a>) -> R<Str<'a>> {
     let p = oa_part(s)?;
-    if p.kind != b"text" || p.refusal.is_some() || p.url.is_some() {
+    if p.kind != b"text" || !p.only("text") {
         return Err(Bail);
     }
     p.text.ok_or(Bail)
@@ -1042,12 +1094,28 @@ fn oa_text_part<'a>(s: &mut Scan<'a>) -> R<Str<'a>> {
 fn oa_user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     let p = oa_part(s)?;
     match p.kind {
-        b"text" if p.refusal.is_none() && p.url.is_none() => {
+        b"text" if p.only("text") => {
             out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
             put_str(out, p.text.ok_or(Bail)?);
             out.push(b'}');
         }
-        b"image_url" if p.text.is_none() && p.refusal.is_none() => {
+        b"file" if p.only("file") => {
+            let (data, name) = p.file.ok_or(Bail)?;
+            let text = std::str::from_utf8(data.plain()?).map_err(|_| Bail)?;
+            let (media, payload) = super::request::data_url(text).ok_or(Bail)?;
+            if !text.get(media).is_some_and(|m| m.eq_ignore_ascii_case("application/pdf")) {
+                return Err(Bail);
+            }
+            out.extend_from_slice(b"{\"type\":\"document\",\"source\":{\"type\":\"base64\",\"media_type\":\"application/pdf\",\"data\":\"");
+            out.extend_from_slice(text.get(payload).ok_or(Bail)?.as_bytes());
+            out.extend_from_slice(b"\"}");
+            if let Some(name) = name {
+                out.extend_from_slice(b",\"title\":");
+                put_str(out, name);
+            }
+            out.push(b'}');
+        }
+        b"image_url" if p.only("image_url") => {
             let url = p.url.ok_or(Bail)?;
             let text = std::str::from_utf8(url.plain()?).map_err(|_| Bail)?;
             if let Some((media, data)) = super::request::data_url(text) {
@@ -1219,8 +1287,8 @@ fn oa_assistant(m: &OaMsg<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()
             while ps.item(&mut f)? {
                 let p = oa_part(&mut ps)?;
                 let t = match p.kind {
-                    b"text" if p.refusal.is_none() && p.url.is_none() => p.text.ok_or(Bail)?,
-                    b"refusal" if p.text.is_none() && p.url.is_none() => p.refusal.ok_or(Bail)?,
+                    b"text" if p.only("text") => p.text.ok_or(Bail)?,
+                    b"refusal" if p.only("refusal") => p.refusal.ok_or(Bail)?,
                     _ => return Err(Bail),
                 };
                 text_block(out, t, &mut fo);
@@ -1344,7 +1412,8 @@ pub(super) fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Opt
 
 fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let mut s = Scan::new(body);
-    let mut out = Vec::with_capacity(body.len() + 256);
+    // Room for the other dialect's longer keys, so the buffer is not regrown as it fills.
+    let mut out = Vec::with_capacity(body.len() + body.len() / 4 + 256);
     out.extend_from_slice(b"{\"model\":");
     put_text(&mut out, opts.upstream_model);
 
@@ -1488,7 +1557,7 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
 /// Buffers reused across messages.
 #[derive(Default)]
 struct Scratch {
-    parts: Vec<u8>,
+    tools: Vec<u8>,
     texts: Vec<u8>,
     calls: Vec<u8>,
 }
@@ -1734,6 +1803,8 @@ struct AnBlk<'a> {
     tool_use_id: Option<Str<'a>>,
     content: Option<Content<'a>>,
     is_error: Option<bool>,
+    title: Option<Str<'a>>,
+    citations: Option<&'a [u8]>,
     /// Keys present (not null), by the bits of `an_block`'s key table.
     present: u32,
 }
@@ -1751,6 +1822,7 @@ const B_SIGNATURE: u32 = 1 << 10;
 const B_DATA: u32 = 1 << 11;
 const B_CACHE_CONTROL: u32 = 1 << 12;
 const B_CITATIONS: u32 = 1 << 13;
+const B_TITLE: u32 = 1 << 14;
 
 fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
     let mut b = AnBlk::default();
@@ -1774,6 +1846,7 @@ fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
             b"data" => 11,
             b"cache_control" => 12,
             b"citations" => 13,
+            b"title" => 14,
             _ => return Err(Bail),
         };
         once(&mut seen, bit)?;
@@ -1796,12 +1869,9 @@ fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
             b"tool_use_id" => b.tool_use_id = Some(s.string()?),
             b"content" => b.content = Some(read_content(s)?),
             b"is_error" => b.is_error = Some(s.boolean()?),
+            b"title" => b.title = Some(s.string()?),
             b"thinking" | b"signature" | b"data" | b"cache_control" => s.skip(0)?,
-            _ => {
-                // citations: dropped on text blocks; a citations object enabling citations
-                // belongs to documents, which the typed path handles.
-                s.skip(0)?;
-            }
+            _ => b.citations = Some(s.raw_value()?),
         }
     }
     b.kind = kind.ok_or(Bail)?;
@@ -1831,40 +1901,75 @@ fn an_blocks(role: &[u8], s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, sc
 }
 
 fn an_user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut Scratch) -> R<()> {
-    let parts = &mut scratch.parts;
-    parts.clear();
+    // Parts go straight into `out`, inside a user message opened here; tool messages (usually
+    // small, where parts can be megabytes of base64) are gathered aside and put before it.
+    let tools = &mut scratch.tools;
+    tools.clear();
+    sep(out, fo);
+    let open_at = out.len();
+    out.extend_from_slice(b"{\"role\":\"user\",\"content\":[");
     s.arr()?;
-    let (mut f, mut fp) = (true, true);
+    let (mut f, mut fp, mut ft) = (true, true, true);
     let mut tool_messages = 0;
     while s.item(&mut f)? {
         let b = an_block(s)?;
         match b.kind {
             b"text" => {
                 only(&b, B_TEXT | B_CACHE_CONTROL | B_CITATIONS)?;
-                sep(parts, &mut fp);
-                parts.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                put_str(parts, b.text.ok_or(Bail)?);
-                parts.push(b'}');
+                sep(out, &mut fp);
+                out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                put_str(out, b.text.ok_or(Bail)?);
+                out.push(b'}');
             }
             b"image" => {
                 only(&b, B_SOURCE | B_CACHE_CONTROL)?;
-                sep(parts, &mut fp);
-                parts.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
-                an_image_url(b.source.ok_or(Bail)?, parts)?;
-                parts.extend_from_slice(b"}}");
+                sep(out, &mut fp);
+                out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
+                an_image_url(b.source.ok_or(Bail)?, out)?;
+                out.extend_from_slice(b"}}");
+            }
+            b"document" => {
+                // Citations turned on and `context` have no OpenAI counterpart: typed path.
+                only(&b, B_SOURCE | B_CACHE_CONTROL | B_TITLE | B_CITATIONS)?;
+                if b.citations.is_some_and(citations_enabled) {
+                    return Err(Bail);
+                }
+                let source = an_source(b.source.ok_or(Bail)?)?;
+                sep(out, &mut fp);
+                match source.kind {
+                    b"base64" if source.url.is_none() => {
+                        if !source.media.ok_or(Bail)?.plain()?.eq_ignore_ascii_case(b"application/pdf") {
+                            return Err(Bail);
+                        }
+                        out.extend_from_slice(b"{\"type\":\"file\",\"file\":{\"filename\":");
+                        match b.title {
+                            Some(t) => put_str(out, t),
+                            None => out.extend_from_slice(b"\"document.pdf\""),
+                        }
+                        out.extend_from_slice(b",\"file_data\":\"data:application/pdf;base64,");
+                        out.extend_from_slice(source.data.ok_or(Bail)?.raw);
+                        out.extend_from_slice(b"\"}}");
+                    }
+                    b"text" if source.url.is_none() => {
+                        out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                        put_str(out, source.data.ok_or(Bail)?);
+                        out.push(b'}');
+                    }
+                    _ => return Err(Bail),
+                }
             }
             b"tool_result" => {
                 only(&b, B_TOOL_USE_ID | B_CONTENT | B_IS_ERROR | B_CACHE_CONTROL)?;
-                sep(out, fo);
-                out.extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
-                put_str(out, b.tool_use_id.ok_or(Bail)?);
-                out.extend_from_slice(b",\"content\":\"");
+                sep(tools, &mut ft);
+                tools.extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
+                put_str(tools, b.tool_use_id.ok_or(Bail)?);
+                tools.extend_from_slice(b",\"content\":\"");
                 if b.is_error == Some(true) {
-                    out.extend_from_slice(b"Error: ");
+                    tools.extend_from_slice(b"Error: ");
                 }
                 match b.content {
                     None => {}
-                    Some(Content::Text(t)) => out.extend_from_slice(t.raw),
+                    Some(Content::Text(t)) => tools.extend_from_slice(t.raw),
                     Some(Content::Parts(inner)) => {
                         let mut is = Scan::new(inner);
                         is.arr()?;
@@ -1872,30 +1977,69 @@ fn an_user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &
                         let mut n = 0;
                         while is.item(&mut fi)? {
                             if n > 0 {
-                                out.extend_from_slice(b"\\n\\n");
+                                tools.extend_from_slice(b"\\n\\n");
                             }
-                            out.extend_from_slice(an_text_block(&mut is)?.raw);
+                            tools.extend_from_slice(an_text_block(&mut is)?.raw);
                             n += 1;
                         }
                     }
                 }
-                out.extend_from_slice(b"\"}");
+                tools.extend_from_slice(b"\"}");
                 tool_messages += 1;
             }
             _ => return Err(Bail),
         }
     }
-    if !fp || tool_messages == 0 {
-        sep(out, fo);
-        out.extend_from_slice(b"{\"role\":\"user\",\"content\":[");
-        out.extend_from_slice(parts);
+    if tool_messages == 0 {
         out.extend_from_slice(b"]}");
+    } else if fp {
+        // Only tool results: no user message.
+        out.truncate(open_at);
+        out.extend_from_slice(tools);
+    } else {
+        out.extend_from_slice(b"]}");
+        tools.push(b',');
+        out.splice(open_at..open_at, tools.iter().copied());
     }
     Ok(())
 }
 
-/// An image `source` as an OpenAI image URL string (a data URL for base64).
-fn an_image_url(source: &[u8], out: &mut Vec<u8>) -> R<()> {
+/// Whether a document's `citations` value may turn citations on: an `enabled` key (or an escaped
+/// key, which could spell it) whose value is not `false`. Being wrong towards `true` only sends
+/// the request to the typed path.
+fn citations_enabled(raw: &[u8]) -> bool {
+    let mut s = Scan::new(raw);
+    if s.obj().is_err() {
+        return false;
+    }
+    let mut f = true;
+    loop {
+        match s.any_key(&mut f) {
+            Ok(Some(key)) if key.escaped || key.raw == b"enabled" => {
+                if s.lit(b"false").is_err() {
+                    return true;
+                }
+            }
+            Ok(Some(_)) => {
+                if s.skip(0).is_err() {
+                    return true;
+                }
+            }
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// An image or document `source`.
+struct Source<'a> {
+    kind: &'a [u8],
+    media: Option<Str<'a>>,
+    data: Option<Str<'a>>,
+    url: Option<Str<'a>>,
+}
+
+fn an_source(source: &[u8]) -> R<Source<'_>> {
     let (mut kind, mut media, mut data, mut url) = (None, None, None, None);
     let mut seen = 0u32;
     let mut s = Scan::new(source);
@@ -1921,7 +2065,13 @@ fn an_image_url(source: &[u8], out: &mut Vec<u8>) -> R<()> {
             _ => url = Some(v),
         }
     }
-    match kind.ok_or(Bail)? {
+    Ok(Source { kind: kind.ok_or(Bail)?, media, data, url })
+}
+
+/// An image `source` as an OpenAI image URL string (a data URL for base64).
+fn an_image_url(source: &[u8], out: &mut Vec<u8>) -> R<()> {
+    let Source { kind, media, data, url } = an_source(source)?;
+    match kind {
         b"base64" if url.is_none() => {
             out.extend_from_slice(b"\"data:");
             out.extend_from_slice(media.ok_or(Bail)?.raw);
@@ -2036,6 +2186,17 @@ mod tests {
         let (n, high) = plain_run(&s);
         assert_eq!((n, high != 0), (20, true));
         assert_eq!(plain_run(b"abcdefghij\"\xff").1, 0, "bytes after the quote do not count");
+        // Long runs (past the first 16 bytes) take the memchr path: same answers.
+        for special in [b'"', b'\\', 0x00, 0x1f] {
+            for at in [16, 17, 40, 200, 999] {
+                let mut s = vec![b'a'; 1000];
+                s[at] = special;
+                s[at + 1..].fill(b'"');
+                assert_eq!(plain_run(&s).0, at, "special {special:#x} at {at}");
+            }
+        }
+        let long = "x".repeat(100) + "\u{e9}\"";
+        assert!(plain_run(long.as_bytes()).1 != 0);
     }
 
     #[test]
