@@ -9,7 +9,9 @@
 # and on gpt-5.5 (translated); the mock upstream and wrk share CPU 0. Each route runs with a short
 # chat and with a ~10 KB tool-call conversation (loadtest/chat_bodies.py). Per run: wrk -t1 -c32
 # closed-loop req/s and the gateway's CPU time per request (/proc/PID/stat around the run). The
-# report gives each translated route as a ratio of the same caller's same-dialect route.
+# report gives each translated route as a ratio of the same caller's same-dialect route. Then, if
+# k6 is installed, p50/p99 latency of the short chat at a constant RATE (default 500) req/s, JSON
+# and stream responses, with the k6 scripts of this directory (MODEL picks the route).
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -20,7 +22,7 @@ OUT=/tmp/cheapmodel-translated.md
 while (($#)); do
   case $1 in
     --out) OUT=${2:?--out FILE}; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) cm_die "unknown argument: $1" ;;
   esac
 done
@@ -29,7 +31,7 @@ cm_need wrk taskset curl python3 timeout pgrep
 (($(nproc) >= 2)) || cm_die "needs at least 2 CPUs (gateway on CPU 1, load + mock on CPU 0)"
 DURATION=${DURATION:-5}
 DUR=$(cm_duration_s)
-CM_MAX_SECONDS=$((DUR * 20 + 120))
+CM_MAX_SECONDS=$((DUR * 40 + 300))
 WORK=$(mktemp -d /tmp/cheapmodel-translated.XXXXXX)
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -75,10 +77,44 @@ for size in small 10k; do
   done
 done
 
-python3 - "$WORK/results.jsonl" "$OUT" "$DUR" <<'PY'
+# latency CALLER KIND MODE: k6 at a constant RATE with the short chat (json or stream response);
+# appends a JSON line to latency.jsonl
+RATE=${RATE:-500}
+latency() {
+  local caller=$1 kind=$2 mode=$3 model rc=0
+  local own=gpt-5.5 other=claude-sonnet-4-5-20250929
+  [[ $caller == anthropic ]] && own=claude-sonnet-4-5-20250929 other=gpt-5.5
+  model=$own
+  [[ $kind == translated ]] && model=$other
+  BASE_URL="http://127.0.0.1:$port" MODEL=$model RATE=$RATE DURATION=$DUR VUS=50 taskset -c 0 timeout $((DUR + 30)) \
+    k6 run --quiet --no-color --no-usage-report --summary-export "$WORK/k6.json" \
+    "$CM_LT/${caller}_${mode}.js" >"$WORK/k6.log" 2>&1 || rc=$?
+  ((rc == 0)) || cm_die "k6 $caller $kind $mode failed ($rc): $(tail -n 5 "$WORK/k6.log")"
+  python3 - "$WORK/k6.json" "$caller" "$kind" "$mode" "$model" >>"$WORK/latency.jsonl" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["metrics"]["http_req_duration"]
+print(json.dumps({"caller": sys.argv[2], "kind": sys.argv[3], "mode": sys.argv[4], "model": sys.argv[5],
+                  "p50_ms": m["med"], "p99_ms": m["p(99)"]}))
+PY
+  cm_log "k6 $caller $kind $mode: $(tail -n 1 "$WORK/latency.jsonl")"
+}
+if command -v k6 >/dev/null 2>&1; then
+  for mode in json stream; do
+    for caller in openai anthropic; do
+      latency "$caller" same "$mode"
+      latency "$caller" translated "$mode"
+    done
+  done
+else
+  cm_log "no k6: skipping the latency runs"
+  : >"$WORK/latency.jsonl"
+fi
+
+python3 - "$WORK/results.jsonl" "$OUT" "$DUR" "$WORK/latency.jsonl" "$RATE" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, dur = sys.argv[2], sys.argv[3]
+lat = [json.loads(l) for l in open(sys.argv[4])]
 def cpu_us(r):
     return r["cpu_ticks"] / r["hz"] * 1e6 / max(r["wrk"]["requests"], 1)
 idx = {(r["caller"], r["size"], r["kind"]): r for r in rows}
@@ -94,6 +130,11 @@ for r in rows:
     model = {"openai": {"same": "gpt-5.5", "translated": "claude"}, "anthropic": {"same": "claude", "translated": "gpt-5.5"}}[r["caller"]][r["kind"]]
     lines.append(f'| {r["caller"]} | {r["size"]} ({r["bytes"]} B) | {model} ({r["kind"]}) | {w["rps"]:,.0f} | {cpu_us(r):.1f} | '
                  f'{w["p99_us"] / 1000:.3f} | {w["non2xx"] + w["errors"]} | {ratio} |')
+if lat:
+    lines += ["", f"Latency, short chat, k6 constant {sys.argv[5]} req/s for {dur} s (k6 on CPU 0):", "",
+              "| caller | response | route | p50 ms | p99 ms |", "|---|---|---|---:|---:|"]
+    for r in lat:
+        lines.append(f'| {r["caller"]} | {r["mode"]} | {r["model"]} ({r["kind"]}) | {r["p50_ms"]:.3f} | {r["p99_ms"]:.3f} |')
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
