@@ -117,6 +117,11 @@ pub struct StreamMeter {
     line: Vec<u8>,
     /// In strip mode: the current event, held until its blank line.
     event: Vec<u8>,
+    /// A line grew past `MAX_EVENT_BYTES` without ending: its bytes are not held (metering
+    /// skips it) until its newline. In strip mode they go straight to the caller.
+    skipping_line: bool,
+    /// In strip mode, the current event overflowed: it passes through unchanged to its end.
+    passing_event: bool,
     /// Usage seen so far.
     pub usage: Usage,
     /// Whether any usage was reported.
@@ -135,6 +140,8 @@ impl StreamMeter {
             strip_injected_usage: strip_injected_usage && dialect == Dialect::OpenAi,
             line: Vec::new(),
             event: Vec::new(),
+            skipping_line: false,
+            passing_event: false,
             usage: Usage::default(),
             saw_usage: false,
             finished: false,
@@ -150,6 +157,19 @@ impl StreamMeter {
     /// Reads one chunk. In strip mode, appends what the caller should receive to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let mut rest = chunk;
+        if self.skipping_line {
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                if self.strip_injected_usage {
+                    out.extend_from_slice(rest);
+                }
+                return;
+            };
+            if self.strip_injected_usage {
+                out.extend_from_slice(&rest[..=nl]);
+            }
+            self.skipping_line = false;
+            rest = &rest[nl + 1..];
+        }
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (piece, tail) = rest.split_at(nl + 1);
             rest = tail;
@@ -162,6 +182,19 @@ impl StreamMeter {
                 line.clear();
                 self.line = line;
             }
+        }
+        if self.line.len() + self.event.len() + rest.len() > crate::dialect::sse::MAX_EVENT_BYTES {
+            // Hold no more: the line is not metered, and in strip mode what was held and what
+            // follows up to the end of the event go to the caller unchanged.
+            if self.strip_injected_usage {
+                out.append(&mut self.event);
+                out.append(&mut self.line);
+                out.extend_from_slice(rest);
+                self.passing_event = true;
+            }
+            (self.line, self.event) = (Vec::new(), Vec::new());
+            self.skipping_line = true;
+            return;
         }
         self.line.extend_from_slice(rest);
     }
@@ -186,6 +219,11 @@ impl StreamMeter {
             self.on_data(data);
         }
         if !self.strip_injected_usage {
+            return;
+        }
+        if self.passing_event {
+            out.extend_from_slice(line);
+            self.passing_event = !content.is_empty();
             return;
         }
         if content.is_empty() {
@@ -392,5 +430,33 @@ mod tests {
         assert_eq!(from_json_body(Dialect::Anthropic, a), Some(Usage { input: 5, output: 6, cache_read: 7, cache_write: 8 }));
         assert_eq!(from_json_body(Dialect::OpenAi, b"{\"error\":{}}"), None);
         assert_eq!(from_json_body(Dialect::OpenAi, b"garbage"), None);
+    }
+
+    #[test]
+    fn a_line_past_the_cap_is_not_held_and_metering_goes_on() {
+        let mut giant = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
+        giant.resize(giant.len() + crate::dialect::sse::MAX_EVENT_BYTES + (1 << 20), b'x');
+        giant.extend_from_slice(b"\"},\"finish_reason\":null}],\"usage\":null}\n\n");
+        for strip in [false, true] {
+            let mut m = StreamMeter::new(Dialect::OpenAi, strip);
+            let mut out = Vec::new();
+            let mut held = 0;
+            for piece in giant.chunks(1 << 20).chain([OPENAI_STREAM_WITH_USAGE.as_bytes()]) {
+                m.feed(piece, &mut out);
+                held = held.max(m.line.capacity() + m.event.capacity());
+            }
+            m.finish(&mut out);
+            assert!(held <= crate::dialect::sse::MAX_EVENT_BYTES + (2 << 20), "strip {strip}: held {held} bytes");
+            assert!(m.saw_usage && m.finished, "strip {strip}: the stream after the giant line is still metered");
+            assert_eq!(m.usage, Usage { input: 16, output: 7, cache_read: 5, cache_write: 0 });
+            if strip {
+                // The giant event reaches the caller unchanged; the rest is stripped as usual.
+                let mut alone = StreamMeter::new(Dialect::OpenAi, true);
+                let mut want = giant.clone();
+                alone.feed(OPENAI_STREAM_WITH_USAGE.as_bytes(), &mut want);
+                alone.finish(&mut want);
+                assert!(out == want, "strip mode output differs");
+            }
+        }
     }
 }

@@ -7,6 +7,12 @@
 //! dispatches nothing. Between calls only the bytes of the event not yet complete are kept: an
 //! event that lies whole inside one chunk is handed out as slices of that chunk, without a copy.
 
+/// The most an event may hold across chunks (its data lines and its unfinished line). Past it the
+/// decoder stops ([`SseDecoder::overflowed`]), so an upstream that never ends a line cannot grow
+/// the gateway's memory without bound. Real events are kilobytes; base64 images in a stream are a
+/// few megabytes.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
+
 /// One decoded event. The slices live until the callback returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
@@ -39,6 +45,8 @@ pub struct SseDecoder {
     data_slot: Slot,
     /// Still at the very beginning of the stream (a UTF-8 BOM there is skipped).
     at_start: bool,
+    /// An event grew past [`MAX_EVENT_BYTES`]: everything since is ignored.
+    overflowed: bool,
 }
 
 impl Default for SseDecoder {
@@ -52,11 +60,27 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 impl SseDecoder {
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
-        SseDecoder { line: Vec::new(), event: Vec::new(), data: Vec::new(), event_slot: Slot::None, data_slot: Slot::None, at_start: true }
+        SseDecoder {
+            line: Vec::new(),
+            event: Vec::new(),
+            data: Vec::new(),
+            event_slot: Slot::None,
+            data_slot: Slot::None,
+            at_start: true,
+            overflowed: false,
+        }
+    }
+
+    /// Whether an event grew past [`MAX_EVENT_BYTES`]; the decoder then ignores all further input.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Reads one chunk, calling `on_event` for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
+        if self.overflowed {
+            return;
+        }
         let mut chunk = chunk;
         if self.at_start {
             // A BOM may itself arrive split: hold its prefix until it is decided.
@@ -99,10 +123,19 @@ impl SseDecoder {
             self.data.extend_from_slice(&chunk[s..e]);
             self.data_slot = Slot::Owned;
         }
+        // Checked once per chunk: what is held grows by at most one chunk between checks.
+        if self.line.len() + self.data.len() + self.event.len() > MAX_EVENT_BYTES {
+            self.overflowed = true;
+            (self.line, self.data, self.event) = (Vec::new(), Vec::new(), Vec::new());
+            (self.event_slot, self.data_slot) = (Slot::None, Slot::None);
+        }
     }
 
     /// The stream ended: dispatches a last event that had no blank line after it.
     pub fn finish(&mut self, mut on_event: impl FnMut(Event<'_>)) {
+        if self.overflowed {
+            return;
+        }
         if self.at_start {
             // Only a partial BOM can be held here; it is not an event.
             self.line.clear();
@@ -276,5 +309,26 @@ mod tests {
         }
         assert_eq!(n, 2000);
         assert!(d.line.is_empty() && d.line.capacity() < 64);
+    }
+
+    #[test]
+    fn a_line_that_never_ends_stops_the_decoder_at_the_cap() {
+        let mut d = SseDecoder::new();
+        let mut events = 0;
+        d.feed(b"data: {\"a\":1}\n\n", |_| events += 1);
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut fed = 0;
+        d.feed(b"data: ", |_| events += 1);
+        while !d.overflowed() && fed <= MAX_EVENT_BYTES + 2 * chunk.len() {
+            d.feed(&chunk, |_| events += 1);
+            fed += chunk.len();
+        }
+        assert!(d.overflowed(), "still buffering after {fed} bytes");
+        assert!(fed <= MAX_EVENT_BYTES + chunk.len());
+        assert_eq!(d.line.capacity() + d.data.capacity() + d.event.capacity(), 0, "held memory is released");
+        // Nothing is decoded after the overflow, not even a well-formed event.
+        d.feed(b"\n\ndata: {\"b\":2}\n\n", |_| events += 1);
+        d.finish(|_| events += 1);
+        assert_eq!(events, 1);
     }
 }

@@ -33,6 +33,9 @@ use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_rea
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
+
+/// Error message when one upstream event exceeds [`super::sse::MAX_EVENT_BYTES`].
+pub const OVERSIZED_MESSAGE: &str = "An upstream stream event exceeded 16 MiB; the stream was stopped.";
 /// The message of the error event sent when an upstream event cannot be read.
 pub const UNREADABLE_MESSAGE: &str = "The upstream sent a stream event that could not be read.";
 
@@ -323,11 +326,16 @@ trait EventMachine {
     fn on_event(&mut self, ev: Event<'_>, out: &mut Vec<u8>);
     /// The upstream body ended (after the last event was handled).
     fn end(&mut self, out: &mut Vec<u8>);
+    /// The stream cannot go on (`message`): ends it with the caller dialect's error event.
+    fn abort(&mut self, out: &mut Vec<u8>, message: &str);
 }
 
 fn drive_feed<M: EventMachine>(decoder: &mut SseDecoder, st: &mut M, chunk: &[u8], out: &mut Vec<u8>) {
     if !st.done() {
         decoder.feed(chunk, |ev| st.on_event(ev, out));
+        if decoder.overflowed() && !st.done() {
+            st.abort(out, OVERSIZED_MESSAGE);
+        }
     }
 }
 
@@ -362,6 +370,10 @@ impl EventMachine for AnState {
         if !self.done {
             self.error(out, CUT_MESSAGE, "server_error", None);
         }
+    }
+
+    fn abort(&mut self, out: &mut Vec<u8>, message: &str) {
+        self.error(out, message, "server_error", None);
     }
 }
 
@@ -869,6 +881,11 @@ impl EventMachine for OaState {
     fn end(&mut self, out: &mut Vec<u8>) {
         OaState::end(self, out);
     }
+
+    fn abort(&mut self, out: &mut Vec<u8>, message: &str) {
+        self.start(out);
+        self.fail(out, "api_error", message);
+    }
 }
 
 fn frame<T: Serialize>(out: &mut Vec<u8>, event: &str, v: &T) {
@@ -1304,6 +1321,28 @@ mod tests {
         // Escaped non-BMP characters (surrogate pairs) are fine.
         let out = oa("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud83d\\ude00 \\\"q\\\"\"},\"finish_reason\":\"stop\"}]}\n\n");
         assert!(out.contains("\"text\":\"\u{1F600} \\\"q\\\"\""), "{out}");
+    }
+
+    #[test]
+    fn an_event_past_the_cap_ends_the_stream_with_an_error_event() {
+        let chunk = vec![b'x'; 1 << 20];
+        for (name, mut t) in [
+            ("openai_to_anthropic", Box::new(OpenAiToAnthropic::new("m")) as Box<dyn StreamTranslator>),
+            ("anthropic_to_openai", Box::new(AnthropicToOpenAi::new("m", true, 0)) as Box<dyn StreamTranslator>),
+        ] {
+            let mut out = Vec::new();
+            t.feed(b"data: {\"text\":\"", &mut out);
+            for _ in 0..(super::super::sse::MAX_EVENT_BYTES >> 20) + 2 {
+                t.feed(&chunk, &mut out);
+            }
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.ends_with("\n\n") && text.contains(OVERSIZED_MESSAGE), "{name}: {text}");
+            assert!(out.len() < 4096, "{name}: the oversized event is not echoed");
+            let len = out.len();
+            t.feed(b"\n\ndata: [DONE]\n\n", &mut out);
+            t.finish(&mut out);
+            assert_eq!(out.len(), len, "{name}: nothing after the error event");
+        }
     }
 
     #[test]
