@@ -3,7 +3,10 @@
 each) and report the medians of (a) time from sending the request to the first `data:` line and
 (b) time to the end of the stream (`data: [DONE]`).
 
-    sse_ttfb.py URL [--n 20] [--event-delay-ms 20] [--key KEY] [--include-usage]
+    sse_ttfb.py URL [--n 20] [--event-delay-ms 20] [--key KEY] [--include-usage] [--model M]
+
+--model picks the route (default gpt-5.5; claude-sonnet-4-5-20250929 through the gateway measures a
+translated stream: the OpenAI caller gets chunks translated from Anthropic events).
 
 Prints one JSON line: {"n":..,"ok":..,"first_event_ms":{"p50":..,"min":..,"max":..},"total_ms":{...}}
 """
@@ -17,9 +20,9 @@ from urllib.parse import urlsplit
 
 
 
-def body(include_usage: bool) -> bytes:
+def body(include_usage: bool, model: str) -> bytes:
     b = {
-        "model": "gpt-5.5",
+        "model": model,
         "stream": True,
         "max_tokens": 32,
         "messages": [{"role": "user", "content": "Say hello in five words."}],
@@ -79,6 +82,7 @@ def main() -> int:
     ap.add_argument("--event-delay-ms", type=int, default=20)
     ap.add_argument("--key", default="cm_demo_key_not_secret")
     ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--model", default="gpt-5.5")
     ap.add_argument("--include-usage", action="store_true",
                     help='send stream_options {"include_usage": true} (use for the direct baseline)')
     a = ap.parse_args()
@@ -91,7 +95,7 @@ def main() -> int:
     for _ in range(a.n):
         try:
             good, first, total = one(u.hostname, u.port or 80, path, a.key, a.event_delay_ms, a.timeout,
-                                    body(a.include_usage))
+                                    body(a.include_usage, a.model))
         except OSError:
             continue
         if good:

@@ -11,7 +11,8 @@
 # closed-loop req/s and the gateway's CPU time per request (/proc/PID/stat around the run). The
 # report gives each translated route as a ratio of the same caller's same-dialect route. Then, if
 # k6 is installed, p50/p99 latency of the short chat at a constant RATE (default 500) req/s, JSON
-# and stream responses, with the k6 scripts of this directory (MODEL picks the route).
+# and stream responses, with the k6 scripts of this directory (MODEL picks the route); and the
+# time to the first SSE event of an OpenAI caller's stream, same-dialect vs translated.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,7 +23,7 @@ OUT=/tmp/cheapmodel-translated.md
 while (($#)); do
   case $1 in
     --out) OUT=${2:?--out FILE}; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) cm_die "unknown argument: $1" ;;
   esac
 done
@@ -110,7 +111,15 @@ else
   : >"$WORK/latency.jsonl"
 fi
 
-python3 - "$WORK/results.jsonl" "$OUT" "$DUR" "$WORK/latency.jsonl" "$RATE" <<'PY'
+# Time to the first SSE event, OpenAI caller, same-dialect vs translated stream (20 ms between
+# upstream events, fresh connection per request, medians of 20)
+for model in gpt-5.5 claude-sonnet-4-5-20250929; do
+  python3 "$CM_LT/sse_ttfb.py" "http://127.0.0.1:$port" --n 20 --event-delay-ms 20 --model "$model" >>"$WORK/ttfb.jsonl" ||
+    cm_die "stream check failed for $model: $(tail -n 1 "$WORK/ttfb.jsonl")"
+  cm_log "first SSE event, $model: $(tail -n 1 "$WORK/ttfb.jsonl")"
+done
+
+python3 - "$WORK/results.jsonl" "$OUT" "$DUR" "$WORK/latency.jsonl" "$RATE" "$WORK/ttfb.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, dur = sys.argv[2], sys.argv[3]
@@ -135,6 +144,11 @@ if lat:
               "| caller | response | route | p50 ms | p99 ms |", "|---|---|---|---:|---:|"]
     for r in lat:
         lines.append(f'| {r["caller"]} | {r["mode"]} | {r["model"]} ({r["kind"]}) | {r["p50_ms"]:.3f} | {r["p99_ms"]:.3f} |')
+ttfb = [json.loads(l) for l in open(sys.argv[6])]
+lines += ["", "Time to the first SSE event, OpenAI caller, 20 ms between upstream events, medians of 20:", "",
+          "| route | first event ms | whole stream ms |", "|---|---:|---:|"]
+for name, t in zip(["gpt-5.5 (same)", "claude (translated)"], ttfb):
+    lines.append(f'| {name} | {t["first_event_ms"]["p50"]} | {t["total_ms"]["p50"]} |')
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
