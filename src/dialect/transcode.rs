@@ -557,16 +557,26 @@ fn put_json_as_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
 }
 
-/// Marks `bit` as seen in `seen`; a second sighting (a duplicate key) bails, as serde refuses
-/// duplicate fields.
-#[inline]
-fn once(seen: &mut u32, bit: u32) -> R<()> {
-    let mask = 1 << bit;
-    if *seen & mask != 0 {
-        return Err(Bail);
+/// Reads an object field by field, by the rules of the typed translator's serde structs: a key
+/// `index` does not know, a repeated key or malformed JSON bails; a `null` value is an absent
+/// field (their fields are all `Option`s). `on_field` reads every other value. Returns the bits
+/// (`1 << index`) of the keys that had a value.
+fn fields<'a>(s: &mut Scan<'a>, index: impl Fn(&[u8]) -> Option<u32>, mut on_field: impl FnMut(&'a [u8], &mut Scan<'a>) -> R<()>) -> R<u32> {
+    let (mut seen, mut present) = (0u32, 0u32);
+    s.obj()?;
+    let mut first = true;
+    while let Some(key) = s.key(&mut first)? {
+        let bit = 1 << index(key).ok_or(Bail)?;
+        if seen & bit != 0 {
+            return Err(Bail);
+        }
+        seen |= bit;
+        if !s.null()? {
+            present |= bit;
+            on_field(key, s)?;
+        }
     }
-    *seen |= mask;
-    Ok(())
+    Ok(present)
 }
 
 /// Writes `,` before every item but the first.
@@ -608,16 +618,13 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     out.extend_from_slice(b"{\"model\":");
     put_text(&mut out, opts.upstream_model);
 
-    let mut seen = 0u32;
     let (mut max_tokens, mut max_completion_tokens) = (None, None);
     let (mut temperature, mut top_p, mut stream, mut user) = (None, None, None, None);
     let (mut tool_choice, mut parallel, mut has_tools, mut has_messages) = (None, None, false, false);
     let mut effort = None;
 
-    s.obj()?;
-    let mut first = true;
-    while let Some(key) = s.key(&mut first)? {
-        let bit = match key {
+    let keys = |key: &[u8]| {
+        Some(match key {
             b"model" => 0,
             b"messages" => 1,
             b"max_tokens" => 2,
@@ -640,19 +647,17 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"safety_identifier" => 19,
             b"verbosity" => 20,
             b"reasoning_effort" => 21,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+            _ => return None,
+        })
+    };
+    fields(&mut s, keys, |key, s| {
         match key {
             b"model" => {
                 s.string()?;
             }
             b"messages" => {
                 out.extend_from_slice(b",\"messages\":");
-                oa_messages(&mut s, &mut out, &mut system)?;
+                oa_messages(s, &mut out, &mut system)?;
                 has_messages = true;
             }
             b"max_tokens" => max_tokens = Some(s.uint()?),
@@ -682,8 +687,8 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             }
             b"stream" => stream = Some(s.boolean()?),
             b"user" => user = Some(s.string()?),
-            b"tools" => has_tools = oa_tools(&mut s, &mut out)?,
-            b"tool_choice" => tool_choice = Some(oa_tool_choice(&mut s)?),
+            b"tools" => has_tools = oa_tools(s, &mut out)?,
+            b"tool_choice" => tool_choice = Some(oa_tool_choice(s)?),
             b"parallel_tool_calls" => parallel = Some(s.boolean()?),
             b"reasoning_effort" => effort = Some(s.string()?.plain()?),
             b"n" => {
@@ -694,7 +699,8 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             // Dropped (see request.rs): validated, not written.
             _ => s.skip(0)?,
         }
-    }
+        Ok(())
+    })?;
     s.end()?;
     if !has_messages {
         return Err(Bail);
@@ -782,51 +788,31 @@ fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<bool> {
     s.arr()?;
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
-        let (mut kind, mut function) = (None, None);
-        let mut seen = 0;
-        s.obj()?;
-        let mut f = true;
-        while let Some(key) = s.key(&mut f)? {
-            match key {
-                b"type" => {
-                    once(&mut seen, 0)?;
-                    kind = Some(s.string()?.plain()?);
-                }
-                b"function" => {
-                    once(&mut seen, 1)?;
-                    function = Some(s.raw_value()?);
-                }
-                _ => return Err(Bail),
-            }
-        }
-        if kind != Some(b"function".as_slice()) {
-            return Err(Bail);
-        }
-        let mut fs = Scan::new(function.ok_or(Bail)?);
+        let (mut kind, mut has_function) = (None, false);
         let (mut name, mut description, mut parameters) = (None, None, None);
-        let mut seen = 0;
-        fs.obj()?;
-        let mut f = true;
-        while let Some(key) = fs.key(&mut f)? {
-            let bit = match key {
-                b"name" => 0,
-                b"description" => 1,
-                b"parameters" => 2,
-                b"strict" => 3,
-                _ => return Err(Bail),
-            };
-            once(&mut seen, bit)?;
-            if fs.null()? {
-                continue;
-            }
+        fields(s, |key| Some(match key { b"type" => 0, b"function" => 1, _ => return None }), |key, s| {
             match key {
-                b"name" => name = Some(fs.string()?),
-                b"description" => description = Some(fs.string()?),
-                b"parameters" => parameters = Some(fs.raw_value()?),
+                b"type" => kind = Some(s.string()?.plain()?),
                 _ => {
-                    fs.boolean()?;
+                    has_function = true;
+                    let keys = |key: &[u8]| Some(match key { b"name" => 0, b"description" => 1, b"parameters" => 2, b"strict" => 3, _ => return None });
+                    fields(s, keys, |key, s| {
+                        match key {
+                            b"name" => name = Some(s.string()?),
+                            b"description" => description = Some(s.string()?),
+                            b"parameters" => parameters = Some(s.raw_value()?),
+                            _ => {
+                                s.boolean()?;
+                            }
+                        }
+                        Ok(())
+                    })?;
                 }
             }
+            Ok(())
+        })?;
+        if kind != Some(b"function".as_slice()) || !has_function {
+            return Err(Bail);
         }
         sep(out, &mut fo);
         out.extend_from_slice(b"{\"name\":");
@@ -854,29 +840,18 @@ fn oa_tool_choice<'a>(s: &mut Scan<'a>) -> R<ToolChoiceOut<'a>> {
         return Ok(ToolChoiceOut { mode: Some(mode), name: None, disable_parallel: false });
     }
     let (mut kind, mut name) = (None, None);
-    let mut seen = 0;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
+    fields(s, |key| Some(match key { b"type" => 0, b"function" => 1, _ => return None }), |key, s| {
         match key {
-            b"type" => {
-                once(&mut seen, 0)?;
-                kind = Some(s.string()?.plain()?);
-            }
-            b"function" => {
-                once(&mut seen, 1)?;
-                s.obj()?;
-                let mut f2 = true;
-                while let Some(k2) = s.key(&mut f2)? {
-                    if k2 != b"name" || name.is_some() {
-                        return Err(Bail);
-                    }
+            b"type" => kind = Some(s.string()?.plain()?),
+            _ => {
+                fields(s, |key| (key == b"name").then_some(0), |_, s| {
                     name = Some(s.string()?);
-                }
+                    Ok(())
+                })?;
             }
-            _ => return Err(Bail),
         }
-    }
+        Ok(())
+    })?;
     if kind != Some(b"function".as_slice()) {
         return Err(Bail);
     }
@@ -921,13 +896,8 @@ fn oa_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> 
     calls.clear();
     let mut m = OaMsg { role: Role::User, content: None, tool_calls: None, tool_call_id: None, refusal: None };
     let mut role = None;
-    let mut seen = 0u32;
-    // Fields beyond content that are present (not null): which roles allow them is checked below.
-    let mut dropped_assistant_only = false;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
+    let keys = |key: &[u8]| {
+        Some(match key {
             b"role" => 0,
             b"content" => 1,
             b"name" => 2,
@@ -936,12 +906,10 @@ fn oa_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> 
             b"refusal" => 5,
             b"reasoning_content" => 6,
             b"annotations" => 7,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+            _ => return None,
+        })
+    };
+    let present = fields(s, keys, |key, s| {
         match key {
             b"role" => {
                 role = Some(match s.string()?.plain()? {
@@ -967,14 +935,13 @@ fn oa_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> 
             }
             b"tool_call_id" => m.tool_call_id = Some(s.string()?),
             b"refusal" => m.refusal = Some(s.string()?),
-            b"reasoning_content" | b"annotations" => {
-                dropped_assistant_only = true;
-                s.skip(0)?;
-            }
-            _ => s.skip(0)?, // name: dropped
+            _ => s.skip(0)?, // name, reasoning_content, annotations: dropped
         }
-    }
+        Ok(())
+    })?;
     m.role = role.ok_or(Bail)?;
+    // Only assistant messages may carry these (dropped) fields.
+    let dropped_assistant_only = present & (1 << 6 | 1 << 7) != 0;
     let allowed = match m.role {
         Role::System | Role::User => m.tool_calls.is_none() && m.tool_call_id.is_none() && m.refusal.is_none() && !dropped_assistant_only,
         Role::Assistant => m.tool_call_id.is_none(),
@@ -1009,22 +976,17 @@ impl OaPart<'_> {
 fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
     let mut p = OaPart { kind: b"", text: None, refusal: None, url: None, file: None };
     let mut kind = None;
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
+    let keys = |key: &[u8]| {
+        Some(match key {
             b"type" => 0,
             b"text" => 1,
             b"refusal" => 2,
             b"image_url" => 3,
             b"file" => 4,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+            _ => return None,
+        })
+    };
+    fields(s, keys, |key, s| {
         match key {
             b"type" => kind = Some(s.string()?.plain()?),
             b"text" => p.text = Some(s.string()?),
@@ -1032,51 +994,30 @@ fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
             b"file" => {
                 // file_id (a file uploaded to OpenAI) has no Anthropic counterpart: typed path.
                 let (mut data, mut name) = (None, None);
-                let mut seen = 0u32;
-                s.obj()?;
-                let mut f2 = true;
-                while let Some(k2) = s.key(&mut f2)? {
-                    let bit = match k2 {
-                        b"file_data" => 0,
-                        b"filename" => 1,
-                        _ => return Err(Bail),
-                    };
-                    once(&mut seen, bit)?;
-                    if s.null()? {
-                        continue;
-                    }
-                    match k2 {
+                fields(s, |key| Some(match key { b"file_data" => 0, b"filename" => 1, _ => return None }), |key, s| {
+                    match key {
                         b"file_data" => data = Some(s.string()?),
                         _ => name = Some(s.string()?),
                     }
-                }
+                    Ok(())
+                })?;
                 p.file = Some((data.ok_or(Bail)?, name));
             }
             _ => {
-                let mut seen = 0u32;
-                s.obj()?;
-                let mut f2 = true;
-                while let Some(k2) = s.key(&mut f2)? {
-                    match k2 {
-                        b"url" => {
-                            once(&mut seen, 0)?;
-                            if !s.null()? {
-                                p.url = Some(s.string()?);
-                            }
-                        }
-                        b"detail" => {
-                            once(&mut seen, 1)?;
-                            s.skip(0)?;
-                        }
-                        _ => return Err(Bail),
+                fields(s, |key| Some(match key { b"url" => 0, b"detail" => 1, _ => return None }), |key, s| {
+                    match key {
+                        b"url" => p.url = Some(s.string()?),
+                        _ => s.skip(0)?, // detail: dropped
                     }
-                }
+                    Ok(())
+                })?;
                 if p.url.is_none() {
                     return Err(Bail);
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     p.kind = kind.ok_or(Bail)?;
     Ok(p)
 }
@@ -1326,49 +1267,22 @@ fn text_block(out: &mut Vec<u8>, t: Str<'_>, fo: &mut bool) {
 /// the `input` object.
 fn oa_tool_call(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()> {
     let (mut id, mut kind, mut name, mut arguments) = (None, None, None, None);
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
+    fields(s, |key| Some(match key { b"id" => 0, b"type" => 1, b"function" => 2, _ => return None }), |key, s| {
         match key {
-            b"id" => {
-                once(&mut seen, 0)?;
-                if !s.null()? {
-                    id = Some(s.string()?);
-                }
-            }
-            b"type" => {
-                once(&mut seen, 1)?;
-                if !s.null()? {
-                    kind = Some(s.string()?.plain()?);
-                }
-            }
-            b"function" => {
-                once(&mut seen, 2)?;
-                let mut seen2 = 0u32;
-                s.obj()?;
-                let mut f2 = true;
-                while let Some(k2) = s.key(&mut f2)? {
-                    match k2 {
-                        b"name" => {
-                            once(&mut seen2, 0)?;
-                            if !s.null()? {
-                                name = Some(s.string()?);
-                            }
-                        }
-                        b"arguments" => {
-                            once(&mut seen2, 1)?;
-                            if !s.null()? {
-                                arguments = Some(s.string()?);
-                            }
-                        }
-                        _ => return Err(Bail),
+            b"id" => id = Some(s.string()?),
+            b"type" => kind = Some(s.string()?.plain()?),
+            _ => {
+                fields(s, |key| Some(match key { b"name" => 0, b"arguments" => 1, _ => return None }), |key, s| {
+                    match key {
+                        b"name" => name = Some(s.string()?),
+                        _ => arguments = Some(s.string()?),
                     }
-                }
+                    Ok(())
+                })?;
             }
-            _ => return Err(Bail),
         }
-    }
+        Ok(())
+    })?;
     if kind.is_some_and(|k| k != b"function") {
         return Err(Bail);
     }
@@ -1417,17 +1331,14 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     out.extend_from_slice(b"{\"model\":");
     put_text(&mut out, opts.upstream_model);
 
-    let mut seen = 0u32;
     let mut messages_at = None;
     let mut system: Option<Vec<u8>> = None;
     let (mut max_tokens, mut temperature, mut top_p, mut stream, mut user) = (None, None, None, None, None);
     let (mut effort, mut tool_choice, mut parallel) = (None, None, false);
     let mut scratch = Scratch::default();
 
-    s.obj()?;
-    let mut first = true;
-    while let Some(key) = s.key(&mut first)? {
-        let bit = match key {
+    let keys = |key: &[u8]| {
+        Some(match key {
             b"model" => 0,
             b"messages" => 1,
             b"system" => 2,
@@ -1442,12 +1353,10 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"thinking" => 11,
             b"context_management" => 12,
             b"service_tier" => 13,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+            _ => return None,
+        })
+    };
+    fields(&mut s, keys, |key, s| {
         match key {
             b"model" => {
                 s.string()?;
@@ -1455,10 +1364,10 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"messages" => {
                 out.extend_from_slice(b",\"messages\":[");
                 messages_at = Some(out.len());
-                an_messages(&mut s, &mut out, &mut scratch)?;
+                an_messages(s, &mut out, &mut scratch)?;
                 out.push(b']');
             }
-            b"system" => system = an_system(&mut s)?,
+            b"system" => system = an_system(s)?,
             b"max_tokens" => max_tokens = Some(s.uint()?),
             b"temperature" => temperature = Some(s.number()?),
             b"top_p" => top_p = Some(s.number()?),
@@ -1501,13 +1410,14 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
                     }
                 }
             }
-            b"tools" => an_tools(&mut s, &mut out)?,
-            b"tool_choice" => (tool_choice, parallel) = an_tool_choice(&mut s)?,
-            b"thinking" => effort = an_thinking(&mut s)?,
+            b"tools" => an_tools(s, &mut out)?,
+            b"tool_choice" => (tool_choice, parallel) = an_tool_choice(s)?,
+            b"thinking" => effort = an_thinking(s)?,
             // context_management, service_tier: dropped.
             _ => s.skip(0)?,
         }
-    }
+        Ok(())
+    })?;
     s.end()?;
     let messages_at = messages_at.ok_or(Bail)?;
 
@@ -1593,27 +1503,14 @@ fn an_system(s: &mut Scan<'_>) -> R<Option<Vec<u8>>> {
 /// `cache_control` and `citations` are dropped.
 fn an_text_block<'a>(s: &mut Scan<'a>) -> R<Str<'a>> {
     let (mut kind, mut text) = (None, None);
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
-            b"type" => 0,
-            b"text" => 1,
-            b"cache_control" => 2,
-            b"citations" => 3,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+    fields(s, |key| Some(match key { b"type" => 0, b"text" => 1, b"cache_control" => 2, b"citations" => 3, _ => return None }), |key, s| {
         match key {
             b"type" => kind = Some(s.string()?.plain()?),
             b"text" => text = Some(s.string()?),
             _ => s.skip(0)?,
         }
-    }
+        Ok(())
+    })?;
     if kind != Some(b"text".as_slice()) {
         return Err(Bail);
     }
@@ -1626,22 +1523,17 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
         let (mut name, mut description, mut schema) = (None, None, None);
-        let mut seen = 0u32;
-        s.obj()?;
-        let mut f = true;
-        while let Some(key) = s.key(&mut f)? {
-            let bit = match key {
+        let keys = |key: &[u8]| {
+            Some(match key {
                 b"type" => 0,
                 b"name" => 1,
                 b"description" => 2,
                 b"input_schema" => 3,
                 b"cache_control" => 4,
-                _ => return Err(Bail),
-            };
-            once(&mut seen, bit)?;
-            if s.null()? {
-                continue;
-            }
+                _ => return None,
+            })
+        };
+        fields(s, keys, |key, s| {
             match key {
                 b"type" => {
                     if s.string()?.plain()? != b"custom" {
@@ -1653,7 +1545,8 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 b"input_schema" => schema = Some(s.raw_value()?),
                 _ => s.skip(0)?,
             }
-        }
+            Ok(())
+        })?;
         sep(out, &mut fo);
         out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
         put_str(out, name.ok_or(Bail)?);
@@ -1672,26 +1565,14 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
 /// `tool_choice` → the OpenAI choice's JSON and whether parallel tool calls are turned off.
 fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
     let (mut kind, mut name, mut disable) = (None, None, None);
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
-            b"type" => 0,
-            b"name" => 1,
-            b"disable_parallel_tool_use" => 2,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+    fields(s, |key| Some(match key { b"type" => 0, b"name" => 1, b"disable_parallel_tool_use" => 2, _ => return None }), |key, s| {
         match key {
             b"type" => kind = Some(s.string()?.plain()?),
             b"name" => name = Some(s.string()?),
             _ => disable = Some(s.boolean()?),
         }
-    }
+        Ok(())
+    })?;
     let kind = kind.ok_or(Bail)?;
     let choice = match kind {
         b"auto" if name.is_none() => b"\"auto\"".to_vec(),
@@ -1711,24 +1592,13 @@ fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
 /// `thinking` → `reasoning_effort` (None when disabled).
 fn an_thinking(s: &mut Scan<'_>) -> R<Option<&'static [u8]>> {
     let (mut kind, mut budget) = (None, None);
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
-            b"type" => 0,
-            b"budget_tokens" => 1,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+    fields(s, |key| Some(match key { b"type" => 0, b"budget_tokens" => 1, _ => return None }), |key, s| {
         match key {
             b"type" => kind = Some(s.string()?.plain()?),
             _ => budget = Some(s.uint()?),
         }
-    }
+        Ok(())
+    })?;
     match (kind.ok_or(Bail)?, budget) {
         (b"enabled", Some(0..=4095)) => Ok(Some(b"low")),
         (b"enabled", Some(4096..=16383)) => Ok(Some(b"medium")),
@@ -1743,19 +1613,7 @@ fn an_messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
         let (mut role, mut content, mut written) = (None, None, false);
-        let mut seen = 0u32;
-        s.obj()?;
-        let mut f = true;
-        while let Some(key) = s.key(&mut f)? {
-            let bit = match key {
-                b"role" => 0,
-                b"content" => 1,
-                _ => return Err(Bail),
-            };
-            once(&mut seen, bit)?;
-            if s.null()? {
-                continue;
-            }
+        fields(s, |key| Some(match key { b"role" => 0, b"content" => 1, _ => return None }), |key, s| {
             match key {
                 b"role" => role = Some(s.string()?.plain()?),
                 _ => match role {
@@ -1767,7 +1625,8 @@ fn an_messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<
                     _ => content = Some(read_content(s)?),
                 },
             }
-        }
+            Ok(())
+        })?;
         if written {
             continue;
         }
@@ -1796,7 +1655,7 @@ fn an_messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<
 struct AnBlk<'a> {
     kind: &'a [u8],
     text: Option<Str<'a>>,
-    source: Option<&'a [u8]>,
+    source: Option<Source<'a>>,
     id: Option<Str<'a>>,
     name: Option<Str<'a>>,
     input: Option<&'a [u8]>,
@@ -1827,11 +1686,8 @@ const B_TITLE: u32 = 1 << 14;
 fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
     let mut b = AnBlk::default();
     let mut kind = None;
-    let mut seen = 0u32;
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
+    let keys = |key: &[u8]| {
+        Some(match key {
             b"type" => 0,
             b"text" => 1,
             b"source" => 2,
@@ -1847,22 +1703,14 @@ fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
             b"cache_control" => 12,
             b"citations" => 13,
             b"title" => 14,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
-        b.present |= 1 << bit;
+            _ => return None,
+        })
+    };
+    b.present = fields(s, keys, |key, s| {
         match key {
             b"type" => kind = Some(s.string()?.plain()?),
             b"text" => b.text = Some(s.string()?),
-            b"source" => {
-                if s.peek()? != b'{' {
-                    return Err(Bail);
-                }
-                b.source = Some(s.raw_value()?);
-            }
+            b"source" => b.source = Some(an_source(s)?),
             b"id" => b.id = Some(s.string()?),
             b"name" => b.name = Some(s.string()?),
             b"input" => b.input = Some(s.raw_value()?),
@@ -1873,7 +1721,8 @@ fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
             b"thinking" | b"signature" | b"data" | b"cache_control" => s.skip(0)?,
             _ => b.citations = Some(s.raw_value()?),
         }
-    }
+        Ok(())
+    })?;
     b.kind = kind.ok_or(Bail)?;
     Ok(b)
 }
@@ -1934,7 +1783,7 @@ fn an_user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &
                 if b.citations.is_some_and(citations_enabled) {
                     return Err(Bail);
                 }
-                let source = an_source(b.source.ok_or(Bail)?)?;
+                let source = b.source.ok_or(Bail)?;
                 sep(out, &mut fp);
                 match source.kind {
                     b"base64" if source.url.is_none() => {
@@ -2039,24 +1888,10 @@ struct Source<'a> {
     url: Option<Str<'a>>,
 }
 
-fn an_source(source: &[u8]) -> R<Source<'_>> {
+fn an_source<'a>(s: &mut Scan<'a>) -> R<Source<'a>> {
     let (mut kind, mut media, mut data, mut url) = (None, None, None, None);
-    let mut seen = 0u32;
-    let mut s = Scan::new(source);
-    s.obj()?;
-    let mut f = true;
-    while let Some(key) = s.key(&mut f)? {
-        let bit = match key {
-            b"type" => 0,
-            b"media_type" => 1,
-            b"data" => 2,
-            b"url" => 3,
-            _ => return Err(Bail),
-        };
-        once(&mut seen, bit)?;
-        if s.null()? {
-            continue;
-        }
+    let keys = |key: &[u8]| Some(match key { b"type" => 0, b"media_type" => 1, b"data" => 2, b"url" => 3, _ => return None });
+    fields(s, keys, |key, s| {
         let v = s.string()?;
         match key {
             b"type" => kind = Some(v.plain()?),
@@ -2064,13 +1899,14 @@ fn an_source(source: &[u8]) -> R<Source<'_>> {
             b"data" => data = Some(v),
             _ => url = Some(v),
         }
-    }
+        Ok(())
+    })?;
     Ok(Source { kind: kind.ok_or(Bail)?, media, data, url })
 }
 
 /// An image `source` as an OpenAI image URL string (a data URL for base64).
-fn an_image_url(source: &[u8], out: &mut Vec<u8>) -> R<()> {
-    let Source { kind, media, data, url } = an_source(source)?;
+fn an_image_url(source: Source<'_>, out: &mut Vec<u8>) -> R<()> {
+    let Source { kind, media, data, url } = source;
     match kind {
         b"base64" if url.is_none() => {
             out.extend_from_slice(b"\"data:");
