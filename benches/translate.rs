@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use cheapmodel::dialect::stream::{AnthropicToOpenAi, OpenAiToAnthropic, StreamTranslator};
 use cheapmodel::dialect::{request, RequestOptions};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
 /// An OpenAI chat request of about `size` bytes: system prompt, turns, a tool call round trip, tools.
@@ -41,19 +42,25 @@ fn anthropic_request(size: usize) -> Vec<u8> {
     request::openai_to_anthropic(&openai_request(size), &opts).expect("translates")
 }
 
+/// One group's benches: a serde_json parse of the OpenAI body (the same-run baseline), both
+/// directions through the public entry (fast path), and both through the typed translator alone
+/// (what a request outside the fast path's shapes costs).
+fn request_group(g: &mut BenchmarkGroup<'_, WallTime>, oa: &[u8], an: &[u8], opts: &RequestOptions<'_>) {
+    g.throughput(Throughput::Bytes(oa.len() as u64));
+    g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(oa)).expect("json")));
+    g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(oa), opts).expect("ok")));
+    g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(an), opts).expect("ok")));
+    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(oa), opts).expect("ok")));
+    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(an), opts).expect("ok")));
+}
+
 fn bench_requests(c: &mut Criterion) {
     let mut g = c.benchmark_group("request_10kb");
     g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     let oa = openai_request(10 * 1024);
     let an = anthropic_request(10 * 1024);
     let opts = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
-    g.throughput(Throughput::Bytes(oa.len() as u64));
-    g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json")));
-    g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok")));
-    g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok")));
-    // The typed translator alone: what a request outside the fast path's shapes costs.
-    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(&oa), &opts).expect("ok")));
-    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(&an), &opts).expect("ok")));
+    request_group(&mut g, &oa, &an, &opts);
     g.finish();
 }
 
@@ -68,12 +75,7 @@ fn bench_documents(c: &mut Criterion) {
     .expect("json");
     let opts = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
     let an = request::openai_to_anthropic(&oa, &opts).expect("translates");
-    g.throughput(Throughput::Bytes(oa.len() as u64));
-    g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json")));
-    g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok")));
-    g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok")));
-    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(&oa), &opts).expect("ok")));
-    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(&an), &opts).expect("ok")));
+    request_group(&mut g, &oa, &an, &opts);
     g.finish();
 }
 
