@@ -141,8 +141,12 @@ fn bench_auth(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("baseline_key_digest", |b| b.iter(|| key_digest(black_box(key.as_bytes()))));
     g.bench_function("authenticate_bearer", |b| b.iter(|| authenticate(black_box(&bearer), black_box(&snapshot))));
-    g.bench_function("authenticate_x_api_key", |b| b.iter(|| authenticate(black_box(&x_api_key), black_box(&snapshot))));
-    g.bench_function("authenticate_unknown_key", |b| b.iter(|| authenticate(black_box(&unknown), black_box(&snapshot))));
+    g.bench_function("authenticate_x_api_key", |b| {
+        b.iter(|| authenticate(black_box(&x_api_key), black_box(&snapshot)))
+    });
+    g.bench_function("authenticate_unknown_key", |b| {
+        b.iter(|| authenticate(black_box(&unknown), black_box(&snapshot)))
+    });
     g.finish();
 }
 
@@ -220,7 +224,9 @@ fn tool(name: &str, desc: &str) -> serde_json::Value {
 fn chat_body(target: usize) -> Vec<u8> {
     let mut rng = Rng(0xC0FF_EE00_D15E_A5E5);
     let tools: Vec<serde_json::Value> = if target < 4096 {
-        vec![serde_json::json!({"type":"function","function":{"name":"get_weather","description":"Current weather for a city.","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["c","f"]}},"required":["city"]}}})]
+        vec![
+            serde_json::json!({"type":"function","function":{"name":"get_weather","description":"Current weather for a city.","parameters":{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["c","f"]}},"required":["city"]}}}),
+        ]
     } else {
         vec![
             tool("read_file", "Read a file of the workspace."),
@@ -244,9 +250,15 @@ fn chat_body(target: usize) -> Vec<u8> {
         let size = typical / 2 + rng.below(typical);
         let msg = match turn % 4 {
             0 => serde_json::json!({"role":"user","content":text_of_encoded_len(&mut rng, size)}),
-            1 => serde_json::json!({"role":"assistant","content":null,"tool_calls":[{"id":format!("call_{}", rng.hex(24)),"type":"function","function":{"name":"read_file","arguments":serde_json::to_string(&serde_json::json!({"path":"src/proxy/mod.rs","range":{"start":1,"end":400},"mode":"read","tags":["review"]})).expect("args")}}]}),
-            2 => serde_json::json!({"role":"tool","tool_call_id":format!("call_{}", rng.hex(24)),"content":text_of_encoded_len(&mut rng, size)}),
-            _ => serde_json::json!({"role":"assistant","content":text_of_encoded_len(&mut rng, size)}),
+            1 => {
+                serde_json::json!({"role":"assistant","content":null,"tool_calls":[{"id":format!("call_{}", rng.hex(24)),"type":"function","function":{"name":"read_file","arguments":serde_json::to_string(&serde_json::json!({"path":"src/proxy/mod.rs","range":{"start":1,"end":400},"mode":"read","tags":["review"]})).expect("args")}}]})
+            }
+            2 => {
+                serde_json::json!({"role":"tool","tool_call_id":format!("call_{}", rng.hex(24)),"content":text_of_encoded_len(&mut rng, size)})
+            }
+            _ => {
+                serde_json::json!({"role":"assistant","content":text_of_encoded_len(&mut rng, size)})
+            }
         };
         let msg = serde_json::to_string(&msg).expect("message");
         // Leave room for a final user message of at least 64 bytes of text.
@@ -307,9 +319,47 @@ fn bench_peek(c: &mut Criterion) {
 
 /// Output tokens as they come out of a chat model, some needing JSON escapes.
 const TOKENS: &[&str] = &[
-    " the", " gateway", " forwards", " each", " request", ",", " and", " then", " reads", " usage", ".",
-    "\n\n", "```", "rust", "\n", "fn", " main", "()", " {", "\n   ", " let", " s", " =", " \"", "hello", "\"",
-    ";", "\n", "}", " Caf", "é", " \\", "n", " —", " 🚀", "\t", " `", "Option", "<T>", "`", " is",
+    " the",
+    " gateway",
+    " forwards",
+    " each",
+    " request",
+    ",",
+    " and",
+    " then",
+    " reads",
+    " usage",
+    ".",
+    "\n\n",
+    "```",
+    "rust",
+    "\n",
+    "fn",
+    " main",
+    "()",
+    " {",
+    "\n   ",
+    " let",
+    " s",
+    " =",
+    " \"",
+    "hello",
+    "\"",
+    ";",
+    "\n",
+    "}",
+    " Caf",
+    "é",
+    " \\",
+    "n",
+    " —",
+    " 🚀",
+    "\t",
+    " `",
+    "Option",
+    "<T>",
+    "`",
+    " is",
 ];
 
 const OPENAI_CHUNK_HEAD: &str = "data: {\"id\":\"chatcmpl-C3xQ7wKkz1bT9yVJf2mN8pLrS0aEu\",\"object\":\"chat.completion.chunk\",\"created\":1756310400,\"model\":\"gpt-4o-2024-08-06\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_07871e2ad8\",\"choices\":";
@@ -331,7 +381,11 @@ fn openai_stream(n: usize) -> (Vec<u8>, u64) {
     events += 1;
     for _ in 0..n {
         let tok = serde_json::to_string(TOKENS[rng.below(TOKENS.len())]).expect("token");
-        chunk(&mut s, &format!("[{{\"index\":0,\"delta\":{{\"content\":{tok}}},\"logprobs\":null,\"finish_reason\":null}}]"), "null");
+        chunk(
+            &mut s,
+            &format!("[{{\"index\":0,\"delta\":{{\"content\":{tok}}},\"logprobs\":null,\"finish_reason\":null}}]"),
+            "null",
+        );
         events += 1;
     }
     chunk(&mut s, "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]", "null");
@@ -444,7 +498,11 @@ fn bench_sse(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("baseline_memchr_lines", name), bytes, |b, bytes| {
             b.iter(|| memchr_lines(black_box(bytes)))
         });
-        let modes: &[(&str, bool)] = if dialect == Dialect::OpenAi { &[("passthrough", false), ("strip", true)] } else { &[("passthrough", false)] };
+        let modes: &[(&str, bool)] = if dialect == Dialect::OpenAi {
+            &[("passthrough", false), ("strip", true)]
+        } else {
+            &[("passthrough", false)]
+        };
         for &(mode, strip) in modes {
             for (split, pieces) in [("per_event", per_event(bytes)), ("1400B", per_segment(bytes))] {
                 g.bench_with_input(BenchmarkId::new(format!("meter_{mode}_{split}"), name), &pieces, |b, pieces| {

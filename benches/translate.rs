@@ -21,9 +21,13 @@ fn openai_request(size: usize) -> Vec<u8> {
     let mut i = 0;
     loop {
         messages.push(json!({"role": "user", "content": format!("Question {i}: what is the weather in \"Paris\" today? Please answer in {{json}}.")}));
-        messages.push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{i}"), "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\",\"unit\":\"c\"}"}}]}));
-        messages.push(json!({"role": "tool", "tool_call_id": format!("call_{i}"), "content": "{\"temp\":21,\"sky\":\"clear\"}"}));
+        messages.push(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{i}"), "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\",\"unit\":\"c\"}"}}]}),
+        );
+        messages.push(
+            json!({"role": "tool", "tool_call_id": format!("call_{i}"), "content": "{\"temp\":21,\"sky\":\"clear\"}"}),
+        );
         messages.push(json!({"role": "assistant", "content": format!("It is 21 degrees and clear in Paris ({i}).")}));
         i += 1;
         let body = json!({"model": "claude-sonnet-4-5-20250929", "messages": messages, "max_tokens": 1024, "temperature": 0.5,
@@ -38,8 +42,13 @@ fn openai_request(size: usize) -> Vec<u8> {
 }
 
 fn anthropic_request(size: usize) -> Vec<u8> {
-    let opts = RequestOptions { upstream_model: "claude-sonnet-4-5-20250929", default_max_tokens: 4096 };
-    request::openai_to_anthropic(&openai_request(size), &opts).expect("translates")
+    let opts = RequestOptions {
+        upstream_model: "claude-sonnet-4-5-20250929",
+        default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: true,
+    };
+    request::openai_to_anthropic(&openai_request(size), &opts).expect("translates").body
 }
 
 /// One group's benches: a serde_json parse of the OpenAI body (the same-run baseline), both
@@ -47,11 +56,21 @@ fn anthropic_request(size: usize) -> Vec<u8> {
 /// (what a request outside the fast path's shapes costs).
 fn request_group(g: &mut BenchmarkGroup<'_, WallTime>, oa: &[u8], an: &[u8], opts: &RequestOptions<'_>) {
     g.throughput(Throughput::Bytes(oa.len() as u64));
-    g.bench_function("baseline_parse_only", |b| b.iter(|| serde_json::from_slice::<Value>(black_box(oa)).expect("json")));
-    g.bench_function("openai_to_anthropic", |b| b.iter(|| request::openai_to_anthropic(black_box(oa), opts).expect("ok")));
-    g.bench_function("anthropic_to_openai", |b| b.iter(|| request::anthropic_to_openai(black_box(an), opts).expect("ok")));
-    g.bench_function("openai_to_anthropic_typed", |b| b.iter(|| request::openai_to_anthropic_typed(black_box(oa), opts).expect("ok")));
-    g.bench_function("anthropic_to_openai_typed", |b| b.iter(|| request::anthropic_to_openai_typed(black_box(an), opts).expect("ok")));
+    g.bench_function("baseline_parse_only", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(oa)).expect("json"))
+    });
+    g.bench_function("openai_to_anthropic", |b| {
+        b.iter(|| request::openai_to_anthropic(black_box(oa), opts).expect("ok"))
+    });
+    g.bench_function("anthropic_to_openai", |b| {
+        b.iter(|| request::anthropic_to_openai(black_box(an), opts).expect("ok"))
+    });
+    g.bench_function("openai_to_anthropic_typed", |b| {
+        b.iter(|| request::openai_to_anthropic_typed(black_box(oa), opts).expect("ok"))
+    });
+    g.bench_function("anthropic_to_openai_typed", |b| {
+        b.iter(|| request::anthropic_to_openai_typed(black_box(an), opts).expect("ok"))
+    });
 }
 
 fn bench_requests(c: &mut Criterion) {
@@ -59,7 +78,12 @@ fn bench_requests(c: &mut Criterion) {
     g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     let oa = openai_request(10 * 1024);
     let an = anthropic_request(10 * 1024);
-    let opts = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
+    let opts = RequestOptions {
+        upstream_model: "upstream-model",
+        default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: true,
+    };
     request_group(&mut g, &oa, &an, &opts);
     g.finish();
 }
@@ -68,13 +92,20 @@ fn bench_requests(c: &mut Criterion) {
 fn bench_documents(c: &mut Criterion) {
     let mut g = c.benchmark_group("request_pdf_1mib");
     g.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    let data: String = (0..1024 * 1024).map(|i| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64])).collect();
+    let data: String = (0..1024 * 1024)
+        .map(|i| char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64]))
+        .collect();
     let oa = serde_json::to_vec(&json!({"model": "claude-sonnet-4-5-20250929", "messages": [{"role": "user", "content": [
         {"type": "file", "file": {"file_data": format!("data:application/pdf;base64,{data}"), "filename": "report.pdf"}},
         {"type": "text", "text": "Summarize this report."}]}]}))
     .expect("json");
-    let opts = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
-    let an = request::openai_to_anthropic(&oa, &opts).expect("translates");
+    let opts = RequestOptions {
+        upstream_model: "upstream-model",
+        default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: true,
+    };
+    let an = request::openai_to_anthropic(&oa, &opts).expect("translates").body;
     request_group(&mut g, &oa, &an, &opts);
     g.finish();
 }

@@ -46,6 +46,9 @@ pub struct Record<'a> {
     pub error: Option<&'static str>,
     /// Whether the response was a stream.
     pub stream: bool,
+    /// Request fields translation left out (the `x-cheapmodel-dropped` value), when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<&'a str>,
 }
 
 static SINK: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();

@@ -47,7 +47,10 @@ pub fn authenticate(req: &RequestHeader, snapshot: &Snapshot) -> Result<Arc<Key>
 
 /// `authenticate`, also returning the key's sha256 (task ownership is recorded by digest), so
 /// the key is hashed once per request.
-pub fn authenticate_with_digest(req: &RequestHeader, snapshot: &Snapshot) -> Result<(Arc<Key>, [u8; 32]), GatewayError> {
+pub fn authenticate_with_digest(
+    req: &RequestHeader,
+    snapshot: &Snapshot,
+) -> Result<(Arc<Key>, [u8; 32]), GatewayError> {
     let key = presented_key(req).ok_or(GatewayError::MissingKey)?;
     let digest = key_digest(key);
     // A hash lookup: timing depends on the digest, not on how much of the key matched.

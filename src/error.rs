@@ -164,8 +164,12 @@ impl GatewayError {
             GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),
             GatewayError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found"), Some("model")),
             GatewayError::WrongKind(..) => ("invalid_request_error", Some("model_not_supported"), Some("model")),
-            GatewayError::Untranslatable { param, .. } => ("invalid_request_error", Some("unsupported_parameter"), Some(param.as_str())),
-            GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => ("invalid_request_error", None, None),
+            GatewayError::Untranslatable { param, .. } => {
+                ("invalid_request_error", Some("unsupported_parameter"), Some(param.as_str()))
+            }
+            GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => {
+                ("invalid_request_error", None, None)
+            }
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
             GatewayError::Internal => ("server_error", None, None),
@@ -247,9 +251,9 @@ pub fn error_body(
     (openai_type, code, param): (&str, Option<&str>, Option<&str>),
 ) -> Bytes {
     let out = match dialect {
-        Dialect::OpenAi => serde_json::to_vec(&OpenAiError {
-            error: OpenAiErrorInner { message, kind: openai_type, param, code },
-        }),
+        Dialect::OpenAi => {
+            serde_json::to_vec(&OpenAiError { error: OpenAiErrorInner { message, kind: openai_type, param, code } })
+        }
         Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
             kind: "error",
             error: AnthropicErrorInner { kind: anthropic_type_for_status(status), message },

@@ -25,10 +25,10 @@ pub mod metrics;
 pub mod peek;
 /// Pingora `ProxyHttp` glue.
 pub mod proxy;
-/// Hot reload (SIGHUP and file watch).
-pub mod reload;
 /// Immutable routing snapshots behind arc-swap.
 pub mod registry;
+/// Hot reload (SIGHUP and file watch).
+pub mod reload;
 /// Async media tasks (images, video, audio, music).
 pub mod tasks;
 /// Usage from JSON responses and SSE streams.

@@ -5,8 +5,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    register_counter_vec, register_histogram_vec, register_int_counter_vec, CounterVec, HistogramVec,
-    IntCounterVec,
+    register_counter_vec, register_histogram_vec, register_int_counter_vec, CounterVec, HistogramVec, IntCounterVec,
 };
 
 /// Handles to every metric.
@@ -29,17 +28,19 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `cheapmodel_tasks_total{model,status}`: media tasks submitted (pending) and finished.
     pub tasks: IntCounterVec,
+    /// `cheapmodel_dropped_params_total{model,param}`: request fields translation left out;
+    /// `param` is a name from `dialect::DROPPED_BY_RULE` or `other`.
+    pub dropped_params: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 10 min.
-const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
 /// Overhead buckets fine enough to tell 50 microseconds from 500.
 const OVERHEAD_BUCKETS: &[f64] = &[
-    0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5,
-    0.005, 0.01, 0.025, 0.05, 0.1,
+    0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1,
 ];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -85,24 +86,30 @@ fn register() -> Metrics {
             &["model", "key", "type"]
         )
         .expect("register"),
-        cost: register_counter_vec!("cheapmodel_cost_usd_total", "Cost in USD by model and key name", &["model", "key"])
-            .expect("register"),
+        cost: register_counter_vec!(
+            "cheapmodel_cost_usd_total",
+            "Cost in USD by model and key name",
+            &["model", "key"]
+        )
+        .expect("register"),
         rejected: register_int_counter_vec!(
             "cheapmodel_rejected_total",
             "Requests the gateway answered with its own error, by reason",
             &["reason"]
         )
         .expect("register"),
-        reloads: register_int_counter_vec!(
-            "cheapmodel_config_reloads_total",
-            "Config reloads by result",
-            &["result"]
-        )
-        .expect("register"),
+        reloads: register_int_counter_vec!("cheapmodel_config_reloads_total", "Config reloads by result", &["result"])
+            .expect("register"),
         tasks: register_int_counter_vec!(
             "cheapmodel_tasks_total",
             "Media tasks by model and status (pending at submit, then completed or failed once)",
             &["model", "status"]
+        )
+        .expect("register"),
+        dropped_params: register_int_counter_vec!(
+            "cheapmodel_dropped_params_total",
+            "Request fields a translated route left out, by model and field name (other: not in the mapping tables)",
+            &["model", "param"]
         )
         .expect("register"),
     }

@@ -56,7 +56,9 @@ pub fn exceeds_depth(body: &[u8], limit: usize) -> bool {
                 loop {
                     // An escape may be the very last byte: then `i` passes the end (unterminated
                     // string, the parser rejects it).
-                    let Some(rest) = body.get(i..) else { return false };
+                    let Some(rest) = body.get(i..) else {
+                        return false;
+                    };
                     match memchr::memchr2(b'"', b'\\', rest) {
                         Some(j) if rest[j] == b'\\' => i += j + 2,
                         Some(j) => {
@@ -199,7 +201,10 @@ mod tests {
         assert_eq!(peek(br#"{"x":1}"#).err(), Some(GatewayError::MissingModel));
         assert_eq!(peek(br#"{"model":5}"#).err(), Some(GatewayError::ModelNotString));
         assert_eq!(peek(br#"{"model":"a","model":"b"}"#).err(), Some(GatewayError::DuplicateField("model")));
-        assert_eq!(peek(br#"{"model":"a","stream":"yes"}"#).err(), Some(GatewayError::WrongType("stream", "a boolean")));
+        assert_eq!(
+            peek(br#"{"model":"a","stream":"yes"}"#).err(),
+            Some(GatewayError::WrongType("stream", "a boolean"))
+        );
         assert_eq!(peek(b"{\"model\":\"a\",\"x\":\"\xff\"}").err(), Some(GatewayError::InvalidJson));
     }
 
@@ -217,7 +222,9 @@ mod tests {
         assert_eq!(peek(s.as_bytes()).expect("ok").model, "m");
         // The deepest accepted nesting parses without exhausting a 2 MiB worker stack.
         let ok = format!(r#"{{"x":{}{},"model":"m"}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
-        let handle = std::thread::Builder::new().stack_size(2 << 20).spawn(move || peek(ok.as_bytes()).map(|p| p.model.into_owned()));
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || peek(ok.as_bytes()).map(|p| p.model.into_owned()));
         assert_eq!(handle.expect("spawn").join().expect("no overflow"), Ok("m".to_string()));
     }
 
@@ -229,7 +236,11 @@ mod tests {
         b.push(b'\\');
         assert!(!exceeds_depth(&b, MAX_DEPTH));
         assert_eq!(peek(&b).err(), Some(GatewayError::InvalidJson));
-        let fuzzed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/regressions/peek-depth-scan-trailing-backslash.bin")).expect("regression file");
+        let fuzzed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fuzz/regressions/peek-depth-scan-trailing-backslash.bin"
+        ))
+        .expect("regression file");
         assert!(peek(&fuzzed).is_err());
     }
 
@@ -237,10 +248,13 @@ mod tests {
     fn splice_replaces_and_inserts() {
         let b = br#"{"model":"a","stream":true}"#;
         let p = peek(b).expect("ok");
-        let out = splice(b, &mut [
-            Edit { range: p.model_span.clone(), with: br#""real-a""# },
-            Edit { range: p.object_start..p.object_start, with: br#""stream_options":{"include_usage":true},"# },
-        ]);
+        let out = splice(
+            b,
+            &mut [
+                Edit { range: p.model_span.clone(), with: br#""real-a""# },
+                Edit { range: p.object_start..p.object_start, with: br#""stream_options":{"include_usage":true},"# },
+            ],
+        );
         assert_eq!(out, br#"{"stream_options":{"include_usage":true},"model":"real-a","stream":true}"#);
     }
 }

@@ -73,6 +73,10 @@ pub struct Model {
     pub price: Price,
     /// Default `max_tokens` for translated requests.
     pub max_output_tokens: Option<u32>,
+    /// `params: strict`: unknown request fields are refused on translated routes.
+    pub strict_params: bool,
+    /// Takes Anthropic structured outputs (`structured_outputs: true`).
+    pub structured_outputs: bool,
     /// Media task deadline.
     pub task_deadline: Duration,
 }

@@ -59,7 +59,9 @@ pub(crate) struct AnthropicUsage {
 
 impl Usage {
     fn apply_openai(&mut self, raw_usage: &str) -> bool {
-        let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else { return false };
+        let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else {
+            return false;
+        };
         let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
         let prompt = u.prompt_tokens.unwrap_or(0);
         self.input = prompt.saturating_sub(cached);
@@ -71,15 +73,28 @@ impl Usage {
     /// Anthropic reports usage in pieces (`message_start`, then cumulative `message_delta`):
     /// a field that is present replaces the earlier value.
     fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
-        let Ok(u) = sonic_rs::from_str::<AnthropicUsage>(raw_usage) else { return false };
+        let Ok(u) = sonic_rs::from_str::<AnthropicUsage>(raw_usage) else {
+            return false;
+        };
         self.merge_anthropic(u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens);
         true
     }
 
     /// Merges one Anthropic usage report (`message_start` or a cumulative `message_delta`):
     /// each field present replaces the earlier value.
-    pub fn merge_anthropic(&mut self, input: Option<u64>, output: Option<u64>, cache_read: Option<u64>, cache_write: Option<u64>) {
-        for (slot, v) in [(&mut self.input, input), (&mut self.output, output), (&mut self.cache_read, cache_read), (&mut self.cache_write, cache_write)] {
+    pub fn merge_anthropic(
+        &mut self,
+        input: Option<u64>,
+        output: Option<u64>,
+        cache_read: Option<u64>,
+        cache_write: Option<u64>,
+    ) {
+        for (slot, v) in [
+            (&mut self.input, input),
+            (&mut self.output, output),
+            (&mut self.cache_read, cache_read),
+            (&mut self.cache_write, cache_write),
+        ] {
             if let Some(v) = v {
                 *slot = v;
             }
@@ -249,7 +264,9 @@ impl StreamMeter {
                     self.finished = true;
                     return;
                 }
-                if data.starts_with(b"{\"error\"") || contains(data, b"\"error\":{") && sonic_rs::get(data, ["error"]).is_ok_and(|v| v.is_object()) {
+                if data.starts_with(b"{\"error\"")
+                    || contains(data, b"\"error\":{") && sonic_rs::get(data, ["error"]).is_ok_and(|v| v.is_object())
+                {
                     self.finished = true;
                     self.upstream_error = true;
                     return;
@@ -265,7 +282,9 @@ impl StreamMeter {
                 }
             }
             Dialect::Anthropic => {
-                let Ok(kind) = sonic_rs::get(data, ["type"]) else { return };
+                let Ok(kind) = sonic_rs::get(data, ["type"]) else {
+                    return;
+                };
                 match kind.as_str() {
                     Some("message_start") => {
                         if let Ok(lv) = sonic_rs::get(data, ["message", "usage"]) {
@@ -295,7 +314,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// OpenAI's usage-only chunk: `"choices":[]` and a usage object.
 fn is_usage_only_chunk(event: &[u8]) -> bool {
-    let Some(start) = memchr::memmem::find(event, b"data:") else { return false };
+    let Some(start) = memchr::memmem::find(event, b"data:") else {
+        return false;
+    };
     let data = event[start + 5..].trim_ascii();
     if !contains(data, b"\"usage\":{") && !contains(data, b"\"usage\": {") {
         return false;
@@ -425,9 +446,15 @@ mod tests {
     #[test]
     fn json_bodies() {
         let o = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":100,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":40}}}"#;
-        assert_eq!(from_json_body(Dialect::OpenAi, o), Some(Usage { input: 60, output: 3, cache_read: 40, cache_write: 0 }));
+        assert_eq!(
+            from_json_body(Dialect::OpenAi, o),
+            Some(Usage { input: 60, output: 3, cache_read: 40, cache_write: 0 })
+        );
         let a = br#"{"content":[],"usage":{"input_tokens":5,"output_tokens":6,"cache_read_input_tokens":7,"cache_creation_input_tokens":8}}"#;
-        assert_eq!(from_json_body(Dialect::Anthropic, a), Some(Usage { input: 5, output: 6, cache_read: 7, cache_write: 8 }));
+        assert_eq!(
+            from_json_body(Dialect::Anthropic, a),
+            Some(Usage { input: 5, output: 6, cache_read: 7, cache_write: 8 })
+        );
         assert_eq!(from_json_body(Dialect::OpenAi, b"{\"error\":{}}"), None);
         assert_eq!(from_json_body(Dialect::OpenAi, b"garbage"), None);
     }

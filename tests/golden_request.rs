@@ -2,8 +2,10 @@
 //!
 //! - `tests/golden/request/<direction>/<case>/in.json` translated must equal `out.json` (compared as
 //!   parsed JSON, never as strings);
+//!   `dropped.txt` beside them lists the paths translation reports as dropped, one a line (no file:
+//!   none);
 //! - `tests/golden/request/<direction>/errors/<case>.json` must fail, naming the parameter stored in
-//!   the sibling `<case>.param`.
+//!   the sibling `<case>.param`; `strict_errors/` the same with `params: strict`.
 //!
 //! `UPDATE_GOLDEN=1` rewrites the out files (pretty-printed); read every rewritten file and check
 //! it against the mapping rules before committing it.
@@ -11,16 +13,25 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cheapmodel::dialect::{request, RequestOptions, TranslateError};
+use cheapmodel::dialect::{request, RequestOptions, TranslateError, Translated};
 use serde_json::Value;
 
-const OPTS: RequestOptions<'static> = RequestOptions { upstream_model: "upstream-model", default_max_tokens: 4096 };
+const OPTS: RequestOptions<'static> = RequestOptions {
+    upstream_model: "upstream-model",
+    default_max_tokens: 4096,
+    strict: false,
+    structured_outputs: true,
+};
 
-type Translate = fn(&[u8], &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError>;
+const STRICT: RequestOptions<'static> = RequestOptions { strict: true, ..OPTS };
+
+type Translate = fn(&[u8], &RequestOptions<'_>) -> Result<Translated, TranslateError>;
 
 fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> =
-        fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.expect("directory entry").path()).collect();
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
     entries.sort();
     entries
 }
@@ -39,21 +50,37 @@ fn run(direction: &str, translate: Translate) -> (usize, usize) {
 
     for case in sorted_entries(&root) {
         let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if !case.is_dir() || name == "errors" {
+        if !case.is_dir() || name == "errors" || name == "strict_errors" {
             continue;
         }
         let input = fs::read(case.join("in.json")).unwrap_or_else(|e| panic!("{}/in.json: {e}", case.display()));
-        let got = match translate(&input, &OPTS) {
-            Ok(out) => serde_json::from_slice::<Value>(&out).unwrap_or_else(|e| panic!("{name}: output is not JSON: {e}")),
+        let (got, dropped) = match translate(&input, &OPTS) {
+            Ok(out) => (
+                serde_json::from_slice::<Value>(&out.body)
+                    .unwrap_or_else(|e| panic!("{name}: output is not JSON: {e}")),
+                out.dropped,
+            ),
             Err(e) => {
                 failures.push(format!("{direction}/{name}: translation failed: {e:?}"));
                 continue;
             }
         };
         let out = case.join("out.json");
+        let dropped_file = case.join("dropped.txt");
         if update {
             let pretty = serde_json::to_string_pretty(&got).expect("serializes") + "\n";
             fs::write(&out, pretty).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+            if dropped.is_empty() {
+                let _ = fs::remove_file(&dropped_file);
+            } else {
+                fs::write(&dropped_file, dropped.join("\n") + "\n")
+                    .unwrap_or_else(|e| panic!("{}: {e}", dropped_file.display()));
+            }
+        }
+        let want_dropped: Vec<String> =
+            fs::read_to_string(&dropped_file).unwrap_or_default().lines().map(str::to_owned).collect();
+        if dropped != want_dropped {
+            failures.push(format!("{direction}/{name}: dropped {dropped:?}, want {want_dropped:?}"));
         }
         let want = read_json(&out);
         if got != want {
@@ -66,8 +93,29 @@ fn run(direction: &str, translate: Translate) -> (usize, usize) {
         ok_cases += 1;
     }
 
-    let errors = root.join("errors");
-    for file in sorted_entries(&errors) {
+    for (dir, opts) in [("errors", &OPTS), ("strict_errors", &STRICT)] {
+        error_cases += check_errors(direction, &root.join(dir), opts, translate, &mut failures);
+    }
+
+    assert!(failures.is_empty(), "{} golden failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(ok_cases >= 12, "{direction}: only {ok_cases} translation cases");
+    assert!(error_cases >= 12, "{direction}: only {error_cases} error cases");
+    (ok_cases, error_cases)
+}
+
+/// Every `<case>.json` in `dir` must fail with the param in `<case>.param`; returns the count.
+fn check_errors(
+    direction: &str,
+    dir: &Path,
+    opts: &RequestOptions<'_>,
+    translate: Translate,
+    failures: &mut Vec<String>,
+) -> usize {
+    if !dir.is_dir() {
+        return 0;
+    }
+    let mut error_cases = 0;
+    for file in sorted_entries(dir) {
         if file.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
@@ -75,20 +123,24 @@ fn run(direction: &str, translate: Translate) -> (usize, usize) {
         let param_file = file.with_extension("param");
         let want = fs::read_to_string(&param_file).unwrap_or_else(|e| panic!("{}: {e}", param_file.display()));
         let input = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        match translate(&input, &OPTS) {
-            Ok(out) => failures.push(format!("{direction}/errors/{name}: expected an error, got {}", String::from_utf8_lossy(&out))),
-            Err(e) if e.param != want.trim() => {
-                failures.push(format!("{direction}/errors/{name}: param {:?} (message {:?}), want {:?}", e.param, e.message, want.trim()))
-            }
-            Err(e) => assert!(!e.message.is_empty(), "{direction}/errors/{name}: empty message"),
+        match translate(&input, opts) {
+            Ok(out) => failures.push(format!(
+                "{direction}/{}/{name}: expected an error, got {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.body)
+            )),
+            Err(e) if e.param != want.trim() => failures.push(format!(
+                "{direction}/{}/{name}: param {:?} (message {:?}), want {:?}",
+                dir.display(),
+                e.param,
+                e.message,
+                want.trim()
+            )),
+            Err(e) => assert!(!e.message.is_empty(), "{direction}/{}/{name}: empty message", dir.display()),
         }
         error_cases += 1;
     }
-
-    assert!(failures.is_empty(), "{} golden failure(s):\n{}", failures.len(), failures.join("\n"));
-    assert!(ok_cases >= 12, "{direction}: only {ok_cases} translation cases");
-    assert!(error_cases >= 12, "{direction}: only {error_cases} error cases");
-    (ok_cases, error_cases)
+    error_cases
 }
 
 #[test]

@@ -30,7 +30,9 @@ enum Direction {
 
 fn translator(d: Direction) -> Box<dyn StreamTranslator> {
     match d {
-        Direction::AnthropicToOpenAi { include_usage } => Box::new(AnthropicToOpenAi::new(OPENAI_CALLER_MODEL, include_usage, CREATED)),
+        Direction::AnthropicToOpenAi { include_usage } => {
+            Box::new(AnthropicToOpenAi::new(OPENAI_CALLER_MODEL, include_usage, CREATED))
+        }
         Direction::OpenAiToAnthropic => Box::new(OpenAiToAnthropic::new(ANTHROPIC_CALLER_MODEL)),
     }
 }
@@ -159,7 +161,9 @@ fn events(out: &[u8]) -> Result<Vec<Vec<&str>>, String> {
         return Err("empty output".into());
     }
     let body = s.strip_suffix("\n\n").ok_or("output does not end with a blank line")?;
-    body.split("\n\n").map(|ev| if ev.is_empty() { Err("empty event".to_string()) } else { Ok(ev.split('\n').collect()) }).collect()
+    body.split("\n\n")
+        .map(|ev| if ev.is_empty() { Err("empty event".to_string()) } else { Ok(ev.split('\n').collect()) })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -184,7 +188,9 @@ fn validate_anthropic(out: &[u8], check_tool_json: bool) -> Result<AnthropicSumm
         if ended {
             return Err(format!("event {n} after the end"));
         }
-        let [name_line, data_line] = ev[..] else { return Err(format!("event {n} is not exactly event+data lines: {ev:?}")) };
+        let [name_line, data_line] = ev[..] else {
+            return Err(format!("event {n} is not exactly event+data lines: {ev:?}"));
+        };
         let name = name_line.strip_prefix("event: ").ok_or_else(|| format!("event {n}: no event line"))?;
         let data = data_line.strip_prefix("data: ").ok_or_else(|| format!("event {n}: no data line"))?;
         let v: Value = serde_json::from_str(data).map_err(|e| format!("event {n}: data is not JSON: {e}"))?;
@@ -204,7 +210,12 @@ fn validate_anthropic(out: &[u8], check_tool_json: bool) -> Result<AnthropicSumm
             "message_start" => {
                 started = true;
                 let m = &v["message"];
-                if m["type"] != "message" || m["role"] != "assistant" || m["content"] != json!([]) || !m["id"].is_string() || !m["model"].is_string() {
+                if m["type"] != "message"
+                    || m["role"] != "assistant"
+                    || m["content"] != json!([])
+                    || !m["id"].is_string()
+                    || !m["model"].is_string()
+                {
                     return Err(format!("bad message_start: {data}"));
                 }
             }
@@ -222,8 +233,16 @@ fn validate_anthropic(out: &[u8], check_tool_json: bool) -> Result<AnthropicSumm
                 let t = match b["type"].as_str() {
                     Some("text") if b["text"] == "" => BlockType::Text,
                     Some("thinking") if b["thinking"] == "" => BlockType::Thinking,
-                    Some("tool_use") if b["input"] == json!({}) && b["id"].as_str().is_some_and(|s| !s.is_empty()) && b["name"].is_string() => {
-                        sum.tools.push((b["id"].as_str().unwrap_or_default().to_owned(), b["name"].as_str().unwrap_or_default().to_owned(), Value::Null));
+                    Some("tool_use")
+                        if b["input"] == json!({})
+                            && b["id"].as_str().is_some_and(|s| !s.is_empty())
+                            && b["name"].is_string() =>
+                    {
+                        sum.tools.push((
+                            b["id"].as_str().unwrap_or_default().to_owned(),
+                            b["name"].as_str().unwrap_or_default().to_owned(),
+                            Value::Null,
+                        ));
                         partials.push(String::new());
                         BlockType::ToolUse
                     }
@@ -232,14 +251,18 @@ fn validate_anthropic(out: &[u8], check_tool_json: bool) -> Result<AnthropicSumm
                 open = Some((index, t, String::new()));
             }
             "content_block_delta" => {
-                let Some((i, t, acc)) = &mut open else { return Err(format!("event {n}: delta outside a block")) };
+                let Some((i, t, acc)) = &mut open else {
+                    return Err(format!("event {n}: delta outside a block"));
+                };
                 if v["index"].as_u64() != Some(*i) {
                     return Err(format!("event {n}: delta for index {} inside block {i}", v["index"]));
                 }
                 let d = &v["delta"];
                 match (d["type"].as_str(), *t) {
                     (Some("text_delta"), BlockType::Text) => sum.text.push_str(d["text"].as_str().ok_or("text")?),
-                    (Some("thinking_delta"), BlockType::Thinking) => sum.thinking.push_str(d["thinking"].as_str().ok_or("thinking")?),
+                    (Some("thinking_delta"), BlockType::Thinking) => {
+                        sum.thinking.push_str(d["thinking"].as_str().ok_or("thinking")?)
+                    }
                     (Some("signature_delta"), BlockType::Thinking) => {}
                     (Some("input_json_delta"), BlockType::ToolUse) => {
                         let p = d["partial_json"].as_str().ok_or("partial_json")?;
@@ -252,7 +275,9 @@ fn validate_anthropic(out: &[u8], check_tool_json: bool) -> Result<AnthropicSumm
                 }
             }
             "content_block_stop" => {
-                let Some((i, t, acc)) = open.take() else { return Err(format!("event {n}: stop outside a block")) };
+                let Some((i, t, acc)) = open.take() else {
+                    return Err(format!("event {n}: stop outside a block"));
+                };
                 if v["index"].as_u64() != Some(i) {
                     return Err(format!("event {n}: stop for index {} closes block {i}", v["index"]));
                 }
@@ -340,7 +365,9 @@ fn validate_openai(out: &[u8], check_tool_json: bool) -> Result<OpenAiSummary, S
         if ended {
             return Err(format!("event {n} after the end"));
         }
-        let [line] = ev[..] else { return Err(format!("event {n} is not one data line: {ev:?}")) };
+        let [line] = ev[..] else {
+            return Err(format!("event {n} is not one data line: {ev:?}"));
+        };
         let data = line.strip_prefix("data: ").ok_or_else(|| format!("event {n}: not a data line"))?;
         if data == "[DONE]" {
             if sum.finish_reason.is_none() {
@@ -388,7 +415,9 @@ fn validate_openai(out: &[u8], check_tool_json: bool) -> Result<OpenAiSummary, S
             sum.usage = Some(u.clone());
             continue;
         }
-        let [choice] = &choices[..] else { return Err(format!("event {n}: {} choices", choices.len())) };
+        let [choice] = &choices[..] else {
+            return Err(format!("event {n}: {} choices", choices.len()));
+        };
         if choice["index"] != 0 {
             return Err("choice index".into());
         }
@@ -417,7 +446,8 @@ fn validate_openai(out: &[u8], check_tool_json: bool) -> Result<OpenAiSummary, S
                     let name = f["name"].as_str().unwrap_or_default().to_owned();
                     sum.tools.insert(i, (tid.as_str().unwrap_or_default().to_owned(), name, args.to_owned()));
                 } else {
-                    let entry = sum.tools.get_mut(&i).ok_or_else(|| format!("arguments for tool {i} before its start"))?;
+                    let entry =
+                        sum.tools.get_mut(&i).ok_or_else(|| format!("arguments for tool {i} before its start"))?;
                     entry.2.push_str(args);
                 }
             }
@@ -471,7 +501,12 @@ fn golden_outputs_say_what_the_upstream_said() {
     assert_eq!(s.stop_reason.as_deref(), Some("tool_use"));
 
     let s = validate_anthropic(&golden_out("openai_to_anthropic", "text_usage_cached"), true).expect("valid");
-    assert_eq!(s.usage, Some(json!({"input_tokens": 258, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2048, "output_tokens": 27})));
+    assert_eq!(
+        s.usage,
+        Some(
+            json!({"input_tokens": 258, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2048, "output_tokens": 27})
+        )
+    );
 
     let s = validate_anthropic(&golden_out("openai_to_anthropic", "tool_no_arguments"), true).expect("valid");
     assert_eq!(s.tools.iter().map(|t| t.2.clone()).collect::<Vec<_>>(), vec![json!({}), json!({})]);
@@ -483,7 +518,9 @@ fn golden_outputs_say_what_the_upstream_said() {
     let s = validate_openai(&golden_out("anthropic_to_openai", "text_usage_cached"), true).expect("valid");
     assert_eq!(
         s.usage,
-        Some(json!({"prompt_tokens": 2326, "completion_tokens": 21, "total_tokens": 2347, "prompt_tokens_details": {"cached_tokens": 1800}}))
+        Some(
+            json!({"prompt_tokens": 2326, "completion_tokens": 21, "total_tokens": 2347, "prompt_tokens_details": {"cached_tokens": 1800}})
+        )
     );
 
     let s = validate_openai(&golden_out("anthropic_to_openai", "thinking_text_tool_use"), true).expect("valid");
@@ -491,7 +528,10 @@ fn golden_outputs_say_what_the_upstream_said() {
     assert_eq!(s.content, "I'll check the weather for you.");
     let (id, name, args) = &s.tools[&0];
     assert_eq!((id.as_str(), name.as_str()), ("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather"));
-    assert_eq!(serde_json::from_str::<Value>(args).expect("json"), json!({"location": "Paris, France", "unit": "celsius"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(args).expect("json"),
+        json!({"location": "Paris, France", "unit": "celsius"})
+    );
     assert_eq!(s.finish_reason.as_deref(), Some("tool_calls"));
 
     for (case, finish) in [
@@ -547,7 +587,8 @@ fn json_args() -> impl Strategy<Value = Value> {
     let value = leaf.prop_recursive(2, 12, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
     prop::collection::btree_map("[a-z_]{1,8}", value, 0..4).prop_map(|m| Value::Object(m.into_iter().collect()))
@@ -565,7 +606,11 @@ fn gen_call(i: usize) -> impl Strategy<Value = GenCall> {
             };
             // Fragments may cut inside multi-byte characters of the JSON text: only at char boundaries.
             let bounds: Vec<usize> = args_text.char_indices().map(|(b, _)| b).skip(1).collect();
-            let mut cuts: Vec<usize> = if bounds.is_empty() { Vec::new() } else { cut_picks.iter().map(|p| bounds[p.index(bounds.len())]).collect() };
+            let mut cuts: Vec<usize> = if bounds.is_empty() {
+                Vec::new()
+            } else {
+                cut_picks.iter().map(|p| bounds[p.index(bounds.len())]).collect()
+            };
             cuts.sort_unstable();
             cuts.dedup();
             GenCall { id: format!("call_{i}_x"), name: format!("tool_{i}"), args, args_text, cuts }
@@ -693,8 +738,10 @@ impl GenStream {
         }
         push(chunk(json!({}), json!(self.finish)));
         if let Some((p, c, cached)) = self.usage {
-            push(json!({"id": "chatcmpl-prop", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
-                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c, "prompt_tokens_details": {"cached_tokens": cached}}}));
+            push(
+                json!({"id": "chatcmpl-prop", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c, "prompt_tokens_details": {"cached_tokens": cached}}}),
+            );
         }
         if self.done {
             s.push_str("data: [DONE]");
@@ -798,4 +845,3 @@ proptest! {
         .map_err(|e| TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&whole))))?;
     }
 }
-

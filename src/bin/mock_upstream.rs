@@ -70,10 +70,7 @@ const OPENAI_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream!
 const ANTHROPIC_PIECES: [&str; 2] = ["Hello", " from the mock upstream!"];
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "mock-upstream",
-    about = "Recording mock of the OpenAI and Anthropic HTTP APIs"
-)]
+#[command(name = "mock-upstream", about = "Recording mock of the OpenAI and Anthropic HTTP APIs")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -163,11 +160,7 @@ impl State {
                     json_str(out, v);
                     out.push(b']');
                 }
-                let _ = write!(
-                    out,
-                    "],\"body_len\":{},\"body_sha256\":\"{}\",\"body\":",
-                    r.body_len, r.body_sha256
-                );
+                let _ = write!(out, "],\"body_len\":{},\"body_sha256\":\"{}\",\"body\":", r.body_len, r.body_sha256);
                 match &r.body {
                     Some(b) => json_str(out, b),
                     None => out.extend_from_slice(b"null"),
@@ -252,11 +245,7 @@ impl Req<'_> {
     }
 
     fn header_u64(&self, name: &str) -> Option<u64> {
-        std::str::from_utf8(self.header(name)?)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::str::from_utf8(self.header(name)?).ok()?.trim().parse().ok()
     }
 
     fn path(&self) -> &[u8] {
@@ -291,9 +280,7 @@ fn trim_range(buf: &[u8], mut r: Range<usize>) -> Range<usize> {
 
 /// Does the comma separated header value contain `token` (case-insensitive)?
 fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Parse a request head (`head` ends with the blank line's CRLF).
@@ -301,10 +288,7 @@ fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadE
     headers.clear();
     let line_end = find(head, b"\r\n").ok_or(HeadError::Bad("malformed request line"))?;
     let line = &head[..line_end];
-    let sp1 = line
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(HeadError::Bad("malformed request line"))?;
+    let sp1 = line.iter().position(|&b| b == b' ').ok_or(HeadError::Bad("malformed request line"))?;
     let sp2 = line[sp1 + 1..]
         .iter()
         .position(|&b| b == b' ')
@@ -344,10 +328,7 @@ fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadE
         if matches!(line[0], b' ' | b'\t') {
             return Err(HeadError::Bad("obsolete header line folding"));
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError::Bad("header without colon"))?;
+        let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::Bad("header without colon"))?;
         if colon == 0 || line[..colon].iter().any(|&b| b <= b' ' || b == 0x7f) {
             return Err(HeadError::Bad("invalid header name"));
         }
@@ -359,9 +340,7 @@ fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadE
             if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
                 return Err(HeadError::Bad("invalid content-length"));
             }
-            let len = v
-                .iter()
-                .fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
+            let len = v.iter().fold(0usize, |acc, d| acc * 10 + usize::from(d - b'0'));
             if content_length.is_some_and(|old| old != len) {
                 return Err(HeadError::Bad("conflicting content-length"));
             }
@@ -387,26 +366,13 @@ fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadE
     if other_te {
         return Err(HeadError::NotImplemented("unsupported transfer-encoding"));
     }
-    let mut keep_alive = if http10 {
-        conn_keep_alive && !conn_close
-    } else {
-        !conn_close
-    };
+    let mut keep_alive = if http10 { conn_keep_alive && !conn_close } else { !conn_close };
     if chunked && content_length.is_some() {
         // RFC 9112 6.3: chunked wins, and the connection must be closed afterwards.
         content_length = None;
         keep_alive = false;
     }
-    Ok(HeadInfo {
-        method,
-        target,
-        version,
-        content_length,
-        chunked,
-        keep_alive,
-        http10,
-        expect_continue,
-    })
+    Ok(HeadInfo { method, target, version, content_length, chunked, keep_alive, http10, expect_continue })
 }
 
 enum BodyError {
@@ -533,10 +499,7 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut chunked_body: Vec<u8> = Vec::new();
     let mut headers: HeaderRanges = Vec::with_capacity(32);
-    let mut bufs = Bufs {
-        out: Vec::with_capacity(4096),
-        body: Vec::with_capacity(2048),
-    };
+    let mut bufs = Bufs { out: Vec::with_capacity(4096), body: Vec::with_capacity(2048) };
 
     loop {
         // Tolerate empty lines before a request line (RFC 9112 2.2).
@@ -583,7 +546,11 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
         let body_range;
         let total_len;
         if info.chunked {
-            if info.expect_continue && buf.len() == head_len && !info.http10 && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            if info.expect_continue
+                && buf.len() == head_len
+                && !info.http10
+                && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+            {
                 return;
             }
             chunked_body.clear();
@@ -607,7 +574,12 @@ async fn serve_conn(mut stream: TcpStream, state: Arc<State>) {
                 return;
             }
             let need = head_len + n;
-            if info.expect_continue && n > 0 && buf.len() < need && !info.http10 && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            if info.expect_continue
+                && n > 0
+                && buf.len() < need
+                && !info.http10
+                && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+            {
                 return;
             }
             if fill_to(&mut stream, &mut buf, need).await.is_err() {
@@ -791,9 +763,7 @@ async fn respond_sse(
 ) -> Outcome {
     let chunked = !req.http10;
     out.clear();
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n",
-    );
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n");
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -843,18 +813,8 @@ struct Usage {
     cache_write: u64,
 }
 
-const OPENAI_USAGE: Usage = Usage {
-    input: 21,
-    output: 7,
-    cache_read: 5,
-    cache_write: 0,
-};
-const ANTHROPIC_USAGE: Usage = Usage {
-    input: 12,
-    output: 9,
-    cache_read: 4,
-    cache_write: 3,
-};
+const OPENAI_USAGE: Usage = Usage { input: 21, output: 7, cache_read: 5, cache_write: 0 };
+const ANTHROPIC_USAGE: Usage = Usage { input: 12, output: 9, cache_read: 4, cache_write: 3 };
 
 fn echo_usage(req: &Req<'_>, default: Usage) -> Usage {
     let parse = || -> Option<Usage> {
@@ -884,9 +844,7 @@ fn is_true(v: Option<&Value>) -> bool {
 }
 
 fn delay_from(req: &Req<'_>, name: &str) -> Option<Duration> {
-    req.header_u64(name)
-        .filter(|&ms| ms > 0)
-        .map(|ms| Duration::from_millis(ms.min(MAX_DELAY_MS)))
+    req.header_u64(name).filter(|&ms| ms > 0).map(|ms| Duration::from_millis(ms.min(MAX_DELAY_MS)))
 }
 
 async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut Bufs) -> Outcome {
@@ -943,10 +901,7 @@ async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut
     let cut = fault.is_some_and(|f| f.eq_ignore_ascii_case(b"cut-stream"));
     let anthropic = path == b"/v1/messages" || path.starts_with(b"/v1/messages/");
 
-    if let Some(status) = req
-        .header_u64("x-mock-status")
-        .filter(|s| (400..=599).contains(s))
-    {
+    if let Some(status) = req.header_u64("x-mock-status").filter(|s| (400..=599).contains(s)) {
         let status = status as u16;
         let msg = format!("mock upstream error {status}");
         bufs.body.clear();
@@ -964,10 +919,7 @@ async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut
                 s if s >= 500 => "api_error",
                 _ => "invalid_request_error",
             };
-            let _ = write!(
-                bufs.body,
-                "{{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"{msg}\"}}}}"
-            );
+            let _ = write!(bufs.body, "{{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"{msg}\"}}}}");
         } else if path.starts_with(b"/wrapped/") {
             let _ = write!(bufs.body, "{{\"code\":{status},\"msg\":\"{msg}\"}}");
         } else if path.starts_with(b"/flat/") {
@@ -981,10 +933,7 @@ async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut
                 s if s >= 500 => "service_error",
                 _ => "invalid_parameters",
             };
-            let _ = write!(
-                bufs.body,
-                "{{\"error\":{{\"code\":\"{code}\",\"message\":\"{msg}\"}}}}"
-            );
+            let _ = write!(bufs.body, "{{\"error\":{{\"code\":\"{code}\",\"message\":\"{msg}\"}}}}");
         } else {
             let (kind, code) = match status {
                 401 => ("invalid_request_error", "invalid_api_key"),
@@ -1040,14 +989,10 @@ async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut
 async fn not_found(stream: &mut TcpStream, bufs: &mut Bufs, req: &Req<'_>) -> Outcome {
     bufs.body.clear();
     bufs.body.extend_from_slice(b"{\"error\":{\"message\":");
-    let msg = format!(
-        "mock: unknown route {} {}",
-        String::from_utf8_lossy(req.method),
-        String::from_utf8_lossy(req.path())
-    );
+    let msg =
+        format!("mock: unknown route {} {}", String::from_utf8_lossy(req.method), String::from_utf8_lossy(req.path()));
     json_str(&mut bufs.body, &msg);
-    bufs.body
-        .extend_from_slice(b",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"unknown_url\"}}");
+    bufs.body.extend_from_slice(b",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"unknown_url\"}}");
     respond(stream, &mut bufs.out, req, 404, "", &bufs.body, false).await
 }
 
@@ -1097,11 +1042,7 @@ async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut
     let pre = format!(
         "data: {{\"id\":\"chatcmpl-mock123\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":\"fp_mock\",\"choices\":["
     );
-    let tail = if include_usage {
-        "],\"usage\":null}\n\n"
-    } else {
-        "]}\n\n"
-    };
+    let tail = if include_usage { "],\"usage\":null}\n\n" } else { "]}\n\n" };
     let mut events = Vec::with_capacity(OPENAI_PIECES.len() + 4);
     events.push(format!(
         "{pre}{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
@@ -1111,9 +1052,7 @@ async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut
             "{pre}{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
         ));
     }
-    events.push(format!(
-        "{pre}{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}{tail}"
-    ));
+    events.push(format!("{pre}{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}{tail}"));
     if include_usage {
         events.push(format!(
             "{pre}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"completion_tokens_details\":{{\"reasoning_tokens\":0}}}}}}\n\n",
@@ -1176,9 +1115,7 @@ async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bu
             "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n"
         ));
     }
-    events.push(
-        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string(),
-    );
+    events.push("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string());
     events.push(format!(
         "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
         u.output
@@ -1208,7 +1145,9 @@ fn tool_turn(v: &Value, anthropic: bool) -> Option<ToolTurn> {
                 if b.get("type").and_then(Value::as_str) == Some("tool_result") {
                     let result = match b.get("content") {
                         Some(Value::String(s)) => s.clone(),
-                        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+                        Some(Value::Array(parts)) => {
+                            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect()
+                        }
                         _ => String::new(),
                     };
                     return Some(ToolTurn::Answer { result });
@@ -1231,16 +1170,32 @@ fn tool_turn(v: &Value, anthropic: bool) -> Option<ToolTurn> {
 const TOOL_ARGS: [&str; 2] = [r#"{"location":"Paris","unit":"c"}"#, r#"{"location":"Tokyo","unit":"c"}"#];
 
 fn tool_calls_wanted(req: &Req<'_>) -> usize {
-    if req.header("x-mock-parallel-tools").is_some() { 2 } else { 1 }
+    if req.header("x-mock-parallel-tools").is_some() {
+        2
+    } else {
+        1
+    }
 }
 
-async fn openai_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool, v: &Value, turn: &ToolTurn, u: &Usage) -> Outcome {
+async fn openai_tool_turn(
+    stream: &mut TcpStream,
+    req: &Req<'_>,
+    bufs: &mut Bufs,
+    cut: bool,
+    v: &Value,
+    turn: &ToolTurn,
+    u: &Usage,
+) -> Outcome {
     let model = v.get("model").cloned().unwrap_or(Value::Null);
     let usage = serde_json::json!({"prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.input + u.output, "prompt_tokens_details": {"cached_tokens": u.cache_read}});
     let n = tool_calls_wanted(req);
     let (content, calls, finish) = match turn {
         ToolTurn::Answer { result } => (Some(format!("The tool said: {result}")), vec![], "stop"),
-        ToolTurn::Call { name } => (None, (0..n).map(|i| (format!("call_mock_{i}"), name.clone(), TOOL_ARGS[i])).collect::<Vec<_>>(), "tool_calls"),
+        ToolTurn::Call { name } => (
+            None,
+            (0..n).map(|i| (format!("call_mock_{i}"), name.clone(), TOOL_ARGS[i])).collect::<Vec<_>>(),
+            "tool_calls",
+        ),
     };
     if !is_true(v.get("stream")) {
         let tool_calls: Vec<Value> = calls.iter().map(|(id, name, args)| serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})).collect();
@@ -1272,7 +1227,10 @@ async fn openai_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs
         events.push(chunk(serde_json::json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
         let (a, b) = args.split_at(args.len() / 2);
         for part in [a, b] {
-            events.push(chunk(serde_json::json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}), Value::Null));
+            events.push(chunk(
+                serde_json::json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}),
+                Value::Null,
+            ));
         }
     }
     events.push(chunk(serde_json::json!({}), Value::from(finish)));
@@ -1284,15 +1242,27 @@ async fn openai_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs
     respond_sse(stream, &mut bufs.out, req, &events, delay_from(req, "x-mock-event-delay-ms"), cut).await
 }
 
-async fn anthropic_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool, v: &Value, turn: &ToolTurn, u: &Usage) -> Outcome {
+async fn anthropic_tool_turn(
+    stream: &mut TcpStream,
+    req: &Req<'_>,
+    bufs: &mut Bufs,
+    cut: bool,
+    v: &Value,
+    turn: &ToolTurn,
+    u: &Usage,
+) -> Outcome {
     let model = v.get("model").cloned().unwrap_or(Value::Null);
     let n = tool_calls_wanted(req);
     let (blocks, stop) = match turn {
-        ToolTurn::Answer { result } => (vec![serde_json::json!({"type": "text", "text": format!("The tool said: {result}")})], "end_turn"),
+        ToolTurn::Answer { result } => {
+            (vec![serde_json::json!({"type": "text", "text": format!("The tool said: {result}")})], "end_turn")
+        }
         ToolTurn::Call { name } => (
             std::iter::once(serde_json::json!({"type": "text", "text": "Let me check."}))
-                .chain((0..n).map(|i| serde_json::json!({"type": "tool_use", "id": format!("toolu_mock_{i}"), "name": name,
-                    "input": serde_json::from_str::<Value>(TOOL_ARGS[i]).unwrap_or(Value::Null)})))
+                .chain((0..n).map(|i| {
+                    serde_json::json!({"type": "tool_use", "id": format!("toolu_mock_{i}"), "name": name,
+                    "input": serde_json::from_str::<Value>(TOOL_ARGS[i]).unwrap_or(Value::Null)})
+                }))
                 .collect::<Vec<_>>(),
             "tool_use",
         ),
@@ -1305,16 +1275,22 @@ async fn anthropic_tool_turn(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut B
         return respond(stream, &mut bufs.out, req, 200, "", body.as_bytes(), cut).await;
     }
     let ev = |t: &str, data: Value| format!("event: {t}\ndata: {data}\n\n");
-    let mut events = vec![ev("message_start", serde_json::json!({"type": "message_start", "message": {"id": "msg_mocktool", "type": "message", "role": "assistant",
+    let mut events = vec![ev(
+        "message_start",
+        serde_json::json!({"type": "message_start", "message": {"id": "msg_mocktool", "type": "message", "role": "assistant",
         "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": u.input, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read, "output_tokens": 1}}}))];
+        "usage": {"input_tokens": u.input, "cache_creation_input_tokens": u.cache_write, "cache_read_input_tokens": u.cache_read, "output_tokens": 1}}}),
+    )];
     for (i, b) in blocks.iter().enumerate() {
         if b["type"] == "text" {
             events.push(ev("content_block_start", serde_json::json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
             events.push(ev("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": b["text"]}})));
         } else {
-            events.push(ev("content_block_start", serde_json::json!({"type": "content_block_start", "index": i,
-                "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})));
+            events.push(ev(
+                "content_block_start",
+                serde_json::json!({"type": "content_block_start", "index": i,
+                "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}}),
+            ));
             let args = b["input"].to_string();
             let (a, c) = args.split_at(args.len() / 2);
             for part in [a, c] {
@@ -1545,9 +1521,7 @@ impl State {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `len` random characters from `alphabet`.
@@ -1566,10 +1540,7 @@ fn random_chars(len: usize, alphabet: &[u8]) -> String {
             *b = x as u8;
         }
     }
-    bytes
-        .iter()
-        .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
-        .collect()
+    bytes.iter().map(|b| alphabet[usize::from(*b) % alphabet.len()] as char).collect()
 }
 
 const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -1660,10 +1631,8 @@ fn multipart_fields(content_type: &str, body: &[u8]) -> Option<Value> {
         let next = find(after, format!("\r\n{delim}").as_bytes())?;
         let value = &after[..next];
         rest = &after[next + 2 + delim.len()..];
-        let disposition = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .unwrap_or("");
+        let disposition =
+            head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")).unwrap_or("");
         let param = |key: &str| {
             disposition.split(';').find_map(|p| {
                 let (k, v) = p.split_once('=')?;
@@ -1766,7 +1735,9 @@ fn wrapped_task_json(id: &str, t: &Task) -> Value {
         Phase::Completed => {
             let urls = t.urls(id);
             d["result"] = match t.kind {
-                Kind::Image => serde_json::json!({"images": [{"url": urls, "expires_at": expires_at}]}),
+                Kind::Image => {
+                    serde_json::json!({"images": [{"url": urls, "expires_at": expires_at}]})
+                }
                 Kind::Video => serde_json::json!({
                     "videos": urls.iter().map(|u| serde_json::json!({"url": u, "expires_at": expires_at})).collect::<Vec<_>>()
                 }),
@@ -1830,7 +1801,14 @@ fn fake_mp4() -> Vec<u8> {
     b
 }
 
-async fn respond_json(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, status: u16, v: &Value, cut: bool) -> Outcome {
+async fn respond_json(
+    stream: &mut TcpStream,
+    req: &Req<'_>,
+    bufs: &mut Bufs,
+    status: u16,
+    v: &Value,
+    cut: bool,
+) -> Outcome {
     bufs.body.clear();
     if serde_json::to_writer(&mut bufs.body, v).is_err() {
         bufs.body.clear();
@@ -1839,16 +1817,26 @@ async fn respond_json(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, st
     respond(stream, &mut bufs.out, req, status, "", &bufs.body, cut).await
 }
 
-async fn media(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut Bufs, cut: bool, route: MediaRoute<'_>) -> Outcome {
+async fn media(
+    stream: &mut TcpStream,
+    state: &State,
+    req: &Req<'_>,
+    bufs: &mut Bufs,
+    cut: bool,
+    route: MediaRoute<'_>,
+) -> Outcome {
     match route {
         MediaRoute::Poll(style, id) => {
             let (status, v) = match state.poll_task(style, id) {
                 Some(v) => (200, v),
-                None => (404, match style {
-                    Style::Flat => flat_error("task_not_found", "mock: no such task"),
-                    Style::Wrapped => wrapped_error(404, "task not found"),
-                    Style::OpenAi => openai_error("mock: no such video", None, "video_not_found"),
-                }),
+                None => (
+                    404,
+                    match style {
+                        Style::Flat => flat_error("task_not_found", "mock: no such task"),
+                        Style::Wrapped => wrapped_error(404, "task not found"),
+                        Style::OpenAi => openai_error("mock: no such video", None, "video_not_found"),
+                    },
+                ),
             };
             respond_json(stream, req, bufs, status, &v, cut).await
         }
@@ -1895,7 +1883,18 @@ async fn media(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut 
                     }
                 }
             };
-            let task = Task { style, kind, fate, model, n: n_field(&v), created: now, polls: 0, done_at: None, seconds: String::new(), size: String::new() };
+            let task = Task {
+                style,
+                kind,
+                fate,
+                model,
+                n: n_field(&v),
+                created: now,
+                polls: 0,
+                done_at: None,
+                seconds: String::new(),
+                size: String::new(),
+            };
             state.add_task(id, task);
             respond_json(stream, req, bufs, 200, &body, cut).await
         }
@@ -1928,7 +1927,10 @@ async fn media(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut 
             respond_json(stream, req, bufs, 200, &body, cut).await
         }
         MediaRoute::OpenAiVideoContent(id) => match state.video_done(id) {
-            None => respond_json(stream, req, bufs, 404, &openai_error("mock: no such video", None, "video_not_found"), cut).await,
+            None => {
+                respond_json(stream, req, bufs, 404, &openai_error("mock: no such video", None, "video_not_found"), cut)
+                    .await
+            }
             Some(false) => {
                 let err = openai_error("mock: video is not ready", None, "video_not_ready");
                 respond_json(stream, req, bufs, 400, &err, cut).await
@@ -1976,12 +1978,8 @@ async fn media(stream: &mut TcpStream, state: &State, req: &Req<'_>, bufs: &mut 
 // ---------------------------------------------------------------------------
 
 async fn run(args: Args) -> Result<(), String> {
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("bind {}: {e}", args.listen))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("local_addr: {e}"))?;
+    let listener = TcpListener::bind(&args.listen).await.map_err(|e| format!("bind {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening {addr}");
@@ -2031,10 +2029,7 @@ async fn run(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()
     {
         Ok(rt) => rt,
         Err(e) => {

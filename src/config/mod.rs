@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use crate::error::Dialect;
-use crate::registry::{Key, Model, Snapshot, Upstream};
 use crate::registry::TaskStyle;
+use crate::registry::{Key, Model, Snapshot, Upstream};
 use raw::{ModelKind, RawConfig, RawServer, RawUpstream, UpstreamDialect};
 
 /// A config error: the field path and what is wrong with it.
@@ -90,8 +90,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
             (ModelKind::Chat, Some(UpstreamDialect::Task | UpstreamDialect::TaskWrapped)) => {
                 return Err(err(format!("{path}.upstream"), "a chat model needs an openai or anthropic upstream"));
             }
-            (ModelKind::Image | ModelKind::Video | ModelKind::Audio | ModelKind::Music, Some(UpstreamDialect::Anthropic)) => {
-                return Err(err(format!("{path}.upstream"), "a media model needs an openai, task or task-wrapped upstream"));
+            (
+                ModelKind::Image | ModelKind::Video | ModelKind::Audio | ModelKind::Music,
+                Some(UpstreamDialect::Anthropic),
+            ) => {
+                return Err(err(
+                    format!("{path}.upstream"),
+                    "a media model needs an openai, task or task-wrapped upstream",
+                ));
             }
             _ => {}
         }
@@ -108,6 +114,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 kind: m.kind,
                 price: m.price,
                 max_output_tokens: m.max_output_tokens,
+                strict_params: m.params == raw::ParamsPolicy::Strict,
+                structured_outputs: m.structured_outputs,
                 task_deadline: Duration::from_secs(m.task_deadline_seconds),
             }),
         );
@@ -122,7 +130,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         if !names.insert(k.name.clone()) {
             return Err(err(format!("{path}.name"), format!("duplicate key name `{}`", k.name)));
         }
-        let digest = parse_sha256(&k.sha256).ok_or_else(|| err(format!("{path}.sha256"), "expected 64 hex characters"))?;
+        let digest =
+            parse_sha256(&k.sha256).ok_or_else(|| err(format!("{path}.sha256"), "expected 64 hex characters"))?;
         if let Some(list) = &k.models {
             for (j, m) in list.iter().enumerate() {
                 if !models.contains_key(m) {
@@ -130,7 +139,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 }
             }
         }
-        let key = Key { name: Arc::from(k.name.as_str()), models: k.models.as_ref().map(|l| l.iter().cloned().collect()) };
+        let key =
+            Key { name: Arc::from(k.name.as_str()), models: k.models.as_ref().map(|l| l.iter().cloned().collect()) };
         if keys.insert(digest, Arc::new(key)).is_some() {
             return Err(err(format!("{path}.sha256"), "the same key is listed twice"));
         }
@@ -138,7 +148,9 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
     let task_secret = match &raw.server.task_secret_env {
         Some(var) => env(var)
             .filter(|v| v.len() >= 16)
-            .ok_or_else(|| err("server.task_secret_env", format!("environment variable {var} must hold at least 16 characters")))?
+            .ok_or_else(|| {
+                err("server.task_secret_env", format!("environment variable {var} must hold at least 16 characters"))
+            })?
             .into_bytes(),
         None => {
             // Stable across restarts and shared by instances with the same keys.
@@ -161,7 +173,8 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
         return Err(err("server.listen", "at least one address is required"));
     }
     for (i, a) in s.listen.iter().enumerate() {
-        a.parse::<SocketAddr>().map_err(|_| err(format!("server.listen[{i}]"), format!("`{a}` is not an IP:port address")))?;
+        a.parse::<SocketAddr>()
+            .map_err(|_| err(format!("server.listen[{i}]"), format!("`{a}` is not an IP:port address")))?;
     }
     if let Some(m) = &s.metrics {
         m.parse::<SocketAddr>().map_err(|_| err("server.metrics", format!("`{m}` is not an IP:port address")))?;
@@ -176,7 +189,12 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
 }
 
 fn validate_model_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 200 || !name.bytes().all(|b| b.is_ascii_graphic()) || name.contains('"') || name.contains('\\') {
+    if name.is_empty()
+        || name.len() > 200
+        || !name.bytes().all(|b| b.is_ascii_graphic())
+        || name.contains('"')
+        || name.contains('\\')
+    {
         return Err("model names are 1 to 200 printable ASCII characters without quotes or backslashes".into());
     }
     Ok(())
@@ -263,20 +281,23 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
     let path = format!("upstreams.{name}");
     let url = parse_upstream_url(&u.url).map_err(|m| err(format!("{path}.url"), m))?;
     let addr = resolve(&url.host, url.port).map_err(|m| err(format!("{path}.url"), m))?;
-    let host_header = if url.explicit_port { format!("{}:{}", bracket(&url.host), url.port) } else { bracket(&url.host) };
-    let host_header = HeaderValue::from_str(&host_header).map_err(|_| err(format!("{path}.url"), "host is not a valid header value"))?;
+    let host_header =
+        if url.explicit_port { format!("{}:{}", bracket(&url.host), url.port) } else { bracket(&url.host) };
+    let host_header = HeaderValue::from_str(&host_header)
+        .map_err(|_| err(format!("{path}.url"), "host is not a valid header value"))?;
     let auth = match &u.api_key_env {
         None => None,
         Some(var) => {
-            let secret = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                err(format!("{path}.api_key_env"), format!("environment variable {var} is not set"))
-            })?;
+            let secret = env(var)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| err(format!("{path}.api_key_env"), format!("environment variable {var} is not set")))?;
             let (name, value) = match u.dialect {
                 UpstreamDialect::Anthropic => (http::header::HeaderName::from_static("x-api-key"), secret),
                 _ => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
             };
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| err(format!("{path}.api_key_env"), format!("the value of {var} is not a valid header value")))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                err(format!("{path}.api_key_env"), format!("the value of {var} is not a valid header value"))
+            })?;
             value.set_sensitive(true);
             Some((name, value))
         }
@@ -308,7 +329,11 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
 }
 
 fn bracket(host: &str) -> String {
-    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {

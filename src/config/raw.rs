@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +111,18 @@ pub enum UpstreamDialect {
     TaskWrapped,
 }
 
+/// `models.NAME.params`: what translation does with a request field it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamsPolicy {
+    /// Dropped and reported (`x-cheapmodel-dropped`, access log, metric): clients add fields
+    /// with every release, and a gateway that refuses them breaks its users on each update.
+    #[default]
+    Lenient,
+    /// 400 naming the field, as before; fields the mapping tables drop by rule stay dropped.
+    Strict,
+}
+
 /// Kind of work a model does; chat models route on the chat endpoints only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -160,6 +171,13 @@ pub struct RawModel {
     /// Default `max_tokens` for translated requests that carry none.
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// What translation does with a request field it does not know.
+    #[serde(default)]
+    pub params: ParamsPolicy,
+    /// The model takes Anthropic structured outputs (`output_config.format`), so an OpenAI
+    /// caller's `response_format` json_schema / json_object can be translated (else: 400).
+    #[serde(default)]
+    pub structured_outputs: bool,
     /// A media task not finished after this many seconds is failed (`deadline_exceeded`).
     #[serde(default = "default_task_deadline")]
     pub task_deadline_seconds: u64,

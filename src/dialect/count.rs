@@ -24,10 +24,8 @@ pub fn estimate_input_tokens(body: &[u8]) -> Result<u64, TranslateError> {
         Some(Value::Array(blocks)) => n += blocks.iter().map(|b| count_block(b, &mut text)).sum::<u64>(),
         _ => {}
     }
-    let messages = v
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| TranslateError::new("messages", "field required"))?;
+    let messages =
+        v.get("messages").and_then(Value::as_array).ok_or_else(|| TranslateError::new("messages", "field required"))?;
     for m in messages {
         n += MESSAGE_OVERHEAD;
         match m.get("content") {

@@ -40,17 +40,120 @@ pub struct RequestOptions<'a> {
     /// `max_tokens` for an Anthropic upstream when an OpenAI caller sent none
     /// (registry `max_output_tokens`, else `DEFAULT_MAX_TOKENS`).
     pub default_max_tokens: u32,
+    /// `models.NAME.params: strict`: an unknown field is a 400 instead of dropped and reported.
+    pub strict: bool,
+    /// The Anthropic model takes structured outputs (`models.NAME.structured_outputs`).
+    pub structured_outputs: bool,
+}
+
+/// A translated request: the body to send, and the JSON paths of the caller's fields that
+/// translation left out (sorted, each once), for the `x-cheapmodel-dropped` header, the access log
+/// and `cheapmodel_dropped_params_total`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Translated {
+    /// The request in the upstream's dialect.
+    pub body: Vec<u8>,
+    /// Paths such as `messages[1].tool_calls[0].index`.
+    pub dropped: Vec<String>,
+}
+
+/// Field names the mapping tables drop on purpose (README, "Dialect translation"): the
+/// `param` values of `cheapmodel_dropped_params_total`. Any other dropped field is unknown to the
+/// gateway: counted as `other`, and refused on models with `params: strict`.
+pub const DROPPED_BY_RULE: &[&str] = &[
+    "annotations",
+    "cache_control",
+    "citations",
+    "context_management",
+    "data",
+    "detail",
+    "index",
+    "metadata",
+    "name",
+    "parsed",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "reasoning_content",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "signature",
+    "store",
+    "strict",
+    "thinking",
+    "verbosity",
+];
+
+/// The metric label for a dropped path: its last field name when the tables drop it by rule,
+/// else `other` (so callers cannot grow the label set).
+pub fn dropped_param_label(path: &str) -> &'static str {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let name = last.split('[').next().unwrap_or(last);
+    match DROPPED_BY_RULE.binary_search(&name) {
+        Ok(i) => DROPPED_BY_RULE[i],
+        Err(_) => "other",
+    }
+}
+
+/// Longest `x-cheapmodel-dropped` value: past it the list ends with `,...`.
+pub const DROPPED_HEADER_MAX: usize = 1024;
+
+/// The `x-cheapmodel-dropped` value (also the access log's `dropped`): the paths comma-separated,
+/// capped at [`DROPPED_HEADER_MAX`] bytes. Keys come from callers, so every byte that is not
+/// visible ASCII, and `,` and `%` themselves, is percent-encoded: a key cannot forge a header line
+/// or split one path into two.
+pub fn dropped_header_value(paths: &[String]) -> String {
+    let mut out = String::new();
+    for path in paths {
+        let start = out.len();
+        if start > 0 {
+            out.push(',');
+        }
+        for b in path.bytes() {
+            if b.is_ascii_graphic() && b != b',' && b != b'%' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if out.len() > DROPPED_HEADER_MAX - 4 {
+            out.truncate(start);
+            out.push_str(if start > 0 { ",..." } else { "..." });
+            break;
+        }
+    }
+    out
+}
+
+/// Sorts and dedups the dropped paths; with `strict`, the first unknown one is a 400.
+fn settle(body: Vec<u8>, mut dropped: Vec<String>, strict: bool) -> Result<Translated, TranslateError> {
+    dropped.sort_unstable();
+    dropped.dedup();
+    if strict {
+        if let Some(path) = dropped.iter().find(|p| dropped_param_label(p) == "other") {
+            return Err(TranslateError::new(
+                path.clone(),
+                "unknown field (this model is configured with params: strict)",
+            ));
+        }
+    }
+    Ok(Translated { body, dropped })
 }
 
 /// `max_tokens` used when neither the caller nor the registry says.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// Translates a request body from `from` to `to` (`from != to`).
-pub fn translate_request(from: Dialect, to: Dialect, body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+pub fn translate_request(
+    from: Dialect,
+    to: Dialect,
+    body: &[u8],
+    opts: &RequestOptions<'_>,
+) -> Result<Translated, TranslateError> {
     match (from, to) {
         (Dialect::OpenAi, Dialect::Anthropic) => request::openai_to_anthropic(body, opts),
         (Dialect::Anthropic, Dialect::OpenAi) => request::anthropic_to_openai(body, opts),
-        _ => Ok(body.to_vec()),
+        _ => Ok(Translated { body: body.to_vec(), dropped: Vec::new() }),
     }
 }
 

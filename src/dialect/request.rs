@@ -54,7 +54,7 @@ use serde::de::{self, value::MapAccessDeserializer, Deserializer, IgnoredAny, Ma
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-use super::{RequestOptions, TranslateError};
+use super::{RequestOptions, TranslateError, Translated};
 
 // ---------------------------------------------------------------------------------------------
 // Shared parsing helpers
@@ -177,7 +177,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
                 T::deserialize(MapAccessDeserializer::new(map)).map(Loose::Known)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Kept>()?.is_some() {}
                 Ok(Loose::Other)
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -245,7 +245,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ToolContent<'a> {
                 Ok(ToolContent::Seq(out))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                while map.next_entry::<Kept, Kept>()?.is_some() {}
                 Ok(ToolContent::Other)
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -268,9 +268,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for ToolContent<'a> {
     }
 }
 
-/// Fields a struct does not know, captured (not denied) so the error can name them.
-type Extra = BTreeMap<String, IgnoredAny>;
-
 fn err(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
     TranslateError::new(param, message)
 }
@@ -290,32 +287,37 @@ fn at_index(path: &str, key: &str, i: usize) -> String {
 }
 
 /// Parses the whole body (trailing bytes are an error). Type errors name the field's path.
+/// Also returns the JSON paths of the values no struct reads (fields no struct names, and fields
+/// declared `IgnoredAny`, which is how a struct says "dropped"): they are reported, not refused.
 ///
 /// The plain parse runs first; only a body that fails it is parsed again with path tracking
 /// (`serde_path_to_error` allocates for every key it passes, which would double the cost of
 /// every good request to serve the rare bad one).
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, TranslateError> {
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(T, Vec<String>), TranslateError> {
+    let mut dropped = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    if let Ok(value) = T::deserialize(&mut de) {
+    if let Ok(value) = serde_ignored::deserialize(&mut de, |path| dropped.push(json_path(&path))) {
         de.end().map_err(|e| err("body", clean(&e)))?;
-        return Ok(value);
+        return Ok((value, dropped));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let message = clean(e.inner());
-        // Plain objects use `deny_unknown_fields`: collecting unknown fields with `flatten`
-        // makes serde buffer the whole object first (about 2x slower). Objects whose `type`
-        // decides what is valid keep `flatten`, so the type is judged before stray fields.
-        // The path already ends with the unknown key.
-        if message.starts_with("unknown field `") {
-            return err(path, "unknown field");
-        }
-        err(if path.is_empty() { "body".to_owned() } else { path }, message)
+        err(if path == "." || path.is_empty() { "body".to_owned() } else { path }, clean(e.inner()))
     })?;
     de.end().map_err(|e| err("body", clean(&e)))?;
-    Ok(value)
+    Ok((value, Vec::new()))
+}
+
+/// A serde_ignored path in the form our errors use: `messages[1].tool_calls[0].index`.
+fn json_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", json_path(parent)),
+        Path::Map { parent, key } => at(&json_path(parent), key),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => json_path(parent),
+    }
 }
 
 /// A serde_json message without its " at line L column C" suffix.
@@ -327,21 +329,57 @@ fn clean(e: &serde_json::Error) -> String {
     s
 }
 
-/// Rejects unknown fields, then known fields that do not belong on this kind of object.
-fn check_fields(path: &str, extra: &Extra, present: &[(&'static str, bool)], allowed: &[&str], what: &str) -> Result<(), TranslateError> {
-    if let Some(key) = extra.keys().next() {
-        return Err(err(at(path, key), format!("unknown field on {what}")));
-    }
-    for (name, is_present) in present {
-        if *is_present && !allowed.contains(name) {
-            return Err(err(at(path, name), format!("not valid on {what}")));
+/// Any JSON value, read and not reported as dropped: for fields that are only checked for
+/// presence (and refused) or honoured elsewhere. (`IgnoredAny` is what `parse` reports.)
+struct Kept;
+
+impl<'de> Deserialize<'de> for Kept {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Kept;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kept, A::Error> {
+                while map.next_entry::<Kept, Kept>()?.is_some() {}
+                Ok(Kept)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kept, A::Error> {
+                while seq.next_element::<Kept>()?.is_some() {}
+                Ok(Kept)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Kept, E> {
+                Ok(Kept)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Kept, E> {
+                Ok(Kept)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Kept, E> {
+                Ok(Kept)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Kept, E> {
+                Ok(Kept)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Kept, E> {
+                Ok(Kept)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Kept, E> {
+                Ok(Kept)
+            }
         }
+        d.deserialize_any(V)
     }
-    Ok(())
 }
 
-fn unknown(path: &str, extra: &Extra, what: &str) -> Result<(), TranslateError> {
-    check_fields(path, extra, &[], &[], what)
+/// Known fields that do not belong on this kind of object: dropped (and reported, like the
+/// fields no struct names, which `parse` collects).
+fn check_fields(path: &str, present: &[(&'static str, bool)], allowed: &[&str], dropped: &mut Vec<String>) {
+    for (name, is_present) in present {
+        if *is_present && !allowed.contains(name) {
+            dropped.push(at(path, name));
+        }
+    }
 }
 
 fn required<T>(value: Option<T>, path: &str, key: &str) -> Result<T, TranslateError> {
@@ -405,7 +443,6 @@ fn to_json<T: Serialize>(out: &T) -> Result<Vec<u8>, TranslateError> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaRequest<'a> {
     #[serde(borrow, rename = "model")]
     _model: Option<S<'a>>,
@@ -419,7 +456,7 @@ struct OaRequest<'a> {
     stop: Option<StrOrSeq<'a, S<'a>>>,
     stream: Option<bool>,
     #[serde(rename = "stream_options")]
-    _stream_options: Option<IgnoredAny>,
+    _stream_options: Option<Kept>,
     #[serde(borrow)]
     user: Option<S<'a>>,
     #[serde(borrow)]
@@ -431,10 +468,10 @@ struct OaRequest<'a> {
     reasoning_effort: Option<S<'a>>,
     n: Option<u64>,
     logprobs: Option<bool>,
-    top_logprobs: Option<IgnoredAny>,
+    top_logprobs: Option<Kept>,
     frequency_penalty: Option<Number>,
     presence_penalty: Option<Number>,
-    logit_bias: Option<BTreeMap<String, IgnoredAny>>,
+    logit_bias: Option<BTreeMap<String, Kept>>,
     #[serde(borrow)]
     response_format: Option<OaResponseFormat<'a>>,
     // Dropped: no Anthropic counterpart, and they do not change what the model is asked.
@@ -454,55 +491,48 @@ struct OaRequest<'a> {
     _verbosity: Option<IgnoredAny>,
     modalities: Option<Vec<String>>,
     // Rejected when present (not null).
-    audio: Option<IgnoredAny>,
-    prediction: Option<IgnoredAny>,
-    web_search_options: Option<IgnoredAny>,
-    functions: Option<IgnoredAny>,
-    function_call: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
+    audio: Option<Kept>,
+    prediction: Option<Kept>,
+    web_search_options: Option<Kept>,
+    functions: Option<Kept>,
+    function_call: Option<Kept>,
 }
 
 #[derive(Deserialize)]
 struct OaResponseFormat<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<S<'a>>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaMessage<'a> {
     #[serde(borrow)]
     role: Option<S<'a>>,
     #[serde(borrow)]
     content: Option<StrOrSeq<'a, OaPart<'a>>>,
-    name: Option<IgnoredAny>,
+    #[serde(rename = "name")]
+    _name: Option<IgnoredAny>,
     #[serde(borrow)]
     tool_calls: Option<Vec<OaToolCall<'a>>>,
     #[serde(borrow)]
     tool_call_id: Option<S<'a>>,
     #[serde(borrow)]
     refusal: Option<S<'a>>,
-    reasoning_content: Option<IgnoredAny>,
-    annotations: Option<IgnoredAny>,
-    audio: Option<IgnoredAny>,
-    function_call: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
+    #[serde(rename = "reasoning_content")]
+    _reasoning_content: Option<IgnoredAny>,
+    #[serde(rename = "annotations")]
+    _annotations: Option<IgnoredAny>,
+    audio: Option<Kept>,
+    function_call: Option<Kept>,
 }
 
 impl OaMessage<'_> {
-    fn present(&self) -> [(&'static str, bool); 9] {
+    fn present(&self) -> [(&'static str, bool); 6] {
         [
             ("content", self.content.is_some()),
-            ("name", self.name.is_some()),
             ("tool_calls", self.tool_calls.is_some()),
             ("tool_call_id", self.tool_call_id.is_some()),
             ("refusal", self.refusal.is_some()),
-            ("reasoning_content", self.reasoning_content.is_some()),
-            ("annotations", self.annotations.is_some()),
             ("audio", self.audio.is_some()),
             ("function_call", self.function_call.is_some()),
         ]
@@ -510,7 +540,6 @@ impl OaMessage<'_> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaPart<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<S<'a>>,
@@ -522,9 +551,7 @@ struct OaPart<'a> {
     image_url: Option<OaImageUrl<'a>>,
     #[serde(borrow)]
     file: Option<OaFile<'a>>,
-    input_audio: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
+    input_audio: Option<Kept>,
 }
 
 impl OaPart<'_> {
@@ -540,26 +567,20 @@ impl OaPart<'_> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaImageUrl<'a> {
     #[serde(borrow)]
     url: Option<S<'a>>,
     #[serde(rename = "detail")]
     _detail: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaFile<'a> {
     #[serde(borrow)]
     file_data: Option<S<'a>>,
-    file_id: Option<IgnoredAny>,
+    file_id: Option<Kept>,
     #[serde(borrow)]
     filename: Option<S<'a>>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -570,19 +591,14 @@ struct OaToolCall<'a> {
     kind: Option<S<'a>>,
     #[serde(borrow)]
     function: Option<OaFunctionCall<'a>>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaFunctionCall<'a> {
     #[serde(borrow)]
     name: Option<S<'a>>,
     #[serde(borrow)]
     arguments: Option<S<'a>>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -591,12 +607,9 @@ struct OaTool<'a> {
     kind: Option<S<'a>>,
     #[serde(borrow)]
     function: Option<OaFunctionDef<'a>>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaFunctionDef<'a> {
     #[serde(borrow)]
     name: Option<S<'a>>,
@@ -605,8 +618,6 @@ struct OaFunctionDef<'a> {
     parameters: Option<Value>,
     #[serde(rename = "strict")]
     _strict: Option<bool>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -615,17 +626,12 @@ struct OaToolChoice<'a> {
     kind: Option<S<'a>>,
     #[serde(borrow)]
     function: Option<OaName<'a>>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OaName<'a> {
     #[serde(borrow)]
     name: Option<S<'a>>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,18 +746,17 @@ struct AnToolChoiceOut<'a> {
 ///
 /// The single-pass transcoder (`transcode.rs`) takes the common shapes; everything else, and every
 /// error, goes through the typed translator.
-pub fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+pub fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Result<Translated, TranslateError> {
     match super::transcode::openai_to_anthropic(body, opts) {
-        Some(out) => Ok(out),
+        Some((out, dropped)) => super::settle(out, dropped, opts.strict),
         None => openai_to_anthropic_typed(body, opts),
     }
 }
 
 /// The typed translator alone (public for the benchmark's same-run comparison).
 #[doc(hidden)]
-pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
-    let req: OaRequest<'_> = parse(body)?;
-    unknown("", &req.extra, "a chat-completions request")?;
+pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Translated, TranslateError> {
+    let (req, mut dropped): (OaRequest<'_>, _) = parse(body)?;
     reject_openai_only(&req)?;
 
     let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(u64::from(opts.default_max_tokens));
@@ -761,7 +766,10 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
     };
     if let Some(t) = &req.temperature {
         if !t.as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)) {
-            return Err(err("temperature", "Anthropic accepts 0 to 1 (OpenAI's 0 to 2 has no faithful mapping above 1)"));
+            return Err(err(
+                "temperature",
+                "Anthropic accepts 0 to 1 (OpenAI's 0 to 2 has no faithful mapping above 1)",
+            ));
         }
     }
 
@@ -786,17 +794,23 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
 
     if thinking.is_some() {
         if req.temperature.as_ref().is_some_and(|t| t.as_f64() != Some(1.0)) {
-            return Err(err("temperature", "Anthropic accepts only temperature 1 with thinking (reasoning_effort) enabled"));
+            return Err(err(
+                "temperature",
+                "Anthropic accepts only temperature 1 with thinking (reasoning_effort) enabled",
+            ));
         }
         if req.top_p.as_ref().is_some_and(|p| !p.as_f64().is_some_and(|v| (0.95..=1.0).contains(&v))) {
-            return Err(err("top_p", "Anthropic accepts only top_p from 0.95 to 1 with thinking (reasoning_effort) enabled"));
+            return Err(err(
+                "top_p",
+                "Anthropic accepts only top_p from 0.95 to 1 with thinking (reasoning_effort) enabled",
+            ));
         }
         if tool_choice.as_ref().is_some_and(|c| c.kind == "any" || c.kind == "tool") {
             return Err(err("tool_choice", "Anthropic cannot force tool use with thinking (reasoning_effort) enabled"));
         }
     }
 
-    let (system, messages) = openai_messages(required(req.messages, "", "messages")?)?;
+    let (system, messages) = openai_messages(required(req.messages, "", "messages")?, &mut dropped)?;
 
     let out = AnOut {
         model: opts.upstream_model,
@@ -815,7 +829,7 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
         tools,
         tool_choice,
     };
-    to_json(&out)
+    super::settle(to_json(&out)?, dropped, opts.strict)
 }
 
 /// The OpenAI parameters with no Anthropic counterpart that change the result: 400 unless neutral.
@@ -842,7 +856,6 @@ fn reject_openai_only(req: &OaRequest<'_>) -> Result<(), TranslateError> {
         if rf.kind.as_ref().map(S::as_str) != Some("text") {
             return Err(err("response_format", "only {\"type\":\"text\"} can be sent to an Anthropic model"));
         }
-        unknown("response_format", &rf.extra, "response_format")?;
     }
     if req.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
         return Err(err("modalities", "only text output can be requested from an Anthropic model"));
@@ -871,7 +884,10 @@ fn thinking_for_effort(effort: &str, max_tokens: u64) -> Result<Option<AnThinkin
         "medium" => 8192,
         "high" => 16384,
         other => {
-            return Err(err("reasoning_effort", format!("'{other}' has no Anthropic thinking budget (none, minimal, low, medium, high)")))
+            return Err(err(
+                "reasoning_effort",
+                format!("'{other}' has no Anthropic thinking budget (none, minimal, low, medium, high)"),
+            ))
         }
     };
     let budget = budget.min(max_tokens.saturating_sub(1));
@@ -890,12 +906,13 @@ fn openai_tools(tools: Vec<OaTool<'_>>) -> Result<Vec<AnToolOut<'_>>, TranslateE
         let path = at_index("", "tools", i);
         let kind = required(tool.kind, &path, "type")?;
         if kind.as_str() != "function" {
-            return Err(err(at(&path, "type"), format!("'{}' tools have no Anthropic counterpart (only function tools)", kind.as_str())));
+            return Err(err(
+                at(&path, "type"),
+                format!("'{}' tools have no Anthropic counterpart (only function tools)", kind.as_str()),
+            ));
         }
-        unknown(&path, &tool.extra, "a function tool")?;
         let f = required(tool.function, &path, "function")?;
         let fpath = at(&path, "function");
-        unknown(&fpath, &f.extra, "a function definition")?;
         out.push(AnToolOut {
             name: required(f.name, &fpath, "name")?.0,
             description: f.description.map(|d| d.0),
@@ -911,16 +928,16 @@ fn openai_tool_choice<'a>(choice: StrOrObj<'a, OaToolChoice<'a>>) -> Result<AnTo
             "auto" => "auto",
             "required" => "any",
             "none" => "none",
-            other => return Err(err("tool_choice", format!("'{other}' is not a tool_choice mode (auto, required, none)"))),
+            other => {
+                return Err(err("tool_choice", format!("'{other}' is not a tool_choice mode (auto, required, none)")))
+            }
         },
         StrOrObj::Obj(o) => {
             let kind = required(o.kind, "tool_choice", "type")?;
             if kind.as_str() != "function" {
                 return Err(err("tool_choice.type", format!("'{}' has no Anthropic counterpart", kind.as_str())));
             }
-            unknown("tool_choice", &o.extra, "tool_choice")?;
             let f = required(o.function, "tool_choice", "function")?;
-            unknown("tool_choice.function", &f.extra, "tool_choice.function")?;
             let name = required(f.name, "tool_choice.function", "name")?;
             return Ok(AnToolChoiceOut { kind: "tool", name: Some(name.0), disable_parallel_tool_use: None });
         }
@@ -930,7 +947,10 @@ fn openai_tool_choice<'a>(choice: StrOrObj<'a, OaToolChoice<'a>>) -> Result<AnTo
 
 /// Messages: hoists system/developer texts, merges tool results (and a user message right after
 /// them) into one user message.
-fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>, Vec<AnMsgOut<'_>>), TranslateError> {
+fn openai_messages<'a>(
+    messages: Vec<OaMessage<'a>>,
+    dropped: &mut Vec<String>,
+) -> Result<(Vec<AnBlockOut<'a>>, Vec<AnMsgOut<'a>>), TranslateError> {
     let mut system = Vec::new();
     let mut out: Vec<AnMsgOut<'_>> = Vec::with_capacity(messages.len());
     // The last message in `out` is a user message made of tool results that a following tool or
@@ -943,7 +963,7 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
         match role.as_str() {
             "system" | "developer" => {
                 let what = format!("a {} message", role.as_str());
-                check_fields(&path, &m.extra, &present, &["content", "name"], &what)?;
+                check_fields(&path, &present, &["content", "name"], dropped);
                 match required(m.content, &path, "content")? {
                     StrOrSeq::Str(s) => {
                         if !s.is_empty() {
@@ -952,7 +972,7 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
                     }
                     StrOrSeq::Seq(parts) => {
                         for (j, p) in parts.into_iter().enumerate() {
-                            let text = openai_text_part(p, &at_index(&path, "content", j), &what)?;
+                            let text = openai_text_part(p, &at_index(&path, "content", j), &what, dropped)?;
                             if !text.is_empty() {
                                 system.push(AnBlockOut::Text { text });
                             }
@@ -961,14 +981,14 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
                 }
             }
             "user" => {
-                check_fields(&path, &m.extra, &present, &["content", "name"], "a user message")?;
+                check_fields(&path, &present, &["content", "name"], dropped);
                 let content = required(m.content, &path, "content")?;
                 match out.last_mut() {
                     Some(AnMsgOut { content: AnContentOut::Blocks(blocks), .. }) if open_results => match content {
                         StrOrSeq::Str(text) => blocks.push(AnBlockOut::Text { text }),
                         StrOrSeq::Seq(parts) => {
                             for (j, p) in parts.into_iter().enumerate() {
-                                blocks.push(openai_user_part(p, &at_index(&path, "content", j))?);
+                                blocks.push(openai_user_part(p, &at_index(&path, "content", j), dropped)?);
                             }
                         }
                     },
@@ -978,7 +998,7 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
                             StrOrSeq::Seq(parts) => {
                                 let mut blocks = Vec::with_capacity(parts.len());
                                 for (j, p) in parts.into_iter().enumerate() {
-                                    blocks.push(openai_user_part(p, &at_index(&path, "content", j))?);
+                                    blocks.push(openai_user_part(p, &at_index(&path, "content", j), dropped)?);
                                 }
                                 AnContentOut::Blocks(blocks)
                             }
@@ -991,29 +1011,43 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
             "assistant" => {
                 check_fields(
                     &path,
-                    &m.extra,
                     &present,
-                    &["content", "name", "tool_calls", "refusal", "reasoning_content", "annotations", "audio", "function_call"],
-                    "an assistant message",
-                )?;
+                    &[
+                        "content",
+                        "name",
+                        "tool_calls",
+                        "refusal",
+                        "reasoning_content",
+                        "annotations",
+                        "audio",
+                        "function_call",
+                    ],
+                    dropped,
+                );
                 if m.audio.is_some() {
                     return Err(err(at(&path, "audio"), "earlier audio replies cannot be sent to an Anthropic model"));
                 }
                 if m.function_call.is_some() {
-                    return Err(err(at(&path, "function_call"), "legacy function_call is not translated; use tool_calls"));
+                    return Err(err(
+                        at(&path, "function_call"),
+                        "legacy function_call is not translated; use tool_calls",
+                    ));
                 }
-                out.push(AnMsgOut { role: "assistant", content: openai_assistant(m.content, m.refusal, m.tool_calls, &path)? });
+                out.push(AnMsgOut {
+                    role: "assistant",
+                    content: openai_assistant(m.content, m.refusal, m.tool_calls, &path, dropped)?,
+                });
                 open_results = false;
             }
             "tool" => {
-                check_fields(&path, &m.extra, &present, &["content", "tool_call_id", "name"], "a tool message")?;
+                check_fields(&path, &present, &["content", "tool_call_id", "name"], dropped);
                 let tool_use_id = required(m.tool_call_id, &path, "tool_call_id")?.0;
                 let content = match required(m.content, &path, "content")? {
                     StrOrSeq::Str(s) => AnContentOut::Text(s),
                     StrOrSeq::Seq(parts) => {
                         let mut blocks = Vec::with_capacity(parts.len());
                         for (j, p) in parts.into_iter().enumerate() {
-                            let text = openai_text_part(p, &at_index(&path, "content", j), "a tool message")?;
+                            let text = openai_text_part(p, &at_index(&path, "content", j), "a tool message", dropped)?;
                             blocks.push(AnBlockOut::Text { text });
                         }
                         AnContentOut::Blocks(blocks)
@@ -1026,7 +1060,9 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
                 }
                 open_results = true;
             }
-            "function" => return Err(err(at(&path, "role"), "the legacy function role is not translated; use tool messages")),
+            "function" => {
+                return Err(err(at(&path, "role"), "the legacy function role is not translated; use tool messages"))
+            }
             other => return Err(err(at(&path, "role"), format!("unknown role '{other}'"))),
         }
     }
@@ -1034,28 +1070,36 @@ fn openai_messages(messages: Vec<OaMessage<'_>>) -> Result<(Vec<AnBlockOut<'_>>,
 }
 
 /// A part that must be text (system, developer, tool messages).
-fn openai_text_part<'a>(p: OaPart<'a>, path: &str, what: &str) -> Result<Cow<'a, str>, TranslateError> {
+fn openai_text_part<'a>(
+    p: OaPart<'a>,
+    path: &str,
+    what: &str,
+    dropped: &mut Vec<String>,
+) -> Result<Cow<'a, str>, TranslateError> {
     let kind = required(p.kind.as_ref(), path, "type")?;
     if kind.as_str() != "text" {
         return Err(err(at(path, "type"), format!("only text parts are allowed in {what}")));
     }
-    check_fields(path, &p.extra, &p.present(), &["text"], "a text part")?;
+    check_fields(path, &p.present(), &["text"], dropped);
     Ok(required(p.text, path, "text")?.0)
 }
 
-fn openai_user_part<'a>(mut p: OaPart<'a>, path: &str) -> Result<AnBlockOut<'a>, TranslateError> {
+fn openai_user_part<'a>(
+    mut p: OaPart<'a>,
+    path: &str,
+    dropped: &mut Vec<String>,
+) -> Result<AnBlockOut<'a>, TranslateError> {
     let kind = required(p.kind.take(), path, "type")?;
     let present = p.present();
     match kind.as_str() {
         "text" => {
-            check_fields(path, &p.extra, &present, &["text"], "a text part")?;
+            check_fields(path, &present, &["text"], dropped);
             Ok(AnBlockOut::Text { text: required(p.text, path, "text")?.0 })
         }
         "image_url" => {
-            check_fields(path, &p.extra, &present, &["image_url"], "an image_url part")?;
+            check_fields(path, &present, &["image_url"], dropped);
             let ipath = at(path, "image_url");
             let image = required(p.image_url, path, "image_url")?;
-            unknown(&ipath, &image.extra, "image_url")?;
             let url = required(image.url, &ipath, "url")?.0;
             let source = if let Some((media, data)) = data_url(&url) {
                 AnSourceOut::Base64 { media_type: slice(&url, media), data: slice(&url, data) }
@@ -1067,16 +1111,19 @@ fn openai_user_part<'a>(mut p: OaPart<'a>, path: &str) -> Result<AnBlockOut<'a>,
             Ok(AnBlockOut::Image { source })
         }
         "file" => {
-            check_fields(path, &p.extra, &present, &["file"], "a file part")?;
+            check_fields(path, &present, &["file"], dropped);
             let fpath = at(path, "file");
             let file = required(p.file, path, "file")?;
-            unknown(&fpath, &file.extra, "file")?;
             if file.file_id.is_some() {
-                return Err(err(at(&fpath, "file_id"), "files uploaded to OpenAI cannot be used with an Anthropic model; send file_data"));
+                return Err(err(
+                    at(&fpath, "file_id"),
+                    "files uploaded to OpenAI cannot be used with an Anthropic model; send file_data",
+                ));
             }
             let data = required(file.file_data, &fpath, "file_data")?.0;
-            let pdf =
-                data_url(&data).filter(|(media, _)| data.get(media.clone()).is_some_and(|m| m.eq_ignore_ascii_case("application/pdf")));
+            let pdf = data_url(&data).filter(|(media, _)| {
+                data.get(media.clone()).is_some_and(|m| m.eq_ignore_ascii_case("application/pdf"))
+            });
             let Some((_, payload)) = pdf else {
                 return Err(err(
                     at(&fpath, "file_data"),
@@ -1084,7 +1131,10 @@ fn openai_user_part<'a>(mut p: OaPart<'a>, path: &str) -> Result<AnBlockOut<'a>,
                 ));
             };
             Ok(AnBlockOut::Document {
-                source: AnSourceOut::Base64 { media_type: Cow::Borrowed("application/pdf"), data: slice(&data, payload) },
+                source: AnSourceOut::Base64 {
+                    media_type: Cow::Borrowed("application/pdf"),
+                    data: slice(&data, payload),
+                },
                 title: file.filename.map(|f| f.0),
             })
         }
@@ -1098,6 +1148,7 @@ fn openai_assistant<'a>(
     refusal: Option<S<'a>>,
     tool_calls: Option<Vec<OaToolCall<'a>>>,
     path: &str,
+    dropped: &mut Vec<String>,
 ) -> Result<AnContentOut<'a>, TranslateError> {
     let tool_calls = tool_calls.unwrap_or_default();
     let mut blocks = Vec::with_capacity(tool_calls.len() + 1);
@@ -1115,14 +1166,19 @@ fn openai_assistant<'a>(
                 let present = p.present();
                 let text = match kind.as_str() {
                     "text" => {
-                        check_fields(&ppath, &p.extra, &present, &["text"], "a text part")?;
+                        check_fields(&ppath, &present, &["text"], dropped);
                         required(p.text, &ppath, "text")?
                     }
                     "refusal" => {
-                        check_fields(&ppath, &p.extra, &present, &["refusal"], "a refusal part")?;
+                        check_fields(&ppath, &present, &["refusal"], dropped);
                         required(p.refusal, &ppath, "refusal")?
                     }
-                    other => return Err(err(at(&ppath, "type"), format!("'{other}' parts are not valid in an assistant message"))),
+                    other => {
+                        return Err(err(
+                            at(&ppath, "type"),
+                            format!("'{other}' parts are not valid in an assistant message"),
+                        ))
+                    }
                 };
                 if !text.0.is_empty() {
                     blocks.push(AnBlockOut::Text { text: text.0 });
@@ -1144,14 +1200,15 @@ fn openai_assistant<'a>(
         let cpath = at_index(path, "tool_calls", j);
         if let Some(kind) = &call.kind {
             if kind.as_str() != "function" {
-                return Err(err(at(&cpath, "type"), format!("'{}' tool calls have no Anthropic counterpart", kind.as_str())));
+                return Err(err(
+                    at(&cpath, "type"),
+                    format!("'{}' tool calls have no Anthropic counterpart", kind.as_str()),
+                ));
             }
         }
-        unknown(&cpath, &call.extra, "a tool call")?;
         let id = required(call.id, &cpath, "id")?.0;
         let fpath = at(&cpath, "function");
         let f = required(call.function, &cpath, "function")?;
-        unknown(&fpath, &f.extra, "a tool call function")?;
         let name = required(f.name, &fpath, "name")?.0;
         let arguments = required(f.arguments, &fpath, "arguments")?;
         let input = if arguments.as_str().trim().is_empty() {
@@ -1176,7 +1233,6 @@ fn openai_assistant<'a>(
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AnRequest<'a> {
     #[serde(borrow, rename = "model")]
     _model: Option<S<'a>>,
@@ -1187,7 +1243,7 @@ struct AnRequest<'a> {
     max_tokens: Option<u64>,
     temperature: Option<Number>,
     top_p: Option<Number>,
-    top_k: Option<IgnoredAny>,
+    top_k: Option<Kept>,
     #[serde(borrow)]
     stop_sequences: Option<Vec<S<'a>>>,
     stream: Option<bool>,
@@ -1203,10 +1259,8 @@ struct AnRequest<'a> {
     _context_management: Option<IgnoredAny>,
     #[serde(rename = "service_tier")]
     _service_tier: Option<IgnoredAny>,
-    container: Option<IgnoredAny>,
-    mcp_servers: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
+    container: Option<Kept>,
+    mcp_servers: Option<Kept>,
 }
 
 #[derive(Deserialize)]
@@ -1218,13 +1272,10 @@ struct AnMetadata<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AnThinking<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<S<'a>>,
     budget_tokens: Option<u64>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -1234,8 +1285,6 @@ struct AnToolChoice<'a> {
     #[serde(borrow)]
     name: Option<S<'a>>,
     disable_parallel_tool_use: Option<bool>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -1249,19 +1298,14 @@ struct AnTool<'a> {
     input_schema: Option<Value>,
     #[serde(rename = "cache_control")]
     _cache_control: Option<IgnoredAny>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AnMessage<'a> {
     #[serde(borrow)]
     role: Option<S<'a>>,
     #[serde(borrow)]
     content: Option<StrOrSeq<'a, AnBlock<'a>>>,
-    #[serde(skip)]
-    extra: Extra,
 }
 
 /// Any content block of a message or of `system` (the fields of every block type).
@@ -1283,20 +1327,22 @@ struct AnBlock<'a> {
     #[serde(borrow)]
     content: Option<ToolContent<'a>>,
     is_error: Option<bool>,
-    thinking: Option<IgnoredAny>,
-    signature: Option<IgnoredAny>,
-    data: Option<IgnoredAny>,
-    cache_control: Option<IgnoredAny>,
+    #[serde(rename = "thinking")]
+    _thinking: Option<IgnoredAny>,
+    #[serde(rename = "signature")]
+    _signature: Option<IgnoredAny>,
+    #[serde(rename = "data")]
+    _data: Option<IgnoredAny>,
+    #[serde(rename = "cache_control")]
+    _cache_control: Option<IgnoredAny>,
     citations: Option<Value>,
     #[serde(borrow)]
     title: Option<S<'a>>,
-    context: Option<IgnoredAny>,
-    #[serde(flatten)]
-    extra: Extra,
+    context: Option<Kept>,
 }
 
 impl AnBlock<'_> {
-    fn present(&self) -> [(&'static str, bool); 15] {
+    fn present(&self) -> [(&'static str, bool); 11] {
         [
             ("text", self.text.is_some()),
             ("source", self.source.is_some()),
@@ -1306,10 +1352,6 @@ impl AnBlock<'_> {
             ("tool_use_id", self.tool_use_id.is_some()),
             ("content", self.content.is_some()),
             ("is_error", self.is_error.is_some()),
-            ("thinking", self.thinking.is_some()),
-            ("signature", self.signature.is_some()),
-            ("data", self.data.is_some()),
-            ("cache_control", self.cache_control.is_some()),
             ("citations", self.citations.is_some()),
             ("title", self.title.is_some()),
             ("context", self.context.is_some()),
@@ -1328,12 +1370,9 @@ struct AnInnerBlock<'a> {
     _cache_control: Option<IgnoredAny>,
     #[serde(rename = "citations")]
     _citations: Option<IgnoredAny>,
-    #[serde(flatten)]
-    extra: Extra,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AnSource<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<S<'a>>,
@@ -1343,10 +1382,8 @@ struct AnSource<'a> {
     data: Option<S<'a>>,
     #[serde(borrow)]
     url: Option<S<'a>>,
-    file_id: Option<IgnoredAny>,
-    content: Option<IgnoredAny>,
-    #[serde(skip)]
-    extra: Extra,
+    file_id: Option<Kept>,
+    content: Option<Kept>,
 }
 
 impl AnSource<'_> {
@@ -1496,18 +1533,17 @@ struct OaNameOut<'a> {
 ///
 /// The single-pass transcoder (`transcode.rs`) takes the common shapes; everything else, and every
 /// error, goes through the typed translator.
-pub fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+pub fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Result<Translated, TranslateError> {
     match super::transcode::anthropic_to_openai(body, opts) {
-        Some(out) => Ok(out),
+        Some((out, dropped)) => super::settle(out, dropped, opts.strict),
         None => anthropic_to_openai_typed(body, opts),
     }
 }
 
 /// The typed translator alone (public for the benchmark's same-run comparison).
 #[doc(hidden)]
-pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Vec<u8>, TranslateError> {
-    let req: AnRequest<'_> = parse(body)?;
-    unknown("", &req.extra, "a messages request")?;
+pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Result<Translated, TranslateError> {
+    let (req, mut dropped): (AnRequest<'_>, _) = parse(body)?;
     if req.top_k.is_some() {
         return Err(err("top_k", "OpenAI has no top_k"));
     }
@@ -1541,7 +1577,7 @@ pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
             StrOrSeq::Seq(blocks) => {
                 let mut texts = Vec::with_capacity(blocks.len());
                 for (i, b) in blocks.into_iter().enumerate() {
-                    texts.push(anthropic_text_block(b, &at_index("", "system", i), "system")?);
+                    texts.push(anthropic_text_block(b, &at_index("", "system", i), "system", &mut dropped)?);
                 }
                 (!texts.is_empty()).then(|| join(texts, "\n\n"))
             }
@@ -1550,7 +1586,7 @@ pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
             messages.push(OaMsgOut::System { content });
         }
     }
-    anthropic_messages(required(req.messages, "", "messages")?, &mut messages)?;
+    anthropic_messages(required(req.messages, "", "messages")?, &mut messages, &mut dropped)?;
 
     let stream = req.stream;
     let out = OaOut {
@@ -1568,14 +1604,13 @@ pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
         parallel_tool_calls,
         reasoning_effort,
     };
-    to_json(&out)
+    super::settle(to_json(&out)?, dropped, opts.strict)
 }
 
 fn anthropic_thinking(t: AnThinking<'_>) -> Result<Option<&'static str>, TranslateError> {
     let kind = required(t.kind, "thinking", "type")?;
     match kind.as_str() {
         "enabled" => {
-            unknown("thinking", &t.extra, "thinking")?;
             let budget = required(t.budget_tokens, "thinking", "budget_tokens")?;
             Ok(Some(match budget {
                 0..=4095 => "low",
@@ -1584,7 +1619,6 @@ fn anthropic_thinking(t: AnThinking<'_>) -> Result<Option<&'static str>, Transla
             }))
         }
         "disabled" => {
-            unknown("thinking", &t.extra, "thinking")?;
             if t.budget_tokens.is_some() {
                 return Err(err("thinking.budget_tokens", "not valid with thinking disabled"));
             }
@@ -1603,7 +1637,6 @@ fn anthropic_tools(tools: Vec<AnTool<'_>>) -> Result<Vec<OaToolOut<'_>>, Transla
                 return Err(err(path, format!("Anthropic server tool '{}' has no OpenAI counterpart", kind.as_str())));
             }
         }
-        unknown(&path, &tool.extra, "a custom tool")?;
         out.push(OaToolOut {
             kind: "function",
             function: OaFunctionDefOut {
@@ -1620,7 +1653,6 @@ type ToolChoiceAndParallel<'a> = (Option<OaToolChoiceOut<'a>>, Option<bool>);
 
 fn anthropic_tool_choice(c: AnToolChoice<'_>) -> Result<ToolChoiceAndParallel<'_>, TranslateError> {
     let kind = required(c.kind, "tool_choice", "type")?;
-    unknown("tool_choice", &c.extra, "tool_choice")?;
     if kind.as_str() != "tool" && c.name.is_some() {
         return Err(err("tool_choice.name", format!("not valid with tool_choice type '{}'", kind.as_str())));
     }
@@ -1639,21 +1671,29 @@ fn anthropic_tool_choice(c: AnToolChoice<'_>) -> Result<ToolChoiceAndParallel<'_
 }
 
 /// A block that must be text (system, tool-result contents). Returns its text.
-fn anthropic_text_block<'a>(b: AnBlock<'a>, path: &str, what: &str) -> Result<Cow<'a, str>, TranslateError> {
+fn anthropic_text_block<'a>(
+    b: AnBlock<'a>,
+    path: &str,
+    what: &str,
+    dropped: &mut Vec<String>,
+) -> Result<Cow<'a, str>, TranslateError> {
     let kind = required(b.kind.as_ref(), path, "type")?;
     if kind.as_str() != "text" {
         return Err(err(at(path, "type"), format!("only text blocks are allowed in {what}")));
     }
-    check_fields(path, &b.extra, &b.present(), &["text", "cache_control", "citations"], "a text block")?;
+    check_fields(path, &b.present(), &["text"], dropped);
     Ok(required(b.text, path, "text")?.0)
 }
 
-fn anthropic_messages<'a>(messages: Vec<AnMessage<'a>>, out: &mut Vec<OaMsgOut<'a>>) -> Result<(), TranslateError> {
+fn anthropic_messages<'a>(
+    messages: Vec<AnMessage<'a>>,
+    out: &mut Vec<OaMsgOut<'a>>,
+    dropped: &mut Vec<String>,
+) -> Result<(), TranslateError> {
     out.reserve(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
         let path = at_index("", "messages", i);
         let role = required(m.role, &path, "role")?;
-        unknown(&path, &m.extra, "a message")?;
         let content = required(m.content, &path, "content")?;
         match role.as_str() {
             "user" => match content {
@@ -1663,7 +1703,7 @@ fn anthropic_messages<'a>(messages: Vec<AnMessage<'a>>, out: &mut Vec<OaMsgOut<'
                     let mut tool_messages = 0usize;
                     for (j, b) in blocks.into_iter().enumerate() {
                         let bpath = at_index(&path, "content", j);
-                        match anthropic_user_block(b, &bpath)? {
+                        match anthropic_user_block(b, &bpath, dropped)? {
                             UserItem::Part(p) => parts.push(p),
                             UserItem::Tool(t) => {
                                 out.push(t);
@@ -1678,7 +1718,7 @@ fn anthropic_messages<'a>(messages: Vec<AnMessage<'a>>, out: &mut Vec<OaMsgOut<'
             },
             "assistant" => match content {
                 StrOrSeq::Str(s) => out.push(OaMsgOut::Assistant { content: Some(s), tool_calls: Vec::new() }),
-                StrOrSeq::Seq(blocks) => out.push(anthropic_assistant(blocks, &path)?),
+                StrOrSeq::Seq(blocks) => out.push(anthropic_assistant(blocks, &path, dropped)?),
             },
             other => return Err(err(at(&path, "role"), format!("unknown role '{other}' (user, assistant)"))),
         }
@@ -1691,36 +1731,42 @@ enum UserItem<'a> {
     Tool(OaMsgOut<'a>),
 }
 
-fn anthropic_user_block<'a>(mut b: AnBlock<'a>, path: &str) -> Result<UserItem<'a>, TranslateError> {
+fn anthropic_user_block<'a>(
+    mut b: AnBlock<'a>,
+    path: &str,
+    dropped: &mut Vec<String>,
+) -> Result<UserItem<'a>, TranslateError> {
     let kind = required(b.kind.take(), path, "type")?;
     let present = b.present();
     match kind.as_str() {
         "text" => {
-            check_fields(path, &b.extra, &present, &["text", "cache_control", "citations"], "a text block")?;
+            check_fields(path, &present, &["text"], dropped);
             Ok(UserItem::Part(OaPartOut::Text { text: required(b.text, path, "text")?.0 }))
         }
         "image" => {
-            check_fields(path, &b.extra, &present, &["source", "cache_control"], "an image block")?;
+            check_fields(path, &present, &["source", "cache_control"], dropped);
             let spath = at(path, "source");
             let source = required(b.source, path, "source")?.known(&spath, "an object")?;
             let skind = required(source.kind.as_ref(), &spath, "type")?;
             let url = match skind.as_str() {
                 "base64" => {
-                    check_fields(&spath, &source.extra, &source.present(), &["media_type", "data"], "a base64 source")?;
+                    check_fields(&spath, &source.present(), &["media_type", "data"], dropped);
                     let media = required(source.media_type, &spath, "media_type")?;
                     let data = required(source.data, &spath, "data")?;
                     Cow::Owned(format!("data:{};base64,{}", media.as_str(), data.as_str()))
                 }
                 "url" => {
-                    check_fields(&spath, &source.extra, &source.present(), &["url"], "a url source")?;
+                    check_fields(&spath, &source.present(), &["url"], dropped);
                     required(source.url, &spath, "url")?.0
                 }
-                other => return Err(err(at(&spath, "type"), format!("'{other}' image sources have no OpenAI counterpart"))),
+                other => {
+                    return Err(err(at(&spath, "type"), format!("'{other}' image sources have no OpenAI counterpart")))
+                }
             };
             Ok(UserItem::Part(OaPartOut::ImageUrl { image_url: OaUrlOut { url } }))
         }
         "document" => {
-            check_fields(path, &b.extra, &present, &["source", "cache_control", "citations", "title", "context"], "a document block")?;
+            check_fields(path, &present, &["source", "cache_control", "citations", "title", "context"], dropped);
             if b.context.is_some() {
                 return Err(err(at(path, "context"), "document context has no OpenAI counterpart"));
             }
@@ -1732,7 +1778,7 @@ fn anthropic_user_block<'a>(mut b: AnBlock<'a>, path: &str) -> Result<UserItem<'
             let skind = required(source.kind.as_ref(), &spath, "type")?;
             match skind.as_str() {
                 "base64" => {
-                    check_fields(&spath, &source.extra, &source.present(), &["media_type", "data"], "a base64 source")?;
+                    check_fields(&spath, &source.present(), &["media_type", "data"], dropped);
                     let media = required(source.media_type, &spath, "media_type")?;
                     if !media.as_str().eq_ignore_ascii_case("application/pdf") {
                         return Err(err(at(&spath, "media_type"), "OpenAI takes base64 documents as PDF only"));
@@ -1746,18 +1792,20 @@ fn anthropic_user_block<'a>(mut b: AnBlock<'a>, path: &str) -> Result<UserItem<'
                     }))
                 }
                 "text" => {
-                    check_fields(&spath, &source.extra, &source.present(), &["media_type", "data"], "a text source")?;
+                    check_fields(&spath, &source.present(), &["media_type", "data"], dropped);
                     Ok(UserItem::Part(OaPartOut::Text { text: required(source.data, &spath, "data")?.0 }))
                 }
                 other => Err(err(at(&spath, "type"), format!("'{other}' document sources have no OpenAI counterpart"))),
             }
         }
         "tool_result" => {
-            check_fields(path, &b.extra, &present, &["tool_use_id", "content", "is_error", "cache_control"], "a tool_result block")?;
+            check_fields(path, &present, &["tool_use_id", "content", "is_error", "cache_control"], dropped);
             let tool_call_id = required(b.tool_use_id, path, "tool_use_id")?.0;
             let text = match b.content {
                 None => Cow::Borrowed(""),
-                Some(ToolContent::Other) => return Err(err(at(path, "content"), "must be a string or an array of text blocks")),
+                Some(ToolContent::Other) => {
+                    return Err(err(at(path, "content"), "must be a string or an array of text blocks"))
+                }
                 Some(ToolContent::Str(s)) => s,
                 Some(ToolContent::Seq(inner)) => {
                     let mut texts = Vec::with_capacity(inner.len());
@@ -1773,7 +1821,6 @@ fn anthropic_user_block<'a>(mut b: AnBlock<'a>, path: &str) -> Result<UserItem<'
                                 ),
                             ));
                         }
-                        unknown(&ipath, &ib.extra, "a text block")?;
                         texts.push(required(ib.text, &ipath, "text")?.0);
                     }
                     join(texts, "\n\n")
@@ -1786,7 +1833,11 @@ fn anthropic_user_block<'a>(mut b: AnBlock<'a>, path: &str) -> Result<UserItem<'
     }
 }
 
-fn anthropic_assistant<'a>(blocks: Vec<AnBlock<'a>>, path: &str) -> Result<OaMsgOut<'a>, TranslateError> {
+fn anthropic_assistant<'a>(
+    blocks: Vec<AnBlock<'a>>,
+    path: &str,
+    dropped: &mut Vec<String>,
+) -> Result<OaMsgOut<'a>, TranslateError> {
     let mut texts = Vec::new();
     let mut tool_calls = Vec::new();
     for (j, mut b) in blocks.into_iter().enumerate() {
@@ -1795,20 +1846,29 @@ fn anthropic_assistant<'a>(blocks: Vec<AnBlock<'a>>, path: &str) -> Result<OaMsg
         let present = b.present();
         match kind.as_str() {
             "text" => {
-                check_fields(&bpath, &b.extra, &present, &["text", "cache_control", "citations"], "a text block")?;
+                check_fields(&bpath, &present, &["text"], dropped);
                 texts.push(required(b.text, &bpath, "text")?.0);
             }
             "tool_use" => {
-                check_fields(&bpath, &b.extra, &present, &["id", "name", "input", "cache_control"], "a tool_use block")?;
+                check_fields(&bpath, &present, &["id", "name", "input", "cache_control"], dropped);
                 let id = required(b.id, &bpath, "id")?.0;
                 let name = required(b.name, &bpath, "name")?.0;
                 let input = required(b.input, &bpath, "input")?;
                 let arguments = serde_json::to_string(&input).map_err(|e| err(at(&bpath, "input"), e.to_string()))?;
-                tool_calls.push(OaToolCallOut { id, kind: "function", function: OaFunctionCallOut { name, arguments } });
+                tool_calls.push(OaToolCallOut {
+                    id,
+                    kind: "function",
+                    function: OaFunctionCallOut { name, arguments },
+                });
             }
-            "thinking" => check_fields(&bpath, &b.extra, &present, &["thinking", "signature", "cache_control"], "a thinking block")?,
-            "redacted_thinking" => check_fields(&bpath, &b.extra, &present, &["data", "cache_control"], "a redacted_thinking block")?,
-            other => return Err(err(at(&bpath, "type"), format!("'{other}' blocks have no OpenAI counterpart in an assistant message"))),
+            "thinking" => check_fields(&bpath, &present, &["thinking", "signature", "cache_control"], dropped),
+            "redacted_thinking" => check_fields(&bpath, &present, &["data", "cache_control"], dropped),
+            other => {
+                return Err(err(
+                    at(&bpath, "type"),
+                    format!("'{other}' blocks have no OpenAI counterpart in an assistant message"),
+                ))
+            }
         }
     }
     let content = if texts.is_empty() && !tool_calls.is_empty() { None } else { Some(join(texts, "")) };
@@ -1848,15 +1908,30 @@ fn comparable(out: &[u8]) -> Result<Value, String> {
 #[doc(hidden)]
 pub fn check_fast_path(dir: Direction, body: &[u8], opts: &RequestOptions<'_>) -> Result<bool, String> {
     let (fast, typed) = match dir {
-        Direction::OpenAiToAnthropic => (super::transcode::openai_to_anthropic(body, opts), openai_to_anthropic_typed(body, opts)),
-        Direction::AnthropicToOpenAi => (super::transcode::anthropic_to_openai(body, opts), anthropic_to_openai_typed(body, opts)),
+        Direction::OpenAiToAnthropic => {
+            (super::transcode::openai_to_anthropic(body, opts), openai_to_anthropic_typed(body, opts))
+        }
+        Direction::AnthropicToOpenAi => {
+            (super::transcode::anthropic_to_openai(body, opts), anthropic_to_openai_typed(body, opts))
+        }
     };
-    let Some(fast) = fast else { return Ok(false) };
+    let Some((fast, fast_dropped)) = fast else {
+        return Ok(false);
+    };
     let body = String::from_utf8_lossy(body);
-    let typed = typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
-    let (f, t) = (comparable(&fast)?, comparable(&typed)?);
+    let typed =
+        typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
+    let fast = super::settle(fast, fast_dropped, opts.strict)
+        .map_err(|e| format!("{dir:?}: fast path output refused ({e:?}): {body}"))?;
+    let (f, t) = (comparable(&fast.body)?, comparable(&typed.body)?);
     if f != t {
         return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
+    }
+    if fast.dropped != typed.dropped {
+        return Err(format!(
+            "{dir:?}: dropped fields differ for {body}\n  fast:  {:?}\n  typed: {:?}",
+            fast.dropped, typed.dropped
+        ));
     }
     Ok(true)
 }
@@ -1867,32 +1942,35 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    const OPTS: RequestOptions<'static> = RequestOptions { upstream_model: "up", default_max_tokens: 4096 };
+    const OPTS: RequestOptions<'static> =
+        RequestOptions { upstream_model: "up", default_max_tokens: 4096, strict: false, structured_outputs: true };
 
     fn bytes(v: &Value) -> Vec<u8> {
         serde_json::to_vec(v).expect("test input serializes")
     }
 
     fn o2a(v: Value) -> Value {
-        let out = openai_to_anthropic(&bytes(&v), &OPTS).unwrap_or_else(|e| panic!("openai_to_anthropic failed: {e:?}"));
-        serde_json::from_slice(&out).expect("output is JSON")
+        let out =
+            openai_to_anthropic(&bytes(&v), &OPTS).unwrap_or_else(|e| panic!("openai_to_anthropic failed: {e:?}"));
+        serde_json::from_slice(&out.body).expect("output is JSON")
     }
 
     fn a2o(v: Value) -> Value {
-        let out = anthropic_to_openai(&bytes(&v), &OPTS).unwrap_or_else(|e| panic!("anthropic_to_openai failed: {e:?}"));
-        serde_json::from_slice(&out).expect("output is JSON")
+        let out =
+            anthropic_to_openai(&bytes(&v), &OPTS).unwrap_or_else(|e| panic!("anthropic_to_openai failed: {e:?}"));
+        serde_json::from_slice(&out.body).expect("output is JSON")
     }
 
     fn o2a_err(v: Value) -> String {
         match openai_to_anthropic(&bytes(&v), &OPTS) {
-            Ok(out) => panic!("expected an error, got {}", String::from_utf8_lossy(&out)),
+            Ok(out) => panic!("expected an error, got {}", String::from_utf8_lossy(&out.body)),
             Err(e) => e.param,
         }
     }
 
     fn a2o_err(v: Value) -> String {
         match anthropic_to_openai(&bytes(&v), &OPTS) {
-            Ok(out) => panic!("expected an error, got {}", String::from_utf8_lossy(&out)),
+            Ok(out) => panic!("expected an error, got {}", String::from_utf8_lossy(&out.body)),
             Err(e) => e.param,
         }
     }
@@ -1920,7 +1998,10 @@ mod tests {
 
     #[test]
     fn minimal_requests_and_model_replaced() {
-        assert_eq!(o2a(oa(json!({}))), json!({"model": "up", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(
+            o2a(oa(json!({}))),
+            json!({"model": "up", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}]})
+        );
         assert_eq!(
             a2o(an(json!({}))),
             json!({"model": "up", "max_completion_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
@@ -1930,7 +2011,7 @@ mod tests {
     #[test]
     fn output_is_compact() {
         let out = openai_to_anthropic(&bytes(&oa(json!({"stop": ["a b"]}))), &OPTS).expect("ok");
-        let text = String::from_utf8(out).expect("utf8");
+        let text = String::from_utf8(out.body).expect("utf8");
         assert!(!text.contains('\n') && !text.contains(": ") && !text.contains(", "), "{text}");
     }
 
@@ -1973,8 +2054,10 @@ mod tests {
         assert_eq!(msgs.len(), 6);
         assert_eq!(msgs[1]["content"], Value::Null);
         let calls = msgs[1]["tool_calls"].as_array().expect("tool_calls");
-        let args: Vec<Value> =
-            calls.iter().map(|c| serde_json::from_str(c["function"]["arguments"].as_str().expect("string")).expect("json")).collect();
+        let args: Vec<Value> = calls
+            .iter()
+            .map(|c| serde_json::from_str(c["function"]["arguments"].as_str().expect("string")).expect("json"))
+            .collect();
         assert_eq!(args, vec![json!({"city": "Paris"}), json!({"city": "Rome", "n": [1, 2.5, null]}), json!({})]);
         assert_eq!(calls[1]["id"], "call_2");
         assert_eq!(calls[1]["type"], "function");
@@ -2061,7 +2144,10 @@ mod tests {
             out["system"],
             json!([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}, {"type": "text", "text": "three"}])
         );
-        assert_eq!(out["messages"], json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]));
+        assert_eq!(
+            out["messages"],
+            json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+        );
         // And back: blocks joined into one leading system message, cache_control dropped.
         let back = a2o(an(json!({"system": [
             {"type": "text", "text": "one"},
@@ -2075,9 +2161,10 @@ mod tests {
         assert_eq!(o2a(oa(json!({"max_tokens": 10})))["max_tokens"], 10);
         assert_eq!(o2a(oa(json!({"max_tokens": 10, "max_completion_tokens": 20})))["max_tokens"], 20);
         assert_eq!(o2a(oa(json!({"max_tokens": null})))["max_tokens"], 4096);
-        let opts = RequestOptions { upstream_model: "x", default_max_tokens: 77 };
+        let opts =
+            RequestOptions { upstream_model: "x", default_max_tokens: 77, strict: false, structured_outputs: true };
         let out = openai_to_anthropic(&bytes(&oa(json!({}))), &opts).expect("ok");
-        assert_eq!(serde_json::from_slice::<Value>(&out).expect("json")["max_tokens"], 77);
+        assert_eq!(serde_json::from_slice::<Value>(&out.body).expect("json")["max_tokens"], 77);
         assert_eq!(a2o_err(json!({"model": "m", "messages": []})), "max_tokens");
     }
 
@@ -2097,7 +2184,10 @@ mod tests {
             }
             v
         };
-        assert_eq!(o2a(with(json!({"temperature": 1.0, "top_p": 0.95})))["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+        assert_eq!(
+            o2a(with(json!({"temperature": 1.0, "top_p": 0.95})))["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2048})
+        );
         assert_eq!(o2a_err(with(json!({"temperature": 0.7}))), "temperature");
         assert_eq!(o2a_err(with(json!({"top_p": 0.9}))), "top_p");
         let tools = json!([{"type": "function", "function": {"name": "f"}}]);
@@ -2107,8 +2197,9 @@ mod tests {
 
     #[test]
     fn reasoning_effort_budgets() {
-        let budget =
-            |effort: &str, max: u64| o2a(oa(json!({"reasoning_effort": effort, "max_completion_tokens": max})))["thinking"].clone();
+        let budget = |effort: &str, max: u64| {
+            o2a(oa(json!({"reasoning_effort": effort, "max_completion_tokens": max})))["thinking"].clone()
+        };
         assert_eq!(budget("minimal", 4096), json!({"type": "enabled", "budget_tokens": 1024}));
         assert_eq!(budget("low", 4096), json!({"type": "enabled", "budget_tokens": 2048}));
         assert_eq!(budget("medium", 32000), json!({"type": "enabled", "budget_tokens": 8192}));
@@ -2119,7 +2210,8 @@ mod tests {
         assert_eq!(o2a_err(oa(json!({"reasoning_effort": "low", "max_tokens": 1024}))), "reasoning_effort");
         assert_eq!(o2a_err(oa(json!({"reasoning_effort": "xhigh"}))), "reasoning_effort");
         // And back.
-        let effort = |b: u64| a2o(an(json!({"thinking": {"type": "enabled", "budget_tokens": b}})))["reasoning_effort"].clone();
+        let effort =
+            |b: u64| a2o(an(json!({"thinking": {"type": "enabled", "budget_tokens": b}})))["reasoning_effort"].clone();
         assert_eq!(effort(1024), "low");
         assert_eq!(effort(4095), "low");
         assert_eq!(effort(4096), "medium");
@@ -2130,12 +2222,13 @@ mod tests {
 
     #[test]
     fn tool_choice_and_parallel_tool_calls() {
-        let tools =
-            json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}]);
+        let tools = json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}]);
         let out = o2a(oa(json!({"tools": tools, "parallel_tool_calls": false})));
         assert_eq!(out["tools"], json!([{"name": "f", "description": "d", "input_schema": {"type": "object"}}]));
         assert_eq!(out["tool_choice"], json!({"type": "auto", "disable_parallel_tool_use": true}));
-        let choice = |c: Value| o2a(oa(json!({"tools": tools, "tool_choice": c, "parallel_tool_calls": false})))["tool_choice"].clone();
+        let choice = |c: Value| {
+            o2a(oa(json!({"tools": tools, "tool_choice": c, "parallel_tool_calls": false})))["tool_choice"].clone()
+        };
         assert_eq!(choice(json!("required")), json!({"type": "any", "disable_parallel_tool_use": true}));
         assert_eq!(choice(json!("none")), json!({"type": "none"}));
         assert_eq!(
@@ -2157,7 +2250,10 @@ mod tests {
         };
         assert_eq!(a(json!({"type": "auto"})), (json!("auto"), Value::Null));
         assert_eq!(a(json!({"type": "any", "disable_parallel_tool_use": true})), (json!("required"), json!(false)));
-        assert_eq!(a(json!({"type": "tool", "name": "f"})), (json!({"type": "function", "function": {"name": "f"}}), Value::Null));
+        assert_eq!(
+            a(json!({"type": "tool", "name": "f"})),
+            (json!({"type": "function", "function": {"name": "f"}}), Value::Null)
+        );
         assert_eq!(a(json!({"type": "none"})), (json!("none"), Value::Null));
         assert_eq!(a(json!({"type": "auto", "disable_parallel_tool_use": false})), (json!("auto"), Value::Null));
     }
@@ -2179,8 +2275,11 @@ mod tests {
         );
         // An escaped slash (owned string path) parses the same.
         let raw = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image\/jpeg;base64,AAA\u003d"}}]}]}"#;
-        let v: Value = serde_json::from_slice(&openai_to_anthropic(raw, &OPTS).expect("ok")).expect("json");
-        assert_eq!(v["messages"][0]["content"][0]["source"], json!({"type": "base64", "media_type": "image/jpeg", "data": "AAA="}));
+        let v: Value = serde_json::from_slice(&openai_to_anthropic(raw, &OPTS).expect("ok").body).expect("json");
+        assert_eq!(
+            v["messages"][0]["content"][0]["source"],
+            json!({"type": "base64", "media_type": "image/jpeg", "data": "AAA="})
+        );
 
         let back = a2o(an(json!({"messages": [{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": "R0lG"}, "cache_control": {"type": "ephemeral"}},
@@ -2222,7 +2321,9 @@ mod tests {
         assert_eq!(out["stream"], true);
         assert_eq!(out["metadata"], json!({"user_id": "u-1"}));
         assert!(out.get("stream_options").is_none() && out.get("seed").is_none());
-        let back = a2o(an(json!({"stop_sequences": ["a", "b"], "stream": true, "metadata": {"user_id": "u-2", "other": 1}, "top_p": 0.9})));
+        let back = a2o(an(
+            json!({"stop_sequences": ["a", "b"], "stream": true, "metadata": {"user_id": "u-2", "other": 1}, "top_p": 0.9}),
+        ));
         assert_eq!(back["stop"], json!(["a", "b"]));
         assert_eq!(back["stream_options"], json!({"include_usage": true}));
         assert_eq!(back["user"], "u-2");
@@ -2240,19 +2341,16 @@ mod tests {
             (json!({"presence_penalty": -1}), "presence_penalty"),
             (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
             (json!({"response_format": {"type": "json_object"}}), "response_format"),
-            (json!({"response_format": {"type": "text", "x": 1}}), "response_format.x"),
             (json!({"modalities": ["text", "audio"]}), "modalities"),
             (json!({"audio": {"voice": "alloy"}}), "audio"),
             (json!({"prediction": {"type": "content", "content": "x"}}), "prediction"),
             (json!({"web_search_options": {}}), "web_search_options"),
             (json!({"functions": [{"name": "f"}]}), "functions"),
             (json!({"function_call": "auto"}), "function_call"),
-            (json!({"frobnicate": 1}), "frobnicate"),
             (json!({"temperature": "hot"}), "temperature"),
             (json!({"messages": "hi"}), "messages"),
             (json!({"messages": null}), "messages"),
             (json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]}), "tools[0].type"),
-            (json!({"tools": [{"type": "function", "function": {"name": "x", "foo": 1}}]}), "tools[0].function.foo"),
             (json!({"tools": [{"type": "function"}]}), "tools[0].function"),
             (json!({"tool_choice": "sometimes"}), "tool_choice"),
             (json!({"tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}), "tool_choice.type"),
@@ -2260,8 +2358,6 @@ mod tests {
             (json!({"messages": [{"role": "function", "name": "f", "content": "x"}]}), "messages[0].role"),
             (json!({"messages": [{"role": "critic", "content": "x"}]}), "messages[0].role"),
             (json!({"messages": [{"content": "x"}]}), "messages[0].role"),
-            (json!({"messages": [{"role": "user", "content": "x", "tool_call_id": "a"}]}), "messages[0].tool_call_id"),
-            (json!({"messages": [{"role": "user", "content": "x", "foo": 1}]}), "messages[0].foo"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]}),
                 "messages[0].content[0].type",
@@ -2280,10 +2376,9 @@ mod tests {
             ),
             (json!({"messages": [{"role": "user", "content": [{"type": "text"}]}]}), "messages[0].content[0].text"),
             (
-                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "image_url": {"url": "https://x"}}]}]}),
-                "messages[0].content[0].image_url",
+                json!({"messages": [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]}),
+                "messages[0].content[0].type",
             ),
-            (json!({"messages": [{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}]}), "messages[0].content[0].type"),
             (
                 json!({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]}),
                 "messages[0].content[0].type",
@@ -2334,6 +2429,79 @@ mod tests {
         assert_eq!(o2a_err(json!({"model": "m"})), "messages");
     }
 
+    /// Fields the translator does not know, or that do not belong where they stand: dropped and
+    /// reported by default; with `params: strict` a 400 naming them, unless the mapping tables
+    /// drop that field by rule.
+    #[test]
+    fn unknown_fields_are_dropped_and_reported() {
+        let strict = RequestOptions { strict: true, ..OPTS };
+        type Translate = fn(&[u8], &RequestOptions<'_>) -> Result<Translated, TranslateError>;
+        let o2a: Translate = openai_to_anthropic;
+        let a2o: Translate = anthropic_to_openai;
+        let cases: Vec<(Translate, Value, &str, bool)> = vec![
+            (o2a, oa(json!({"frobnicate": 1})), "frobnicate", false),
+            (o2a, oa(json!({"response_format": {"type": "text", "x": 1}})), "response_format.x", false),
+            (o2a, oa(json!({"messages": [{"role": "user", "content": "x", "foo": 1}]})), "messages[0].foo", false),
+            (
+                o2a,
+                oa(json!({"messages": [{"role": "user", "content": "x", "tool_call_id": "a"}]})),
+                "messages[0].tool_call_id",
+                false,
+            ),
+            (
+                o2a,
+                oa(
+                    json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "image_url": {"url": "https://x"}}]}]}),
+                ),
+                "messages[0].content[0].image_url",
+                false,
+            ),
+            (
+                o2a,
+                oa(json!({"tools": [{"type": "function", "function": {"name": "x", "foo": 1}}]})),
+                "tools[0].function.foo",
+                false,
+            ),
+            (o2a, oa(json!({"messages": [{"role": "user", "content": "x", "name": "n"}]})), "messages[0].name", true),
+            (o2a, oa(json!({"verbosity": "low"})), "verbosity", true),
+            (a2o, an(json!({"frobnicate": {"deep": [1]}})), "frobnicate", false),
+            (a2o, an(json!({"messages": [{"role": "user", "content": "x", "name": "n"}]})), "messages[0].name", true),
+            (
+                a2o,
+                an(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "input": {}}]}]})),
+                "messages[0].content[0].input",
+                false,
+            ),
+            (
+                a2o,
+                an(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "bogus": 1}]}]})),
+                "messages[0].content[0].bogus",
+                false,
+            ),
+            (a2o, an(json!({"context_management": {"edits": []}})), "context_management", true),
+            (
+                a2o,
+                an(
+                    json!({"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}),
+                ),
+                "system[0].cache_control",
+                true,
+            ),
+        ];
+        for (translate, body, path, by_rule) in cases {
+            let raw = bytes(&body);
+            let out = translate(&raw, &OPTS).unwrap_or_else(|e| panic!("lenient refused {body}: {e:?}"));
+            assert_eq!(out.dropped, vec![path.to_owned()], "for {body}");
+            match translate(&raw, &strict) {
+                Ok(out) => assert!(by_rule, "strict took {body}: {:?}", out.dropped),
+                Err(e) => {
+                    assert!(!by_rule, "strict refused a field dropped by rule in {body}");
+                    assert_eq!(e.param, path, "for {body}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn anthropic_error_params() {
         let img = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}});
@@ -2341,20 +2509,20 @@ mod tests {
             (json!({"top_k": 5}), "top_k"),
             (json!({"container": "c-1"}), "container"),
             (json!({"mcp_servers": []}), "mcp_servers"),
-            (json!({"output_format": {}}), "output_format"),
             (json!({"stop_sequences": ["a", "b", "c", "d", "e"]}), "stop_sequences"),
             (json!({"thinking": {"type": "adaptive"}}), "thinking.type"),
             (json!({"thinking": {"type": "enabled"}}), "thinking.budget_tokens"),
             (json!({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}), "tools[0]"),
-            (json!({"tools": [{"name": "f", "input_schema": {}}, {"type": "bash_20250124", "name": "bash"}]}), "tools[1]"),
+            (
+                json!({"tools": [{"name": "f", "input_schema": {}}, {"type": "bash_20250124", "name": "bash"}]}),
+                "tools[1]",
+            ),
             (json!({"tools": [{"name": "f"}]}), "tools[0].input_schema"),
-            (json!({"tools": [{"name": "f", "input_schema": {}, "strict": true}]}), "tools[0].strict"),
             (json!({"tool_choice": {"type": "tool"}}), "tool_choice.name"),
             (json!({"tool_choice": {"type": "whatever"}}), "tool_choice.type"),
             (json!({"system": [img.clone()]}), "system[0].type"),
             (json!({"messages": [{"role": "system", "content": "x"}]}), "messages[0].role"),
             (json!({"messages": [{"role": "user"}]}), "messages[0].content"),
-            (json!({"messages": [{"role": "user", "content": "x", "name": "n"}]}), "messages[0].name"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}]}),
                 "messages[0].content[0].type",
@@ -2416,14 +2584,6 @@ mod tests {
                 "messages[0].content[0].context",
             ),
             (
-                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "input": {}}]}]}),
-                "messages[0].content[0].input",
-            ),
-            (
-                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "bogus": 1}]}]}),
-                "messages[0].content[0].bogus",
-            ),
-            (
                 json!({"messages": [{"role": "user", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]}),
                 "messages[0].content[0].type",
             ),
@@ -2432,7 +2592,10 @@ mod tests {
                 "messages[0].content[0].input",
             ),
             (json!({"messages": [{"role": "assistant", "content": [img.clone()]}]}), "messages[0].content[0].type"),
-            (json!({"messages": [{"role": "assistant", "content": [{"text": "no type"}]}]}), "messages[0].content[0].type"),
+            (
+                json!({"messages": [{"role": "assistant", "content": [{"text": "no type"}]}]}),
+                "messages[0].content[0].type",
+            ),
             (json!({"max_tokens": "many"}), "max_tokens"),
         ];
         for (extra, want) in cases {
@@ -2476,8 +2639,10 @@ mod tests {
     #[test]
     fn unescaped_strings_are_borrowed_from_the_body() {
         let body = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,QUJD"}},{"type":"text","text":"a\nb"}]}]}"#;
-        let req: OaRequest<'_> = parse(body).expect("parses");
-        let Some(StrOrSeq::Seq(parts)) = req.messages.and_then(|mut m| m.pop()).and_then(|m| m.content) else { panic!("parts") };
+        let (req, _): (OaRequest<'_>, _) = parse(body).expect("parses");
+        let Some(StrOrSeq::Seq(parts)) = req.messages.and_then(|mut m| m.pop()).and_then(|m| m.content) else {
+            panic!("parts")
+        };
         let url = parts[0].image_url.as_ref().and_then(|i| i.url.as_ref()).expect("url");
         assert!(matches!(url.0, Cow::Borrowed(_)), "no escapes: borrowed");
         let text = parts[1].text.as_ref().expect("text");
@@ -2538,13 +2703,16 @@ mod tests {
         let user_parts = prop::collection::vec(
             prop_oneof![
                 text().prop_map(|t| json!({"type": "text", "text": t})),
-                "[a-z]{1,8}".prop_map(|p| json!({"type": "image_url", "image_url": {"url": format!("https://example.com/{p}.png")}})),
+                "[a-z]{1,8}".prop_map(
+                    |p| json!({"type": "image_url", "image_url": {"url": format!("https://example.com/{p}.png")}})
+                ),
             ],
             1..4,
         )
         .prop_map(Value::Array);
         prop_oneof![
-            (prop_oneof![Just("system"), Just("developer")], text_or_parts()).prop_map(|(r, c)| json!({"role": r, "content": c})),
+            (prop_oneof![Just("system"), Just("developer")], text_or_parts())
+                .prop_map(|(r, c)| json!({"role": r, "content": c})),
             prop_oneof![text().prop_map(Value::String), user_parts].prop_map(|c| json!({"role": "user", "content": c})),
             (prop::option::of(text_or_parts()), prop::collection::vec(tool_call(), 0..3)).prop_map(|(c, calls)| {
                 let c = match (&c, calls.is_empty()) {
@@ -2606,7 +2774,11 @@ mod tests {
                                 .iter()
                                 .map(|c| {
                                     let args = c["function"]["arguments"].as_str().unwrap_or("");
-                                    let args = if args.is_empty() { json!({}) } else { serde_json::from_str(args).unwrap_or(Value::Null) };
+                                    let args = if args.is_empty() {
+                                        json!({})
+                                    } else {
+                                        serde_json::from_str(args).unwrap_or(Value::Null)
+                                    };
                                     (
                                         c["id"].as_str().unwrap_or("").to_owned(),
                                         c["function"]["name"].as_str().unwrap_or("").to_owned(),
@@ -2618,7 +2790,10 @@ mod tests {
                         .unwrap_or_default();
                     out.push(Norm::Assistant(texts(&m["content"]).concat(), calls));
                 }
-                "tool" => out.push(Norm::Tool(m["tool_call_id"].as_str().unwrap_or("").to_owned(), texts(&m["content"]).join("\n\n"))),
+                "tool" => out.push(Norm::Tool(
+                    m["tool_call_id"].as_str().unwrap_or("").to_owned(),
+                    texts(&m["content"]).join("\n\n"),
+                )),
                 other => panic!("unexpected role {other}"),
             }
         }
@@ -2650,8 +2825,10 @@ mod tests {
                 Value::Array(t)
             });
         prop_oneof![
-            prop_oneof![text().prop_map(Value::String), user_blocks].prop_map(|c| json!({"role": "user", "content": c})),
-            prop_oneof![text().prop_map(Value::String), assistant_blocks].prop_map(|c| json!({"role": "assistant", "content": c})),
+            prop_oneof![text().prop_map(Value::String), user_blocks]
+                .prop_map(|c| json!({"role": "user", "content": c})),
+            prop_oneof![text().prop_map(Value::String), assistant_blocks]
+                .prop_map(|c| json!({"role": "assistant", "content": c})),
         ]
     }
 
@@ -2678,7 +2855,9 @@ mod tests {
                         Some("tool_result") => {
                             let text = match &b["content"] {
                                 Value::String(s) => s.clone(),
-                                Value::Array(inner) => inner.iter().filter_map(|i| i["text"].as_str()).collect::<Vec<_>>().join("\n\n"),
+                                Value::Array(inner) => {
+                                    inner.iter().filter_map(|i| i["text"].as_str()).collect::<Vec<_>>().join("\n\n")
+                                }
                                 _ => String::new(),
                             };
                             let prefix = if b["is_error"] == true { "Error: " } else { "" };
@@ -2692,11 +2871,18 @@ mod tests {
                     _ => out.push(AnNorm::User(items)),
                 }
             } else {
-                let text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+                let text: String =
+                    blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
                 let uses = blocks
                     .iter()
                     .filter(|b| b["type"] == "tool_use")
-                    .map(|b| (b["id"].as_str().unwrap_or("").to_owned(), b["name"].as_str().unwrap_or("").to_owned(), b["input"].clone()))
+                    .map(|b| {
+                        (
+                            b["id"].as_str().unwrap_or("").to_owned(),
+                            b["name"].as_str().unwrap_or("").to_owned(),
+                            b["input"].clone(),
+                        )
+                    })
                     .collect();
                 out.push(AnNorm::Assistant(text, uses));
             }
@@ -2817,11 +3003,11 @@ mod tests {
             let body = json!({"model": "m", "messages": messages});
             let anthropic = openai_to_anthropic(&bytes(&body), &OPTS);
             prop_assert!(anthropic.is_ok(), "{:?}", anthropic.err());
-            let anthropic = anthropic.unwrap_or_default();
+            let anthropic = anthropic.unwrap_or_default().body;
             // The Anthropic body is valid input for the reverse direction.
             let back = anthropic_to_openai(&anthropic, &OPTS);
             prop_assert!(back.is_ok(), "{:?}", back.err());
-            let back: Value = serde_json::from_slice(&back.unwrap_or_default()).unwrap_or(Value::Null);
+            let back: Value = serde_json::from_slice(&back.unwrap_or_default().body).unwrap_or(Value::Null);
             let back_messages = back["messages"].as_array().cloned().unwrap_or_default();
             let (want_system, want) = normalize(&messages);
             let (mut got_system, mut got) = (String::new(), back_messages.as_slice());
@@ -2843,9 +3029,9 @@ mod tests {
             }
             let openai = anthropic_to_openai(&bytes(&body), &OPTS);
             prop_assert!(openai.is_ok(), "{:?}", openai.err());
-            let back = openai_to_anthropic(&openai.unwrap_or_default(), &OPTS);
+            let back = openai_to_anthropic(&openai.unwrap_or_default().body, &OPTS);
             prop_assert!(back.is_ok(), "{:?}", back.err());
-            let back: Value = serde_json::from_slice(&back.unwrap_or_default()).unwrap_or(Value::Null);
+            let back: Value = serde_json::from_slice(&back.unwrap_or_default().body).unwrap_or(Value::Null);
             let want_system = system.filter(|s| !s.is_empty()).map(|s| json!([{"type": "text", "text": s}])).unwrap_or(Value::Null);
             prop_assert_eq!(&back["system"], &want_system);
             prop_assert_eq!(back["max_tokens"].as_u64(), Some(1000));
@@ -2875,7 +3061,7 @@ mod tests {
             let body = bytes(&v);
             for out in [openai_to_anthropic(&body, &OPTS), anthropic_to_openai(&body, &OPTS)].into_iter().flatten() {
                 // Whatever succeeds is one compact JSON object.
-                let parsed: Result<Value, _> = serde_json::from_slice(&out);
+                let parsed: Result<Value, _> = serde_json::from_slice(&out.body);
                 prop_assert!(parsed.as_ref().is_ok_and(Value::is_object));
             }
         }
@@ -2956,12 +3142,21 @@ mod tests {
     fn fast_path_agrees_on_every_golden_case() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/request");
         let mut taken = Vec::new();
-        for (dir, name) in [(Direction::OpenAiToAnthropic, "openai_to_anthropic"), (Direction::AnthropicToOpenAi, "anthropic_to_openai")] {
+        for (dir, name) in [
+            (Direction::OpenAiToAnthropic, "openai_to_anthropic"),
+            (Direction::AnthropicToOpenAi, "anthropic_to_openai"),
+        ] {
             let mut files = Vec::new();
             for entry in std::fs::read_dir(root.join(name)).expect("golden dir").flatten() {
                 let path = entry.path();
-                if path.is_dir() && path.ends_with("errors") {
-                    files.extend(std::fs::read_dir(&path).expect("errors dir").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")));
+                if path.is_dir() && (path.ends_with("errors") || path.ends_with("strict_errors")) {
+                    files.extend(
+                        std::fs::read_dir(&path)
+                            .expect("errors dir")
+                            .flatten()
+                            .map(|e| e.path())
+                            .filter(|p| p.extension().is_some_and(|x| x == "json")),
+                    );
                 } else if path.is_dir() {
                     files.push(path.join("in.json"));
                 }

@@ -75,8 +75,8 @@ fn require_object(body: &[u8]) -> Result<(), TranslateError> {
 /// Anthropic message → OpenAI chat completion.
 pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Result<Vec<u8>, TranslateError> {
     require_object(body)?;
-    let msg: AnthropicMessage =
-        serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
+    let msg: AnthropicMessage = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
@@ -119,7 +119,13 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
         model: caller_model,
         choices: [OpenAiChoice {
             index: 0,
-            message: OpenAiMessage { role: "assistant", content: text, reasoning_content: reasoning, tool_calls, refusal: None },
+            message: OpenAiMessage {
+                role: "assistant",
+                content: text,
+                reasoning_content: reasoning,
+                tool_calls,
+                refusal: None,
+            },
             logprobs: None,
             finish_reason: finish_reason_for(msg.stop_reason.as_deref().unwrap_or("end_turn")),
         }],
@@ -205,8 +211,8 @@ struct AnthropicMessageOut<'a> {
 /// OpenAI chat completion → Anthropic message.
 pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, TranslateError> {
     require_object(body)?;
-    let c: OpenAiCompletionIn =
-        serde_json::from_slice(body).map_err(|e| TranslateError::new("response", format!("upstream response is not a chat completion: {e}")))?;
+    let c: OpenAiCompletionIn = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::new("response", format!("upstream response is not a chat completion: {e}")))?;
     let choice = c.choices.into_iter().next();
     let finish = choice.as_ref().and_then(|ch| ch.finish_reason.clone());
     let message = choice.and_then(|ch| ch.message).unwrap_or_default();
@@ -272,7 +278,11 @@ pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dial
         Dialect::Anthropic => {
             let t = upstream_type.unwrap_or(anthropic_type_for_status(status));
             let kind = match t {
-                "invalid_request_error" | "not_found_error" | "request_too_large" | "authentication_error" | "permission_error" => "invalid_request_error",
+                "invalid_request_error"
+                | "not_found_error"
+                | "request_too_large"
+                | "authentication_error"
+                | "permission_error" => "invalid_request_error",
                 "rate_limit_error" => "requests",
                 _ => "server_error",
             };

@@ -155,7 +155,9 @@ impl SseDecoder {
             self.dispatch(chunk, on_event);
             return;
         }
-        let Some((field, vs)) = split_field(&chunk[start..end]) else { return };
+        let Some((field, vs)) = split_field(&chunk[start..end]) else {
+            return;
+        };
         let (vs, ve) = (start + vs, end);
         match field {
             Field::Event => self.event_slot = Slot::Chunk(vs, ve),
@@ -183,7 +185,9 @@ impl SseDecoder {
             self.dispatch(chunk, on_event);
             return;
         }
-        let Some((field, vs)) = split_field(line) else { return };
+        let Some((field, vs)) = split_field(line) else {
+            return;
+        };
         let value = &line[vs..];
         match field {
             Field::Event => {

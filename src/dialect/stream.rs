@@ -26,10 +26,10 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
-use crate::usage::AnthropicUsage;
 use super::sse::{Event, SseDecoder};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
+use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
+use crate::usage::AnthropicUsage;
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
@@ -143,7 +143,9 @@ struct Ordered<'a> {
 
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let Value::Object(m) = self.value else { return self.value.serialize(s) };
+        let Value::Object(m) = self.value else {
+            return self.value.serialize(s);
+        };
         let mut map = s.serialize_map(Some(m.len()))?;
         for k in self.keys {
             if let Some(v) = m.get(*k) {
@@ -160,7 +162,8 @@ impl Serialize for Ordered<'_> {
 }
 
 const OPENAI_USAGE_ORDER: &[&str] = &["prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"];
-const ANTHROPIC_USAGE_ORDER: &[&str] = &["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"];
+const ANTHROPIC_USAGE_ORDER: &[&str] =
+    &["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"];
 
 fn is_blank(data: &[u8]) -> bool {
     data.iter().all(u8::is_ascii_whitespace)
@@ -223,7 +226,6 @@ struct AnDelta<'a> {
     stop_reason: LStr<'a>,
 }
 
-
 #[derive(Serialize)]
 struct OaChunk<'a> {
     id: &'a str,
@@ -270,7 +272,6 @@ struct OaFunction<'a> {
     name: Option<&'a str>,
     arguments: &'a str,
 }
-
 
 /// Anthropic events in, OpenAI `chat.completion.chunk`s out.
 #[derive(Debug)]
@@ -427,7 +428,11 @@ impl AnState {
                     }
                     "tool_use" => {
                         let k = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
-                        self.tools.push(ToolBlock { index: e.index.unwrap_or(u64::MAX), has_args: false, closed: false });
+                        self.tools.push(ToolBlock {
+                            index: e.index.unwrap_or(u64::MAX),
+                            has_args: false,
+                            closed: false,
+                        });
                         let call = OaToolCall {
                             index: k,
                             id: Some(b.id.get().unwrap_or("")),
@@ -456,15 +461,24 @@ impl AnState {
                         }
                     }
                     "input_json_delta" => {
-                        let Some(p) = d.partial_json.non_empty() else { return };
+                        let Some(p) = d.partial_json.non_empty() else {
+                            return;
+                        };
                         let idx = e.index.unwrap_or(u64::MAX);
                         // Only client tool_use blocks are tool calls (server tools are not).
-                        let Some(k) = self.tools.iter().rposition(|t| t.index == idx && !t.closed) else { return };
+                        let Some(k) = self.tools.iter().rposition(|t| t.index == idx && !t.closed) else {
+                            return;
+                        };
                         if let Some(t) = self.tools.get_mut(k) {
                             t.has_args = true;
                         }
                         let k = u32::try_from(k).unwrap_or(u32::MAX);
-                        let call = OaToolCall { index: k, id: None, kind: None, function: OaFunction { name: None, arguments: p } };
+                        let call = OaToolCall {
+                            index: k,
+                            id: None,
+                            kind: None,
+                            function: OaFunction { name: None, arguments: p },
+                        };
                         self.chunk(out, OaDelta { tool_calls: Some([call]), ..OaDelta::default() }, None);
                     }
                     _ => {}
@@ -491,12 +505,24 @@ impl AnState {
                 // message still ended normally.
                 self.finish_chunk(out, "stop");
                 if self.include_usage {
-                    let usage = openai_usage_json(self.usage.input, self.usage.output, self.usage.cache_read, self.usage.cache_write);
+                    let usage = openai_usage_json(
+                        self.usage.input,
+                        self.usage.output,
+                        self.usage.cache_read,
+                        self.usage.cache_write,
+                    );
                     let usage = Ordered { value: &usage, keys: OPENAI_USAGE_ORDER };
                     out.extend_from_slice(b"data: ");
                     write_json(
                         out,
-                        &OaChunk { id: &self.id, object: "chat.completion.chunk", created: self.created, model: &self.model, choices: &[], usage: Some(usage) },
+                        &OaChunk {
+                            id: &self.id,
+                            object: "chat.completion.chunk",
+                            created: self.created,
+                            model: &self.model,
+                            choices: &[],
+                            usage: Some(usage),
+                        },
                     );
                     out.extend_from_slice(b"\n\n");
                 }
@@ -520,7 +546,12 @@ impl AnState {
     }
 
     fn apply_usage(&mut self, u: &AnthropicUsage) {
-        self.usage.merge_anthropic(u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens);
+        self.usage.merge_anthropic(
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+        );
     }
 
     /// The first chunk (role), once; content seen before `message_start` still gets it first.
@@ -534,7 +565,9 @@ impl AnState {
     /// A tool call that got no arguments (a tool without parameters) gets `{}`: OpenAI sends
     /// that, and clients parse the arguments as JSON.
     fn close_tool(&mut self, out: &mut Vec<u8>, k: usize) {
-        let Some(t) = self.tools.get_mut(k) else { return };
+        let Some(t) = self.tools.get_mut(k) else {
+            return;
+        };
         if t.closed {
             return;
         }
@@ -595,7 +628,13 @@ struct ToolBlock {
 fn is_known_anthropic_event(kind: &str) -> bool {
     matches!(
         kind,
-        "message_start" | "content_block_start" | "content_block_delta" | "content_block_stop" | "message_delta" | "message_stop" | "error"
+        "message_start"
+            | "content_block_start"
+            | "content_block_delta"
+            | "content_block_stop"
+            | "message_delta"
+            | "message_stop"
+            | "error"
     )
 }
 
@@ -758,7 +797,6 @@ struct AnStop {
     stop_reason: &'static str,
     stop_sequence: Option<()>,
 }
-
 
 /// A text-like block kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -986,7 +1024,12 @@ impl OaState {
                     content: &[],
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: AnZeroUsage { input_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 0 },
+                    usage: AnZeroUsage {
+                        input_tokens: 0,
+                        cache_creation_input_tokens: 0,
+                        cache_read_input_tokens: 0,
+                        output_tokens: 0,
+                    },
                 },
             },
         );
@@ -1061,7 +1104,9 @@ impl OaState {
         };
         let name = tc.function.as_ref().and_then(|f| f.name.non_empty());
         let args = tc.function.as_ref().and_then(|f| f.arguments.get()).unwrap_or("");
-        let Some(call) = self.calls.get_mut(slot) else { return };
+        let Some(call) = self.calls.get_mut(slot) else {
+            return;
+        };
         if call.id.is_empty() {
             if let Some(id) = id {
                 call.id = id.to_owned();
@@ -1101,7 +1146,9 @@ impl OaState {
     /// closed, so that sequential parallel calls (OpenAI's usual order) all stream live.
     fn promote(&mut self, out: &mut Vec<u8>, slot: usize) {
         if let Some(live) = self.live {
-            let Some(call) = self.calls.get_mut(live) else { return };
+            let Some(call) = self.calls.get_mut(live) else {
+                return;
+            };
             if call.state != CallState::LiveOpen || !is_complete_object(&call.args) {
                 return;
             }
@@ -1123,7 +1170,9 @@ impl OaState {
 
     /// Opens the block of the live call once its name is known (normally with its first fragment).
     fn open_live(&mut self, out: &mut Vec<u8>, slot: usize) {
-        let Some(call) = self.calls.get_mut(slot) else { return };
+        let Some(call) = self.calls.get_mut(slot) else {
+            return;
+        };
         if call.name.is_empty() {
             return;
         }
@@ -1256,8 +1305,14 @@ mod tests {
             "data: [DONE]\n\n",
         ));
         assert!(out.contains("{\"type\":\"tool_use\",\"id\":\"a\",\"name\":\"f\",\"input\":{}}"), "{out}");
-        assert!(out.contains("\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"b\",\"name\":\"g\""), "{out}");
-        assert!(out.contains("\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"x\\\":1}\"}"), "{out}");
+        assert!(
+            out.contains("\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"b\",\"name\":\"g\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"x\\\":1}\"}"),
+            "{out}"
+        );
         assert!(out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{out}");
     }
 
@@ -1286,11 +1341,17 @@ mod tests {
             ("{\"code\":429,\"message\":\"slow down\"}", "rate_limit_error"),
             ("{\"code\":502,\"message\":\"bad gateway\"}", "api_error"),
             ("{\"message\":\"over\",\"type\":\"server_error\",\"code\":\"overloaded\"}", "overloaded_error"),
-            ("{\"message\":\"long\",\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}", "invalid_request_error"),
+            (
+                "{\"message\":\"long\",\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}",
+                "invalid_request_error",
+            ),
             ("\"plain\"", "api_error"),
         ] {
             let out = oa(&format!("data: {{\"error\":{err}}}\n\n"));
-            assert!(out.starts_with(&format!("event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\"")), "{err}: {out}");
+            assert!(
+                out.starts_with(&format!("event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\"")),
+                "{err}: {out}"
+            );
             assert_eq!(out.matches("event:").count(), 1, "{out}");
         }
     }

@@ -319,6 +319,15 @@ impl<'a> Scan<'a> {
         std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or(Bail)
     }
 
+    /// Validates and skips a value the translation leaves out, noting where it was so that it is
+    /// reported (`x-cheapmodel-dropped`), as the typed translator reports what it does not read.
+    fn drop_value(&mut self) -> R<()> {
+        self.ws();
+        let at = self.b.as_ptr() as usize + self.i;
+        DROPPED_AT.with_borrow_mut(|d| d.push(at));
+        self.skip(0)
+    }
+
     /// Validates and skips any value.
     fn skip(&mut self, depth: usize) -> R<()> {
         match self.peek()? {
@@ -557,11 +566,83 @@ fn put_json_as_string(out: &mut Vec<u8>, value: &[u8]) {
     out.push(b'"');
 }
 
+thread_local! {
+    /// Addresses of the first bytes of the values the fast path dropped in the current call. A
+    /// thread-local, not a `Scan` field, because messages, blocks and tool arguments are re-read
+    /// by sub-scanners over slices of the body: an address means the same in all of them, and
+    /// no sub-scanner has to hand its findings back.
+    static DROPPED_AT: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs one fast-path translation of `body` and turns what it dropped into JSON paths.
+fn with_dropped(body: &[u8], translate: impl FnOnce() -> R<Vec<u8>>) -> Option<(Vec<u8>, Vec<String>)> {
+    DROPPED_AT.with_borrow_mut(Vec::clear);
+    let out = translate().ok()?;
+    let base = body.as_ptr() as usize;
+    let mut offsets: Vec<usize> = DROPPED_AT.with_borrow_mut(|d| d.drain(..).map(|a| a.wrapping_sub(base)).collect());
+    if offsets.is_empty() {
+        return Some((out, Vec::new()));
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    let mut paths = Vec::with_capacity(offsets.len());
+    // Stops early (with `Err`) once every offset is named; the body was validated already.
+    let _ = paths_at(&mut Scan::new(body), &mut String::new(), &offsets, &mut paths);
+    Some((out, paths))
+}
+
+/// Walks a value, pushing the JSON path (`messages[1].tool_calls[0].index`, the typed
+/// translator's form) of every value that starts at one of `offsets` (sorted).
+fn paths_at(s: &mut Scan<'_>, path: &mut String, offsets: &[usize], paths: &mut Vec<String>) -> R<()> {
+    if paths.len() == offsets.len() {
+        return Err(Bail);
+    }
+    s.ws();
+    if offsets.binary_search(&s.i).is_ok() {
+        paths.push(path.clone());
+        return s.skip(0);
+    }
+    match s.peek()? {
+        b'{' => {
+            s.i += 1;
+            let mut first = true;
+            while let Some(key) = s.any_key(&mut first)? {
+                let len = path.len();
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(std::str::from_utf8(key.raw).map_err(|_| Bail)?);
+                paths_at(s, path, offsets, paths)?;
+                path.truncate(len);
+            }
+        }
+        b'[' => {
+            s.i += 1;
+            let (mut first, mut i) = (true, 0usize);
+            while s.item(&mut first)? {
+                let len = path.len();
+                path.push('[');
+                path.push_str(itoa::Buffer::new().format(i));
+                path.push(']');
+                paths_at(s, path, offsets, paths)?;
+                path.truncate(len);
+                i += 1;
+            }
+        }
+        _ => s.skip(0)?,
+    }
+    Ok(())
+}
+
 /// Reads an object field by field, by the rules of the typed translator's serde structs: a key
 /// `index` does not know, a repeated key or malformed JSON bails; a `null` value is an absent
 /// field (their fields are all `Option`s). `on_field` reads every other value. Returns the bits
 /// (`1 << index`) of the keys that had a value.
-fn fields<'a>(s: &mut Scan<'a>, index: impl Fn(&[u8]) -> Option<u32>, mut on_field: impl FnMut(&'a [u8], &mut Scan<'a>) -> R<()>) -> R<u32> {
+fn fields<'a>(
+    s: &mut Scan<'a>,
+    index: impl Fn(&[u8]) -> Option<u32>,
+    mut on_field: impl FnMut(&'a [u8], &mut Scan<'a>) -> R<()>,
+) -> R<u32> {
     let (mut seen, mut present) = (0u32, 0u32);
     s.obj()?;
     let mut first = true;
@@ -592,9 +673,10 @@ fn sep(out: &mut Vec<u8>, first: &mut bool) {
 // OpenAI → Anthropic
 // ---------------------------------------------------------------------------------------------
 
-/// OpenAI chat-completions request → Anthropic messages request, or `None` for the typed path.
-pub(super) fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Option<Vec<u8>> {
-    oa_request(body, opts).ok()
+/// OpenAI chat-completions request → Anthropic messages request and the paths it dropped, or
+/// `None` for the typed path.
+pub(super) fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Option<(Vec<u8>, Vec<String>)> {
+    with_dropped(body, || oa_request(body, opts))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -696,8 +778,10 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
                     return Err(Bail);
                 }
             }
-            // Dropped (see request.rs): validated, not written.
-            _ => s.skip(0)?,
+            // Honoured by the response side (`include_usage`), not sent.
+            b"stream_options" => s.skip(0)?,
+            // Dropped (see request.rs): validated, not written, reported.
+            _ => s.drop_value()?,
         }
         Ok(())
     })?;
@@ -709,7 +793,9 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     if parallel == Some(false) {
         match &mut tool_choice {
             Some(c) if c.mode != Some(AnChoice::None) => c.disable_parallel = true,
-            None if has_tools => tool_choice = Some(ToolChoiceOut { mode: Some(AnChoice::Auto), name: None, disable_parallel: true }),
+            None if has_tools => {
+                tool_choice = Some(ToolChoiceOut { mode: Some(AnChoice::Auto), name: None, disable_parallel: true })
+            }
             _ => {}
         }
     }
@@ -790,27 +876,45 @@ fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<bool> {
     while s.item(&mut first)? {
         let (mut kind, mut has_function) = (None, false);
         let (mut name, mut description, mut parameters) = (None, None, None);
-        fields(s, |key| Some(match key { b"type" => 0, b"function" => 1, _ => return None }), |key, s| {
-            match key {
-                b"type" => kind = Some(s.string()?.plain()?),
-                _ => {
-                    has_function = true;
-                    let keys = |key: &[u8]| Some(match key { b"name" => 0, b"description" => 1, b"parameters" => 2, b"strict" => 3, _ => return None });
-                    fields(s, keys, |key, s| {
-                        match key {
-                            b"name" => name = Some(s.string()?),
-                            b"description" => description = Some(s.string()?),
-                            b"parameters" => parameters = Some(s.raw_value()?),
-                            _ => {
-                                s.boolean()?;
+        fields(
+            s,
+            |key| {
+                Some(match key {
+                    b"type" => 0,
+                    b"function" => 1,
+                    _ => return None,
+                })
+            },
+            |key, s| {
+                match key {
+                    b"type" => kind = Some(s.string()?.plain()?),
+                    _ => {
+                        has_function = true;
+                        let keys = |key: &[u8]| {
+                            Some(match key {
+                                b"name" => 0,
+                                b"description" => 1,
+                                b"parameters" => 2,
+                                b"strict" => 3,
+                                _ => return None,
+                            })
+                        };
+                        fields(s, keys, |key, s| {
+                            match key {
+                                b"name" => name = Some(s.string()?),
+                                b"description" => description = Some(s.string()?),
+                                b"parameters" => parameters = Some(s.raw_value()?),
+                                _ => {
+                                    s.boolean()?;
+                                }
                             }
-                        }
-                        Ok(())
-                    })?;
+                            Ok(())
+                        })?;
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         if kind != Some(b"function".as_slice()) || !has_function {
             return Err(Bail);
         }
@@ -840,18 +944,32 @@ fn oa_tool_choice<'a>(s: &mut Scan<'a>) -> R<ToolChoiceOut<'a>> {
         return Ok(ToolChoiceOut { mode: Some(mode), name: None, disable_parallel: false });
     }
     let (mut kind, mut name) = (None, None);
-    fields(s, |key| Some(match key { b"type" => 0, b"function" => 1, _ => return None }), |key, s| {
-        match key {
-            b"type" => kind = Some(s.string()?.plain()?),
-            _ => {
-                fields(s, |key| (key == b"name").then_some(0), |_, s| {
-                    name = Some(s.string()?);
-                    Ok(())
-                })?;
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"type" => 0,
+                b"function" => 1,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"type" => kind = Some(s.string()?.plain()?),
+                _ => {
+                    fields(
+                        s,
+                        |key| (key == b"name").then_some(0),
+                        |_, s| {
+                            name = Some(s.string()?);
+                            Ok(())
+                        },
+                    )?;
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if kind != Some(b"function".as_slice()) {
         return Err(Bail);
     }
@@ -935,7 +1053,7 @@ fn oa_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> 
             }
             b"tool_call_id" => m.tool_call_id = Some(s.string()?),
             b"refusal" => m.refusal = Some(s.string()?),
-            _ => s.skip(0)?, // name, reasoning_content, annotations: dropped
+            _ => s.drop_value()?, // name, reasoning_content, annotations: dropped
         }
         Ok(())
     })?;
@@ -943,7 +1061,9 @@ fn oa_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> 
     // Only assistant messages may carry these (dropped) fields.
     let dropped_assistant_only = present & (1 << 6 | 1 << 7) != 0;
     let allowed = match m.role {
-        Role::System | Role::User => m.tool_calls.is_none() && m.tool_call_id.is_none() && m.refusal.is_none() && !dropped_assistant_only,
+        Role::System | Role::User => {
+            m.tool_calls.is_none() && m.tool_call_id.is_none() && m.refusal.is_none() && !dropped_assistant_only
+        }
         Role::Assistant => m.tool_call_id.is_none(),
         Role::Tool => m.tool_calls.is_none() && m.refusal.is_none() && !dropped_assistant_only,
     };
@@ -994,23 +1114,43 @@ fn oa_part<'a>(s: &mut Scan<'a>) -> R<OaPart<'a>> {
             b"file" => {
                 // file_id (a file uploaded to OpenAI) has no Anthropic counterpart: typed path.
                 let (mut data, mut name) = (None, None);
-                fields(s, |key| Some(match key { b"file_data" => 0, b"filename" => 1, _ => return None }), |key, s| {
-                    match key {
-                        b"file_data" => data = Some(s.string()?),
-                        _ => name = Some(s.string()?),
-                    }
-                    Ok(())
-                })?;
+                fields(
+                    s,
+                    |key| {
+                        Some(match key {
+                            b"file_data" => 0,
+                            b"filename" => 1,
+                            _ => return None,
+                        })
+                    },
+                    |key, s| {
+                        match key {
+                            b"file_data" => data = Some(s.string()?),
+                            _ => name = Some(s.string()?),
+                        }
+                        Ok(())
+                    },
+                )?;
                 p.file = Some((data.ok_or(Bail)?, name));
             }
             _ => {
-                fields(s, |key| Some(match key { b"url" => 0, b"detail" => 1, _ => return None }), |key, s| {
-                    match key {
-                        b"url" => p.url = Some(s.string()?),
-                        _ => s.skip(0)?, // detail: dropped
-                    }
-                    Ok(())
-                })?;
+                fields(
+                    s,
+                    |key| {
+                        Some(match key {
+                            b"url" => 0,
+                            b"detail" => 1,
+                            _ => return None,
+                        })
+                    },
+                    |key, s| {
+                        match key {
+                            b"url" => p.url = Some(s.string()?),
+                            _ => s.drop_value()?, // detail: dropped
+                        }
+                        Ok(())
+                    },
+                )?;
                 if p.url.is_none() {
                     return Err(Bail);
                 }
@@ -1267,22 +1407,43 @@ fn text_block(out: &mut Vec<u8>, t: Str<'_>, fo: &mut bool) {
 /// the `input` object.
 fn oa_tool_call(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()> {
     let (mut id, mut kind, mut name, mut arguments) = (None, None, None, None);
-    fields(s, |key| Some(match key { b"id" => 0, b"type" => 1, b"function" => 2, _ => return None }), |key, s| {
-        match key {
-            b"id" => id = Some(s.string()?),
-            b"type" => kind = Some(s.string()?.plain()?),
-            _ => {
-                fields(s, |key| Some(match key { b"name" => 0, b"arguments" => 1, _ => return None }), |key, s| {
-                    match key {
-                        b"name" => name = Some(s.string()?),
-                        _ => arguments = Some(s.string()?),
-                    }
-                    Ok(())
-                })?;
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"id" => 0,
+                b"type" => 1,
+                b"function" => 2,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"id" => id = Some(s.string()?),
+                b"type" => kind = Some(s.string()?.plain()?),
+                _ => {
+                    fields(
+                        s,
+                        |key| {
+                            Some(match key {
+                                b"name" => 0,
+                                b"arguments" => 1,
+                                _ => return None,
+                            })
+                        },
+                        |key, s| {
+                            match key {
+                                b"name" => name = Some(s.string()?),
+                                _ => arguments = Some(s.string()?),
+                            }
+                            Ok(())
+                        },
+                    )?;
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if kind.is_some_and(|k| k != b"function") {
         return Err(Bail);
     }
@@ -1319,9 +1480,10 @@ fn oa_tool_call(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R
 // Anthropic → OpenAI
 // ---------------------------------------------------------------------------------------------
 
-/// Anthropic messages request → OpenAI chat-completions request, or `None` for the typed path.
-pub(super) fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Option<Vec<u8>> {
-    an_request(body, opts).ok()
+/// Anthropic messages request → OpenAI chat-completions request and the paths it dropped, or
+/// `None` for the typed path.
+pub(super) fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Option<(Vec<u8>, Vec<String>)> {
+    with_dropped(body, || an_request(body, opts))
 }
 
 fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
@@ -1406,7 +1568,7 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
                             user = Some(s.string()?);
                         }
                     } else {
-                        s.skip(0)?; // other metadata keys are dropped
+                        s.drop_value()?; // other metadata keys are dropped
                     }
                 }
             }
@@ -1414,7 +1576,7 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"tool_choice" => (tool_choice, parallel) = an_tool_choice(s)?,
             b"thinking" => effort = an_thinking(s)?,
             // context_management, service_tier: dropped.
-            _ => s.skip(0)?,
+            _ => s.drop_value()?,
         }
         Ok(())
     })?;
@@ -1503,14 +1665,26 @@ fn an_system(s: &mut Scan<'_>) -> R<Option<Vec<u8>>> {
 /// `cache_control` and `citations` are dropped.
 fn an_text_block<'a>(s: &mut Scan<'a>) -> R<Str<'a>> {
     let (mut kind, mut text) = (None, None);
-    fields(s, |key| Some(match key { b"type" => 0, b"text" => 1, b"cache_control" => 2, b"citations" => 3, _ => return None }), |key, s| {
-        match key {
-            b"type" => kind = Some(s.string()?.plain()?),
-            b"text" => text = Some(s.string()?),
-            _ => s.skip(0)?,
-        }
-        Ok(())
-    })?;
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"type" => 0,
+                b"text" => 1,
+                b"cache_control" => 2,
+                b"citations" => 3,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"type" => kind = Some(s.string()?.plain()?),
+                b"text" => text = Some(s.string()?),
+                _ => s.drop_value()?,
+            }
+            Ok(())
+        },
+    )?;
     if kind != Some(b"text".as_slice()) {
         return Err(Bail);
     }
@@ -1543,7 +1717,7 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 b"name" => name = Some(s.string()?),
                 b"description" => description = Some(s.string()?),
                 b"input_schema" => schema = Some(s.raw_value()?),
-                _ => s.skip(0)?,
+                _ => s.drop_value()?,
             }
             Ok(())
         })?;
@@ -1565,14 +1739,25 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
 /// `tool_choice` → the OpenAI choice's JSON and whether parallel tool calls are turned off.
 fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
     let (mut kind, mut name, mut disable) = (None, None, None);
-    fields(s, |key| Some(match key { b"type" => 0, b"name" => 1, b"disable_parallel_tool_use" => 2, _ => return None }), |key, s| {
-        match key {
-            b"type" => kind = Some(s.string()?.plain()?),
-            b"name" => name = Some(s.string()?),
-            _ => disable = Some(s.boolean()?),
-        }
-        Ok(())
-    })?;
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"type" => 0,
+                b"name" => 1,
+                b"disable_parallel_tool_use" => 2,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"type" => kind = Some(s.string()?.plain()?),
+                b"name" => name = Some(s.string()?),
+                _ => disable = Some(s.boolean()?),
+            }
+            Ok(())
+        },
+    )?;
     let kind = kind.ok_or(Bail)?;
     let choice = match kind {
         b"auto" if name.is_none() => b"\"auto\"".to_vec(),
@@ -1592,13 +1777,23 @@ fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
 /// `thinking` → `reasoning_effort` (None when disabled).
 fn an_thinking(s: &mut Scan<'_>) -> R<Option<&'static [u8]>> {
     let (mut kind, mut budget) = (None, None);
-    fields(s, |key| Some(match key { b"type" => 0, b"budget_tokens" => 1, _ => return None }), |key, s| {
-        match key {
-            b"type" => kind = Some(s.string()?.plain()?),
-            _ => budget = Some(s.uint()?),
-        }
-        Ok(())
-    })?;
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"type" => 0,
+                b"budget_tokens" => 1,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"type" => kind = Some(s.string()?.plain()?),
+                _ => budget = Some(s.uint()?),
+            }
+            Ok(())
+        },
+    )?;
     match (kind.ok_or(Bail)?, budget) {
         (b"enabled", Some(0..=4095)) => Ok(Some(b"low")),
         (b"enabled", Some(4096..=16383)) => Ok(Some(b"medium")),
@@ -1613,20 +1808,30 @@ fn an_messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
         let (mut role, mut content, mut written) = (None, None, false);
-        fields(s, |key| Some(match key { b"role" => 0, b"content" => 1, _ => return None }), |key, s| {
-            match key {
-                b"role" => role = Some(s.string()?.plain()?),
-                _ => match role {
-                    // Role first (as SDKs write it): the blocks are translated in this pass.
-                    Some(role) if s.peek()? == b'[' => {
-                        an_blocks(role, s, out, &mut fo, scratch)?;
-                        written = true;
-                    }
-                    _ => content = Some(read_content(s)?),
-                },
-            }
-            Ok(())
-        })?;
+        fields(
+            s,
+            |key| {
+                Some(match key {
+                    b"role" => 0,
+                    b"content" => 1,
+                    _ => return None,
+                })
+            },
+            |key, s| {
+                match key {
+                    b"role" => role = Some(s.string()?.plain()?),
+                    _ => match role {
+                        // Role first (as SDKs write it): the blocks are translated in this pass.
+                        Some(role) if s.peek()? == b'[' => {
+                            an_blocks(role, s, out, &mut fo, scratch)?;
+                            written = true;
+                        }
+                        _ => content = Some(read_content(s)?),
+                    },
+                }
+                Ok(())
+            },
+        )?;
         if written {
             continue;
         }
@@ -1718,13 +1923,22 @@ fn an_block<'a>(s: &mut Scan<'a>) -> R<AnBlk<'a>> {
             b"content" => b.content = Some(read_content(s)?),
             b"is_error" => b.is_error = Some(s.boolean()?),
             b"title" => b.title = Some(s.string()?),
-            b"thinking" | b"signature" | b"data" | b"cache_control" => s.skip(0)?,
+            b"thinking" | b"signature" | b"data" | b"cache_control" => s.drop_value()?,
             _ => b.citations = Some(s.raw_value()?),
         }
         Ok(())
     })?;
     b.kind = kind.ok_or(Bail)?;
     Ok(b)
+}
+
+impl AnBlk<'_> {
+    /// A text block's `citations` are not sent (they only echo earlier replies' sources).
+    fn drop_citations(&self) {
+        if let Some(raw) = self.citations {
+            DROPPED_AT.with_borrow_mut(|d| d.push(raw.as_ptr() as usize));
+        }
+    }
 }
 
 /// Whether only keys in `allowed` (besides `type`) are present.
@@ -1765,6 +1979,7 @@ fn an_user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &
         match b.kind {
             b"text" => {
                 only(&b, B_TEXT | B_CACHE_CONTROL | B_CITATIONS)?;
+                b.drop_citations();
                 sep(out, &mut fp);
                 out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
                 put_str(out, b.text.ok_or(Bail)?);
@@ -1890,7 +2105,15 @@ struct Source<'a> {
 
 fn an_source<'a>(s: &mut Scan<'a>) -> R<Source<'a>> {
     let (mut kind, mut media, mut data, mut url) = (None, None, None, None);
-    let keys = |key: &[u8]| Some(match key { b"type" => 0, b"media_type" => 1, b"data" => 2, b"url" => 3, _ => return None });
+    let keys = |key: &[u8]| {
+        Some(match key {
+            b"type" => 0,
+            b"media_type" => 1,
+            b"data" => 2,
+            b"url" => 3,
+            _ => return None,
+        })
+    };
     fields(s, keys, |key, s| {
         let v = s.string()?;
         match key {
@@ -1934,6 +2157,7 @@ fn an_assistant_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratc
         match b.kind {
             b"text" => {
                 only(&b, B_TEXT | B_CACHE_CONTROL | B_CITATIONS)?;
+                b.drop_citations();
                 texts.extend_from_slice(b.text.ok_or(Bail)?.raw);
                 n_texts += 1;
             }

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::dialect::stream::StreamTranslator;
 use crate::error::{Dialect, GatewayError};
 use crate::registry::{Key, Model, Snapshot};
-use crate::dialect::stream::StreamTranslator;
 use crate::usage::StreamMeter;
 
 /// How the response body is metered.
@@ -66,6 +66,8 @@ pub struct RequestCtx {
     pub local: Option<crate::tasks::Answer>,
     /// `local` is a token-count estimate.
     pub token_estimate: bool,
+    /// What translation left out of the request, as the `x-cheapmodel-dropped` value (empty: nothing).
+    pub dropped: String,
 }
 
 impl RequestCtx {
@@ -93,6 +95,7 @@ impl RequestCtx {
             translator: None,
             local: None,
             token_estimate: false,
+            dropped: String::new(),
         }
     }
 }

@@ -191,9 +191,9 @@ impl Gateway {
                 // No such endpoint upstream: an honest local estimate instead of a 404.
                 let counted = if body.len() > 64 * 1024 {
                     let b = body.clone();
-                    tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&b)).await.unwrap_or_else(|_| {
-                        Err(dialect::TranslateError::new("body", "token count failed"))
-                    })
+                    tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&b))
+                        .await
+                        .unwrap_or_else(|_| Err(dialect::TranslateError::new("body", "token count failed")))
                 } else {
                     dialect::count::estimate_input_tokens(&body)
                 };
@@ -211,7 +211,9 @@ impl Gateway {
                 };
             }
             ctx.body = match &model.upstream_model_json {
-                Some(json) => Bytes::from(peek::splice(&body, &mut [Edit { range: peeked.model_span.clone(), with: json }])),
+                Some(json) => {
+                    Bytes::from(peek::splice(&body, &mut [Edit { range: peeked.model_span.clone(), with: json }]))
+                }
                 None => body.clone(),
             };
             ctx.model = Some(model.clone());
@@ -222,9 +224,20 @@ impl Gateway {
             let opts = dialect::RequestOptions {
                 upstream_model: &model.upstream_model,
                 default_max_tokens: model.max_output_tokens.unwrap_or(dialect::DEFAULT_MAX_TOKENS),
+                strict: model.strict_params,
+                structured_outputs: model.structured_outputs,
             };
             match dialect::translate_request(caller, upstream_dialect, &body, &opts) {
-                Ok(translated) => ctx.body = Bytes::from(translated),
+                Ok(translated) => {
+                    ctx.body = Bytes::from(translated.body);
+                    if !translated.dropped.is_empty() {
+                        let counter = &metrics::get().dropped_params;
+                        for path in &translated.dropped {
+                            counter.with_label_values(&[&model.name, dialect::dropped_param_label(path)]).inc();
+                        }
+                        ctx.dropped = dialect::dropped_header_value(&translated.dropped);
+                    }
+                }
                 Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
             }
             ctx.caller_wants_usage = caller == Dialect::OpenAi
@@ -308,7 +321,8 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Some(answer) = ctx.local.take() {
-            let extra: &[(&str, &str)] = if ctx.token_estimate { &[("x-cheapmodel-token-count", "estimate")] } else { &[] };
+            let extra: &[(&str, &str)] =
+                if ctx.token_estimate { &[("x-cheapmodel-token-count", "estimate")] } else { &[] };
             respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
             return Ok(true);
         }
@@ -384,7 +398,11 @@ impl ProxyHttp for Gateway {
             resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             if ctx.sse && success {
                 let t: Box<dyn StreamTranslator + Sync> = match (upstream, caller) {
-                    (Dialect::Anthropic, _) => Box::new(dialect::stream::AnthropicToOpenAi::new(&model.name, ctx.caller_wants_usage, unix_now())),
+                    (Dialect::Anthropic, _) => Box::new(dialect::stream::AnthropicToOpenAi::new(
+                        &model.name,
+                        ctx.caller_wants_usage,
+                        unix_now(),
+                    )),
                     (Dialect::OpenAi, _) => Box::new(dialect::stream::OpenAiToAnthropic::new(&model.name)),
                 };
                 ctx.translator = Some(t);
@@ -395,8 +413,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if !ctx.dropped.is_empty() {
+            resp.insert_header("x-cheapmodel-dropped", ctx.dropped.as_str())?;
+        }
         // Pingora would relay the upstream's chunked framing to an HTTP/1.0 caller, which cannot
         // read it; without Transfer-Encoding the body is delimited by closing the connection.
         if session.req_header().version == http::Version::HTTP_10 {
@@ -443,7 +469,12 @@ impl ProxyHttp for Gateway {
                     if end_of_stream {
                         // Kept whole so `logging` meters it without joining the chunks again.
                         let whole = Bytes::from(chunks.concat());
-                        *body = Some(Bytes::from(translate_json_body(ctx.translation, ctx.model.as_deref(), ctx.upstream_status, &whole)));
+                        *body = Some(Bytes::from(translate_json_body(
+                            ctx.translation,
+                            ctx.model.as_deref(),
+                            ctx.upstream_status,
+                            &whole,
+                        )));
                         *chunks = vec![whole];
                     }
                 }
@@ -496,13 +527,21 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let err = match (e.esource(), e.etype()) {
             // The gateway answers its own rejections itself; a status error here comes from Pingora.
-            (_, ErrorType::HTTPStatus(code)) if (400..500).contains(code) => Some(GatewayError::BadRequest("The request could not be read.")),
-            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::Internal),
-            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout) => {
-                Some(GatewayError::UpstreamTimeout)
+            (_, ErrorType::HTTPStatus(code)) if (400..500).contains(code) => {
+                Some(GatewayError::BadRequest("The request could not be read."))
             }
+            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::Internal),
+            (
+                ErrorSource::Upstream,
+                ErrorType::ConnectTimedout
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+                | ErrorType::TLSHandshakeTimedout,
+            ) => Some(GatewayError::UpstreamTimeout),
             (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
-            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GatewayError::BadRequest("The request body did not arrive in time.")),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
+                Some(GatewayError::BadRequest("The request body did not arrive in time."))
+            }
             (ErrorSource::Downstream, _) => None,
             _ => Some(GatewayError::Internal),
         };
@@ -569,7 +608,12 @@ impl ProxyHttp for Gateway {
                 m.overhead.with_label_values(&[name]).observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let Some(key) = &ctx.key {
                     let k = &*key.name;
-                    for (kind, n) in [("input", usage.input), ("output", usage.output), ("cache_read", usage.cache_read), ("cache_write", usage.cache_write)] {
+                    for (kind, n) in [
+                        ("input", usage.input),
+                        ("output", usage.output),
+                        ("cache_read", usage.cache_read),
+                        ("cache_write", usage.cache_write),
+                    ] {
                         if n > 0 {
                             m.tokens.with_label_values(&[name, k, kind]).inc_by(n);
                         }
@@ -604,6 +648,7 @@ impl ProxyHttp for Gateway {
             cost_usd: cost,
             error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|_| "proxy_error")),
             stream: ctx.sse,
+            dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
         });
     }
 
@@ -614,8 +659,15 @@ impl ProxyHttp for Gateway {
 }
 
 /// Translates a complete upstream JSON body (success or error) into the caller's dialect.
-fn translate_json_body(translation: Option<(Dialect, Dialect)>, model: Option<&crate::registry::Model>, status: u16, body: &[u8]) -> Vec<u8> {
-    let (Some((caller, upstream)), Some(model)) = (translation, model) else { return body.to_vec() };
+fn translate_json_body(
+    translation: Option<(Dialect, Dialect)>,
+    model: Option<&crate::registry::Model>,
+    status: u16,
+    body: &[u8],
+) -> Vec<u8> {
+    let (Some((caller, upstream)), Some(model)) = (translation, model) else {
+        return body.to_vec();
+    };
     if !(200..300).contains(&status) {
         return dialect::response::error_to_caller(status, body, upstream, caller);
     }
@@ -632,7 +684,12 @@ fn translate_json_body(translation: Option<(Dialect, Dialect)>, model: Option<&c
 
 /// The gateway's own base URL as the caller reached it (for result URLs it serves).
 fn base_url(req: &RequestHeader) -> String {
-    let host = req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).or(req.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
     let scheme = match req.headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
         Some(b"https") => "https",
         _ => "http",

@@ -40,7 +40,13 @@ pub fn upstream_path(base_path: &str, caller_path_and_query: &str) -> String {
 /// Rewrites the request header for `upstream`.
 /// With `translated`, the request goes to the upstream dialect's own endpoint and headers that
 /// belong to the caller's dialect are dropped.
-pub fn rewrite_request(req: &mut RequestHeader, upstream: &Upstream, body_len: usize, request_id: &str, translated: bool) -> Result<()> {
+pub fn rewrite_request(
+    req: &mut RequestHeader,
+    upstream: &Upstream,
+    body_len: usize,
+    request_id: &str,
+    translated: bool,
+) -> Result<()> {
     let path_and_query = if translated {
         match upstream.dialect {
             Dialect::OpenAi => "/v1/chat/completions",

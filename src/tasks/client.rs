@@ -67,7 +67,14 @@ impl UpstreamClient {
         }
     }
 
-    async fn call_inner(&self, upstream: &Upstream, method: &str, path: &str, body: Option<&[u8]>, max_body: usize) -> Result<Reply, CallError> {
+    async fn call_inner(
+        &self,
+        upstream: &Upstream,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        max_body: usize,
+    ) -> Result<Reply, CallError> {
         let unavailable = |e: Box<pingora::Error>| CallError::Unavailable(e.to_string());
         let peer = peer(upstream);
         let full_path = upstream_path(&upstream.base_path, &format!("/v1{path}"));

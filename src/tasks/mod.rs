@@ -94,7 +94,13 @@ impl TaskState {
     }
 
     fn failed(code: &str, message: &str) -> Self {
-        TaskState { status: TaskStatus::Failed, progress: 0, results: Vec::new(), error: Some((code.into(), message.into())), units: 0.0 }
+        TaskState {
+            status: TaskStatus::Failed,
+            progress: 0,
+            results: Vec::new(),
+            error: Some((code.into(), message.into())),
+            units: 0.0,
+        }
     }
 }
 
@@ -110,11 +116,19 @@ pub struct Answer {
 
 impl Answer {
     fn json(status: u16, v: &impl Serialize) -> Self {
-        Answer { status, body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()), content_type: "application/json".into() }
+        Answer {
+            status,
+            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            content_type: "application/json".into(),
+        }
     }
 
     fn error(status: u16, message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Self {
-        Answer { status, body: error_body(Dialect::OpenAi, status, message, (kind, code, param)), content_type: "application/json".into() }
+        Answer {
+            status,
+            body: error_body(Dialect::OpenAi, status, message, (kind, code, param)),
+            content_type: "application/json".into(),
+        }
     }
 
     /// The one answer for an unknown, foreign, forged or altered task id.
@@ -127,7 +141,13 @@ impl Answer {
     }
 
     fn upstream_unavailable() -> Self {
-        Answer::error(502, "The upstream provider could not be reached or answered an invalid response.", "server_error", Some("upstream_unavailable"), None)
+        Answer::error(
+            502,
+            "The upstream provider could not be reached or answered an invalid response.",
+            "server_error",
+            Some("upstream_unavailable"),
+            None,
+        )
     }
 }
 
@@ -217,9 +237,19 @@ impl Tasks {
     }
 
     /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing.
-    pub async fn submit(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, media: Media, model: &Arc<Model>, body: &[u8]) -> Answer {
+    pub async fn submit(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &Caller<'_>,
+        media: Media,
+        model: &Arc<Model>,
+        body: &[u8],
+    ) -> Answer {
         let Some(style) = model.upstream.task_style else {
-            return Answer::bad_request(&TaskError { param: "model", message: format!("the model `{}` cannot generate media", model.name) });
+            return Answer::bad_request(&TaskError {
+                param: "model",
+                message: format!("the model `{}` cannot generate media", model.name),
+            });
         };
         let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, body) {
             Ok(m) => m,
@@ -238,12 +268,22 @@ impl Tasks {
         let state = match mapped.run {
             Run::Relay => {
                 let deadline = model.upstream.read_timeout.min(Duration::from_secs(120));
-                let reply = match self.client.call(&model.upstream, "POST", mapped.path, Some(&mapped.body), deadline, MAX_REPLY).await {
+                let reply = match self
+                    .client
+                    .call(&model.upstream, "POST", mapped.path, Some(&mapped.body), deadline, MAX_REPLY)
+                    .await
+                {
                     Ok(r) => r,
                     Err(e) => {
                         log::warn!("task submit to {} failed: {e:?}", model.upstream.name);
                         return if e == CallError::Timeout {
-                            Answer::error(504, "The upstream provider did not answer in time.", "server_error", Some("upstream_timeout"), None)
+                            Answer::error(
+                                504,
+                                "The upstream provider did not answer in time.",
+                                "server_error",
+                                Some("upstream_timeout"),
+                                None,
+                            )
                         } else {
                             Answer::upstream_unavailable()
                         };
@@ -279,7 +319,14 @@ impl Tasks {
         task_object(&id, &task, &shown, Some(model))
     }
 
-    fn spawn_local(&self, snapshot: Arc<Snapshot>, model: Arc<Model>, task: TaskRef, key_name: Arc<str>, mapped: styles::UpstreamSubmit) {
+    fn spawn_local(
+        &self,
+        snapshot: Arc<Snapshot>,
+        model: Arc<Model>,
+        task: TaskRef,
+        key_name: Arc<str>,
+        mapped: styles::UpstreamSubmit,
+    ) {
         let store = self.store.clone();
         let client = self.client.clone();
         tokio::spawn(async move {
@@ -287,9 +334,13 @@ impl Tasks {
             let mut running = TaskState::new(TaskStatus::Processing);
             running.progress = 10;
             store.put(&task.upstream_id, running);
-            let reply = client.call(&model.upstream, "POST", mapped.path, Some(&mapped.body), model.task_deadline, MAX_REPLY).await;
+            let reply = client
+                .call(&model.upstream, "POST", mapped.path, Some(&mapped.body), model.task_deadline, MAX_REPLY)
+                .await;
             let state = match reply {
-                Err(CallError::Timeout) => TaskState::failed("deadline_exceeded", "the task did not finish before its deadline"),
+                Err(CallError::Timeout) => {
+                    TaskState::failed("deadline_exceeded", "the task did not finish before its deadline")
+                }
                 Err(_) => TaskState::failed("upstream_unavailable", "the upstream provider could not be reached"),
                 Ok(r) if !(200..300).contains(&r.status) => {
                     let msg = upstream_message(&r.body).unwrap_or_else(|| format!("upstream error {}", r.status));
@@ -298,10 +349,18 @@ impl Tasks {
                 Ok(r) => match mapped.run {
                     Run::SyncBytes => {
                         let ct = r.content_type.unwrap_or_else(|| "audio/mpeg".into());
-                        TaskState { status: TaskStatus::Completed, progress: 100, results: vec![format!("data:{ct};base64,{}", B64.encode(&r.body))], error: None, units: 0.0 }
+                        TaskState {
+                            status: TaskStatus::Completed,
+                            progress: 100,
+                            results: vec![format!("data:{ct};base64,{}", B64.encode(&r.body))],
+                            error: None,
+                            units: 0.0,
+                        }
                     }
                     _ => match sync_image_results(&r.body) {
-                        Some(results) => TaskState { status: TaskStatus::Completed, progress: 100, results, error: None, units: 0.0 },
+                        Some(results) => {
+                            TaskState { status: TaskStatus::Completed, progress: 100, results, error: None, units: 0.0 }
+                        }
                         None => TaskState::failed("upstream_invalid_response", "the upstream answered without images"),
                     },
                 },
@@ -317,7 +376,9 @@ impl Tasks {
 
     /// `GET /v1/tasks/{id}`.
     pub async fn poll(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, id: &str, base_url: &str) -> Answer {
-        let Some(task) = self.owned(snapshot, caller, id) else { return Answer::not_found() };
+        let Some(task) = self.owned(snapshot, caller, id) else {
+            return Answer::not_found();
+        };
         let model = snapshot.model(&task.model).cloned();
         match task.origin {
             Origin::Local => match self.store.get(&task.upstream_id) {
@@ -325,8 +386,11 @@ impl Tasks {
                 None => Answer::not_found(),
             },
             Origin::Relayed => {
-                let Some(upstream) = snapshot.upstreams.get(&task.upstream).cloned() else { return Answer::not_found() };
-                let state = self.relayed_state(&upstream, &task, id, model.as_deref(), &caller.key.name, base_url).await;
+                let Some(upstream) = snapshot.upstreams.get(&task.upstream).cloned() else {
+                    return Answer::not_found();
+                };
+                let state =
+                    self.relayed_state(&upstream, &task, id, model.as_deref(), &caller.key.name, base_url).await;
                 task_object(id, &task, &state, model.as_deref())
             }
         }
@@ -334,16 +398,22 @@ impl Tasks {
 
     /// `GET /v1/tasks/{id}/content`: the media of a relayed OpenAI video job (needs the upstream key).
     pub async fn content(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, id: &str) -> Answer {
-        let Some(task) = self.owned(snapshot, caller, id) else { return Answer::not_found() };
-        let Some(upstream) = snapshot.upstreams.get(&task.upstream) else { return Answer::not_found() };
+        let Some(task) = self.owned(snapshot, caller, id) else {
+            return Answer::not_found();
+        };
+        let Some(upstream) = snapshot.upstreams.get(&task.upstream) else {
+            return Answer::not_found();
+        };
         if task.origin != Origin::Relayed || upstream.task_style != Some(TaskStyle::OpenAi) {
             return Answer::not_found();
         }
         let path = format!("/videos/{}/content", task.upstream_id);
         match self.client.call(upstream, "GET", &path, None, upstream.read_timeout, MAX_REPLY).await {
-            Ok(r) if (200..300).contains(&r.status) => {
-                Answer { status: 200, body: r.body, content_type: r.content_type.unwrap_or_else(|| "application/octet-stream".into()) }
-            }
+            Ok(r) if (200..300).contains(&r.status) => Answer {
+                status: 200,
+                body: r.body,
+                content_type: r.content_type.unwrap_or_else(|| "application/octet-stream".into()),
+            },
             Ok(r) => upstream_error(r.status, &r.body),
             Err(_) => Answer::upstream_unavailable(),
         }
@@ -354,7 +424,15 @@ impl Tasks {
         (task.owner == id::owner_of(&caller.digest)).then_some(task)
     }
 
-    async fn relayed_state(&self, upstream: &Upstream, task: &TaskRef, id: &str, model: Option<&Model>, key_name: &str, base_url: &str) -> TaskState {
+    async fn relayed_state(
+        &self,
+        upstream: &Upstream,
+        task: &TaskRef,
+        id: &str,
+        model: Option<&Model>,
+        key_name: &str,
+        base_url: &str,
+    ) -> TaskState {
         let slot_key = format!("{}\u{0}{}", task.upstream, task.upstream_id);
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -381,7 +459,9 @@ impl Tasks {
             match self.client.call(upstream, "GET", &path, None, timeout, MAX_REPLY).await {
                 Ok(r) if (200..300).contains(&r.status) => styles::parse_poll(style, &r.body)
                     .unwrap_or_else(|| previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Processing))),
-                Ok(r) if r.status == 404 => TaskState::failed("upstream_task_not_found", "the upstream no longer knows this task"),
+                Ok(r) if r.status == 404 => {
+                    TaskState::failed("upstream_task_not_found", "the upstream no longer knows this task")
+                }
                 // A transient upstream problem is not the task's failure: show the last known state.
                 _ => previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending)),
             }
@@ -430,7 +510,11 @@ fn sync_image_results(body: &[u8]) -> Option<Vec<String>> {
 
 fn upstream_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    v.pointer("/error/message").or_else(|| v.get("msg")).or_else(|| v.get("message")).and_then(Value::as_str).map(str::to_string)
+    v.pointer("/error/message")
+        .or_else(|| v.get("msg"))
+        .or_else(|| v.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn upstream_code(body: &[u8]) -> Option<String> {

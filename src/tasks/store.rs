@@ -70,7 +70,9 @@ impl TaskStore for MemoryStore {
             || inner.bytes > self.max_bytes
             || inner.order.front().and_then(|k| inner.map.get(k)).is_some_and(|e| e.expires <= now)
         {
-            let Some(oldest) = inner.order.pop_front() else { break };
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
             if oldest == id && inner.map.len() == 1 {
                 inner.order.push_back(oldest);
                 break;
@@ -88,7 +90,13 @@ mod tests {
     use crate::tasks::TaskStatus;
 
     fn state(n: usize) -> TaskState {
-        TaskState { status: TaskStatus::Completed, progress: 100, results: vec!["x".repeat(n)], error: None, units: 1.0 }
+        TaskState {
+            status: TaskStatus::Completed,
+            progress: 100,
+            results: vec!["x".repeat(n)],
+            error: None,
+            units: 1.0,
+        }
     }
 
     #[test]

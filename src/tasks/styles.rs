@@ -54,7 +54,12 @@ impl Media {
 
     /// Whether a model of `kind` belongs on this endpoint.
     pub fn accepts(self, kind: ModelKind) -> bool {
-        matches!((self, kind), (Media::Image, ModelKind::Image) | (Media::Video, ModelKind::Video) | (Media::Audio, ModelKind::Audio | ModelKind::Music))
+        matches!(
+            (self, kind),
+            (Media::Image, ModelKind::Image)
+                | (Media::Video, ModelKind::Video)
+                | (Media::Audio, ModelKind::Audio | ModelKind::Music)
+        )
     }
 
     fn generations_path(self) -> &'static str {
@@ -116,7 +121,13 @@ fn validate(media: Media, body: &Map<String, Value>) -> Result<(), TaskError> {
     if let Some(size) = body.get("size") {
         let size = size.as_str().ok_or_else(|| bad("size", "size: expected a string"))?;
         if !RATIOS.contains(&size) && pixels(size).is_none() {
-            return Err(bad("size", format!("size: `{size}` is neither an aspect ratio ({}) nor a WIDTHxHEIGHT pixel size", RATIOS.join(", "))));
+            return Err(bad(
+                "size",
+                format!(
+                    "size: `{size}` is neither an aspect ratio ({}) nor a WIDTHxHEIGHT pixel size",
+                    RATIOS.join(", ")
+                ),
+            ));
         }
     }
     if let Some(r) = body.get("resolution") {
@@ -129,11 +140,17 @@ fn validate(media: Media, body: &Map<String, Value>) -> Result<(), TaskError> {
         let d = d.as_f64().ok_or_else(|| bad("duration", "duration: expected a number of seconds"))?;
         let max = if media == Media::Video { 60.0 } else { 600.0 };
         if media == Media::Image || !(d > 0.0 && d <= max) {
-            return Err(bad("duration", format!("duration: must be between 1 and {max} seconds for {} generation", media.as_str())));
+            return Err(bad(
+                "duration",
+                format!("duration: must be between 1 and {max} seconds for {} generation", media.as_str()),
+            ));
         }
     }
     if let Some(urls) = body.get("image_urls") {
-        let ok = urls.as_array().is_some_and(|a| a.len() <= 16 && a.iter().all(|u| u.as_str().is_some_and(|s| s.starts_with("http") || s.starts_with("data:"))));
+        let ok = urls.as_array().is_some_and(|a| {
+            a.len() <= 16
+                && a.iter().all(|u| u.as_str().is_some_and(|s| s.starts_with("http") || s.starts_with("data:")))
+        });
         if !ok {
             return Err(bad("image_urls", "image_urls: expected at most 16 http(s) or data URLs"));
         }
@@ -146,7 +163,13 @@ fn seconds_of(body: &Map<String, Value>) -> u32 {
 }
 
 /// Validates a portable request for `media` on a model of `kind` and builds the upstream request.
-pub fn map_submit(media: Media, kind: ModelKind, style: TaskStyle, upstream_model: &str, body: &[u8]) -> Result<UpstreamSubmit, TaskError> {
+pub fn map_submit(
+    media: Media,
+    kind: ModelKind,
+    style: TaskStyle,
+    upstream_model: &str,
+    body: &[u8],
+) -> Result<UpstreamSubmit, TaskError> {
     let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
         return Err(bad("body", "the request body must be a JSON object"));
     };
@@ -185,7 +208,12 @@ fn openai_video_size(size: &str) -> Option<&'static str> {
     }
 }
 
-fn map_openai(media: Media, kind: ModelKind, mut obj: Map<String, Value>, seconds: u32) -> Result<UpstreamSubmit, TaskError> {
+fn map_openai(
+    media: Media,
+    kind: ModelKind,
+    mut obj: Map<String, Value>,
+    seconds: u32,
+) -> Result<UpstreamSubmit, TaskError> {
     let resolution = obj.remove("resolution").and_then(|v| v.as_str().map(str::to_ascii_lowercase));
     match media {
         Media::Image => {
@@ -193,14 +221,22 @@ fn map_openai(media: Media, kind: ModelKind, mut obj: Map<String, Value>, second
                 return Err(bad("resolution", "resolution: this model makes images of about one megapixel (1k) only"));
             }
             if obj.contains_key("image_urls") {
-                return Err(bad("image_urls", "image_urls: reference images are not supported by this model's upstream"));
+                return Err(bad(
+                    "image_urls",
+                    "image_urls: reference images are not supported by this model's upstream",
+                ));
             }
             if let Some(size) = obj.get("size").and_then(Value::as_str) {
                 let mapped = openai_image_size(size)
                     .ok_or_else(|| bad("size", format!("size: `{size}` is not available; use 1:1, a landscape ratio (1536x1024) or a portrait ratio (1024x1536)")))?;
                 obj.insert("size".into(), Value::from(mapped));
             }
-            Ok(UpstreamSubmit { path: "/images/generations", body: serde_json::to_vec(&obj).unwrap_or_default(), run: Run::SyncJson, seconds: 0 })
+            Ok(UpstreamSubmit {
+                path: "/images/generations",
+                body: serde_json::to_vec(&obj).unwrap_or_default(),
+                run: Run::SyncJson,
+                seconds: 0,
+            })
         }
         Media::Audio => {
             if kind == ModelKind::Music {
@@ -218,14 +254,22 @@ fn map_openai(media: Media, kind: ModelKind, mut obj: Map<String, Value>, second
             obj.insert("input".into(), prompt);
             obj.entry("voice").or_insert_with(|| Value::from("alloy"));
             obj.remove("duration");
-            Ok(UpstreamSubmit { path: "/audio/speech", body: serde_json::to_vec(&obj).unwrap_or_default(), run: Run::SyncBytes, seconds })
+            Ok(UpstreamSubmit {
+                path: "/audio/speech",
+                body: serde_json::to_vec(&obj).unwrap_or_default(),
+                run: Run::SyncBytes,
+                seconds,
+            })
         }
         Media::Video => {
             if resolution.as_deref().is_some_and(|r| r != "1k") {
                 return Err(bad("resolution", "resolution: this model makes 720p/1080p-class video (1k) only"));
             }
             if obj.contains_key("image_urls") {
-                return Err(bad("image_urls", "image_urls: reference images are not supported by this model's upstream"));
+                return Err(bad(
+                    "image_urls",
+                    "image_urls: reference images are not supported by this model's upstream",
+                ));
             }
             if obj.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
                 return Err(bad("n", "n: must be 1"));
@@ -239,10 +283,17 @@ fn map_openai(media: Media, kind: ModelKind, mut obj: Map<String, Value>, second
                 obj.insert("seconds".into(), Value::from((secs as u32).to_string()));
             }
             if let Some(size) = obj.get("size").and_then(Value::as_str) {
-                let mapped = openai_video_size(size).ok_or_else(|| bad("size", format!("size: `{size}` is not available; use 16:9, 9:16, 1792x1024 or 1024x1792")))?;
+                let mapped = openai_video_size(size).ok_or_else(|| {
+                    bad("size", format!("size: `{size}` is not available; use 16:9, 9:16, 1792x1024 or 1024x1792"))
+                })?;
                 obj.insert("size".into(), Value::from(mapped));
             }
-            Ok(UpstreamSubmit { path: "/videos", body: serde_json::to_vec(&obj).unwrap_or_default(), run: Run::Relay, seconds: if seconds == 0 { 4 } else { seconds } })
+            Ok(UpstreamSubmit {
+                path: "/videos",
+                body: serde_json::to_vec(&obj).unwrap_or_default(),
+                run: Run::Relay,
+                seconds: if seconds == 0 { 4 } else { seconds },
+            })
         }
     }
 }
@@ -317,7 +368,10 @@ fn error_of(v: &Value, default_code: &str) -> Option<(String, String)> {
     if e.is_null() {
         return None;
     }
-    let code = e.get("code").map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string())).unwrap_or_else(|| default_code.to_string());
+    let code = e
+        .get("code")
+        .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
+        .unwrap_or_else(|| default_code.to_string());
     let message = e.get("message").and_then(Value::as_str).unwrap_or("the upstream failed the task").to_string();
     Some((code, message))
 }
@@ -332,10 +386,19 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 fn finish(status: TaskStatus, v: &Value, results: Vec<String>) -> TaskState {
     let error = match status {
-        TaskStatus::Failed => Some(error_of(v, "upstream_failed").unwrap_or_else(|| ("upstream_failed".into(), "the upstream failed the task".into()))),
+        TaskStatus::Failed => Some(
+            error_of(v, "upstream_failed")
+                .unwrap_or_else(|| ("upstream_failed".into(), "the upstream failed the task".into())),
+        ),
         _ => None,
     };
-    TaskState { status, progress: progress(v, status), results: if status == TaskStatus::Completed { results } else { Vec::new() }, error, units: 0.0 }
+    TaskState {
+        status,
+        progress: progress(v, status),
+        results: if status == TaskStatus::Completed { results } else { Vec::new() },
+        error,
+        units: 0.0,
+    }
 }
 
 fn flat_state(v: &Value) -> TaskState {
@@ -401,27 +464,56 @@ mod tests {
 
     #[test]
     fn task_styles_pass_fields_through_with_the_upstream_model() {
-        let s = submit(Media::Image, ModelKind::Image, TaskStyle::Flat, r#"{"model":"gpt-image-2","prompt":"city","size":"16:9","resolution":"2k","quality":"high"}"#).expect("ok");
+        let s = submit(
+            Media::Image,
+            ModelKind::Image,
+            TaskStyle::Flat,
+            r#"{"model":"gpt-image-2","prompt":"city","size":"16:9","resolution":"2k","quality":"high"}"#,
+        )
+        .expect("ok");
         let v: Value = serde_json::from_slice(&s.body).expect("json");
-        assert_eq!(v, serde_json::json!({"model":"up-model","prompt":"city","size":"16:9","resolution":"2k","quality":"high"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"model":"up-model","prompt":"city","size":"16:9","resolution":"2k","quality":"high"})
+        );
         assert_eq!((s.path, s.run), ("/images/generations", Run::Relay));
     }
 
     #[test]
     fn openai_sizes_and_tiers_are_mapped_or_refused() {
-        let s = submit(Media::Image, ModelKind::Image, TaskStyle::OpenAi, r#"{"prompt":"x","size":"16:9","resolution":"1k"}"#).expect("ok");
+        let s = submit(
+            Media::Image,
+            ModelKind::Image,
+            TaskStyle::OpenAi,
+            r#"{"prompt":"x","size":"16:9","resolution":"1k"}"#,
+        )
+        .expect("ok");
         let v: Value = serde_json::from_slice(&s.body).expect("json");
         assert_eq!(v["size"], "1536x1024");
         assert!(v.get("resolution").is_none());
         assert_eq!(s.run, Run::SyncJson);
-        let e = submit(Media::Image, ModelKind::Image, TaskStyle::OpenAi, r#"{"prompt":"x","size":"16:9","resolution":"2k"}"#).expect_err("2k");
+        let e = submit(
+            Media::Image,
+            ModelKind::Image,
+            TaskStyle::OpenAi,
+            r#"{"prompt":"x","size":"16:9","resolution":"2k"}"#,
+        )
+        .expect_err("2k");
         assert_eq!(e.param, "resolution");
-        let e = submit(Media::Image, ModelKind::Image, TaskStyle::OpenAi, r#"{"prompt":"x","size":"640x480"}"#).expect_err("size");
+        let e = submit(Media::Image, ModelKind::Image, TaskStyle::OpenAi, r#"{"prompt":"x","size":"640x480"}"#)
+            .expect_err("size");
         assert_eq!(e.param, "size");
-        let s = submit(Media::Video, ModelKind::Video, TaskStyle::OpenAi, r#"{"prompt":"x","size":"9:16","duration":8}"#).expect("ok");
+        let s =
+            submit(Media::Video, ModelKind::Video, TaskStyle::OpenAi, r#"{"prompt":"x","size":"9:16","duration":8}"#)
+                .expect("ok");
         let v: Value = serde_json::from_slice(&s.body).expect("json");
         assert_eq!((v["size"].as_str(), v["seconds"].as_str(), s.path), (Some("720x1280"), Some("8"), "/videos"));
-        assert_eq!(submit(Media::Video, ModelKind::Video, TaskStyle::OpenAi, r#"{"prompt":"x","duration":5}"#).expect_err("5s").param, "duration");
+        assert_eq!(
+            submit(Media::Video, ModelKind::Video, TaskStyle::OpenAi, r#"{"prompt":"x","duration":5}"#)
+                .expect_err("5s")
+                .param,
+            "duration"
+        );
         let s = submit(Media::Audio, ModelKind::Audio, TaskStyle::OpenAi, r#"{"prompt":"hello"}"#).expect("ok");
         let v: Value = serde_json::from_slice(&s.body).expect("json");
         assert_eq!((v["input"].as_str(), v["voice"].as_str(), s.run), (Some("hello"), Some("alloy"), Run::SyncBytes));
@@ -429,15 +521,22 @@ mod tests {
 
     #[test]
     fn wrapped_submit_shapes_and_statuses() {
-        let (id, st) = parse_submit(TaskStyle::Wrapped, br#"{"code":200,"data":[{"status":"submitted","task_id":"task_01K"}]}"#).expect("array form");
+        let (id, st) =
+            parse_submit(TaskStyle::Wrapped, br#"{"code":200,"data":[{"status":"submitted","task_id":"task_01K"}]}"#)
+                .expect("array form");
         assert_eq!((id.as_str(), st.status), ("task_01K", TaskStatus::Pending));
-        let (id, _) = parse_submit(TaskStyle::Wrapped, br#"{"code":200,"data":{"id":"task_02","status":"pending"}}"#).expect("object form");
+        let (id, _) = parse_submit(TaskStyle::Wrapped, br#"{"code":200,"data":{"id":"task_02","status":"pending"}}"#)
+            .expect("object form");
         assert_eq!(id, "task_02");
         assert!(parse_submit(TaskStyle::Wrapped, br#"{"code":500,"msg":"x"}"#).is_none());
         let st = parse_poll(TaskStyle::Wrapped, br#"{"code":200,"data":{"id":"t","status":"completed","progress":100,"result":{"images":[{"url":["https://a/1.png","https://a/2.png"]}],"videos":[{"url":"https://a/v.mp4"}]}}}"#).expect("poll");
         assert_eq!(st.status, TaskStatus::Completed);
         assert_eq!(st.results, vec!["https://a/1.png", "https://a/2.png", "https://a/v.mp4"]);
-        let st = parse_poll(TaskStyle::Wrapped, br#"{"code":200,"data":{"id":"t","status":"cancelled","error":{"code":"cancelled","message":"stop"}}}"#).expect("poll");
+        let st = parse_poll(
+            TaskStyle::Wrapped,
+            br#"{"code":200,"data":{"id":"t","status":"cancelled","error":{"code":"cancelled","message":"stop"}}}"#,
+        )
+        .expect("poll");
         assert_eq!((st.status, st.error.map(|e| e.0)), (TaskStatus::Failed, Some("cancelled".to_string())));
     }
 
@@ -447,7 +546,11 @@ mod tests {
         assert_eq!((st.status, st.progress), (TaskStatus::Processing, 42));
         let st = parse_poll(TaskStyle::Flat, br#"{"id":"t","status":"weird-new-word","progress":500}"#).expect("poll");
         assert_eq!((st.status, st.progress), (TaskStatus::Processing, 99));
-        let st = parse_poll(TaskStyle::Flat, br#"{"id":"t","status":"failed","error":{"code":"content_policy_violation","message":"no"}}"#).expect("poll");
+        let st = parse_poll(
+            TaskStyle::Flat,
+            br#"{"id":"t","status":"failed","error":{"code":"content_policy_violation","message":"no"}}"#,
+        )
+        .expect("poll");
         assert_eq!(st.error, Some(("content_policy_violation".into(), "no".into())));
         let st = parse_poll(TaskStyle::OpenAi, br#"{"id":"v","status":"in_progress","progress":50}"#).expect("poll");
         assert_eq!(st.status, TaskStatus::Processing);

@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let opts = RequestOptions {
         upstream_model: "m",
         default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: true,
     };
     for dir in [Direction::OpenAiToAnthropic, Direction::AnthropicToOpenAi] {
         if let Err(e) = check_fast_path(dir, data, &opts) {
