@@ -61,16 +61,24 @@ pub struct Translated {
 /// `param` values of `cheapmodel_dropped_params_total`. Any other dropped field is unknown to the
 /// gateway: counted as `other`, and refused on models with `params: strict`.
 pub const DROPPED_BY_RULE: &[&str] = &[
+    "allowed_callers",
     "annotations",
     "cache_control",
     "citations",
     "context_management",
     "data",
+    "defer_loading",
+    "description",
     "detail",
+    "display",
+    "eager_input_streaming",
     "index",
+    "inference_geo",
+    "input_examples",
     "metadata",
     "name",
     "parsed",
+    "parsed_arguments",
     "prompt_cache_key",
     "prompt_cache_retention",
     "reasoning_content",
@@ -78,6 +86,7 @@ pub const DROPPED_BY_RULE: &[&str] = &[
     "seed",
     "service_tier",
     "signature",
+    "speed",
     "store",
     "strict",
     "thinking",
@@ -123,6 +132,35 @@ pub fn dropped_header_value(paths: &[String]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_names_are_sorted_for_binary_search() {
+        assert!(DROPPED_BY_RULE.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dropped_labels_are_known_names_or_other() {
+        assert_eq!(dropped_param_label("messages[1].tool_calls[0].index"), "index");
+        assert_eq!(dropped_param_label("system[2].cache_control"), "cache_control");
+        assert_eq!(dropped_param_label("verbosity"), "verbosity");
+        assert_eq!(dropped_param_label("messages[0].frobnicate"), "other");
+        assert_eq!(dropped_param_label("x.cache_controlx"), "other");
+    }
+
+    #[test]
+    fn dropped_header_is_visible_ascii_and_capped() {
+        let evil = vec!["a\r\nset-cookie: x".to_owned(), "b,c".to_owned(), "d%e".to_owned(), "é".to_owned()];
+        assert_eq!(dropped_header_value(&evil), "a%0D%0Aset-cookie:%20x,b%2Cc,d%25e,%C3%A9");
+        let many: Vec<String> = (0..500).map(|i| format!("messages[{i}].content[0].cache_control")).collect();
+        let v = dropped_header_value(&many);
+        assert!(v.len() <= DROPPED_HEADER_MAX, "{}", v.len());
+        assert!(v.ends_with(",...") && v.starts_with("messages[0].content[0].cache_control,"));
+    }
 }
 
 /// Sorts and dedups the dropped paths; with `strict`, the first unknown one is a 400.

@@ -502,6 +502,21 @@ struct OaRequest<'a> {
 struct OaResponseFormat<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<S<'a>>,
+    #[serde(borrow)]
+    json_schema: Option<OaJsonSchema<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OaJsonSchema<'a> {
+    // `name`, `description` and `strict` have no Anthropic counterpart: the schema is always
+    // held to exactly.
+    #[serde(borrow, rename = "name")]
+    _name: Option<S<'a>>,
+    #[serde(rename = "description")]
+    _description: Option<IgnoredAny>,
+    #[serde(rename = "strict")]
+    _strict: Option<Kept>,
+    schema: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -616,8 +631,7 @@ struct OaFunctionDef<'a> {
     #[serde(borrow)]
     description: Option<S<'a>>,
     parameters: Option<Value>,
-    #[serde(rename = "strict")]
-    _strict: Option<bool>,
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -661,6 +675,8 @@ struct AnOut<'a> {
     tools: Option<Vec<AnToolOut<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<AnToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<AnOutputConfigOut>,
 }
 
 #[derive(Serialize)]
@@ -726,6 +742,20 @@ struct AnToolOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<Cow<'a, str>>,
     input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct AnOutputConfigOut {
+    format: AnFormatOut,
+}
+
+#[derive(Serialize)]
+struct AnFormatOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: Value,
 }
 
 #[derive(Serialize)]
@@ -774,7 +804,7 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
     }
 
     let tools = match req.tools {
-        Some(tools) => Some(openai_tools(tools)?),
+        Some(tools) => Some(openai_tools(tools, opts.structured_outputs, &mut dropped)?),
         None => None,
     };
     let has_tools = tools.as_ref().is_some_and(|t| !t.is_empty());
@@ -810,6 +840,22 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
         }
     }
 
+    let output_config = match req.response_format.and_then(|rf| rf.json_schema.map(|s| (rf.kind, s))) {
+        Some((kind, _)) if kind.as_ref().map(S::as_str) != Some("json_schema") => None,
+        Some(_) if !opts.structured_outputs => {
+            return Err(err(
+                "response_format",
+                "this model is not configured for structured outputs (models.NAME.structured_outputs)",
+            ))
+        }
+        Some((_, schema)) => Some(AnOutputConfigOut {
+            format: AnFormatOut {
+                kind: "json_schema",
+                schema: required(schema.schema, "response_format.json_schema", "schema")?,
+            },
+        }),
+        None => None,
+    };
     let (system, messages) = openai_messages(required(req.messages, "", "messages")?, &mut dropped)?;
 
     let out = AnOut {
@@ -828,12 +874,25 @@ pub fn openai_to_anthropic_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
         thinking,
         tools,
         tool_choice,
+        output_config,
     };
     super::settle(to_json(&out)?, dropped, opts.strict)
 }
 
 /// The OpenAI parameters with no Anthropic counterpart that change the result: 400 unless neutral.
 fn reject_openai_only(req: &OaRequest<'_>) -> Result<(), TranslateError> {
+    if let Some(rf) = &req.response_format {
+        match rf.kind.as_ref().map(S::as_str) {
+            Some("text" | "json_schema") => {}
+            Some("json_object") => {
+                return Err(err(
+                    "response_format",
+                    "Anthropic has no schema-less JSON mode; send response_format json_schema with the object's schema",
+                ))
+            }
+            _ => return Err(err("response_format.type", "text or json_schema")),
+        }
+    }
     if req.n.is_some_and(|n| n != 1) {
         return Err(err("n", "Anthropic returns one choice per request"));
     }
@@ -851,11 +910,6 @@ fn reject_openai_only(req: &OaRequest<'_>) -> Result<(), TranslateError> {
     }
     if req.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err(err("logit_bias", "Anthropic has no logit bias"));
-    }
-    if let Some(rf) = &req.response_format {
-        if rf.kind.as_ref().map(S::as_str) != Some("text") {
-            return Err(err("response_format", "only {\"type\":\"text\"} can be sent to an Anthropic model"));
-        }
     }
     if req.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
         return Err(err("modalities", "only text output can be requested from an Anthropic model"));
@@ -883,10 +937,12 @@ fn thinking_for_effort(effort: &str, max_tokens: u64) -> Result<Option<AnThinkin
         "low" => 2048,
         "medium" => 8192,
         "high" => 16384,
+        "xhigh" => 32768,
+        "max" => 65536,
         other => {
             return Err(err(
                 "reasoning_effort",
-                format!("'{other}' has no Anthropic thinking budget (none, minimal, low, medium, high)"),
+                format!("'{other}' has no Anthropic thinking budget (none, minimal, low, medium, high, xhigh, max)"),
             ))
         }
     };
@@ -900,7 +956,13 @@ fn thinking_for_effort(effort: &str, max_tokens: u64) -> Result<Option<AnThinkin
     Ok(Some(AnThinkingOut { kind: "enabled", budget_tokens: budget }))
 }
 
-fn openai_tools(tools: Vec<OaTool<'_>>) -> Result<Vec<AnToolOut<'_>>, TranslateError> {
+/// Function tools; `strict` goes along where the model takes strict tool use (structured
+/// outputs), else it is dropped.
+fn openai_tools<'a>(
+    tools: Vec<OaTool<'a>>,
+    structured_outputs: bool,
+    dropped: &mut Vec<String>,
+) -> Result<Vec<AnToolOut<'a>>, TranslateError> {
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.into_iter().enumerate() {
         let path = at_index("", "tools", i);
@@ -917,6 +979,14 @@ fn openai_tools(tools: Vec<OaTool<'_>>) -> Result<Vec<AnToolOut<'_>>, TranslateE
             name: required(f.name, &fpath, "name")?.0,
             description: f.description.map(|d| d.0),
             input_schema: f.parameters.unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            strict: match f.strict {
+                Some(strict) if structured_outputs => Some(strict),
+                Some(_) => {
+                    dropped.push(at(&fpath, "strict"));
+                    None
+                }
+                None => None,
+            },
         });
     }
     Ok(out)
@@ -1255,12 +1325,32 @@ struct AnRequest<'a> {
     tool_choice: Option<AnToolChoice<'a>>,
     #[serde(borrow)]
     thinking: Option<AnThinking<'a>>,
+    #[serde(borrow)]
+    output_config: Option<AnOutputConfig<'a>>,
+    /// The structured-outputs beta's name for `output_config.format` (deprecated, still sent).
+    #[serde(borrow)]
+    output_format: Option<AnFormat<'a>>,
     #[serde(rename = "context_management")]
     _context_management: Option<IgnoredAny>,
     #[serde(rename = "service_tier")]
     _service_tier: Option<IgnoredAny>,
     container: Option<Kept>,
     mcp_servers: Option<Kept>,
+}
+
+#[derive(Deserialize)]
+struct AnOutputConfig<'a> {
+    #[serde(borrow)]
+    effort: Option<S<'a>>,
+    #[serde(borrow)]
+    format: Option<AnFormat<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnFormat<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<S<'a>>,
+    schema: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -1296,6 +1386,7 @@ struct AnTool<'a> {
     #[serde(borrow)]
     description: Option<S<'a>>,
     input_schema: Option<Value>,
+    strict: Option<bool>,
     #[serde(rename = "cache_control")]
     _cache_control: Option<IgnoredAny>,
 }
@@ -1426,7 +1517,25 @@ struct OaOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_effort: Option<&'static str>,
+    reasoning_effort: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<OaResponseFormatOut>,
+}
+
+/// `response_format` json_schema: Anthropic's structured output always holds to its schema,
+/// which is what OpenAI's `strict: true` promises.
+#[derive(Serialize)]
+struct OaResponseFormatOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: OaJsonSchemaOut,
+}
+
+#[derive(Serialize)]
+struct OaJsonSchemaOut {
+    name: &'static str,
+    schema: Value,
+    strict: bool,
 }
 
 #[derive(Serialize)]
@@ -1507,6 +1616,8 @@ struct OaFunctionDefOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<Cow<'a, str>>,
     parameters: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -1557,8 +1668,38 @@ pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
     if req.stop_sequences.as_ref().is_some_and(|s| s.len() > 4) {
         return Err(err("stop_sequences", "OpenAI accepts at most 4 stop sequences"));
     }
-    let reasoning_effort = match req.thinking {
-        Some(t) => anthropic_thinking(t)?,
+    let mut reasoning_effort = match req.thinking {
+        Some(t) => anthropic_thinking(t)?.map(Cow::Borrowed),
+        None => None,
+    };
+    let (effort, format) = match req.output_config {
+        Some(c) => (c.effort, c.format.map(|f| (f, "output_config.format"))),
+        None => (None, None),
+    };
+    if let Some(effort) = effort {
+        // The caller's explicit effort wins over one derived from a thinking budget.
+        reasoning_effort = Some(match effort.as_str() {
+            "low" | "medium" | "high" | "xhigh" | "max" => effort.0,
+            other => {
+                return Err(err(
+                    "output_config.effort",
+                    format!("'{other}' is not an effort (low, medium, high, xhigh, max)"),
+                ))
+            }
+        });
+    }
+    let response_format = match format.or(req.output_format.map(|f| (f, "output_format"))) {
+        Some((f, path)) => {
+            let kind = required(f.kind, path, "type")?;
+            if kind.as_str() != "json_schema" {
+                return Err(err(at(path, "type"), format!("'{}' is not a structured-output format", kind.as_str())));
+            }
+            let schema = required(f.schema, path, "schema")?;
+            Some(OaResponseFormatOut {
+                kind: "json_schema",
+                json_schema: OaJsonSchemaOut { name: "output", schema, strict: true },
+            })
+        }
         None => None,
     };
     let tools = match req.tools {
@@ -1598,13 +1739,28 @@ pub fn anthropic_to_openai_typed(body: &[u8], opts: &RequestOptions<'_>) -> Resu
         stop: req.stop_sequences.filter(|s| !s.is_empty()).map(|s| s.into_iter().map(|s| s.0).collect()),
         stream,
         stream_options: (stream == Some(true)).then_some(OaStreamOptions { include_usage: true }),
-        user: req.metadata.and_then(|m| m.user_id).map(|u| u.0),
+        user: req.metadata.and_then(|m| m.user_id).map(|u| fit_openai_user(u.0)),
         tools,
         tool_choice,
         parallel_tool_calls,
         reasoning_effort,
+        response_format,
     };
     super::settle(to_json(&out)?, dropped, opts.strict)
+}
+
+/// OpenAI refuses a `user` longer than this (Claude Code's `metadata.user_id` is 120 to 190).
+const OPENAI_USER_MAX: usize = 64;
+
+/// `metadata.user_id` as an OpenAI `user`: as it is when it fits, else its sha256 in hex (exactly
+/// 64 characters), so the same Anthropic user is always the same OpenAI user.
+pub(super) fn fit_openai_user(user_id: Cow<'_, str>) -> Cow<'_, str> {
+    if user_id.len() <= OPENAI_USER_MAX {
+        return user_id;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(user_id.as_bytes());
+    Cow::Owned(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn anthropic_thinking(t: AnThinking<'_>) -> Result<Option<&'static str>, TranslateError> {
@@ -1617,6 +1773,13 @@ fn anthropic_thinking(t: AnThinking<'_>) -> Result<Option<&'static str>, Transla
                 4096..=16383 => "medium",
                 _ => "high",
             }))
+        }
+        // The model decides how much to think; `output_config.effort`, when sent, says how hard.
+        "adaptive" => {
+            if t.budget_tokens.is_some() {
+                return Err(err("thinking.budget_tokens", "not valid with adaptive thinking"));
+            }
+            Ok(None)
         }
         "disabled" => {
             if t.budget_tokens.is_some() {
@@ -1643,6 +1806,7 @@ fn anthropic_tools(tools: Vec<AnTool<'_>>) -> Result<Vec<OaToolOut<'_>>, Transla
                 name: required(tool.name, &path, "name")?.0,
                 description: tool.description.map(|d| d.0),
                 parameters: required(tool.input_schema, &path, "input_schema")?,
+                strict: tool.strict,
             },
         });
     }
@@ -1720,7 +1884,27 @@ fn anthropic_messages<'a>(
                 StrOrSeq::Str(s) => out.push(OaMsgOut::Assistant { content: Some(s), tool_calls: Vec::new() }),
                 StrOrSeq::Seq(blocks) => out.push(anthropic_assistant(blocks, &path, dropped)?),
             },
-            other => return Err(err(at(&path, "role"), format!("unknown role '{other}' (user, assistant)"))),
+            // A mid-conversation system turn (newer Claude models): OpenAI takes a system message
+            // anywhere, so it stays where it stands.
+            "system" => {
+                let content = match content {
+                    StrOrSeq::Str(s) => s,
+                    StrOrSeq::Seq(blocks) => {
+                        let mut texts = Vec::with_capacity(blocks.len());
+                        for (j, b) in blocks.into_iter().enumerate() {
+                            texts.push(anthropic_text_block(
+                                b,
+                                &at_index(&path, "content", j),
+                                "a system message",
+                                dropped,
+                            )?);
+                        }
+                        join(texts, "\n\n")
+                    }
+                };
+                out.push(OaMsgOut::System { content });
+            }
+            other => return Err(err(at(&path, "role"), format!("unknown role '{other}' (user, assistant, system)"))),
         }
     }
     Ok(())
@@ -2208,7 +2392,15 @@ mod tests {
         assert_eq!(budget("low", 1025), json!({"type": "enabled", "budget_tokens": 1024}));
         assert_eq!(budget("none", 4096), Value::Null);
         assert_eq!(o2a_err(oa(json!({"reasoning_effort": "low", "max_tokens": 1024}))), "reasoning_effort");
-        assert_eq!(o2a_err(oa(json!({"reasoning_effort": "xhigh"}))), "reasoning_effort");
+        assert_eq!(o2a_err(oa(json!({"reasoning_effort": "extreme"}))), "reasoning_effort");
+        // xhigh and max: the larger budgets, still capped below max_tokens.
+        let budget = |effort: &str, max: u64| {
+            o2a(oa(json!({"reasoning_effort": effort, "max_completion_tokens": max})))["thinking"]["budget_tokens"]
+                .clone()
+        };
+        assert_eq!(budget("xhigh", 64000), 32768);
+        assert_eq!(budget("max", 100000), 65536);
+        assert_eq!(budget("max", 20000), 19999);
         // And back.
         let effort =
             |b: u64| a2o(an(json!({"thinking": {"type": "enabled", "budget_tokens": b}})))["reasoning_effort"].clone();
@@ -2224,7 +2416,17 @@ mod tests {
     fn tool_choice_and_parallel_tool_calls() {
         let tools = json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}]);
         let out = o2a(oa(json!({"tools": tools, "parallel_tool_calls": false})));
-        assert_eq!(out["tools"], json!([{"name": "f", "description": "d", "input_schema": {"type": "object"}}]));
+        assert_eq!(
+            out["tools"],
+            json!([{"name": "f", "description": "d", "input_schema": {"type": "object"}, "strict": true}])
+        );
+        // A model without structured outputs cannot promise strict tool input: dropped, reported.
+        let plain = RequestOptions { structured_outputs: false, ..OPTS };
+        let out = openai_to_anthropic(&bytes(&oa(json!({"tools": tools}))), &plain).expect("translates");
+        assert_eq!(out.dropped, ["tools[0].function.strict"]);
+        let stripped: Value = serde_json::from_slice(&out.body).expect("json");
+        assert_eq!(stripped["tools"], json!([{"name": "f", "description": "d", "input_schema": {"type": "object"}}]));
+        let out = o2a(oa(json!({"tools": tools, "parallel_tool_calls": false})));
         assert_eq!(out["tool_choice"], json!({"type": "auto", "disable_parallel_tool_use": true}));
         let choice = |c: Value| {
             o2a(oa(json!({"tools": tools, "tool_choice": c, "parallel_tool_calls": false})))["tool_choice"].clone()
@@ -2510,7 +2712,11 @@ mod tests {
             (json!({"container": "c-1"}), "container"),
             (json!({"mcp_servers": []}), "mcp_servers"),
             (json!({"stop_sequences": ["a", "b", "c", "d", "e"]}), "stop_sequences"),
-            (json!({"thinking": {"type": "adaptive"}}), "thinking.type"),
+            (json!({"thinking": {"type": "sometimes"}}), "thinking.type"),
+            (json!({"thinking": {"type": "adaptive", "budget_tokens": 2048}}), "thinking.budget_tokens"),
+            (json!({"output_config": {"effort": "extreme"}}), "output_config.effort"),
+            (json!({"output_config": {"format": {"type": "json_object"}}}), "output_config.format.type"),
+            (json!({"output_format": {"type": "json_schema"}}), "output_format.schema"),
             (json!({"thinking": {"type": "enabled"}}), "thinking.budget_tokens"),
             (json!({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}), "tools[0]"),
             (
@@ -2521,7 +2727,8 @@ mod tests {
             (json!({"tool_choice": {"type": "tool"}}), "tool_choice.name"),
             (json!({"tool_choice": {"type": "whatever"}}), "tool_choice.type"),
             (json!({"system": [img.clone()]}), "system[0].type"),
-            (json!({"messages": [{"role": "system", "content": "x"}]}), "messages[0].role"),
+            (json!({"messages": [{"role": "critic", "content": "x"}]}), "messages[0].role"),
+            (json!({"messages": [{"role": "system", "content": [img.clone()]}]}), "messages[0].content[0].type"),
             (json!({"messages": [{"role": "user"}]}), "messages[0].content"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}]}),

@@ -769,7 +769,7 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             }
             b"stream" => stream = Some(s.boolean()?),
             b"user" => user = Some(s.string()?),
-            b"tools" => has_tools = oa_tools(s, &mut out)?,
+            b"tools" => has_tools = oa_tools(s, &mut out, opts.structured_outputs)?,
             b"tool_choice" => tool_choice = Some(oa_tool_choice(s)?),
             b"parallel_tool_calls" => parallel = Some(s.boolean()?),
             b"reasoning_effort" => effort = Some(s.string()?.plain()?),
@@ -869,13 +869,14 @@ fn oa_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
 }
 
 /// `tools` → Anthropic tools, written as `,"tools":[...]`. Returns whether there is any.
-fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<bool> {
+/// `strict` goes along where the model takes strict tool use (`structured_outputs`).
+fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<bool> {
     out.extend_from_slice(b",\"tools\":[");
     s.arr()?;
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
         let (mut kind, mut has_function) = (None, false);
-        let (mut name, mut description, mut parameters) = (None, None, None);
+        let (mut name, mut description, mut parameters, mut strict) = (None, None, None, None);
         fields(
             s,
             |key| {
@@ -904,8 +905,13 @@ fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<bool> {
                                 b"name" => name = Some(s.string()?),
                                 b"description" => description = Some(s.string()?),
                                 b"parameters" => parameters = Some(s.raw_value()?),
+                                _ if structured_outputs => strict = Some(s.boolean()?),
                                 _ => {
+                                    s.ws();
+                                    let at = s.i;
                                     s.boolean()?;
+                                    s.i = at;
+                                    s.drop_value()?;
                                 }
                             }
                             Ok(())
@@ -927,6 +933,9 @@ fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<bool> {
         }
         out.extend_from_slice(b",\"input_schema\":");
         out.extend_from_slice(parameters.unwrap_or(b"{\"type\":\"object\",\"properties\":{}}"));
+        if let Some(strict) = strict {
+            out.extend_from_slice(if strict { b",\"strict\":true" } else { b",\"strict\":false" });
+        }
         out.push(b'}');
     }
     out.push(b']');
@@ -1600,7 +1609,15 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     }
     if let Some(u) = user {
         out.extend_from_slice(b",\"user\":");
-        put_str(&mut out, u);
+        // Its unescaped length is at most its escaped one: only a long one is read and fitted.
+        if u.raw.len() <= 64 {
+            put_str(&mut out, u);
+        } else {
+            let mut text = Vec::with_capacity(u.raw.len());
+            unescape_into(u.raw, &mut text)?;
+            let text = String::from_utf8(text).map_err(|_| Bail)?;
+            put_text(&mut out, &super::request::fit_openai_user(text.into()));
+        }
     }
     if let Some(c) = tool_choice {
         out.extend_from_slice(b",\"tool_choice\":");
