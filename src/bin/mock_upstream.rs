@@ -30,6 +30,11 @@
 //! * `x-mock-status: NNN` (400..=599): provider-shaped error with that status
 //!   (429 also carries `retry-after: 1`).
 //! * `x-mock-delay-ms: N`: sleep before writing the response head.
+//! * `x-mock-no-tools: 1`: a plain answer even when the request declares tools.
+//!
+//! Chat requests the real providers would refuse get their 400 here too (unknown OpenAI
+//! fields, stray tool-call members, an over-long `user`, tool results that answer nothing,
+//! Anthropic's missing `max_tokens`): a translation that would fail in production fails the tests.
 //! * `x-mock-event-delay-ms: N`: sleep between SSE events.
 //! * `x-mock-fault: garbage|reset|cut-stream|hang`. `cut-stream` on a
 //!   non-streaming request writes the head and half the body, then closes.
@@ -1002,15 +1007,94 @@ async fn anthropic_invalid_json(stream: &mut TcpStream, req: &Req<'_>, bufs: &mu
     respond(stream, &mut bufs.out, req, 400, "", BODY, cut).await
 }
 
+// ---------------------------------------------------------------------------
+// What the real providers refuse (so a bad translation fails our tests)
+// ---------------------------------------------------------------------------
+
+/// Top-level fields OpenAI's chat completions accepts (its API reference); any other is a 400.
+const OPENAI_FIELDS: &[&str] = &[
+    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
+    "max_tokens", "messages", "metadata", "modalities", "model", "moderation", "n", "parallel_tool_calls",
+    "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort",
+    "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options",
+    "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+];
+
+/// Members OpenAI accepts on an input tool call (a streamed `index` is not one).
+const OPENAI_TOOL_CALL_FIELDS: &[&str] = &["id", "type", "function"];
+
+/// Why OpenAI would refuse this chat request, if it would: unknown fields, a `tool` message
+/// that answers no earlier tool call, a tool call with stray members, an over-long `user`.
+fn openai_refusal(v: &Value) -> Option<String> {
+    let obj = v.as_object()?;
+    if let Some(k) = obj.keys().find(|k| !OPENAI_FIELDS.contains(&k.as_str())) {
+        return Some(format!("Unrecognized request argument supplied: {k}"));
+    }
+    if obj.get("user").and_then(Value::as_str).is_some_and(|u| u.len() > 64) {
+        return Some("Invalid 'user': string too long. Expected a string with maximum length 64".into());
+    }
+    let mut open_calls: Vec<String> = Vec::new();
+    for (i, m) in obj.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        match m.get("role").and_then(Value::as_str) {
+            Some("assistant") => {
+                for (j, call) in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                    if let Some(k) = call.as_object()?.keys().find(|k| !OPENAI_TOOL_CALL_FIELDS.contains(&k.as_str())) {
+                        return Some(format!("Unrecognized request argument: messages[{i}].tool_calls[{j}].{k}"));
+                    }
+                    open_calls.push(call.get("id").and_then(Value::as_str).unwrap_or_default().to_owned());
+                }
+            }
+            Some("tool") => {
+                let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
+                if !open_calls.iter().any(|c| c == id) {
+                    return Some(format!(
+                        "messages[{i}]: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'"
+                    ));
+                }
+            }
+            _ => open_calls.clear(),
+        }
+    }
+    None
+}
+
+/// Why Anthropic would refuse this messages request, if it would: `max_tokens` missing, a
+/// `tool_result` that answers no `tool_use` of the turn before it.
+fn anthropic_refusal(v: &Value) -> Option<String> {
+    let obj = v.as_object()?;
+    if !obj.get("max_tokens").is_some_and(Value::is_u64) {
+        return Some("max_tokens: Field required".into());
+    }
+    let mut last_tool_uses: Vec<&str> = Vec::new();
+    for (i, m) in obj.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let blocks = m.get("content").and_then(Value::as_array);
+        let of_type = |t: &'static str| blocks.into_iter().flatten().filter(move |b| b.get("type").and_then(Value::as_str) == Some(t));
+        for b in of_type("tool_result") {
+            let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
+            if !last_tool_uses.contains(&id) {
+                return Some(format!(
+                    "messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: {id}. Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                ));
+            }
+        }
+        last_tool_uses = of_type("tool_use").filter_map(|b| b.get("id").and_then(Value::as_str)).collect();
+    }
+    None
+}
+
 async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bufs, cut: bool) -> Outcome {
     let Ok(v) = serde_json::from_slice::<Value>(req.body) else {
         const BODY: &[u8] = b"{\"error\":{\"message\":\"mock: invalid JSON\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":null}}";
         return respond(stream, &mut bufs.out, req, 400, "", BODY, cut).await;
     };
+    if let Some(why) = openai_refusal(&v) {
+        let body = serde_json::json!({"error": {"message": why, "type": "invalid_request_error", "param": null, "code": null}});
+        return respond(stream, &mut bufs.out, req, 400, "", body.to_string().as_bytes(), cut).await;
+    }
     let model = model_json(&v);
     let u = echo_usage(req, OPENAI_USAGE);
     let total = u.input.saturating_add(u.output);
-    if let Some(turn) = tool_turn(&v, false) {
+    if let Some(turn) = tool_turn(req, &v, false) {
         return openai_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
     }
 
@@ -1068,9 +1152,13 @@ async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bufs: &mut Bu
     let Ok(v) = serde_json::from_slice::<Value>(req.body) else {
         return anthropic_invalid_json(stream, req, bufs, cut).await;
     };
+    if let Some(why) = anthropic_refusal(&v) {
+        let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": why}});
+        return respond(stream, &mut bufs.out, req, 400, "", body.to_string().as_bytes(), cut).await;
+    }
     let model = model_json(&v);
     let u = echo_usage(req, ANTHROPIC_USAGE);
-    if let Some(turn) = tool_turn(&v, true) {
+    if let Some(turn) = tool_turn(req, &v, true) {
         return anthropic_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
     }
 
@@ -1137,7 +1225,11 @@ enum ToolTurn {
     Answer { result: String },
 }
 
-fn tool_turn(v: &Value, anthropic: bool) -> Option<ToolTurn> {
+fn tool_turn(req: &Req<'_>, v: &Value, anthropic: bool) -> Option<ToolTurn> {
+    // Agents (Claude Code) always declare tools: this asks for a plain answer anyway.
+    if req.header("x-mock-no-tools").is_some() {
+        return None;
+    }
     let last = v.get("messages")?.as_array()?.last()?;
     if anthropic {
         if let Some(blocks) = last.get("content").and_then(Value::as_array) {

@@ -134,35 +134,6 @@ pub fn dropped_header_value(paths: &[String]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dropped_names_are_sorted_for_binary_search() {
-        assert!(DROPPED_BY_RULE.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn dropped_labels_are_known_names_or_other() {
-        assert_eq!(dropped_param_label("messages[1].tool_calls[0].index"), "index");
-        assert_eq!(dropped_param_label("system[2].cache_control"), "cache_control");
-        assert_eq!(dropped_param_label("verbosity"), "verbosity");
-        assert_eq!(dropped_param_label("messages[0].frobnicate"), "other");
-        assert_eq!(dropped_param_label("x.cache_controlx"), "other");
-    }
-
-    #[test]
-    fn dropped_header_is_visible_ascii_and_capped() {
-        let evil = vec!["a\r\nset-cookie: x".to_owned(), "b,c".to_owned(), "d%e".to_owned(), "é".to_owned()];
-        assert_eq!(dropped_header_value(&evil), "a%0D%0Aset-cookie:%20x,b%2Cc,d%25e,%C3%A9");
-        let many: Vec<String> = (0..500).map(|i| format!("messages[{i}].content[0].cache_control")).collect();
-        let v = dropped_header_value(&many);
-        assert!(v.len() <= DROPPED_HEADER_MAX, "{}", v.len());
-        assert!(v.ends_with(",...") && v.starts_with("messages[0].content[0].cache_control,"));
-    }
-}
-
 /// Sorts and dedups the dropped paths; with `strict`, the first unknown one is a 400.
 fn settle(body: Vec<u8>, mut dropped: Vec<String>, strict: bool) -> Result<Translated, TranslateError> {
     dropped.sort_unstable();
@@ -235,4 +206,33 @@ pub fn anthropic_usage_json(prompt: u64, completion: u64, cached: u64) -> serde_
         "cache_read_input_tokens": cached,
         "output_tokens": completion,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_names_are_sorted_for_binary_search() {
+        assert!(DROPPED_BY_RULE.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dropped_labels_are_known_names_or_other() {
+        assert_eq!(dropped_param_label("messages[1].tool_calls[0].index"), "index");
+        assert_eq!(dropped_param_label("system[2].cache_control"), "cache_control");
+        assert_eq!(dropped_param_label("verbosity"), "verbosity");
+        assert_eq!(dropped_param_label("messages[0].frobnicate"), "other");
+        assert_eq!(dropped_param_label("x.cache_controlx"), "other");
+    }
+
+    #[test]
+    fn dropped_header_is_visible_ascii_and_capped() {
+        let evil = vec!["a\r\nset-cookie: x".to_owned(), "b,c".to_owned(), "d%e".to_owned(), "é".to_owned()];
+        assert_eq!(dropped_header_value(&evil), "a%0D%0Aset-cookie:%20x,b%2Cc,d%25e,%C3%A9");
+        let many: Vec<String> = (0..500).map(|i| format!("messages[{i}].content[0].cache_control")).collect();
+        let v = dropped_header_value(&many);
+        assert!(v.len() <= DROPPED_HEADER_MAX, "{}", v.len());
+        assert!(v.ends_with(",...") && v.starts_with("messages[0].content[0].cache_control,"));
+    }
 }

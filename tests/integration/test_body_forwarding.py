@@ -14,7 +14,8 @@ SIZES = [1000, 65535, 65536, 65537, 100_000, 5_000_000, 32 * 1024 * 1024]
 
 def body_of_size(n: int, model="gpt-5.5") -> bytes:
     """A JSON chat body of exactly n bytes with `model` as the last key."""
-    head = b'{"messages":[{"role":"user","content":"'
+    # An Anthropic body carries max_tokens, as the (strict) mock and the real provider require.
+    head = b'{"max_tokens":16,"messages":[{"role":"user","content":"' if model.startswith("claude") else b'{"messages":[{"role":"user","content":"'
     tail = b'"}],"model":"' + model.encode() + b'"}'
     fill = n - len(head) - len(tail)
     assert fill > 0
