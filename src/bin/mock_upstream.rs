@@ -1013,11 +1013,42 @@ async fn anthropic_invalid_json(stream: &mut TcpStream, req: &Req<'_>, bufs: &mu
 
 /// Top-level fields OpenAI's chat completions accepts (its API reference); any other is a 400.
 const OPENAI_FIELDS: &[&str] = &[
-    "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens",
-    "max_tokens", "messages", "metadata", "modalities", "model", "moderation", "n", "parallel_tool_calls",
-    "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort",
-    "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options",
-    "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "messages",
+    "metadata",
+    "modalities",
+    "model",
+    "moderation",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
 ];
 
 /// Members OpenAI accepts on an input tool call (a streamed `index` is not one).
@@ -1068,7 +1099,9 @@ fn anthropic_refusal(v: &Value) -> Option<String> {
     let mut last_tool_uses: Vec<&str> = Vec::new();
     for (i, m) in obj.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let blocks = m.get("content").and_then(Value::as_array);
-        let of_type = |t: &'static str| blocks.into_iter().flatten().filter(move |b| b.get("type").and_then(Value::as_str) == Some(t));
+        let of_type = |t: &'static str| {
+            blocks.into_iter().flatten().filter(move |b| b.get("type").and_then(Value::as_str) == Some(t))
+        };
         for b in of_type("tool_result") {
             let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
             if !last_tool_uses.contains(&id) {
