@@ -173,5 +173,29 @@ fn bench_streams(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_requests, bench_documents, bench_streams);
+/// The Claude Code request recorded in `tests/fixtures/claude_code/` (Anthropic caller, gpt-5.5:
+/// adaptive thinking, effort, a mid-conversation system turn, 12 tool schemas), against a
+/// serde_json parse of the same bytes. Target (issue "Real clients"): at most 0.35x the parse.
+fn bench_claude_code(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request_claude_code");
+    g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude_code/messages_request.json");
+    let an = std::fs::read(path).expect("recorded Claude Code request");
+    let opts = RequestOptions {
+        upstream_model: "gpt-5.5",
+        default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: false,
+    };
+    g.throughput(Throughput::Bytes(an.len() as u64));
+    g.bench_function("baseline_parse_only", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(&an)).expect("json"))
+    });
+    g.bench_function("anthropic_to_openai", |b| {
+        b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_requests, bench_documents, bench_streams, bench_claude_code);
 criterion_main!(benches);
