@@ -5,10 +5,13 @@
 //! the output is built from typed structs and written with `serde_json`. Nothing recurses on the
 //! input beyond serde_json's own nesting limit (128), and nothing panics.
 //!
-//! Every field is either mapped, dropped on purpose (listed below and in the README's mapping
-//! table), or answered with a [`TranslateError`] naming its JSON path (the proxy turns it into a 400
-//! in the caller's dialect). Unknown fields, at the top level and inside messages, content parts,
-//! tools and tool choices, are errors too: nothing is ignored silently.
+//! Every field is mapped, dropped (by rule: listed below and in the README's mapping tables), or
+//! refused with a [`TranslateError`] naming its JSON path (the proxy turns it into a 400 in the
+//! caller's dialect) where dropping would change the kind of answer. A field no struct names, at
+//! any depth, is dropped too. Nothing is dropped silently: `parse` collects the path of every
+//! value no struct reads (unknown fields, and fields declared `IgnoredAny`, which is how a struct
+//! says "dropped"), and [`Translated::dropped`] carries them to the proxy, which reports them.
+//! `Kept` marks a field that is read only to be checked or honoured elsewhere.
 //!
 //! OpenAI → Anthropic, the non-obvious parts:
 //! - `system` and `developer` messages are *hoisted*: wherever they stand in `messages`, their

@@ -10,6 +10,9 @@
 //! - tool arguments are unescaped once (OpenAI → Anthropic) or escaped once, compacted
 //!   (Anthropic → OpenAI).
 //!
+//! Values it leaves out are noted (`Scan::drop_value`) and named as JSON paths afterwards, the same
+//! paths the typed translator reports.
+//!
 //! It is a fast path, not a second translator: it returns `None` on anything outside the shapes
 //! below (an unknown or rarely used field, a value it would have to judge, malformed JSON, an
 //! escaped key), and `request.rs` then runs the typed translator, which has every rule and names
