@@ -2,6 +2,7 @@
 upstream of the other, JSON and streaming, with a full tool-call round trip; errors, metering and
 count_tokens on translated routes."""
 import json
+import time
 
 import anthropic
 import httpx
@@ -177,6 +178,35 @@ def test_untranslatable_parameter_is_a_400_naming_it(gateway, mock):
     r = httpx.post(gateway.url + "/v1/messages", json=claude_body("gpt-5.5", top_k=5), headers=anthropic_headers(), timeout=10)
     assert r.status_code == 400 and "top_k" in r.json()["error"]["message"]
     assert mock.requests() == []
+
+
+def test_unknown_fields_are_dropped_and_reported_or_refused_on_strict_models(fresh_gateway, mock):
+    g = fresh_gateway()
+    mock.clear()
+    body = chat_body("claude-sonnet-4-5-20250929", frobnicate={"x": 1}, verbosity="low")
+    r = httpx.post(g.url + "/v1/chat/completions", json=body, headers=openai_headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-cheapmodel-dropped"] == "frobnicate,verbosity"
+    sent = json.loads(mock.last()["body"])
+    assert "frobnicate" not in sent and "verbosity" not in sent
+    assert g.metric("cheapmodel_dropped_params_total", model="claude-sonnet-4-5-20250929", param="other") == 1
+    assert g.metric("cheapmodel_dropped_params_total", model="claude-sonnet-4-5-20250929", param="verbosity") == 1
+    # Same-dialect traffic is untouched: no header, the field reaches the upstream as sent.
+    r = httpx.post(g.url + "/v1/messages", json=claude_body(frobnicate=1), headers=anthropic_headers(), timeout=10)
+    assert r.status_code == 200 and "x-cheapmodel-dropped" not in r.headers
+    assert json.loads(mock.last()["body"])["frobnicate"] == 1
+    # params: strict refuses the unknown field in the caller's dialect; a field dropped by rule passes.
+    mock.clear()
+    r = httpx.post(g.url + "/v1/chat/completions", json=chat_body("claude-strict", frobnicate=1),
+                   headers=openai_headers(), timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "frobnicate", r.text
+    assert mock.requests() == []
+    r = httpx.post(g.url + "/v1/chat/completions", json=chat_body("claude-strict", verbosity="low"),
+                   headers=openai_headers(), timeout=10)
+    assert r.status_code == 200 and r.headers["x-cheapmodel-dropped"] == "verbosity"
+    time.sleep(0.5)  # the access log is written by a background thread
+    logged = [rec.get("dropped") for rec in g.access_log() if rec.get("model") == "claude-sonnet-4-5-20250929"]
+    assert "frobnicate,verbosity" in logged
 
 
 def test_translated_traffic_is_metered(fresh_gateway):
