@@ -588,53 +588,89 @@ fn with_dropped(body: &[u8], translate: impl FnOnce() -> R<Vec<u8>>) -> Option<(
     }
     offsets.sort_unstable();
     offsets.dedup();
-    let mut paths = Vec::with_capacity(offsets.len());
-    // Stops early (with `Err`) once every offset is named; the body was validated already.
-    let _ = paths_at(&mut Scan::new(body), &mut String::new(), &offsets, &mut paths);
-    Some((out, paths))
+    Some((out, paths_at(body, &offsets)))
 }
 
-/// Walks a value, pushing the JSON path (`messages[1].tool_calls[0].index`, the typed
-/// translator's form) of every value that starts at one of `offsets` (sorted).
-fn paths_at(s: &mut Scan<'_>, path: &mut String, offsets: &[usize], paths: &mut Vec<String>) -> R<()> {
-    if paths.len() == offsets.len() {
-        return Err(Bail);
+/// The JSON paths (`messages[1].tool_calls[0].index`, the typed translator's form) of the values
+/// that start at `offsets` (sorted), in one forward pass over a body the translating pass already
+/// validated: strings are jumped over with memchr, and a stack of keys and indices is the path.
+fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
+    enum Frame<'a> {
+        Obj(&'a [u8]),
+        Arr(usize),
     }
-    s.ws();
-    if offsets.binary_search(&s.i).is_ok() {
-        paths.push(path.clone());
-        return s.skip(0);
-    }
-    match s.peek()? {
-        b'{' => {
-            s.i += 1;
-            let mut first = true;
-            while let Some(key) = s.any_key(&mut first)? {
-                let len = path.len();
-                if len > 0 {
-                    path.push('.');
+    let mut paths = Vec::with_capacity(offsets.len());
+    let mut stack: Vec<Frame<'_>> = Vec::with_capacity(8);
+    let (mut i, mut next, mut expect_key) = (0, 0, false);
+    while let (Some(&c), Some(&want)) = (b.get(i), offsets.get(next)) {
+        if i == want {
+            let mut path = String::new();
+            for frame in &stack {
+                match frame {
+                    Frame::Obj(key) => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&String::from_utf8_lossy(key));
+                    }
+                    Frame::Arr(index) => {
+                        path.push('[');
+                        path.push_str(itoa::Buffer::new().format(*index));
+                        path.push(']');
+                    }
                 }
-                path.push_str(std::str::from_utf8(key.raw).map_err(|_| Bail)?);
-                paths_at(s, path, offsets, paths)?;
-                path.truncate(len);
             }
+            paths.push(path);
+            next += 1;
+            continue;
         }
-        b'[' => {
-            s.i += 1;
-            let (mut first, mut i) = (true, 0usize);
-            while s.item(&mut first)? {
-                let len = path.len();
-                path.push('[');
-                path.push_str(itoa::Buffer::new().format(i));
-                path.push(']');
-                paths_at(s, path, offsets, paths)?;
-                path.truncate(len);
-                i += 1;
+        if i > want {
+            next += 1; // not a value start (cannot happen for offsets the scanner recorded)
+            continue;
+        }
+        match c {
+            b'"' => {
+                let end = end_of_string(b, i);
+                if expect_key {
+                    if let Some(Frame::Obj(key)) = stack.last_mut() {
+                        *key = &b[i + 1..end - 1];
+                    }
+                    expect_key = false;
+                }
+                i = end;
+                continue;
             }
+            b'{' => {
+                stack.push(Frame::Obj(b""));
+                expect_key = true;
+            }
+            b'[' => stack.push(Frame::Arr(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Arr(index)) => *index += 1,
+                _ => expect_key = true,
+            },
+            _ => {}
         }
-        _ => s.skip(0)?,
+        i += 1;
     }
-    Ok(())
+    paths
+}
+
+/// The index after the closing quote of the string whose opening quote is at `i`.
+fn end_of_string(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while let Some(k) = memchr::memchr(b'"', &b[j.min(b.len())..]) {
+        let q = j + k;
+        let backslashes = b[..q].iter().rev().take_while(|&&c| c == b'\\').count();
+        if backslashes % 2 == 0 {
+            return q + 1;
+        }
+        j = q + 1;
+    }
+    b.len()
 }
 
 /// Reads an object field by field, by the rules of the typed translator's serde structs: a key
@@ -1509,6 +1545,7 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let mut system: Option<Vec<u8>> = None;
     let (mut max_tokens, mut temperature, mut top_p, mut stream, mut user) = (None, None, None, None, None);
     let (mut effort, mut tool_choice, mut parallel) = (None, None, false);
+    let (mut config_effort, mut format, mut deprecated_format) = (None, None, None);
     let mut scratch = Scratch::default();
 
     let keys = |key: &[u8]| {
@@ -1527,6 +1564,11 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"thinking" => 11,
             b"context_management" => 12,
             b"service_tier" => 13,
+            b"output_config" => 14,
+            b"output_format" => 15,
+            b"cache_control" => 16,
+            b"inference_geo" => 17,
+            b"speed" => 18,
             _ => return None,
         })
     };
@@ -1587,7 +1629,9 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"tools" => an_tools(s, &mut out)?,
             b"tool_choice" => (tool_choice, parallel) = an_tool_choice(s)?,
             b"thinking" => effort = an_thinking(s)?,
-            // context_management, service_tier: dropped.
+            b"output_config" => (config_effort, format) = an_output_config(s)?,
+            b"output_format" => deprecated_format = Some(an_format(s)?),
+            // context_management, service_tier, cache_control, inference_geo, speed: dropped.
             _ => s.drop_value()?,
         }
         Ok(())
@@ -1629,10 +1673,19 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     if parallel {
         out.extend_from_slice(b",\"parallel_tool_calls\":false");
     }
-    if let Some(e) = effort {
+    // The caller's explicit effort wins over one derived from a thinking budget.
+    if let Some(e) = config_effort.or(effort) {
         out.extend_from_slice(b",\"reasoning_effort\":\"");
         out.extend_from_slice(e);
         out.push(b'"');
+    }
+    if let Some(schema) = format.or(deprecated_format) {
+        // Anthropic's structured output always holds to its schema: OpenAI's strict mode.
+        out.extend_from_slice(
+            b",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"output\",\"schema\":",
+        );
+        out.extend_from_slice(schema);
+        out.extend_from_slice(b",\"strict\":true}}");
     }
     out.push(b'}');
 
@@ -1716,14 +1769,19 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     s.arr()?;
     let (mut first, mut fo) = (true, true);
     while s.item(&mut first)? {
-        let (mut name, mut description, mut schema) = (None, None, None);
+        let (mut name, mut description, mut schema, mut strict) = (None, None, None, None);
         let keys = |key: &[u8]| {
             Some(match key {
                 b"type" => 0,
                 b"name" => 1,
                 b"description" => 2,
                 b"input_schema" => 3,
-                b"cache_control" => 4,
+                b"strict" => 4,
+                b"cache_control" => 5,
+                b"defer_loading" => 6,
+                b"eager_input_streaming" => 7,
+                b"input_examples" => 8,
+                b"allowed_callers" => 9,
                 _ => return None,
             })
         };
@@ -1737,6 +1795,7 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 b"name" => name = Some(s.string()?),
                 b"description" => description = Some(s.string()?),
                 b"input_schema" => schema = Some(s.raw_value()?),
+                b"strict" => strict = Some(s.boolean()?),
                 _ => s.drop_value()?,
             }
             Ok(())
@@ -1750,6 +1809,9 @@ fn an_tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
         }
         out.extend_from_slice(b",\"parameters\":");
         out.extend_from_slice(schema.ok_or(Bail)?);
+        if let Some(strict) = strict {
+            out.extend_from_slice(if strict { b",\"strict\":true" } else { b",\"strict\":false" });
+        }
         out.extend_from_slice(b"}}");
     }
     out.push(b']');
@@ -1795,6 +1857,58 @@ fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
 }
 
 /// `thinking` → `reasoning_effort` (None when disabled).
+/// `output_config`: the effort (one of OpenAI's words too) and a json_schema format's schema.
+fn an_output_config<'a>(s: &mut Scan<'a>) -> R<(Option<&'a [u8]>, Option<&'a [u8]>)> {
+    let (mut effort, mut format) = (None, None);
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"effort" => 0,
+                b"format" => 1,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"effort" => match s.string()?.plain()? {
+                    e @ (b"low" | b"medium" | b"high" | b"xhigh" | b"max") => effort = Some(e),
+                    _ => return Err(Bail),
+                },
+                _ => format = Some(an_format(s)?),
+            }
+            Ok(())
+        },
+    )?;
+    Ok((effort, format))
+}
+
+/// A structured-output format (`output_config.format`, `output_format`): its schema's bytes.
+fn an_format<'a>(s: &mut Scan<'a>) -> R<&'a [u8]> {
+    let (mut kind, mut schema) = (None, None);
+    fields(
+        s,
+        |key| {
+            Some(match key {
+                b"type" => 0,
+                b"schema" => 1,
+                _ => return None,
+            })
+        },
+        |key, s| {
+            match key {
+                b"type" => kind = Some(s.string()?.plain()?),
+                _ => schema = Some(s.raw_value()?),
+            }
+            Ok(())
+        },
+    )?;
+    if kind != Some(b"json_schema".as_slice()) {
+        return Err(Bail);
+    }
+    schema.ok_or(Bail)
+}
+
 fn an_thinking(s: &mut Scan<'_>) -> R<Option<&'static [u8]>> {
     let (mut kind, mut budget) = (None, None);
     fields(
@@ -1803,13 +1917,15 @@ fn an_thinking(s: &mut Scan<'_>) -> R<Option<&'static [u8]>> {
             Some(match key {
                 b"type" => 0,
                 b"budget_tokens" => 1,
+                b"display" => 2,
                 _ => return None,
             })
         },
         |key, s| {
             match key {
                 b"type" => kind = Some(s.string()?.plain()?),
-                _ => budget = Some(s.uint()?),
+                b"budget_tokens" => budget = Some(s.uint()?),
+                _ => s.drop_value()?,
             }
             Ok(())
         },
@@ -1818,7 +1934,8 @@ fn an_thinking(s: &mut Scan<'_>) -> R<Option<&'static [u8]>> {
         (b"enabled", Some(0..=4095)) => Ok(Some(b"low")),
         (b"enabled", Some(4096..=16383)) => Ok(Some(b"medium")),
         (b"enabled", Some(_)) => Ok(Some(b"high")),
-        (b"disabled", None) => Ok(None),
+        // Adaptive: the model decides (`output_config.effort`, when sent, says how hard).
+        (b"disabled" | b"adaptive", None) => Ok(None),
         _ => Err(Bail),
     }
 }
@@ -1866,6 +1983,12 @@ fn an_messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<
             (b"assistant", Content::Text(t)) => {
                 sep(out, &mut fo);
                 out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
+                put_str(out, t);
+                out.push(b'}');
+            }
+            (b"system", Content::Text(t)) => {
+                sep(out, &mut fo);
+                out.extend_from_slice(b"{\"role\":\"system\",\"content\":");
                 put_str(out, t);
                 out.push(b'}');
             }
@@ -1978,6 +2101,13 @@ fn an_blocks(role: &[u8], s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, sc
         b"assistant" => {
             sep(out, fo);
             an_assistant_blocks(s, out, scratch)
+        }
+        // A mid-conversation system turn stays where it stands (OpenAI takes system anywhere).
+        b"system" => {
+            let msg = an_system(s)?.ok_or(Bail)?;
+            sep(out, fo);
+            out.extend_from_slice(&msg);
+            Ok(())
         }
         _ => Err(Bail),
     }
