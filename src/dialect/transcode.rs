@@ -662,13 +662,11 @@ fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
 /// The index after the closing quote of the string whose opening quote is at `i`.
 fn end_of_string(b: &[u8], i: usize) -> usize {
     let mut j = i + 1;
-    while let Some(k) = memchr::memchr(b'"', &b[j.min(b.len())..]) {
-        let q = j + k;
-        let backslashes = b[..q].iter().rev().take_while(|&&c| c == b'\\').count();
-        if backslashes % 2 == 0 {
-            return q + 1;
+    while let Some(k) = memchr::memchr2(b'"', b'\\', b.get(j..).unwrap_or_default()) {
+        if b[j + k] == b'"' {
+            return j + k + 1;
         }
-        j = q + 1;
+        j += k + 2; // an escape: the backslash and the byte it escapes
     }
     b.len()
 }
@@ -1694,7 +1692,11 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
         if out.get(messages_at) != Some(&b']') {
             sys.push(b',');
         }
-        out.splice(messages_at..messages_at, sys);
+        // One memmove of the tail (`Vec::splice` moves it byte by byte).
+        let tail = out.len() - messages_at;
+        out.extend_from_slice(&sys);
+        out.copy_within(messages_at..messages_at + tail, messages_at + sys.len());
+        out[messages_at..messages_at + sys.len()].copy_from_slice(&sys);
     }
     Ok(out)
 }
