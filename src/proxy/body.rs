@@ -60,7 +60,7 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
         if remaining_fits {
             session.enable_retry_buffering();
         }
-        match session.read_request_body().await.map_err(BodyError::Io)? {
+        match session.read_request_body().await.map_err(unreadable)? {
             Some(chunk) => {
                 if buf.len() + chunk.len() > max {
                     return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
@@ -75,6 +75,18 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
         return Err(BodyError::Reject(GatewayError::LengthRequired));
     }
     Ok(buf.freeze())
+}
+
+/// A body that could not be read. A timeout keeps Pingora's error (answered "did not arrive in
+/// time"); anything else is the caller's framing (a chunk size that is not hex or overflows, a
+/// body shorter than its Content-Length before the caller half-closed): a 400, not a 500.
+fn unreadable(e: Box<pingora::Error>) -> BodyError {
+    match e.etype() {
+        pingora::ErrorType::ReadTimedout => BodyError::Io(e),
+        _ => BodyError::Reject(GatewayError::BadRequest(
+            "The request body could not be read: invalid chunked framing, or fewer bytes than Content-Length.",
+        )),
+    }
 }
 
 /// `request_body_filter`: replace the replayed tail with the full body, once, at its end.

@@ -55,6 +55,20 @@ pub fn rewrite_request(
     } else {
         req.uri.path_and_query().map_or("/", |p| p.as_str())
     };
+    // `route` takes `/v1/chat/completions/` for `/v1/chat/completions`: the upstream gets the
+    // endpoint's canonical path, never the slash as sent.
+    let canonical;
+    let path_and_query = match req.uri.path().strip_suffix('/') {
+        Some(trimmed) if !translated => {
+            let trimmed = trimmed.trim_end_matches('/');
+            canonical = match req.uri.query() {
+                Some(q) => format!("{trimmed}?{q}"),
+                None => trimmed.to_owned(),
+            };
+            canonical.as_str()
+        }
+        _ => path_and_query,
+    };
     let path = upstream_path(&upstream.base_path, path_and_query);
     let uri = http::Uri::try_from(path).map_err(|_| pingora::Error::new_str("bad upstream path"))?;
     req.set_uri(uri);

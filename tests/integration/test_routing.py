@@ -171,3 +171,45 @@ def test_conflicting_content_lengths_are_refused(gateway, mock):
     assert not resp.startswith(b"HTTP/1.1 200"), resp[:200]
     assert mock.requests() == []
     assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("size", [b"zz", b"ffffffffffffffffffffffff", b"-5"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_invalid_chunk_size_is_a_400_in_the_callers_dialect(gateway, mock, size, path):
+    mock.clear()
+    req = (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() +
+           b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+           size + b"\r\n{}\r\n0\r\n\r\n")
+    resp = raw_http(gateway.port, req, timeout=5)
+    head, _, payload = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), resp[:200]
+    err = json.loads(payload)
+    if path == "/v1/messages":
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    else:
+        assert err["error"]["type"] == "invalid_request_error"
+    assert mock.requests() == []
+    assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_body_shorter_than_content_length_is_a_400(gateway, mock):
+    mock.clear()
+    body = b'{"model":"gpt-5.5"}'
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() +
+           b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + body)
+    resp = raw_http(gateway.port, req, timeout=5, half_close=True)
+    assert resp.startswith(b"HTTP/1.1 400"), resp[:200]
+    assert mock.requests() == []
+
+
+@pytest.mark.parametrize("path,dialect", [("/v1/chat/completions/", "openai"), ("/v1/messages/", "anthropic"),
+                                          ("/v1/messages/count_tokens/?beta=true", "anthropic")])
+def test_trailing_slash_goes_to_the_canonical_path(gateway, mock, path, dialect):
+    mock.clear()
+    if dialect == "openai":
+        r = httpx.post(gateway.url + path, json=chat_body(), headers=openai_headers(), timeout=10)
+    else:
+        r = httpx.post(gateway.url + path, json=claude_body(), headers=anthropic_headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    canonical = path.replace("/?", "?").rstrip("/")
+    assert mock.last()["path"] == canonical
