@@ -13,6 +13,8 @@ targets=("$@")
 san=()
 [ -n "${SANITIZER:-}" ] && san=(--sanitizer "$SANITIZER")
 mkdir -p "$fuzz/target/logs"
+# The seeds are generated from the golden files (git-ignored, so they never go stale in the tree).
+bash "$fuzz/make_seeds.sh"
 cd "$root"
 for t in "${targets[@]}"; do
   mkdir -p "$fuzz/corpus/$t"
