@@ -23,6 +23,8 @@ pub mod error;
 pub mod metrics;
 /// Lazy `model`/`stream` peek of request bodies.
 pub mod peek;
+/// The request plan: what to do with a request, decided without IO.
+pub mod plan;
 /// Pingora `ProxyHttp` glue.
 pub mod proxy;
 /// Immutable routing snapshots behind arc-swap.

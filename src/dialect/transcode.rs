@@ -1627,7 +1627,10 @@ fn an_request(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             b"tools" => an_tools(s, &mut out)?,
             b"tool_choice" => (tool_choice, parallel) = an_tool_choice(s)?,
             b"thinking" => effort = an_thinking(s)?,
-            b"output_config" => (config_effort, format) = an_output_config(s)?,
+            b"output_config" => {
+                let config = an_output_config(s)?;
+                (config_effort, format) = (config.effort, config.schema);
+            }
             b"output_format" => deprecated_format = Some(an_format(s)?),
             // context_management, service_tier, cache_control, inference_geo, speed: dropped.
             _ => s.drop_value()?,
@@ -1859,8 +1862,16 @@ fn an_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
 }
 
 /// `thinking` → `reasoning_effort` (None when disabled).
-/// `output_config`: the effort (one of OpenAI's words too) and a json_schema format's schema.
-fn an_output_config<'a>(s: &mut Scan<'a>) -> R<(Option<&'a [u8]>, Option<&'a [u8]>)> {
+/// What `output_config` asks for.
+struct OutputConfig<'a> {
+    /// One of OpenAI's `reasoning_effort` words too.
+    effort: Option<&'a [u8]>,
+    /// A json_schema format's schema.
+    schema: Option<&'a [u8]>,
+}
+
+/// `output_config`: its effort and a json_schema format's schema.
+fn an_output_config<'a>(s: &mut Scan<'a>) -> R<OutputConfig<'a>> {
     let (mut effort, mut format) = (None, None);
     fields(
         s,
@@ -1882,7 +1893,7 @@ fn an_output_config<'a>(s: &mut Scan<'a>) -> R<(Option<&'a [u8]>, Option<&'a [u8
             Ok(())
         },
     )?;
-    Ok((effort, format))
+    Ok(OutputConfig { effort, schema: format })
 }
 
 /// A structured-output format (`output_config.format`, `output_format`): its schema's bytes.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::dialect::stream::StreamTranslator;
 use crate::error::{Dialect, GatewayError};
+use crate::plan::{ForwardPlan, Mode};
 use crate::registry::{Key, Model, Snapshot};
 use crate::usage::StreamMeter;
 
@@ -34,14 +35,12 @@ pub struct RequestCtx {
     pub request_id: String,
     /// Authenticated key.
     pub key: Option<Arc<Key>>,
-    /// Routed model.
-    pub model: Option<Arc<Model>>,
-    /// The exact body to send upstream.
-    pub body: Bytes,
+    /// What to send upstream and how (set when the plan forwards).
+    pub forward: Option<ForwardPlan>,
+    /// The caller's body while a task submit or a token estimate needs it.
+    pub request_body: Bytes,
     /// The caller asked for a stream.
     pub stream: bool,
-    /// The gateway asked the upstream for stream usage that the caller did not ask for.
-    pub injected_usage: bool,
     /// The gateway's own error, if it answered one.
     pub error: Option<GatewayError>,
     /// When the upstream leg started (peer chosen).
@@ -56,10 +55,6 @@ pub struct RequestCtx {
     pub sse: bool,
     /// The upstream's response status.
     pub upstream_status: u16,
-    /// `(caller, upstream)` dialects when they differ.
-    pub translation: Option<(Dialect, Dialect)>,
-    /// An OpenAI caller of a translated stream asked for the usage chunk.
-    pub caller_wants_usage: bool,
     /// Stream translator for a translated SSE response.
     pub translator: Option<Box<dyn StreamTranslator + Sync>>,
     /// An answer the gateway gives itself (media tasks, local token count).
@@ -79,10 +74,9 @@ impl RequestCtx {
             caller: Dialect::OpenAi,
             request_id: String::new(),
             key: None,
-            model: None,
-            body: Bytes::new(),
+            forward: None,
+            request_body: Bytes::new(),
             stream: false,
-            injected_usage: false,
             error: None,
             upstream_started: None,
             ttfb: None,
@@ -90,12 +84,25 @@ impl RequestCtx {
             meter: ResponseMeter::None,
             sse: false,
             upstream_status: 0,
-            translation: None,
-            caller_wants_usage: false,
             translator: None,
             local: None,
             token_estimate: false,
             dropped: String::new(),
+        }
+    }
+}
+
+impl RequestCtx {
+    /// The routed model, when forwarding.
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        self.forward.as_ref().map(|f| &f.model)
+    }
+
+    /// `(caller, upstream)` dialects when the request is translated.
+    pub fn translation(&self) -> Option<(Dialect, Dialect)> {
+        match self.forward.as_ref()?.mode {
+            Mode::Translate { caller, upstream, .. } => Some((caller, upstream)),
+            Mode::Passthrough { .. } => None,
         }
     }
 }

@@ -19,14 +19,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log;
-use crate::auth;
 use crate::cost;
 use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::metrics;
-use crate::peek::{self, Edit};
-use crate::registry::{ModelKind, Registry};
-use crate::tasks::{self, styles::Media, Tasks};
+use crate::plan::{self, Decision, Mode};
+use crate::registry::Registry;
+use crate::tasks::{self, Tasks};
 use crate::usage::{self, StreamMeter, Usage};
 use body::BodyError;
 use ctx::{RequestCtx, ResponseMeter};
@@ -56,148 +55,28 @@ impl Gateway {
     }
 }
 
-/// What a request asks of the gateway, from its method and path.
-enum Route {
-    Health,
-    Models,
-    /// Chat traffic to forward; the dialect is the endpoint's.
-    Chat(Dialect),
-    /// Anthropic `count_tokens`: forwarded to Anthropic upstreams, unmetered.
-    CountTokens,
-    /// Media generation submit.
-    TaskSubmit(Media),
-    /// `GET /v1/tasks/{id}`.
-    TaskPoll(String),
-    /// `GET /v1/tasks/{id}/content`.
-    TaskContent(String),
-}
-
-fn caller_dialect(req: &RequestHeader) -> Dialect {
-    let p = req.uri.path();
-    if p == "/v1/messages" || p.starts_with("/v1/messages/") {
-        Dialect::Anthropic
-    } else if p == "/v1/chat/completions" || p == "/v1/chat/completions/" {
-        Dialect::OpenAi
-    } else if req.headers.contains_key("anthropic-version") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
-}
-
-fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
-    // A reverse proxy has no business with absolute-form targets (`POST http://host/...`): refuse
-    // them rather than guess which host was meant. (h2's :scheme/:authority are not that.)
-    if !req.raw_path().starts_with(b"/") {
-        return Err(GatewayError::BadRequest("Absolute-form request targets are not accepted: send the path only."));
-    }
-    let path = req.uri.path();
-    let method = &req.method;
-    let trimmed = path.trim_end_matches('/');
-    if let Some(rest) = trimmed.strip_prefix("/v1/tasks/") {
-        let (id, content) = match rest.strip_suffix("/content") {
-            Some(id) => (id, true),
-            None => (rest, false),
-        };
-        if id.is_empty() || id.contains('/') {
-            return Err(GatewayError::NotFound { method: method.to_string(), path: path.to_string() });
-        }
-        if method != http::Method::GET {
-            return Err(GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
-        }
-        return Ok(if content { Route::TaskContent(id.to_string()) } else { Route::TaskPoll(id.to_string()) });
-    }
-    let (route, allowed): (Route, &[http::Method]) = match trimmed {
-        "/healthz" => (Route::Health, &[http::Method::GET, http::Method::HEAD]),
-        "/v1/models" => (Route::Models, &[http::Method::GET]),
-        "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), &[http::Method::POST]),
-        "/v1/messages" => (Route::Chat(Dialect::Anthropic), &[http::Method::POST]),
-        "/v1/messages/count_tokens" => (Route::CountTokens, &[http::Method::POST]),
-        "/v1/images/generations" => (Route::TaskSubmit(Media::Image), &[http::Method::POST]),
-        "/v1/videos/generations" => (Route::TaskSubmit(Media::Video), &[http::Method::POST]),
-        "/v1/audios/generations" => (Route::TaskSubmit(Media::Audio), &[http::Method::POST]),
-        _ => return Err(GatewayError::NotFound { method: method.to_string(), path: path.to_string() }),
-    };
-    if !allowed.contains(method) {
-        return Err(GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
-    }
-    Ok(route)
-}
-
 impl Gateway {
-    /// Authenticates, reads and peeks the body, and picks the model. `Ok(None)`: forward.
+    /// Plans the request (`plan`), reading the body when the head says one is needed, and
+    /// carries out what needs IO: task calls and the token estimate. Leaves a forward in
+    /// `ctx.forward`; returns the error to answer, if any.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<GatewayError>, BodyError> {
         let snapshot = self.registry.current();
         ctx.snapshot = Some(snapshot.clone());
-        let route = match route(session.req_header()) {
-            Ok(Route::Health) => return Ok(None),
-            Ok(r) => r,
-            Err(e) => {
-                // Still authenticate first: an unknown path must not tell a stranger anything.
-                if let Err(auth_err) = auth::authenticate(session.req_header(), &snapshot) {
-                    return Ok(Some(auth_err));
-                }
-                return Ok(Some(e));
+        let (decision, caller) = match plan::plan_head(session.req_header(), &snapshot) {
+            plan::Head::Done(decision, caller) => (decision, caller),
+            plan::Head::NeedsBody(route, caller) => {
+                let body = body::read_full_body(session, snapshot.max_request_body).await?;
+                ctx.request_body = body.clone();
+                (plan::plan_body(&route, &caller, &snapshot, &body), Some(caller))
             }
         };
-        let (key, digest) = match auth::authenticate_with_digest(session.req_header(), &snapshot) {
-            Ok(k) => k,
-            Err(e) => return Ok(Some(e)),
-        };
-        ctx.key = Some(key.clone());
-        match &route {
-            Route::Models => return Ok(None),
-            Route::TaskPoll(id) | Route::TaskContent(id) => {
-                let caller = tasks::Caller { digest, key: &key };
-                let answer = if let Route::TaskPoll(_) = route {
-                    self.tasks.poll(&snapshot, &caller, id, &base_url(session.req_header())).await
-                } else {
-                    self.tasks.content(&snapshot, &caller, id).await
-                };
-                ctx.local = Some(answer);
-                return Ok(None);
-            }
-            _ => {}
-        }
-        let body = body::read_full_body(session, snapshot.max_request_body).await?;
-        let peeked = match peek::peek(&body) {
-            Ok(p) => p,
-            Err(e) => return Ok(Some(e)),
-        };
-        let Some(model) = snapshot.model(&peeked.model) else {
-            return Ok(Some(GatewayError::UnknownModel(peeked.model.into_owned())));
-        };
-        if !key.allows(&model.name) {
-            return Ok(Some(GatewayError::ModelNotAllowed(model.name.to_string())));
-        }
-        if let Route::TaskSubmit(media) = route {
-            if !media.accepts(model.kind) {
-                return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
-            }
-            let caller = tasks::Caller { digest, key: &key };
-            ctx.local = Some(self.tasks.submit(&snapshot, &caller, media, model, &body).await);
-            return Ok(None);
-        }
-        if model.kind != ModelKind::Chat {
-            return Ok(Some(GatewayError::WrongKind(model.name.to_string(), model.kind.as_str())));
-        }
-        let upstream_dialect = model.upstream.dialect;
-        let caller = match route {
-            Route::Chat(d) => d,
-            _ => Dialect::Anthropic,
-        };
-        if let Route::CountTokens = route {
-            if upstream_dialect == Dialect::OpenAi {
-                // No such endpoint upstream: an honest local estimate instead of a 404.
-                let counted = if body.len() > 64 * 1024 {
-                    let b = body.clone();
-                    tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&b))
-                        .await
-                        .unwrap_or_else(|_| Err(dialect::TranslateError::new("body", "token count failed")))
-                } else {
-                    dialect::count::estimate_input_tokens(&body)
-                };
-                return match counted {
+        ctx.key = caller.as_ref().map(|c| c.key.clone());
+        match decision {
+            Decision::Reject(e) => return Ok(Some(e)),
+            Decision::Local(plan::Local::Health | plan::Local::Models) => {}
+            Decision::Local(plan::Local::EstimateTokens) => {
+                let counted = estimate_tokens(std::mem::take(&mut ctx.request_body)).await;
+                match counted {
                     Ok(n) => {
                         ctx.local = Some(tasks::Answer {
                             status: 200,
@@ -205,94 +84,49 @@ impl Gateway {
                             content_type: "application/json".into(),
                         });
                         ctx.token_estimate = true;
-                        Ok(None)
                     }
-                    Err(e) => Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
+                    Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
+                }
+            }
+            Decision::Task(call, plan::Caller { key, digest }) => {
+                let caller = tasks::Caller { digest, key: &key };
+                let answer = match call {
+                    plan::TaskCall::Poll(id) => {
+                        self.tasks.poll(&snapshot, &caller, &id, &base_url(session.req_header())).await
+                    }
+                    plan::TaskCall::Content(id) => self.tasks.content(&snapshot, &caller, &id).await,
+                    plan::TaskCall::Submit(media, model) => {
+                        self.tasks.submit(&snapshot, &caller, media, &model, &ctx.request_body).await
+                    }
                 };
+                ctx.local = Some(answer);
             }
-            ctx.body = match &model.upstream_model_json {
-                Some(json) => {
-                    Bytes::from(peek::splice(&body, &mut [Edit { range: peeked.model_span.clone(), with: json }]))
-                }
-                None => body.clone(),
-            };
-            ctx.model = Some(model.clone());
-            return Ok(None);
-        }
-        ctx.stream = peeked.stream;
-        if caller != upstream_dialect {
-            let opts = dialect::RequestOptions {
-                upstream_model: &model.upstream_model,
-                default_max_tokens: model.max_output_tokens.unwrap_or(dialect::DEFAULT_MAX_TOKENS),
-                strict: model.strict_params,
-                structured_outputs: model.structured_outputs,
-            };
-            match dialect::translate_request(caller, upstream_dialect, &body, &opts) {
-                Ok(translated) => {
-                    ctx.body = Bytes::from(translated.body);
-                    if !translated.dropped.is_empty() {
-                        let counter = &metrics::get().dropped_params;
-                        for path in &translated.dropped {
-                            counter.with_label_values(&[&model.name, dialect::dropped_param_label(path)]).inc();
-                        }
-                        ctx.dropped = dialect::dropped_header_value(&translated.dropped);
+            Decision::Forward(forward) => {
+                if !forward.dropped.is_empty() {
+                    let counter = &metrics::get().dropped_params;
+                    for path in &forward.dropped {
+                        counter.with_label_values(&[&forward.model.name, dialect::dropped_param_label(path)]).inc();
                     }
+                    ctx.dropped = dialect::dropped_header_value(&forward.dropped);
                 }
-                Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
-            }
-            ctx.caller_wants_usage = caller == Dialect::OpenAi
-                && peeked.stream_options.as_ref().is_some_and(|(_, raw)| with_include_usage(raw).is_none());
-            ctx.translation = Some((caller, upstream_dialect));
-            ctx.model = Some(model.clone());
-            return Ok(None);
-        }
-
-        // Same dialect, minimal rewrite: splice the upstream's model name, and for an OpenAI
-        // stream without usage, ask for usage (the extra chunk is removed again on the way back).
-        let mut edits: Vec<Edit<'_>> = Vec::new();
-        if let Some(json) = &model.upstream_model_json {
-            edits.push(Edit { range: peeked.model_span.clone(), with: json });
-        }
-        let stream_options;
-        let mut injected_usage = false;
-        if ctx.stream && upstream_dialect == Dialect::OpenAi {
-            match &peeked.stream_options {
-                None => {
-                    edits.push(Edit {
-                        range: peeked.object_start..peeked.object_start,
-                        with: br#""stream_options":{"include_usage":true},"#,
-                    });
-                    injected_usage = true;
-                }
-                Some((span, raw)) => {
-                    if let Some(rewritten) = with_include_usage(raw) {
-                        stream_options = rewritten;
-                        edits.push(Edit { range: span.clone(), with: stream_options.as_bytes() });
-                        injected_usage = true;
-                    }
-                }
+                ctx.stream = forward.stream;
+                ctx.forward = Some(forward);
             }
         }
-        ctx.injected_usage = injected_usage;
-        ctx.body = if edits.is_empty() { body.clone() } else { Bytes::from(peek::splice(&body, &mut edits)) };
-        ctx.model = Some(model.clone());
+        ctx.request_body = Bytes::new();
         Ok(None)
     }
 }
 
-/// `stream_options` with `include_usage: true`, or `None` when it is already there.
-fn with_include_usage(raw: &str) -> Option<String> {
-    let mut v: serde_json::Value = serde_json::from_str(raw).ok()?;
-    match &mut v {
-        serde_json::Value::Object(map) => {
-            if map.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-                return None;
-            }
-            map.insert("include_usage".into(), serde_json::Value::Bool(true));
-        }
-        _ => v = serde_json::json!({"include_usage": true}),
+/// The local token estimate; a large body is counted off the async threads.
+async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
+    if body.len() > 64 * 1024 {
+        tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&body))
+            .await
+            .unwrap_or_else(|_| Err(dialect::TranslateError::new("body", "token count failed")))
+    } else {
+        dialect::count::estimate_input_tokens(&body)
     }
-    Some(v.to_string())
 }
 
 #[async_trait]
@@ -307,7 +141,7 @@ impl ProxyHttp for Gateway {
     /// model, or answers an error itself (`Ok(true)`).
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Instant::now();
-        ctx.caller = caller_dialect(session.req_header());
+        ctx.caller = plan::caller_dialect(session.req_header());
         ctx.request_id = self.request_ids.for_request(session.req_header());
         session.set_read_timeout(Some(self.settings.client_read_timeout));
         let outcome = match self.admit(session, ctx).await {
@@ -326,7 +160,7 @@ impl ProxyHttp for Gateway {
             respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
             return Ok(true);
         }
-        if ctx.model.is_some() {
+        if ctx.forward.is_some() {
             return Ok(false);
         }
         // Local answers: /healthz and /v1/models.
@@ -340,9 +174,10 @@ impl ProxyHttp for Gateway {
 
     /// The model's pinned upstream. Never another one.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let model = ctx.model.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        let model = ctx.model().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        let peer = upstream::peer(&model.upstream);
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(upstream::peer(&model.upstream)))
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -351,8 +186,10 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let model = ctx.model.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
-        upstream::rewrite_request(req, &model.upstream, ctx.body.len(), &ctx.request_id, ctx.translation.is_some())
+        let forward =
+            ctx.forward.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        let translated = matches!(forward.mode, Mode::Translate { .. });
+        upstream::rewrite_request(req, &forward.model.upstream, forward.body.len(), &ctx.request_id, translated)
     }
 
     /// Receives the replayed body tail once per attempt and swaps the full body in.
@@ -363,7 +200,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        body::replay(body, end_of_stream, &ctx.body);
+        if let Some(forward) = &ctx.forward {
+            body::replay(body, end_of_stream, &forward.body);
+        }
         Ok(())
     }
 
@@ -376,7 +215,8 @@ impl ProxyHttp for Gateway {
         if let Some(started) = ctx.upstream_started {
             ctx.ttfb = Some(started.elapsed());
         }
-        let dialect = ctx.model.as_ref().map_or(Dialect::OpenAi, |m| m.upstream.dialect);
+        let Some(forward) = &ctx.forward else { return Ok(()) };
+        let dialect = forward.model.upstream.dialect;
         ctx.sse = resp
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -384,7 +224,8 @@ impl ProxyHttp for Gateway {
         let success = resp.status.is_success();
         ctx.upstream_status = resp.status.as_u16();
         if ctx.sse {
-            let meter = StreamMeter::new(dialect, ctx.injected_usage);
+            let injected_usage = matches!(forward.mode, Mode::Passthrough { injected_usage: true });
+            let meter = StreamMeter::new(dialect, injected_usage);
             if meter.rewrites() {
                 resp.remove_header(&http::header::CONTENT_LENGTH);
             }
@@ -392,17 +233,16 @@ impl ProxyHttp for Gateway {
         } else {
             ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
         }
-        if let (Some((caller, upstream)), Some(model)) = (ctx.translation, &ctx.model) {
+        if let Mode::Translate { caller, upstream, caller_wants_usage } = forward.mode {
+            let model = &forward.model;
             // The body changes length: let the framing be chunked (h2 drops Transfer-Encoding).
             resp.remove_header(&http::header::CONTENT_LENGTH);
             resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             if ctx.sse && success {
                 let t: Box<dyn StreamTranslator + Sync> = match (upstream, caller) {
-                    (Dialect::Anthropic, _) => Box::new(dialect::stream::AnthropicToOpenAi::new(
-                        &model.name,
-                        ctx.caller_wants_usage,
-                        unix_now(),
-                    )),
+                    (Dialect::Anthropic, _) => {
+                        Box::new(dialect::stream::AnthropicToOpenAi::new(&model.name, caller_wants_usage, unix_now()))
+                    }
                     (Dialect::OpenAi, _) => Box::new(dialect::stream::OpenAiToAnthropic::new(&model.name)),
                 };
                 ctx.translator = Some(t);
@@ -453,7 +293,8 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let translating = ctx.translation.is_some();
+        let translation = ctx.translation();
+        let translating = translation.is_some();
         match &mut ctx.meter {
             ResponseMeter::None => {}
             ResponseMeter::Json { chunks, len } => {
@@ -470,8 +311,8 @@ impl ProxyHttp for Gateway {
                         // Kept whole so `logging` meters it without joining the chunks again.
                         let whole = Bytes::from(chunks.concat());
                         *body = Some(Bytes::from(translate_json_body(
-                            ctx.translation,
-                            ctx.model.as_deref(),
+                            translation,
+                            ctx.forward.as_ref().map(|f| &*f.model),
                             ctx.upstream_status,
                             &whole,
                         )));
@@ -581,9 +422,9 @@ impl ProxyHttp for Gateway {
         let total = now.duration_since(ctx.started);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = metrics::get();
-        let (usage, cost) = match &ctx.model {
+        let (usage, cost) = match ctx.forward.as_ref().map(|f| f.model.clone()) {
             Some(model) => {
-                let kept_whole = ctx.translation.is_some();
+                let kept_whole = ctx.translation().is_some();
                 let usage = match &mut ctx.meter {
                     ResponseMeter::None => Usage::default(),
                     ResponseMeter::Json { chunks, len } if *len <= MAX_METERED_JSON || kept_whole => {
@@ -634,8 +475,8 @@ impl ProxyHttp for Gateway {
             time: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64 / 1000.0),
             request_id: &ctx.request_id,
             key: ctx.key.as_deref().map(|k| &*k.name),
-            model: ctx.model.as_deref().map(|m| &*m.name),
-            upstream: ctx.model.as_deref().map(|m| &*m.upstream.name),
+            model: ctx.model().map(|m| &**m).map(|m| &*m.name),
+            upstream: ctx.model().map(|m| &**m).map(|m| &*m.upstream.name),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
