@@ -1,6 +1,8 @@
-//! Pingora glue: `Gateway` implements `ProxyHttp`, each hook a few lines that delegate to the
-//! modules that hold the logic (auth, peek, usage, body IO in `body`, header rewrite in
-//! `upstream`, local answers in `respond`). The only module that imports `pingora::proxy`.
+//! Pingora glue: `Gateway` implements `ProxyHttp` and carries out the request plan (`crate::plan`
+//! decides what to do; `admit` reads the body when the plan asks for it, runs task calls and the
+//! token estimate, and leaves a forward in `ctx.forward`). Each hook delegates to the modules
+//! that hold the logic (usage, body IO in `body`, header rewrite in `upstream`, local answers in
+//! `respond`). The only module that imports `pingora::proxy`.
 
 pub mod body;
 pub mod ctx;
