@@ -23,6 +23,10 @@ impl ProxyHttp for Bare {
     }
 }
 
+/// The same allocator as the gateway, so that this floor moves with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|a| a.parse().ok())) else {
