@@ -115,6 +115,44 @@ fn register() -> Metrics {
     }
 }
 
+/// A model's handles, resolved on its first request and kept with the model (a reload builds new
+/// models, so new handles): the request path then skips `with_label_values`' hash and lock.
+#[derive(Default)]
+pub struct ModelHandles(OnceLock<Resolved>);
+
+/// The resolved handles of one model.
+pub struct Resolved {
+    /// `cheapmodel_requests_total{model,upstream,status="200"}`, the common case.
+    pub ok: prometheus::IntCounter,
+    /// `cheapmodel_request_duration_seconds{model}`.
+    pub duration: prometheus::Histogram,
+    /// `cheapmodel_upstream_ttfb_seconds{model}`.
+    pub ttfb: prometheus::Histogram,
+    /// `cheapmodel_overhead_seconds{model}`.
+    pub overhead: prometheus::Histogram,
+}
+
+impl ModelHandles {
+    /// The handles for `model` on `upstream`, resolved once.
+    pub fn get(&self, model: &str, upstream: &str) -> &Resolved {
+        self.0.get_or_init(|| {
+            let m = get();
+            Resolved {
+                ok: m.requests.with_label_values(&[model, upstream, "200"]),
+                duration: m.duration.with_label_values(&[model]),
+                ttfb: m.ttfb.with_label_values(&[model]),
+                overhead: m.overhead.with_label_values(&[model]),
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for ModelHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ModelHandles(resolved)" } else { "ModelHandles(unresolved)" })
+    }
+}
+
 /// Status code as a `&'static str` label without allocating.
 #[expect(clippy::match_overlapping_arm, reason = "exact codes first, then their class for the rest")]
 pub fn status_label(status: u16) -> &'static str {

@@ -79,6 +79,8 @@ pub struct Model {
     pub structured_outputs: bool,
     /// Media task deadline.
     pub task_deadline: Duration,
+    /// Its metric handles (resolved on first use).
+    pub metrics: crate::metrics::ModelHandles,
 }
 
 /// A caller key (only its hash is known).

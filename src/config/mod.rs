@@ -117,6 +117,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 strict_params: m.params == raw::ParamsPolicy::Strict,
                 structured_outputs: m.structured_outputs,
                 task_deadline: Duration::from_secs(m.task_deadline_seconds),
+                metrics: Default::default(),
             }),
         );
     }

@@ -439,16 +439,22 @@ impl ProxyHttp for Gateway {
                 };
                 let cost = cost::cost_usd(&usage, &model.price);
                 let name = &*model.name;
-                m.requests.with_label_values(&[name, &model.upstream.name, metrics::status_label(status)]).inc();
-                m.duration.with_label_values(&[name]).observe(total.as_secs_f64());
+                let handles = model.metrics.get(name, &model.upstream.name);
+                match status {
+                    200 => handles.ok.inc(),
+                    _ => {
+                        m.requests.with_label_values(&[name, &model.upstream.name, metrics::status_label(status)]).inc()
+                    }
+                }
+                handles.duration.observe(total.as_secs_f64());
                 if let Some(ttfb) = ctx.ttfb {
-                    m.ttfb.with_label_values(&[name]).observe(ttfb.as_secs_f64());
+                    handles.ttfb.observe(ttfb.as_secs_f64());
                 }
                 let upstream_wait = match ctx.upstream_started {
                     Some(s) => ctx.upstream_done.unwrap_or(now).saturating_duration_since(s),
                     None => Duration::ZERO,
                 };
-                m.overhead.with_label_values(&[name]).observe(total.saturating_sub(upstream_wait).as_secs_f64());
+                handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let Some(key) = &ctx.key {
                     let k = &*key.name;
                     for (kind, n) in [
