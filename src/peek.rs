@@ -170,6 +170,90 @@ pub fn splice(body: &[u8], edits: &mut [Edit<'_>]) -> Vec<u8> {
     out
 }
 
+// Structural scanning without validation, for bytes that are only located here (an upstream's
+// response, which the caller gets as it is; a body another pass already validated): strings are
+// jumped over with memchr, containers by counting brackets outside strings.
+
+/// The index after the closing quote of the string whose opening quote is at `i`.
+pub fn end_of_string(b: &[u8], i: usize) -> usize {
+    let mut j = i + 1;
+    while let Some(k) = memchr::memchr2(b'"', b'\\', b.get(j..).unwrap_or_default()) {
+        if b[j + k] == b'"' {
+            return j + k + 1;
+        }
+        j += k + 2; // an escape: the backslash and the byte it escapes
+    }
+    b.len()
+}
+
+/// The index after the value that starts at `i` (no whitespace before it).
+pub fn end_of_value(b: &[u8], i: usize) -> usize {
+    let mut depth = 0usize;
+    let mut j = i;
+    while let Some(&c) = b.get(j) {
+        match c {
+            b'"' => {
+                j = end_of_string(b, j);
+                if depth == 0 {
+                    return j;
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            // At depth 0 it closes the enclosing container: the scalar ended before it.
+            b'}' | b']' if depth == 0 => return j,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            b',' | b' ' | b'\n' | b'\r' | b'\t' if depth == 0 => return j,
+            _ => {}
+        }
+        j += 1;
+    }
+    j
+}
+
+/// The raw value of `key` in the top-level object of `b`, or `None` (not an object, no such key).
+pub fn top_level_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = ws(i);
+        match *b.get(i)? {
+            b'}' => return None,
+            b',' => i = ws(i + 1),
+            _ => {}
+        }
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = end_of_string(b, i);
+        let name = b.get(i + 1..key_end.checked_sub(1)?)?;
+        i = ws(key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = ws(i + 1);
+        let end = end_of_value(b, start);
+        if name == key {
+            return b.get(start..end);
+        }
+        i = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +340,30 @@ mod tests {
             ],
         );
         assert_eq!(out, br#"{"stream_options":{"include_usage":true},"model":"real-a","stream":true}"#);
+    }
+
+    #[test]
+    fn top_level_value_finds_only_the_top_level_key() {
+        let body = br#" { "id" : "x\"usage\":{}" , "choices":[{"message":{"usage":{"a":1},"content":"\"usage\": 2"}}],
+            "usage" : {"prompt_tokens":7} , "z": [1, {"usage": 3}] } "#;
+        assert_eq!(top_level_value(body, b"usage"), Some(&br#"{"prompt_tokens":7}"#[..]));
+        assert_eq!(top_level_value(body, b"z"), Some(&br#"[1, {"usage": 3}]"#[..]));
+        assert_eq!(top_level_value(body, b"id"), Some(&br#""x\"usage\":{}""#[..]));
+        assert_eq!(top_level_value(br#"{"a":1,"usage":null}"#, b"usage"), Some(&b"null"[..]));
+        assert_eq!(top_level_value(br#"{"a":12 ,"b":true}"#, b"a"), Some(&b"12"[..]));
+        assert_eq!(top_level_value(br#"{"choices":[{"usage":{"x":1}}]}"#, b"usage"), None);
+        assert_eq!(top_level_value(br#"[{"usage":{}}]"#, b"usage"), None);
+        assert_eq!(top_level_value(b"", b"usage"), None);
+        assert_eq!(top_level_value(br#"{"usage":"#, b"usage"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn top_level_value_agrees_with_sonic_on_recorded_responses() {
+        let openai = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-5.5","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\" {usage}","refusal":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"usage\":1}"}}]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp"}"#;
+        let anthropic = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"usage":{"input_tokens":999}}}],"model":"claude","stop_reason":"tool_use","usage":{"input_tokens":12,"output_tokens":5}}"#;
+        for body in [&openai[..], &anthropic[..]] {
+            let sonic = sonic_rs::get(body, ["usage"]).expect("usage").as_raw_str().to_owned();
+            assert_eq!(top_level_value(body, b"usage"), Some(sonic.as_bytes()));
+        }
     }
 }

@@ -108,15 +108,20 @@ impl Usage {
 }
 
 /// Usage of a complete (non-streaming) JSON response body, if it has any.
+///
+/// The top-level `usage` value is located by a structural scan (`peek::top_level_value`), not a
+/// validating walk over `choices` / `content` (which cost three times the rest of the request's
+/// metering); the usage object itself is parsed strictly.
 pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
-    let lv = sonic_rs::get(body, ["usage"]).ok()?;
-    if !lv.is_object() {
+    let raw = crate::peek::top_level_value(body, b"usage")?;
+    if raw.first() != Some(&b'{') {
         return None;
     }
+    let raw = std::str::from_utf8(raw).ok()?;
     let mut u = Usage::default();
     let ok = match dialect {
-        Dialect::OpenAi => u.apply_openai(lv.as_raw_str()),
-        Dialect::Anthropic => u.apply_anthropic(lv.as_raw_str()),
+        Dialect::OpenAi => u.apply_openai(raw),
+        Dialect::Anthropic => u.apply_anthropic(raw),
     };
     ok.then_some(u)
 }

@@ -630,7 +630,7 @@ fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
         }
         match c {
             b'"' => {
-                let end = end_of_string(b, i);
+                let end = crate::peek::end_of_string(b, i);
                 if expect_key {
                     if let Some(Frame::Obj(key)) = stack.last_mut() {
                         *key = &b[i + 1..end - 1];
@@ -657,18 +657,6 @@ fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
         i += 1;
     }
     paths
-}
-
-/// The index after the closing quote of the string whose opening quote is at `i`.
-fn end_of_string(b: &[u8], i: usize) -> usize {
-    let mut j = i + 1;
-    while let Some(k) = memchr::memchr2(b'"', b'\\', b.get(j..).unwrap_or_default()) {
-        if b[j + k] == b'"' {
-            return j + k + 1;
-        }
-        j += k + 2; // an escape: the backslash and the byte it escapes
-    }
-    b.len()
 }
 
 /// Reads an object field by field, by the rules of the typed translator's serde structs: a key
