@@ -92,13 +92,16 @@ impl Gateway {
             }
             Decision::Task(call, plan::Caller { key, digest }) => {
                 let caller = tasks::Caller { digest, key: &key };
+                // Boxed: a task call's future holds an upstream HTTP exchange, tens of KB that
+                // would otherwise sit inline in this hook's future and be copied into the box
+                // async_trait makes for every request, task or not.
                 let answer = match call {
                     plan::TaskCall::Poll(id) => {
-                        self.tasks.poll(&snapshot, &caller, &id, &base_url(session.req_header())).await
+                        Box::pin(self.tasks.poll(&snapshot, &caller, &id, &base_url(session.req_header()))).await
                     }
-                    plan::TaskCall::Content(id) => self.tasks.content(&snapshot, &caller, &id).await,
+                    plan::TaskCall::Content(id) => Box::pin(self.tasks.content(&snapshot, &caller, &id)).await,
                     plan::TaskCall::Submit(media, model) => {
-                        self.tasks.submit(&snapshot, &caller, media, &model, &ctx.request_body).await
+                        Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &ctx.request_body)).await
                     }
                 };
                 ctx.local = Some(answer);
