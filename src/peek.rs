@@ -218,18 +218,21 @@ pub fn end_of_value(b: &[u8], i: usize) -> usize {
 
 /// The raw value of `key` in the top-level object of `b`, or `None` (not an object, no such key).
 pub fn top_level_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let ws = |mut i: usize| {
+    top_level_entries(b).find(|(name, _)| *name == key).map(|(_, value)| value)
+}
+
+/// The `(raw key, raw value)` pairs of the top-level object of `b`, in order (keys as written,
+/// escapes intact); ends at the object's end or at the first byte that does not fit.
+pub fn top_level_entries(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let ws = move |mut i: usize| {
         while b.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
         }
         i
     };
-    let mut i = ws(0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    loop {
+    let start = ws(0);
+    let mut i = if b.get(start) == Some(&b'{') { start + 1 } else { b.len() };
+    std::iter::from_fn(move || {
         i = ws(i);
         match *b.get(i)? {
             b'}' => return None,
@@ -247,11 +250,9 @@ pub fn top_level_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         }
         let start = ws(i + 1);
         let end = end_of_value(b, start);
-        if name == key {
-            return b.get(start..end);
-        }
         i = end;
-    }
+        Some((name, b.get(start..end)?))
+    })
 }
 
 #[cfg(test)]

@@ -57,8 +57,57 @@ pub(crate) struct AnthropicUsage {
     pub(crate) cache_creation_input_tokens: Option<u64>,
 }
 
+/// The token counts of a usage object, read in one structural pass: `(key, count)` for every
+/// member whose value is a plain non-negative integer (`null` is skipped, as serde reads it as
+/// absent). `None` when a member this reader needs has any other shape: then serde decides.
+fn counts<'a>(raw: &'a [u8], wanted: &[&[u8]]) -> Option<Vec<(&'a [u8], u64)>> {
+    let mut out = Vec::with_capacity(wanted.len());
+    for (key, value) in crate::peek::top_level_entries(raw) {
+        if !wanted.contains(&key) || value == b"null" {
+            continue;
+        }
+        if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        out.push((key, std::str::from_utf8(value).ok()?.parse().ok()?));
+    }
+    Some(out)
+}
+
 impl Usage {
+    /// OpenAI's usage object, on the structural fast path when its members are plain integers.
+    fn apply_openai_fast(&mut self, raw: &[u8]) -> Option<()> {
+        let (mut prompt, mut completion, mut cached) = (0, 0, 0);
+        for (key, value) in crate::peek::top_level_entries(raw) {
+            match key {
+                b"prompt_tokens" | b"completion_tokens" => {
+                    if value == b"null" {
+                        continue;
+                    }
+                    let n: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+                    *(if key == b"prompt_tokens" { &mut prompt } else { &mut completion }) = n;
+                }
+                b"prompt_tokens_details" if value != b"null" => {
+                    if value.first() != Some(&b'{') {
+                        return None;
+                    }
+                    for (_, n) in counts(value, &[b"cached_tokens"])? {
+                        cached = n;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.input = prompt.saturating_sub(cached);
+        self.cache_read = cached;
+        self.output = completion;
+        Some(())
+    }
+
     fn apply_openai(&mut self, raw_usage: &str) -> bool {
+        if self.apply_openai_fast(raw_usage.as_bytes()).is_some() {
+            return true;
+        }
         let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else {
             return false;
         };
@@ -73,6 +122,13 @@ impl Usage {
     /// Anthropic reports usage in pieces (`message_start`, then cumulative `message_delta`):
     /// a field that is present replaces the earlier value.
     fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
+        const WANTED: [&[u8]; 4] =
+            [b"input_tokens", b"output_tokens", b"cache_read_input_tokens", b"cache_creation_input_tokens"];
+        if let Some(found) = counts(raw_usage.as_bytes(), &WANTED) {
+            let get = |k: &[u8]| found.iter().find(|(key, _)| *key == k).map(|(_, n)| *n);
+            self.merge_anthropic(get(WANTED[0]), get(WANTED[1]), get(WANTED[2]), get(WANTED[3]));
+            return true;
+        }
         let Ok(u) = sonic_rs::from_str::<AnthropicUsage>(raw_usage) else {
             return false;
         };
@@ -489,6 +545,64 @@ mod tests {
                 alone.finish(&mut want);
                 assert!(out == want, "strip mode output differs");
             }
+        }
+    }
+
+    #[test]
+    fn the_structural_usage_reader_agrees_with_serde() {
+        let openai = [
+            r#"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3}}"#,
+            r#"{ "prompt_tokens" : 7 , "completion_tokens" : null }"#,
+            r#"{"prompt_tokens":7,"prompt_tokens_details":null}"#,
+            r#"{"prompt_tokens":1.5,"completion_tokens":2}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":"2"}}"#,
+        ];
+        for raw in openai {
+            let mut fast = Usage::default();
+            let fast_ok = fast.apply_openai_fast(raw.as_bytes()).is_some();
+            let mut slow = Usage::default();
+            let slow_ok = sonic_rs::from_str::<OpenAiUsage>(raw).is_ok() && {
+                let u: OpenAiUsage = sonic_rs::from_str(raw).expect("checked");
+                let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+                slow.input = u.prompt_tokens.unwrap_or(0).saturating_sub(cached);
+                slow.cache_read = cached;
+                slow.output = u.completion_tokens.unwrap_or(0);
+                true
+            };
+            if fast_ok {
+                assert!(slow_ok, "fast took what serde refuses: {raw}");
+                assert_eq!(fast, slow, "{raw}");
+            }
+            let mut public = Usage::default();
+            assert_eq!(public.apply_openai(raw), slow_ok, "{raw}");
+            if slow_ok {
+                assert_eq!(public, slow, "{raw}");
+            }
+        }
+        let anthropic = [
+            r#"{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":5,"output_tokens":7,"service_tier":"standard"}"#,
+            r#"{"output_tokens":9}"#,
+            r#"{"input_tokens":null,"output_tokens":2}"#,
+            r#"{"input_tokens":2.0}"#,
+        ];
+        for raw in anthropic {
+            let mut public = Usage { input: 100, ..Usage::default() };
+            let ok = public.apply_anthropic(raw);
+            let mut slow = Usage { input: 100, ..Usage::default() };
+            let slow_ok = match sonic_rs::from_str::<AnthropicUsage>(raw) {
+                Ok(u) => {
+                    slow.merge_anthropic(
+                        u.input_tokens,
+                        u.output_tokens,
+                        u.cache_read_input_tokens,
+                        u.cache_creation_input_tokens,
+                    );
+                    true
+                }
+                Err(_) => false,
+            };
+            assert_eq!((ok, public), (slow_ok, slow), "{raw}");
         }
     }
 }
