@@ -2066,65 +2066,73 @@ fn anthropic_assistant<'a>(
 // Fast path check (tests and the `request_fast_path` fuzz target)
 // ---------------------------------------------------------------------------------------------
 
-/// A translation direction, for [`check_fast_path`].
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub enum Direction {
-    OpenAiToAnthropic,
-    AnthropicToOpenAi,
-}
+/// The differential harness (fast path against typed translator): built for the unit tests and,
+/// with the `differential` feature, for the `request_fast_path` fuzz target; never in the gateway.
+#[cfg(any(test, feature = "differential"))]
+pub mod differential {
+    use super::*;
 
-/// An output as parsed JSON, with OpenAI tool-call `arguments` parsed too: the fast path keeps
-/// the caller's key order inside them, the typed one sorts keys.
-fn comparable(out: &[u8]) -> Result<Value, String> {
-    let mut v: Value = serde_json::from_slice(out).map_err(|e| format!("output is not JSON: {e}"))?;
-    if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
-        for m in messages {
-            for call in m.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
-                let args = &mut call["function"]["arguments"];
-                let text = args.as_str().ok_or("arguments is not a string")?;
-                *args = serde_json::from_str(text).map_err(|e| format!("arguments is not JSON: {e}"))?;
+    /// A translation direction, for [`check_fast_path`].
+    #[doc(hidden)]
+    #[derive(Clone, Copy, Debug)]
+    pub enum Direction {
+        OpenAiToAnthropic,
+        AnthropicToOpenAi,
+    }
+
+    /// An output as parsed JSON, with OpenAI tool-call `arguments` parsed too: the fast path keeps
+    /// the caller's key order inside them, the typed one sorts keys.
+    fn comparable(out: &[u8]) -> Result<Value, String> {
+        let mut v: Value = serde_json::from_slice(out).map_err(|e| format!("output is not JSON: {e}"))?;
+        if let Some(messages) = v.get_mut("messages").and_then(Value::as_array_mut) {
+            for m in messages {
+                for call in m.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+                    let args = &mut call["function"]["arguments"];
+                    let text = args.as_str().ok_or("arguments is not a string")?;
+                    *args = serde_json::from_str(text).map_err(|e| format!("arguments is not JSON: {e}"))?;
+                }
             }
         }
+        Ok(v)
     }
-    Ok(v)
-}
 
-/// Whether the fast path took `body` (`Ok(true)`), left it to the typed translator (`Ok(false)`),
-/// or produced something the typed translator does not (`Err`, saying what).
-#[doc(hidden)]
-pub fn check_fast_path(dir: Direction, body: &[u8], opts: &RequestOptions<'_>) -> Result<bool, String> {
-    let (fast, typed) = match dir {
-        Direction::OpenAiToAnthropic => {
-            (super::transcode::openai_to_anthropic(body, opts), openai_to_anthropic_typed(body, opts))
+    /// Whether the fast path took `body` (`Ok(true)`), left it to the typed translator (`Ok(false)`),
+    /// or produced something the typed translator does not (`Err`, saying what).
+    #[doc(hidden)]
+    pub fn check_fast_path(dir: Direction, body: &[u8], opts: &RequestOptions<'_>) -> Result<bool, String> {
+        let (fast, typed) = match dir {
+            Direction::OpenAiToAnthropic => {
+                (crate::dialect::transcode::openai_to_anthropic(body, opts), openai_to_anthropic_typed(body, opts))
+            }
+            Direction::AnthropicToOpenAi => {
+                (crate::dialect::transcode::anthropic_to_openai(body, opts), anthropic_to_openai_typed(body, opts))
+            }
+        };
+        let Some((fast, fast_dropped)) = fast else {
+            return Ok(false);
+        };
+        let body = String::from_utf8_lossy(body);
+        let typed = typed
+            .map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
+        let fast = crate::dialect::settle(fast, fast_dropped, opts.strict)
+            .map_err(|e| format!("{dir:?}: fast path output refused ({e:?}): {body}"))?;
+        let (f, t) = (comparable(&fast.body)?, comparable(&typed.body)?);
+        if f != t {
+            return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
         }
-        Direction::AnthropicToOpenAi => {
-            (super::transcode::anthropic_to_openai(body, opts), anthropic_to_openai_typed(body, opts))
+        if fast.dropped != typed.dropped {
+            return Err(format!(
+                "{dir:?}: dropped fields differ for {body}\n  fast:  {:?}\n  typed: {:?}",
+                fast.dropped, typed.dropped
+            ));
         }
-    };
-    let Some((fast, fast_dropped)) = fast else {
-        return Ok(false);
-    };
-    let body = String::from_utf8_lossy(body);
-    let typed =
-        typed.map_err(|e| format!("{dir:?}: fast path accepted what the typed translator refuses ({e:?}): {body}"))?;
-    let fast = super::settle(fast, fast_dropped, opts.strict)
-        .map_err(|e| format!("{dir:?}: fast path output refused ({e:?}): {body}"))?;
-    let (f, t) = (comparable(&fast.body)?, comparable(&typed.body)?);
-    if f != t {
-        return Err(format!("{dir:?}: outputs differ for {body}\n  fast:  {f}\n  typed: {t}"));
+        Ok(true)
     }
-    if fast.dropped != typed.dropped {
-        return Err(format!(
-            "{dir:?}: dropped fields differ for {body}\n  fast:  {:?}\n  typed: {:?}",
-            fast.dropped, typed.dropped
-        ));
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::differential::{check_fast_path, Direction};
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;

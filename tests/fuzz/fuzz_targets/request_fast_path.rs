@@ -3,7 +3,7 @@
 //! too and both outputs are the same JSON (tool-call arguments compared parsed).
 #![no_main]
 
-use cheapmodel::dialect::request::{check_fast_path, Direction};
+use cheapmodel::dialect::request::differential::{check_fast_path, Direction};
 use cheapmodel::dialect::RequestOptions;
 use libfuzzer_sys::fuzz_target;
 
