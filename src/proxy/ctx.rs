@@ -37,8 +37,6 @@ pub struct RequestCtx {
     pub key: Option<Arc<Key>>,
     /// What to send upstream and how (set when the plan forwards).
     pub forward: Option<ForwardPlan>,
-    /// The caller's body while a task submit or a token estimate needs it.
-    pub request_body: Bytes,
     /// The caller asked for a stream.
     pub stream: bool,
     /// The gateway's own error, if it answered one.
@@ -75,7 +73,6 @@ impl RequestCtx {
             request_id: String::new(),
             key: None,
             forward: None,
-            request_body: Bytes::new(),
             stream: false,
             error: None,
             upstream_started: None,

@@ -64,11 +64,11 @@ impl Gateway {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<GatewayError>, BodyError> {
         let snapshot = self.registry.current();
         ctx.snapshot = Some(snapshot.clone());
+        let mut body = Bytes::new();
         let (decision, caller) = match plan::plan_head(session.req_header(), &snapshot) {
             plan::Head::Done(decision, caller) => (decision, caller),
             plan::Head::NeedsBody(route, caller) => {
-                let body = body::read_full_body(session, snapshot.max_request_body).await?;
-                ctx.request_body = body.clone();
+                body = body::read_full_body(session, snapshot.max_request_body).await?;
                 (plan::plan_body(&route, &caller, &snapshot, &body), Some(caller))
             }
         };
@@ -77,7 +77,7 @@ impl Gateway {
             Decision::Reject(e) => return Ok(Some(e)),
             Decision::Local(plan::Local::Health | plan::Local::Models) => {}
             Decision::Local(plan::Local::EstimateTokens) => {
-                let counted = estimate_tokens(std::mem::take(&mut ctx.request_body)).await;
+                let counted = estimate_tokens(body).await;
                 match counted {
                     Ok(n) => {
                         ctx.local = Some(tasks::Answer {
@@ -101,7 +101,7 @@ impl Gateway {
                     }
                     plan::TaskCall::Content(id) => Box::pin(self.tasks.content(&snapshot, &caller, &id)).await,
                     plan::TaskCall::Submit(media, model) => {
-                        Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &ctx.request_body)).await
+                        Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await
                     }
                 };
                 ctx.local = Some(answer);
@@ -118,7 +118,6 @@ impl Gateway {
                 ctx.forward = Some(forward);
             }
         }
-        ctx.request_body = Bytes::new();
         Ok(None)
     }
 }
