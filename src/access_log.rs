@@ -1,6 +1,7 @@
 //! One JSON line per request on stdout, written by a background thread so a slow log consumer
 //! (a full pipe to journald) never blocks a request: lines are handed over on a bounded channel
 //! and dropped (and counted) when it is full. Carries the key's *name*, never key material.
+//! Imports: nothing of the gateway's; only `proxy` calls it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

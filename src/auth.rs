@@ -1,6 +1,7 @@
 //! Caller authentication from the header bytes alone: `Authorization: Bearer <key>` or
 //! `x-api-key: <key>`, hashed with sha256 and looked up in the snapshot. Runs before any body byte
 //! is read. Must not read the body, write a response, or log key bytes.
+//! Imports: `error`, `registry`, pingora's header type. Not `proxy`, `plan` or anything that does IO.
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! Cost of a request: tokens x price / 1e6, each token class at its own price. Pure.
+//! Imports: `registry` (prices), `usage`. Nothing else.
 
 use crate::registry::Price;
 use crate::usage::Usage;

@@ -5,6 +5,7 @@
 //! `{"error":{"message","type","param","code"}}`; the Anthropic shape is
 //! `{"type":"error","error":{"type","message"}}` with Anthropic's fixed error types only.
 //! No IO here: the proxy glue writes what this module renders.
+//! Imports: `peek` only.
 
 use bytes::Bytes;
 

@@ -1,6 +1,7 @@
 //! Every Prometheus metric the gateway exports, registered once in the default registry (which
 //! `pingora-prometheus` serves on `server.metrics`). Label values come only from registry names
 //! (model, upstream, key name) or `&'static str`: never a key, a secret or an unregistered model.
+//! Imports: nothing of the gateway's. Everything that counts imports this module.
 
 use std::sync::OnceLock;
 

@@ -7,6 +7,7 @@
 //! Every top-level key is visited, so a body that names `model` twice is caught: JSON parsers
 //! disagree on which duplicate wins, and the gateway must route and authorize on the value the
 //! upstream reads. Pure: no pingora types, no IO.
+//! Imports: `error` only.
 
 use std::borrow::Cow;
 use std::ops::Range;

@@ -3,6 +3,8 @@
 //! and finishes on it, so a reload never changes a request midway. Everything a request needs per
 //! call (peer address, upstream auth header, JSON-encoded upstream model name, prices) is built
 //! here once per reload, not per request. No IO and no parsing here.
+//! Imports: `error`, `config` (its raw types), `metrics` (lazily resolved handles). Not `proxy` or
+//! `plan`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

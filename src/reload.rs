@@ -3,6 +3,7 @@
 //! editors' atomic renames), the file is loaded and validated off the request path and the new
 //! snapshot replaces the old one in one store. An invalid file is rejected with one log line and
 //! the old snapshot keeps serving. Requests in flight keep the snapshot they started with.
+//! Imports: `config`, `metrics`, `registry`, pingora's background service. Not `proxy` or `plan`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

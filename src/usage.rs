@@ -10,6 +10,8 @@
 //! only those. In `strip_injected_usage` mode (an OpenAI stream for which the gateway itself asked
 //! for usage) it also removes what the caller did not ask for: the usage-only chunk and the
 //! `"usage":null` member OpenAI then adds to every chunk. Pure: no IO, no metrics.
+//! Imports: `error`, `peek` (structural scans), `dialect::sse` (its event cap). Not `metrics`, `proxy`
+//! or `plan`.
 
 use serde::Deserialize;
 

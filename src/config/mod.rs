@@ -2,6 +2,7 @@
 //! `cheapmodel check`, and on every reload. Errors name the failing field path
 //! (`models.gpt-5.5.upstream`). Never panics. Reads the environment for `api_key_env` and resolves
 //! upstream host names (so the request path never does DNS).
+//! Imports: `error`, `registry` (what it builds). Not `proxy`, `plan`, `dialect` or `tasks`.
 
 pub mod raw;
 

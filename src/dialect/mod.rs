@@ -5,6 +5,8 @@
 //! enters this module. Everything here is pure (bytes in, bytes out, no IO, no metrics, no pingora
 //! types) and tested with golden files under `tests/golden/`. The mapping table is in the README
 //! ("Dialect translation").
+//! Imports: `error`, `peek` (structural scans), `usage` (the token type). Not `registry`, `metrics`,
+//! `proxy` or `plan`.
 
 pub mod count;
 pub mod request;

@@ -1,4 +1,5 @@
-//! Per-request state carried between Pingora hooks.
+//! Per-request state carried between Pingora hooks: the plan being carried out (`forward`) and
+//! what the response side learns. Imports: `plan`, `registry`, `usage`, `dialect`, `error`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

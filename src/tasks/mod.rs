@@ -12,6 +12,8 @@
 //!
 //! A task is metered once, when it is first seen completed (`cheapmodel_cost_usd_total`,
 //! `cheapmodel_tasks_total`). A task not finished by its model's deadline is failed.
+//! Imports: `auth`, `error`, `metrics`, `registry`; `client` uses `proxy::upstream` (peer and path
+//! helpers). Not `plan`.
 
 pub mod client;
 pub mod id;
