@@ -326,9 +326,14 @@ impl<'a> Scan<'a> {
     /// reported (`x-cheapmodel-dropped`), as the typed translator reports what it does not read.
     fn drop_value(&mut self) -> R<()> {
         self.ws();
-        let at = self.b.as_ptr() as usize + self.i;
-        DROPPED_AT.with_borrow_mut(|d| d.push(at));
+        self.dropped_at(self.i);
         self.skip(0)
+    }
+
+    /// Notes that the value starting at `i` is left out (see `drop_value`).
+    fn dropped_at(&self, i: usize) {
+        let at = self.b.as_ptr() as usize + i;
+        DROPPED_AT.with_borrow_mut(|d| d.push(at));
     }
 
     /// Validates and skips any value.
@@ -930,13 +935,17 @@ fn oa_tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<
                                 b"name" => name = Some(s.string()?),
                                 b"description" => description = Some(s.string()?),
                                 b"parameters" => parameters = Some(s.raw_value()?),
-                                _ if structured_outputs => strict = Some(s.boolean()?),
                                 _ => {
+                                    // A bool either way (as the typed translator reads it); kept
+                                    // only where the model takes strict tool use.
                                     s.ws();
                                     let at = s.i;
-                                    s.boolean()?;
-                                    s.i = at;
-                                    s.drop_value()?;
+                                    let value = s.boolean()?;
+                                    if structured_outputs {
+                                        strict = Some(value);
+                                    } else {
+                                        s.dropped_at(at);
+                                    }
                                 }
                             }
                             Ok(())
