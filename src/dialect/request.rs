@@ -1763,7 +1763,13 @@ pub(super) fn fit_openai_user(user_id: Cow<'_, str>) -> Cow<'_, str> {
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(user_id.as_bytes());
-    Cow::Owned(digest.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Cow::Owned(hex)
 }
 
 fn anthropic_thinking(t: AnThinking<'_>) -> Result<Option<&'static str>, TranslateError> {
