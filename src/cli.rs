@@ -1,4 +1,4 @@
-//! The `cheapmodel` command line: run (default), `check`, `hash-key`, `new-key`.
+//! The `cheapmodel` command line: run (default), `check`, `hash-key`, `new-key`, `usage`.
 //! Pingora's own flags (`-d` daemon, `-u` upgrade, `-t` test) are kept as they are.
 
 use std::path::PathBuf;
@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
+use async_trait::async_trait;
+use pingora::server::{RunArgs, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+
+use crate::ledger::{self, report, Ledger};
 use crate::{access_log, auth, config, metrics, proxy, registry, reload, tasks};
 
 /// Command line.
@@ -42,6 +47,32 @@ pub enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Print usage totals from the ledger (`ledger.url` of --config).
+    Usage {
+        /// First UTC day, YYYY-MM-DD (inclusive). Default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last UTC day, YYYY-MM-DD (inclusive). Default: today and after.
+        #[arg(long)]
+        to: Option<String>,
+        /// Group by; repeat for several (`--by key --by model`).
+        #[arg(long, value_enum)]
+        by: Vec<report::Group>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: UsageFormat,
+    },
+}
+
+/// `cheapmodel usage --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsageFormat {
+    /// Aligned columns.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
 }
 
 /// Runs the command line; returns the exit code.
@@ -52,6 +83,13 @@ pub fn run(cli: Cli) -> i32 {
             0
         }
         Some(Command::NewKey { name }) => new_key(&name),
+        Some(Command::Usage { from, to, by, format }) => {
+            let Some(path) = cli.config else {
+                eprintln!("--config FILE is required");
+                return 2;
+            };
+            usage(&path, report::Query { from, to, by, key: None }, format)
+        }
         Some(Command::Check) => {
             let Some(path) = cli.config else {
                 eprintln!("--config FILE is required");
@@ -95,6 +133,63 @@ fn new_key(name: &str) -> i32 {
     0
 }
 
+fn usage(path: &std::path::Path, query: report::Query, format: UsageFormat) -> i32 {
+    for (flag, day) in [("--from", &query.from), ("--to", &query.to)] {
+        if day.as_deref().is_some_and(|d| ledger::parse_day(d).is_none()) {
+            eprintln!("{flag} must be a day, YYYY-MM-DD");
+            return 2;
+        }
+    }
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("invalid config {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let Some(url) = config::ledger_settings(&loaded.ledger, &path).url else {
+        eprintln!("the ledger is off (ledger.url: none)");
+        return 1;
+    };
+    match report::totals(&url, &query) {
+        Ok(rows) => {
+            let text = match format {
+                UsageFormat::Json => report::to_json(&rows) + "\n",
+                UsageFormat::Csv => report::to_csv(&query, &rows),
+                UsageFormat::Table => report::to_table(&query, &rows),
+            };
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cannot read the ledger: {e}");
+            1
+        }
+    }
+}
+
+/// Starts the ledger writer (after Pingora may have forked) and runs the task settler until
+/// shutdown. The writer itself keeps going after the shutdown signal, for the requests still
+/// finishing in the grace period; `serve` drains it once Pingora's runtimes are down.
+struct LedgerService {
+    ledger: Arc<Ledger>,
+    tasks: Arc<tasks::Tasks>,
+    registry: Arc<registry::Registry>,
+}
+
+#[async_trait]
+impl BackgroundService for LedgerService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        if let Err(e) = self.ledger.start() {
+            log::error!("ledger: {e}; usage rows cannot be kept");
+            metrics::ledger().errors.with_label_values(&["spool"]).inc();
+            return;
+        }
+        self.tasks.settle_pending(self.registry.clone(), shutdown).await;
+    }
+}
+
 fn serve(path: PathBuf, opt: Opt) -> i32 {
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -128,10 +223,13 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         server_cfg.task_store_max_bytes,
         Duration::from_secs(server_cfg.task_ttl_seconds),
     );
+    let ledger = Arc::new(Ledger::new(config::ledger_settings(&loaded.ledger, &path)));
+    let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone()));
     let gateway = proxy::Gateway::new(
         registry.clone(),
         proxy::Settings { client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms) },
-        tasks::Tasks::new(Arc::new(store)),
+        tasks.clone(),
+        ledger.clone(),
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
@@ -149,8 +247,17 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         server.add_service(prom);
     }
     server.add_service(pingora::services::background::background_service(
+        "ledger",
+        LedgerService { ledger: ledger.clone(), tasks, registry: registry.clone() },
+    ));
+    server.add_service(pingora::services::background::background_service(
         "config-reload",
         reload::Reloader { path, registry, interval: Duration::from_secs(server_cfg.watch_interval_seconds) },
     ));
-    server.run_forever()
+    // Returns once every runtime is down (no request can add a row any more): then the ledger
+    // writes what is still queued, to the database or to the spool.
+    server.run(RunArgs::default());
+    ledger.shutdown(Duration::from_secs(30));
+    log::info!("ledger flushed; exiting");
+    0
 }

@@ -71,6 +71,8 @@ pub enum GatewayError {
     UpstreamUnavailable,
     /// The upstream did not answer within its configured timeouts.
     UpstreamTimeout,
+    /// `ledger.on_failure: reject` and the ledger can take no more rows (queue full, spool unwritable).
+    LedgerUnavailable,
     /// A bug or an internal failure.
     Internal,
 }
@@ -96,6 +98,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
+            GatewayError::LedgerUnavailable => 503,
             GatewayError::Internal => 500,
         }
     }
@@ -122,6 +125,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::Internal => "internal",
         }
     }
@@ -148,6 +152,7 @@ impl GatewayError {
             GatewayError::BadRequest(why) => (*why).to_string(),
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
             GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
+            GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
             GatewayError::Internal => "Internal gateway error.".into(),
         }
     }
@@ -173,6 +178,7 @@ impl GatewayError {
             }
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
+            GatewayError::LedgerUnavailable => ("server_error", Some("ledger_unavailable"), None),
             GatewayError::Internal => ("server_error", None, None),
         }
     }

@@ -19,8 +19,12 @@ pub mod cost;
 pub mod dialect;
 /// Gateway errors and their dialect-shaped bodies.
 pub mod error;
+/// The durable usage ledger (SQLite / Postgres, spool, reports).
+pub mod ledger;
 /// Prometheus metrics.
 pub mod metrics;
+/// Exact integer money (pico-dollars).
+pub mod money;
 /// Lazy `model`/`stream` peek of request bodies.
 pub mod peek;
 /// The request plan: what to do with a request, decided without IO.

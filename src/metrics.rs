@@ -3,11 +3,17 @@
 //! (model, upstream, key name) or `&'static str`: never a key, a secret or an unregistered model.
 //! Imports: nothing of the gateway's. Everything that counts imports this module.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    register_counter_vec, register_histogram_vec, register_int_counter_vec, CounterVec, HistogramVec, IntCounterVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounterVec, IntGauge,
 };
+
+use crate::money::Money;
 
 /// Handles to every metric.
 pub struct Metrics {
@@ -21,8 +27,8 @@ pub struct Metrics {
     pub overhead: HistogramVec,
     /// `cheapmodel_tokens_total{model,key,type}`.
     pub tokens: IntCounterVec,
-    /// `cheapmodel_cost_usd_total{model,key}`.
-    pub cost: CounterVec,
+    /// `cheapmodel_cost_usd_total{model,key}`, kept in exact integer money (`CostTotals`).
+    pub cost: Arc<CostTotals>,
     /// `cheapmodel_rejected_total{reason}`: requests answered with the gateway's own error.
     pub rejected: IntCounterVec,
     /// `cheapmodel_config_reloads_total{result}`.
@@ -87,12 +93,11 @@ fn register() -> Metrics {
             &["model", "key", "type"]
         )
         .expect("register"),
-        cost: register_counter_vec!(
-            "cheapmodel_cost_usd_total",
-            "Cost in USD by model and key name",
-            &["model", "key"]
-        )
-        .expect("register"),
+        cost: {
+            let c = Arc::new(CostTotals::new());
+            prometheus::register(Box::new(CostCollector(c.clone()))).expect("register");
+            c
+        },
         rejected: register_int_counter_vec!(
             "cheapmodel_rejected_total",
             "Requests the gateway answered with its own error, by reason",
@@ -182,4 +187,122 @@ pub fn status_label(status: u16) -> &'static str {
         400..=499 => "4xx",
         _ => "5xx",
     }
+}
+
+/// Cost totals by `(model, key)` in pico-dollars (`money`): added as integers, converted to a float
+/// only when Prometheus reads them, so the exported value is the exact ledger total (to the
+/// float's 15-16 significant digits: exact up to $1,000 per series at the last pico-dollar, and to
+/// the last nano-dollar up to $1 million) and no rounding error ever accumulates.
+pub struct CostTotals {
+    series: RwLock<CostSeries>,
+}
+
+impl CostTotals {
+    fn new() -> Self {
+        CostTotals { series: RwLock::new(HashMap::new()) }
+    }
+
+    fn cell(&self, model: &str, key: &str) -> Option<Arc<AtomicI64>> {
+        self.series.read().unwrap_or_else(|e| e.into_inner()).get(model)?.get(key).cloned()
+    }
+
+    /// Adds `amount` to the `(model, key)` series.
+    pub fn add(&self, model: &str, key: &str, amount: Money) {
+        let cell = match self.cell(model, key) {
+            Some(c) => c,
+            None => self
+                .series
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(Arc::from(model))
+                .or_default()
+                .entry(Arc::from(key))
+                .or_default()
+                .clone(),
+        };
+        cell.fetch_add(amount.0, Ordering::Relaxed);
+    }
+
+    /// The `(model, key)` total.
+    pub fn get(&self, model: &str, key: &str) -> Money {
+        Money(self.cell(model, key).map_or(0, |c| c.load(Ordering::Relaxed)))
+    }
+}
+
+/// model → key → pico-dollars.
+type CostSeries = HashMap<Arc<str>, HashMap<Arc<str>, Arc<AtomicI64>>>;
+
+struct CostCollector(Arc<CostTotals>);
+
+static COST_DESC: OnceLock<Desc> = OnceLock::new();
+
+fn cost_desc() -> &'static Desc {
+    COST_DESC.get_or_init(|| {
+        #[expect(clippy::expect_used, reason = "a fixed, valid metric definition")]
+        Desc::new(
+            "cheapmodel_cost_usd_total".into(),
+            "Cost in USD by model and key name (exact: summed in integer pico-dollars)".into(),
+            vec!["model".into(), "key".into()],
+            HashMap::new(),
+        )
+        .expect("desc")
+    })
+}
+
+impl Collector for CostCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![cost_desc()]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self.0.series.read().unwrap_or_else(|e| e.into_inner());
+        let mut metrics = Vec::with_capacity(series.len());
+        for (model, key, total) in series.iter().flat_map(|(m, keys)| keys.iter().map(move |(k, t)| (m, k, t))) {
+            let label = |name: &str, value: &str| {
+                let mut l = LabelPair::default();
+                l.set_name(name.into());
+                l.set_value(value.into());
+                l
+            };
+            let mut counter = Counter::default();
+            counter.set_value(Money(total.load(Ordering::Relaxed)).as_usd_f64());
+            let mut m = Metric::from_label(vec![label("key", key), label("model", model)]);
+            m.set_counter(counter);
+            metrics.push(m);
+        }
+        let mut family = MetricFamily::default();
+        family.set_name(cost_desc().fq_name.clone());
+        family.set_help(cost_desc().help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
+/// The ledger's own metrics.
+pub struct LedgerMetrics {
+    /// `cheapmodel_ledger_spool_bytes`: rows waiting in the local spool while the database is away.
+    pub spool_bytes: IntGauge,
+    /// `cheapmodel_ledger_errors_total{kind}`: `database`, `spool`, `queue_full`, `stopped`.
+    pub errors: IntCounterVec,
+}
+
+static LEDGER: OnceLock<LedgerMetrics> = OnceLock::new();
+
+/// The ledger's metrics (registered on first use).
+#[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once cannot fail")]
+pub fn ledger() -> &'static LedgerMetrics {
+    LEDGER.get_or_init(|| LedgerMetrics {
+        spool_bytes: register_int_gauge!(
+            "cheapmodel_ledger_spool_bytes",
+            "Bytes of ledger rows waiting in the local spool for the database"
+        )
+        .expect("register"),
+        errors: register_int_counter_vec!(
+            "cheapmodel_ledger_errors_total",
+            "Ledger failures by kind (database: a write or connect failed, rows spooled; spool: the spool could not be written; queue_full: rows lost)",
+            &["kind"]
+        )
+        .expect("register"),
+    })
 }

@@ -41,6 +41,8 @@ pub enum Route {
     TaskPoll(String),
     /// `GET /v1/tasks/{id}/content`.
     TaskContent(String),
+    /// `GET /v1/usage`: the caller's own totals from the ledger.
+    Usage,
 }
 
 /// What the gateway does with a request.
@@ -66,6 +68,8 @@ pub enum Local {
     /// An estimate of the body's input tokens (`count_tokens` on an OpenAI-dialect model, which
     /// has no such endpoint upstream).
     EstimateTokens,
+    /// The caller key's totals by model and day (`ledger::report`).
+    Usage(crate::ledger::report::Query),
 }
 
 /// A media task call for the authenticated caller.
@@ -176,6 +180,7 @@ pub fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
     let (route, allowed): (Route, &[http::Method]) = match trimmed {
         "/healthz" => (Route::Health, &[http::Method::GET, http::Method::HEAD]),
         "/v1/models" => (Route::Models, &[http::Method::GET]),
+        "/v1/usage" => (Route::Usage, &[http::Method::GET]),
         "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), &[http::Method::POST]),
         "/v1/messages" => (Route::Chat(Dialect::Anthropic), &[http::Method::POST]),
         "/v1/messages/count_tokens" => (Route::CountTokens, &[http::Method::POST]),
@@ -188,6 +193,25 @@ pub fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
         return Err(not_allowed());
     }
     Ok(route)
+}
+
+/// `GET /v1/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`: the key's own rows only, by model and day.
+fn usage_query(req: &RequestHeader, key: &Key) -> Result<crate::ledger::report::Query, GatewayError> {
+    use crate::ledger::report::{Group, Query};
+    let mut q = Query { from: None, to: None, by: vec![Group::Model, Group::Day], key: Some(key.name.to_string()) };
+    for pair in req.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            "from" => &mut q.from,
+            "to" => &mut q.to,
+            _ => continue,
+        };
+        if crate::ledger::parse_day(value).is_none() {
+            return Err(GatewayError::BadRequest("from and to must be UTC days written YYYY-MM-DD."));
+        }
+        *slot = Some(value.to_string());
+    }
+    Ok(q)
 }
 
 /// Step one: route and authenticate from the head alone.
@@ -209,6 +233,10 @@ pub fn plan_head(req: &RequestHeader, snapshot: &Snapshot) -> Head {
         Route::Models => Decision::Local(Local::Models),
         Route::TaskPoll(id) => Decision::Task(TaskCall::Poll(id), caller.clone()),
         Route::TaskContent(id) => Decision::Task(TaskCall::Content(id), caller.clone()),
+        Route::Usage => match usage_query(req, &caller.key) {
+            Ok(q) => Decision::Local(Local::Usage(q)),
+            Err(e) => Decision::Reject(e),
+        },
         route => return Head::NeedsBody(route, caller),
     };
     Head::Done(decision, Some(caller))

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::HeaderValue;
 
-pub use crate::config::raw::{ModelKind, RawPrice as Price};
+pub use crate::config::raw::ModelKind;
 use crate::error::Dialect;
 
 /// An upstream provider endpoint, ready to connect to.
@@ -55,6 +55,26 @@ pub enum TaskStyle {
     Wrapped,
     /// OpenAI: synchronous images and speech (run by the gateway), video jobs (relayed).
     OpenAi,
+}
+
+/// A model's prices in exact money (`money`): pico-dollars per token for each token class, per
+/// image, per second and per request. Converted from the config's decimal USD once per load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    /// Per non-cached input token.
+    pub input: i64,
+    /// Per output token.
+    pub output: i64,
+    /// Per input token read from the prompt cache.
+    pub cache_read: i64,
+    /// Per input token written to the prompt cache.
+    pub cache_write: i64,
+    /// Per generated image.
+    pub per_image: i64,
+    /// Per second of generated video or audio.
+    pub per_second: i64,
+    /// Per request (chat) or per task (media).
+    pub per_request: i64,
 }
 
 /// A registered model.

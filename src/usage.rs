@@ -13,12 +13,12 @@
 //! Imports: `error`, `peek` (structural scans), `dialect::sse` (its event cap). Not `metrics`, `proxy`
 //! or `plan`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Dialect;
 
 /// Tokens of one request, by price class.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Input tokens not read from or written to a prompt cache.
     pub input: u64,

@@ -49,6 +49,28 @@ pub struct Loaded {
     pub server: RawServer,
     /// Routing data.
     pub snapshot: Snapshot,
+    /// `ledger:` as written (`ledger_settings` resolves it against the config's path).
+    pub ledger: raw::RawLedger,
+}
+
+/// The ledger settings for the config at `path`: defaults sit beside the config file.
+pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Settings {
+    let url = match raw.url.as_deref() {
+        Some("none") => None,
+        Some(u) => Some(u.to_string()),
+        None => Some(crate::ledger::default_url(path)),
+    };
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("cheapmodel");
+    let spool_dir = match &raw.spool_dir {
+        Some(d) => std::path::PathBuf::from(d),
+        None => path.parent().unwrap_or(Path::new(".")).join(format!("{stem}.ledger-spool")),
+    };
+    crate::ledger::Settings {
+        url,
+        flush_interval: Duration::from_millis(raw.flush_interval_ms),
+        spool_dir,
+        on_failure: raw.on_failure,
+    }
 }
 
 /// Reads, parses and validates `path`.
@@ -69,6 +91,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
 
 fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     validate_server(&raw.server)?;
+    validate_ledger(&raw.ledger)?;
     let mut upstreams = HashMap::new();
     for (name, u) in &raw.upstreams {
         upstreams.insert(name.clone(), Arc::new(build_upstream(name, u, env)?));
@@ -85,7 +108,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
             Some(um) if um != name => Some(Bytes::from(serde_json::Value::from(um.as_str()).to_string())),
             _ => None,
         };
-        validate_price(&m.price).map_err(|(f, msg)| err(format!("{path}.price.{f}"), msg))?;
+        let price = exact_price(&m.price).map_err(|(f, msg)| err(format!("{path}.price.{f}"), msg))?;
         let upstream_dialect = raw.upstreams.get(&m.upstream).map(|u| u.dialect);
         match (m.kind, upstream_dialect) {
             (ModelKind::Chat, Some(UpstreamDialect::Task | UpstreamDialect::TaskWrapped)) => {
@@ -113,7 +136,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 upstream_model_json,
                 upstream_model: Arc::from(m.upstream_model.as_deref().unwrap_or(name)),
                 kind: m.kind,
-                price: m.price,
+                price,
                 max_output_tokens: m.max_output_tokens,
                 strict_params: m.params == raw::ParamsPolicy::Strict,
                 structured_outputs: m.structured_outputs,
@@ -167,7 +190,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         }
     };
     let snapshot = Snapshot { upstreams, models, keys, max_request_body: raw.server.max_request_body, task_secret };
-    Ok(Loaded { server: raw.server, snapshot })
+    Ok(Loaded { server: raw.server, snapshot, ledger: raw.ledger })
 }
 
 fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
@@ -202,22 +225,36 @@ fn validate_model_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_price(p: &raw::RawPrice) -> Result<(), (&'static str, String)> {
-    let fields = [
-        ("input_per_mtok", p.input_per_mtok),
-        ("output_per_mtok", p.output_per_mtok),
-        ("cache_read_per_mtok", p.cache_read_per_mtok),
-        ("cache_write_per_mtok", p.cache_write_per_mtok),
-        ("per_image", p.per_image),
-        ("per_second", p.per_second),
-        ("per_request", p.per_request),
-    ];
-    for (f, v) in fields {
-        if !v.is_finite() || v < 0.0 {
-            return Err((f, "must be a finite number >= 0".into()));
+fn validate_ledger(l: &raw::RawLedger) -> Result<(), ConfigError> {
+    if let Some(url) = &l.url {
+        let ok = url == "none"
+            || url.strip_prefix("sqlite://").is_some_and(|p| !p.is_empty())
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://");
+        if !ok {
+            return Err(err("ledger.url", "must be sqlite://PATH, postgres://USER@HOST/DB or none"));
         }
     }
+    if !(10..=60_000).contains(&l.flush_interval_ms) {
+        return Err(err("ledger.flush_interval_ms", "must be between 10 and 60000"));
+    }
     Ok(())
+}
+
+/// The config's decimal USD prices as exact money; names the field that cannot be one.
+fn exact_price(p: &raw::RawPrice) -> Result<crate::registry::Price, (&'static str, String)> {
+    use crate::money::{Money, UNITS_PER_USD};
+    const PER_MTOK: i64 = UNITS_PER_USD / 1_000_000;
+    let field = |name: &'static str, v: f64, scale: i64| Money::from_config(v, scale).map_err(|m| (name, m));
+    Ok(crate::registry::Price {
+        input: field("input_per_mtok", p.input_per_mtok, PER_MTOK)?,
+        output: field("output_per_mtok", p.output_per_mtok, PER_MTOK)?,
+        cache_read: field("cache_read_per_mtok", p.cache_read_per_mtok, PER_MTOK)?,
+        cache_write: field("cache_write_per_mtok", p.cache_write_per_mtok, PER_MTOK)?,
+        per_image: field("per_image", p.per_image, UNITS_PER_USD)?,
+        per_second: field("per_second", p.per_second, UNITS_PER_USD)?,
+        per_request: field("per_request", p.per_request, UNITS_PER_USD)?,
+    })
 }
 
 /// Parts of an upstream URL.

@@ -21,6 +21,33 @@ pub struct RawConfig {
     /// Caller keys, stored as sha256.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// The usage ledger (read at start; a reload does not change it).
+    #[serde(default)]
+    pub ledger: RawLedger,
+}
+
+/// `ledger:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// `sqlite://PATH`, `postgres://...`, or `none`. Default: a SQLite file beside the config.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Longest a row waits before its batch is written.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Directory of the spool used while the database is unreachable. Default: beside the config.
+    #[serde(default)]
+    pub spool_dir: Option<String>,
+    /// `serve` (default) or `reject`: what to do when rows can be neither written nor spooled.
+    #[serde(default)]
+    pub on_failure: crate::ledger::OnFailure,
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        RawLedger { url: None, flush_interval_ms: default_flush_ms(), spool_dir: None, on_failure: Default::default() }
+    }
 }
 
 /// `server:` section.
@@ -223,6 +250,9 @@ pub struct RawKey {
     pub models: Option<Vec<String>>,
 }
 
+fn default_flush_ms() -> u64 {
+    200
+}
 fn default_threads() -> usize {
     2
 }

@@ -34,6 +34,8 @@ pub struct RequestCtx {
     pub caller: Dialect,
     /// `x-request-id`.
     pub request_id: String,
+    /// `request_id` came from the caller (so it cannot be the ledger row's unique id).
+    pub request_id_from_caller: bool,
     /// Authenticated key.
     pub key: Option<Arc<Key>>,
     /// What to send upstream and how (set when the plan forwards).
@@ -72,6 +74,7 @@ impl RequestCtx {
             snapshot: None,
             caller: Dialect::OpenAi,
             request_id: String::new(),
+            request_id_from_caller: false,
             key: None,
             forward: None,
             stream: false,

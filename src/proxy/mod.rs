@@ -24,6 +24,7 @@ use crate::access_log;
 use crate::cost;
 use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
+use crate::ledger::{self, Ledger, Row};
 use crate::metrics;
 use crate::plan::{self, Decision, Mode};
 use crate::registry::Registry;
@@ -45,15 +46,16 @@ pub struct Settings {
 /// The gateway.
 pub struct Gateway {
     registry: Arc<Registry>,
-    tasks: Tasks,
+    tasks: Arc<Tasks>,
+    ledger: Arc<Ledger>,
     settings: Settings,
     request_ids: RequestIds,
 }
 
 impl Gateway {
-    /// A gateway serving `registry`.
-    pub fn new(registry: Arc<Registry>, settings: Settings, tasks: Tasks) -> Self {
-        Gateway { registry, settings, request_ids: RequestIds::new(), tasks }
+    /// A gateway serving `registry`, billing into `ledger`.
+    pub fn new(registry: Arc<Registry>, settings: Settings, tasks: Arc<Tasks>, ledger: Arc<Ledger>) -> Self {
+        Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger }
     }
 }
 
@@ -76,6 +78,10 @@ impl Gateway {
         match decision {
             Decision::Reject(e) => return Ok(Some(e)),
             Decision::Local(plan::Local::Health | plan::Local::Models) => {}
+            Decision::Local(plan::Local::Usage(query)) => match self.usage(query).await {
+                Ok(answer) => ctx.local = Some(answer),
+                Err(e) => return Ok(Some(e)),
+            },
             Decision::Local(plan::Local::EstimateTokens) => {
                 let counted = estimate_tokens(body).await;
                 match counted {
@@ -89,6 +95,9 @@ impl Gateway {
                     }
                     Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
                 }
+            }
+            Decision::Task(plan::TaskCall::Submit(..), _) | Decision::Forward(_) if self.ledger.refuses() => {
+                return Ok(Some(GatewayError::LedgerUnavailable));
             }
             Decision::Task(call, plan::Caller { key, digest }) => {
                 let caller = tasks::Caller { digest, key: &key };
@@ -122,6 +131,27 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// `GET /v1/usage`: the report runs on a blocking thread with its own connection.
+    async fn usage(&self, query: ledger::report::Query) -> Result<tasks::Answer, GatewayError> {
+        let Some(url) = self.ledger.url().map(str::to_string) else {
+            return Err(GatewayError::NotFound { method: "GET".into(), path: "/v1/usage".into() });
+        };
+        let rows = match tokio::task::spawn_blocking(move || ledger::report::totals(&url, &query)).await {
+            Ok(Ok(rows)) => rows,
+            // Nothing billed yet: the database file is made by the first write.
+            Ok(Err(e)) if e.starts_with("no ledger at") => Vec::new(),
+            Ok(Err(e)) => {
+                log::warn!("/v1/usage: {e}");
+                return Err(GatewayError::LedgerUnavailable);
+            }
+            Err(_) => return Err(GatewayError::Internal),
+        };
+        let body = format!("{{\"object\":\"list\",\"data\":{}}}", ledger::report::to_json(&rows));
+        Ok(tasks::Answer { status: 200, body: Bytes::from(body), content_type: "application/json".into() })
+    }
+}
+
 /// The local token estimate; a large body is counted off the async threads.
 async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
     if body.len() > 64 * 1024 {
@@ -146,7 +176,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Instant::now();
         ctx.caller = plan::caller_dialect(session.req_header());
-        ctx.request_id = self.request_ids.for_request(session.req_header());
+        (ctx.request_id, ctx.request_id_from_caller) = self.request_ids.for_request(session.req_header());
         session.set_read_timeout(Some(self.settings.client_read_timeout));
         let outcome = match self.admit(session, ctx).await {
             Ok(o) => o,
@@ -439,7 +469,7 @@ impl ProxyHttp for Gateway {
                     ResponseMeter::Json { .. } => Usage::default(),
                     ResponseMeter::Stream(meter) => meter.usage,
                 };
-                let cost = cost::cost_usd(&usage, &model.price);
+                let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
                 let handles = model.metrics.get(name, &model.upstream.name);
                 match status {
@@ -458,24 +488,31 @@ impl ProxyHttp for Gateway {
                 };
                 handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let Some(key) = &ctx.key {
-                    let k = &*key.name;
-                    for (kind, n) in [
-                        ("input", usage.input),
-                        ("output", usage.output),
-                        ("cache_read", usage.cache_read),
-                        ("cache_write", usage.cache_write),
-                    ] {
-                        if n > 0 {
-                            m.tokens.with_label_values(&[name, k, kind]).inc_by(n);
-                        }
-                    }
-                    if cost > 0.0 {
-                        m.cost.with_label_values(&[name, k]).inc_by(cost);
-                    }
+                    self.ledger.record(Row {
+                        id: if ctx.request_id_from_caller { self.request_ids.fresh() } else { ctx.request_id.clone() },
+                        request_id: ctx.request_id.clone(),
+                        time_ms: unix_now_ms(),
+                        key: key.name.clone(),
+                        model: model.name.clone(),
+                        upstream: model.upstream.name.clone(),
+                        endpoint: match ctx.caller {
+                            Dialect::OpenAi => "/v1/chat/completions".into(),
+                            Dialect::Anthropic => "/v1/messages".into(),
+                        },
+                        status,
+                        stream: ctx.sse,
+                        translated: ctx.translation().is_some(),
+                        usage,
+                        media: Default::default(),
+                        cost,
+                        latency_us: total.as_micros() as i64,
+                        ttfb_us: ctx.ttfb.map(|t| t.as_micros() as i64),
+                        task: false,
+                    });
                 }
                 (usage, cost)
             }
-            None => (Usage::default(), 0.0),
+            None => (Usage::default(), crate::money::Money::ZERO),
         };
         if let Some(err) = &ctx.error {
             m.rejected.with_label_values(&[err.reason()]).inc();
@@ -496,7 +533,7 @@ impl ProxyHttp for Gateway {
             output_tokens: usage.output,
             cache_read_tokens: usage.cache_read,
             cache_write_tokens: usage.cache_write,
-            cost_usd: cost,
+            cost_usd: cost.as_usd_f64(),
             error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|_| "proxy_error")),
             stream: ctx.sse,
             dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
@@ -552,6 +589,10 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Request ids: the caller's `x-request-id` when it is sane, else a fresh one.
 struct RequestIds {
     prefix: u64,
@@ -568,15 +609,21 @@ impl RequestIds {
         RequestIds { prefix: u64::from_le_bytes(seed), counter: AtomicU64::new(0) }
     }
 
-    fn for_request(&self, req: &RequestHeader) -> String {
+    /// The request's id, and whether it is the caller's own.
+    fn for_request(&self, req: &RequestHeader) -> (String, bool) {
         if let Some(v) = req.headers.get("x-request-id") {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
                 if let Ok(s) = std::str::from_utf8(b) {
-                    return s.to_string();
+                    return (s.to_string(), true);
                 }
             }
         }
+        (self.fresh(), false)
+    }
+
+    /// A new id, unique across processes (the ledger's row id).
+    fn fresh(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("req_{:016x}{:016x}", self.prefix, n)
     }

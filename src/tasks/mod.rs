@@ -10,10 +10,16 @@
 //! - local: OpenAI's synchronous image and speech calls, run by the gateway in the background;
 //!   the state and results (inline `data:` URLs) live in the task store (`store`).
 //!
-//! A task is metered once, when it is first seen completed (`cheapmodel_cost_usd_total`,
-//! `cheapmodel_tasks_total`). A task not finished by its model's deadline is failed.
-//! Imports: `auth`, `error`, `metrics`, `registry`; `client` uses `proxy::upstream` (peer and path
-//! helpers). Not `plan`.
+//! Billing: the gateway owns every relayed task it hands out until the task reaches a final state,
+//! whether or not anyone polls it. Submit records it as pending in the ledger's database;
+//! `settle_pending` (a background loop) polls pending tasks on a backoff schedule, reusing any
+//! fresher answer a caller's poll already got, so a caller's poll and the settler share one
+//! upstream poll per task per interval. The first time a process sees a task final (a caller's
+//! poll or the settler), it writes the task's one ledger row, keyed by the task id: the ledger's
+//! unique id, not a cache, makes it once across restarts and instances. A task not finished by its
+//! model's deadline is failed.
+//! Imports: `auth`, `cost`, `error`, `ledger`, `metrics`, `registry`; `client` uses
+//! `proxy::upstream` (peer and path helpers). Not `plan`.
 
 pub mod client;
 pub mod id;
@@ -30,9 +36,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cost::{self, MediaUnits};
 use crate::error::{error_body, Dialect};
+use crate::ledger::{Ledger, PendingTask, Row};
 use crate::metrics;
-use crate::registry::{Key, Model, Snapshot, TaskStyle, Upstream};
+use crate::money::Money;
+use crate::registry::{Key, Model, Registry, Snapshot, TaskStyle, Upstream};
 use client::{CallError, UpstreamClient};
 use id::{Origin, TaskRef};
 use store::TaskStore;
@@ -173,7 +182,7 @@ struct TaskObject<'a> {
 
 fn task_object(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>) -> Answer {
     let usage = (state.status == TaskStatus::Completed).then(|| {
-        let cost = model.map_or(0.0, |m| cost_of(m, r, state));
+        let cost = model.map_or(Money::ZERO, |m| cost_of(m, r, state)).as_usd_f64();
         let mut u = serde_json::Map::new();
         if r.media == "image" {
             u.insert("images".into(), Value::from(state.results.len()));
@@ -200,11 +209,52 @@ fn task_object(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>) 
     )
 }
 
-/// USD for a completed task: per image, per requested second, per request.
-fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> f64 {
-    let p = &model.price;
-    let images = if r.media == "image" { state.results.len() as f64 } else { 0.0 };
-    images * p.per_image + f64::from(r.seconds) * p.per_second + p.per_request
+/// Billable units of a completed task: images generated, seconds requested.
+fn units_of(r: &TaskRef, state: &TaskState) -> MediaUnits {
+    MediaUnits {
+        images: if r.media == "image" { state.results.len() as u64 } else { 0 },
+        seconds: u64::from(r.seconds),
+    }
+}
+
+/// Cost of a completed task (`cost::of_task`).
+fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> Money {
+    cost::of_task(&units_of(r, state), &model.price)
+}
+
+/// The task's one ledger row, for a final `state`. Its time is the submit time, so that every
+/// instance that settles the task builds the same row.
+fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key_name: &Arc<str>) -> Row {
+    let completed = state.status == TaskStatus::Completed;
+    let units = if completed { units_of(r, state) } else { MediaUnits::default() };
+    let endpoint = match r.media.as_str() {
+        "image" => "/v1/images/generations",
+        "video" => "/v1/videos/generations",
+        _ => "/v1/audios/generations",
+    };
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let created_ms = r.created as i64 * 1000;
+    Row {
+        id: id.to_string(),
+        request_id: id.to_string(),
+        time_ms: created_ms,
+        key: key_name.clone(),
+        model: model.map_or_else(|| Arc::from(r.model.as_str()), |m| m.name.clone()),
+        upstream: model.map_or_else(|| Arc::from(r.upstream.as_str()), |m| m.upstream.name.clone()),
+        endpoint: endpoint.into(),
+        status: if completed { 200 } else { 502 },
+        stream: false,
+        translated: false,
+        usage: Default::default(),
+        media: units,
+        cost: match (completed, model) {
+            (true, Some(m)) => cost::of_task(&units, &m.price),
+            _ => Money::ZERO,
+        },
+        latency_us: now_ms.saturating_sub(created_ms).saturating_mul(1000),
+        ttfb_us: None,
+        task: true,
+    }
 }
 
 fn unix_now() -> u64 {
@@ -214,7 +264,8 @@ fn unix_now() -> u64 {
 #[derive(Default)]
 struct PollSlot {
     last: Option<(Instant, TaskState)>,
-    metered: bool,
+    /// This process wrote the task's ledger row (the ledger's unique id covers other processes).
+    billed: bool,
 }
 
 /// The task engine.
@@ -222,6 +273,7 @@ pub struct Tasks {
     client: Arc<UpstreamClient>,
     store: Arc<dyn TaskStore>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
+    ledger: Arc<Ledger>,
 }
 
 /// Who is asking.
@@ -233,9 +285,9 @@ pub struct Caller<'a> {
 }
 
 impl Tasks {
-    /// An engine with `store` for the tasks it runs itself.
-    pub fn new(store: Arc<dyn TaskStore>) -> Self {
-        Tasks { client: Arc::new(UpstreamClient::new()), store, slots: Mutex::new(HashMap::new()) }
+    /// An engine with `store` for the tasks it runs itself, billing into `ledger`.
+    pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>) -> Self {
+        Tasks { client: Arc::new(UpstreamClient::new()), store, slots: Mutex::new(HashMap::new()), ledger }
     }
 
     /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing.
@@ -310,12 +362,20 @@ impl Tasks {
                 task.upstream_id = crate::auth::hex(&local);
                 let state = TaskState::new(TaskStatus::Pending);
                 self.store.put(&task.upstream_id, state.clone());
-                self.spawn_local(snapshot.clone(), model.clone(), task.clone(), caller.key.name.clone(), mapped);
+                let id = id::encode(&snapshot.task_secret, &task);
+                self.spawn_local(snapshot.clone(), model.clone(), task.clone(), id, caller.key.name.clone(), mapped);
                 state
             }
         };
         metrics::get().tasks.with_label_values(&[&model.name, "pending"]).inc();
         let id = id::encode(&snapshot.task_secret, &task);
+        if task.origin == Origin::Relayed {
+            self.ledger.pending(PendingTask {
+                id: id.clone(),
+                key: caller.key.name.clone(),
+                created_s: task.created as i64,
+            });
+        }
         // The submit answer is always the task as accepted.
         let shown = TaskState { status: TaskStatus::Pending, ..state };
         task_object(&id, &task, &shown, Some(model))
@@ -326,11 +386,13 @@ impl Tasks {
         snapshot: Arc<Snapshot>,
         model: Arc<Model>,
         task: TaskRef,
+        id: String,
         key_name: Arc<str>,
         mapped: styles::UpstreamSubmit,
     ) {
         let store = self.store.clone();
         let client = self.client.clone();
+        let ledger = self.ledger.clone();
         tokio::spawn(async move {
             let _keep = snapshot;
             let mut running = TaskState::new(TaskStatus::Processing);
@@ -367,11 +429,7 @@ impl Tasks {
                     },
                 },
             };
-            if state.status == TaskStatus::Completed {
-                meter(&model, &key_name, &task, &state);
-            } else {
-                metrics::get().tasks.with_label_values(&[&model.name, "failed"]).inc();
-            }
+            ledger.record(task_row(&id, &task, &state, Some(&model), &key_name));
             store.put(&task.upstream_id, state);
         });
     }
@@ -391,8 +449,11 @@ impl Tasks {
                 let Some(upstream) = snapshot.upstreams.get(&task.upstream).cloned() else {
                     return Answer::not_found();
                 };
-                let state =
-                    self.relayed_state(&upstream, &task, id, model.as_deref(), &caller.key.name, base_url).await;
+                let mut state =
+                    self.relayed_state(&upstream, &task, id, model.as_deref(), &caller.key.name, POLL_CACHE).await;
+                if state.status == TaskStatus::Completed && upstream.task_style == Some(TaskStyle::OpenAi) {
+                    state.results = vec![format!("{base_url}/v1/tasks/{id}/content")];
+                }
                 task_object(id, &task, &state, model.as_deref())
             }
         }
@@ -432,8 +493,8 @@ impl Tasks {
         task: &TaskRef,
         id: &str,
         model: Option<&Model>,
-        key_name: &str,
-        base_url: &str,
+        key_name: &Arc<str>,
+        fresh_for: Duration,
     ) -> TaskState {
         let slot_key = format!("{}\u{0}{}", task.upstream, task.upstream_id);
         let slot = {
@@ -446,13 +507,13 @@ impl Tasks {
         // One poll in flight per task; the others wait here and reuse its answer.
         let mut slot = slot.lock().await;
         if let Some((at, state)) = &slot.last {
-            if state.status.terminal() || at.elapsed() < POLL_CACHE {
+            if state.status.terminal() || at.elapsed() < fresh_for {
                 return state.clone();
             }
         }
         let previous = slot.last.as_ref().map(|(_, s)| s.clone());
         let deadline = model.map_or(Duration::from_secs(1800), |m| m.task_deadline);
-        let mut state = if unix_now().saturating_sub(task.created) > deadline.as_secs() {
+        let state = if unix_now().saturating_sub(task.created) > deadline.as_secs() {
             TaskState::failed("deadline_exceeded", "the task did not finish before its deadline")
         } else {
             let style = upstream.task_style.unwrap_or(TaskStyle::Flat);
@@ -468,28 +529,94 @@ impl Tasks {
                 _ => previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending)),
             }
         };
-        if state.status == TaskStatus::Completed && upstream.task_style == Some(TaskStyle::OpenAi) {
-            state.results = vec![format!("{base_url}/v1/tasks/{id}/content")];
-        }
-        if state.status.terminal() && !slot.metered {
-            slot.metered = true;
-            match (state.status, model) {
-                (TaskStatus::Completed, Some(m)) => meter(m, key_name, task, &state),
-                (_, Some(m)) => metrics::get().tasks.with_label_values(&[&m.name, "failed"]).inc(),
-                _ => {}
-            }
+        if state.status.terminal() && !slot.billed {
+            slot.billed = true;
+            self.ledger.record(task_row(id, task, &state, model, key_name));
         }
         slot.last = Some((Instant::now(), state.clone()));
         state
     }
 }
 
-fn meter(model: &Model, key_name: &str, task: &TaskRef, state: &TaskState) {
-    let m = metrics::get();
-    m.tasks.with_label_values(&[&model.name, "completed"]).inc();
-    let cost = cost_of(model, task, state);
-    if cost > 0.0 {
-        m.cost.with_label_values(&[&model.name, key_name]).inc_by(cost);
+/// How often the settler looks for tasks due a poll.
+const SETTLE_TICK: Duration = Duration::from_secs(1);
+/// The settler's first wait after submit, doubled after each poll up to `SETTLE_MAX`.
+const SETTLE_FIRST: Duration = Duration::from_secs(2);
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+/// How often the pending list is re-read from the database (other instances add to it).
+const SETTLE_RELOAD: Duration = Duration::from_secs(10);
+/// Most tasks polled per tick (one after the other: the settler is background work).
+const SETTLE_BATCH: usize = 32;
+
+impl Tasks {
+    /// The settler: until `stop` turns true, polls every pending relayed task (from the ledger's
+    /// database) on a backoff schedule until it is final, and bills it (`relayed_state`). Reuses
+    /// an answer a caller's poll got within the current backoff interval instead of polling.
+    pub async fn settle_pending(&self, registry: Arc<Registry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(url) = self.ledger.url().map(str::to_string) else { return };
+        let mut schedule: HashMap<String, (Instant, Duration, Arc<str>)> = HashMap::new();
+        let mut reloaded: Option<Instant> = None;
+        loop {
+            if reloaded.is_none_or(|t| t.elapsed() >= SETTLE_RELOAD) {
+                reloaded = Some(Instant::now());
+                let url = url.clone();
+                let listed = tokio::task::spawn_blocking(move || {
+                    crate::ledger::backend::connect(&url).and_then(|mut db| db.pending_tasks())
+                })
+                .await;
+                match listed {
+                    Ok(Ok(list)) => {
+                        let ids: std::collections::HashSet<&str> = list.iter().map(|p| p.id.as_str()).collect();
+                        schedule.retain(|id, _| ids.contains(id.as_str()));
+                        for p in &list {
+                            let age = Duration::from_secs(unix_now().saturating_sub(p.created_s as u64));
+                            let first = SETTLE_FIRST.saturating_sub(age);
+                            schedule.entry(p.id.clone()).or_insert((
+                                Instant::now() + first,
+                                SETTLE_FIRST,
+                                p.key.clone(),
+                            ));
+                        }
+                    }
+                    Ok(Err(e)) => log::warn!("task settler: cannot read pending tasks: {e}"),
+                    Err(_) => {}
+                }
+            }
+            let snapshot = registry.current();
+            let now = Instant::now();
+            let due: Vec<(String, Duration, Arc<str>)> = schedule
+                .iter()
+                .filter(|(_, (at, _, _))| *at <= now)
+                .take(SETTLE_BATCH)
+                .map(|(id, (_, every, key))| (id.clone(), *every, key.clone()))
+                .collect();
+            for (id, every, key) in due {
+                if self.settle_one(&snapshot, &id, every, &key).await {
+                    schedule.remove(&id);
+                } else {
+                    schedule.insert(id, (Instant::now() + every, (every * 2).min(SETTLE_MAX), key));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SETTLE_TICK) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Polls one pending task (or reuses a fresh answer); true once it is final and billed.
+    async fn settle_one(&self, snapshot: &Snapshot, id: &str, fresh_for: Duration, key: &Arc<str>) -> bool {
+        let Some(task) = id::decode(&snapshot.task_secret, id) else {
+            // Signed with another secret: not this configuration's to settle.
+            return false;
+        };
+        let Some(upstream) = snapshot.upstreams.get(&task.upstream).cloned() else { return false };
+        let model = snapshot.model(&task.model).cloned();
+        let state = self.relayed_state(&upstream, &task, id, model.as_deref(), key, fresh_for).await;
+        state.status.terminal()
     }
 }
 

@@ -1,0 +1,347 @@
+//! The usage ledger: one row per billable event (a forwarded request, a media task that reached a
+//! final state), written off the request path and never lost.
+//!
+//! Data flow: the request path builds a `Row` and calls `Ledger::record`, which only pushes it on a
+//! bounded queue (never waits). One writer thread (`writer`) takes rows in batches (every
+//! `flush_interval` or `BATCH_ROWS` rows) and inserts them into the database (`Backend`:
+//! `sqlite` or `postgres`), idempotently on the row's `id`. When the database fails, the batch goes
+//! to an append-only spool file (`spool`, fsync per batch) and is replayed once the database
+//! answers again. Shutdown (`Ledger::shutdown`, after Pingora's runtimes stop) drains the queue.
+//!
+//! The token and cost metrics count rows as they land in the database (`account`), so that the
+//! ledger and `cheapmodel_cost_usd_total` agree to the last pico-dollar, and a task row that two
+//! instances both try to write is counted by the one whose insert wins.
+//! Imports: `money`, `usage`, `cost`, `metrics`, `error` (nothing of `proxy` or `plan`).
+
+pub mod backend;
+pub mod report;
+pub mod spool;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::MediaUnits;
+use crate::metrics;
+use crate::money::Money;
+use crate::usage::Usage;
+
+/// Rows the queue holds before `record` reports it full.
+const QUEUE_ROWS: usize = 65_536;
+
+/// One billable event. Immutable once made: a replay writes exactly the same row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Unique event id: the gateway's own request id (never the caller's `x-request-id`, which a
+    /// caller could repeat to hide a request), or the task id.
+    pub id: String,
+    /// The request's `x-request-id` (the caller's, or the gateway's own); for tasks, the task id.
+    pub request_id: String,
+    /// Unix milliseconds: when the request ended; for a task, when it was submitted, so that every
+    /// instance that settles it writes the same row.
+    pub time_ms: i64,
+    /// Key name.
+    pub key: Arc<str>,
+    /// Model name.
+    pub model: Arc<str>,
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// Endpoint path (`/v1/chat/completions`, `/v1/messages`, `/v1/images/generations`...).
+    pub endpoint: std::borrow::Cow<'static, str>,
+    /// HTTP status the caller got; for tasks 200 (completed) or 502 (failed).
+    pub status: u16,
+    /// The response was a stream.
+    pub stream: bool,
+    /// The request was translated between dialects.
+    pub translated: bool,
+    /// Tokens by class.
+    pub usage: Usage,
+    /// Media units.
+    pub media: MediaUnits,
+    /// Cost in pico-dollars.
+    pub cost: Money,
+    /// Whole request, microseconds.
+    pub latency_us: i64,
+    /// Upstream response headers after the request left, microseconds.
+    pub ttfb_us: Option<i64>,
+    /// A media task row (counted in `cheapmodel_tasks_total` when it lands).
+    pub task: bool,
+}
+
+impl Row {
+    /// UTC day of `time_ms`, `YYYY-MM-DD`.
+    pub fn day(&self) -> String {
+        day_of(self.time_ms)
+    }
+}
+
+/// A relayed media task the gateway must settle (poll to a final state) even if nobody polls it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTask {
+    /// The task id handed to the caller (decodes with the task secret).
+    pub id: String,
+    /// Key name.
+    pub key: Arc<str>,
+    /// Unix seconds it was submitted.
+    pub created_s: i64,
+}
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub enum Record {
+    /// Insert a billable row.
+    Row(Row),
+    /// Remember a task to settle.
+    Pending(PendingTask),
+    /// Flush and stop; the sender is told when done.
+    Shutdown(mpsc::Sender<()>),
+}
+
+/// What an instance does when the ledger cannot take rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Keep serving, loudly (error log, `cheapmodel_ledger_errors_total`).
+    #[default]
+    Serve,
+    /// Refuse billable requests with 503 until the ledger takes rows again.
+    Reject,
+}
+
+/// The ledger's settings, resolved (`config`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sqlite://PATH`, `postgres://...`; `None` is `url: "none"`.
+    pub url: Option<String>,
+    /// Longest time a row waits in the queue before its batch is written.
+    pub flush_interval: Duration,
+    /// Where the spool file lives.
+    pub spool_dir: PathBuf,
+    /// What to do when rows cannot be kept.
+    pub on_failure: OnFailure,
+}
+
+/// The handle the request path and the task engine hold.
+pub struct Ledger {
+    queue: Option<SyncSender<Record>>,
+    receiver: Mutex<Option<mpsc::Receiver<Record>>>,
+    settings: Settings,
+    /// Set by the writer while rows can be neither written nor spooled; and by `record` while the
+    /// queue is full.
+    failing: Arc<AtomicBool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    full_logged: AtomicU64,
+}
+
+impl Ledger {
+    /// A ledger for `settings`; the writer starts with `start` (after Pingora may have forked).
+    pub fn new(settings: Settings) -> Self {
+        let (queue, receiver) = match settings.url {
+            Some(_) => {
+                let (tx, rx) = mpsc::sync_channel(QUEUE_ROWS);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        Ledger {
+            queue,
+            receiver: Mutex::new(receiver),
+            settings,
+            failing: Arc::new(AtomicBool::new(false)),
+            writer: Mutex::new(None),
+            full_logged: AtomicU64::new(0),
+        }
+    }
+
+    /// A ledger that keeps nothing (`url: none`): metrics only.
+    pub fn disabled() -> Self {
+        Ledger::new(Settings {
+            url: None,
+            flush_interval: Duration::from_millis(200),
+            spool_dir: PathBuf::from("."),
+            on_failure: OnFailure::Serve,
+        })
+    }
+
+    /// Opens the database and starts the writer thread. Fails when the database cannot be opened
+    /// or migrated at start and no spool can be written either.
+    pub fn start(&self) -> Result<(), String> {
+        let Some(receiver) = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        let Some(url) = self.settings.url.clone() else { return Ok(()) };
+        let spool = spool::Spool::open(&self.settings.spool_dir)?;
+        let mut w = writer::Writer::new(url, spool, self.failing.clone());
+        w.connect_now();
+        let interval = self.settings.flush_interval;
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || w.run(receiver, interval))
+            .map_err(|e| format!("cannot start the ledger writer: {e}"))?;
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Hands a row to the writer; never waits. Without a database, the row is only counted.
+    pub fn record(&self, row: Row) {
+        match &self.queue {
+            None => account(&row),
+            Some(q) => self.push(q, Record::Row(row)),
+        }
+    }
+
+    /// Remembers a relayed task until it is settled (no-op without a database).
+    pub fn pending(&self, task: PendingTask) {
+        if let Some(q) = &self.queue {
+            self.push(q, Record::Pending(task));
+        }
+    }
+
+    fn push(&self, q: &SyncSender<Record>, record: Record) {
+        match q.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.failing.store(true, Ordering::Relaxed);
+                metrics::ledger().errors.with_label_values(&["queue_full"]).inc();
+                // One line per 1,000 lost rows, not one per request.
+                if self.full_logged.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                    log::error!("ledger queue full ({QUEUE_ROWS} rows): the database and the spool cannot keep up; rows are being lost");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                metrics::ledger().errors.with_label_values(&["stopped"]).inc();
+            }
+        }
+    }
+
+    /// Whether billable requests should be refused now (`on_failure: reject` while failing).
+    pub fn refuses(&self) -> bool {
+        self.settings.on_failure == OnFailure::Reject && self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Whether a database keeps rows (for `/v1/usage` and the task settler).
+    pub fn url(&self) -> Option<&str> {
+        self.settings.url.as_deref()
+    }
+
+    /// Writes every queued row, then stops the writer. Waits at most `timeout`.
+    pub fn shutdown(&self, timeout: Duration) {
+        let Some(q) = &self.queue else { return };
+        let (done_tx, done_rx) = mpsc::channel();
+        if q.send(Record::Shutdown(done_tx)).is_err() {
+            return;
+        }
+        if done_rx.recv_timeout(timeout).is_err() {
+            log::error!("ledger writer did not finish within {timeout:?}; unflushed rows stay in the queue");
+            return;
+        }
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Counts a row that landed in the ledger (or that would have, with the ledger off) in the token,
+/// cost and task metrics. The one place these metrics move.
+pub fn account(row: &Row) {
+    let m = metrics::get();
+    let (model, key) = (&*row.model, &*row.key);
+    for (kind, n) in [
+        ("input", row.usage.input),
+        ("output", row.usage.output),
+        ("cache_read", row.usage.cache_read),
+        ("cache_write", row.usage.cache_write),
+    ] {
+        if n > 0 {
+            m.tokens.with_label_values(&[model, key, kind]).inc_by(n);
+        }
+    }
+    if row.cost != Money::ZERO {
+        m.cost.add(model, key, row.cost);
+    }
+    if row.task {
+        m.tasks.with_label_values(&[model, if row.status == 200 { "completed" } else { "failed" }]).inc();
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a unix millisecond time.
+pub fn day_of(time_ms: i64) -> String {
+    let (y, m, d) = civil_from_days(time_ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` UTC day.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let y: i64 = text[0..4].parse().ok()?;
+    let m: u32 = text[5..7].parse().ok()?;
+    let d: u32 = text[8..10].parse().ok()?;
+    let days = days_from_civil(y, m, d);
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
+// Howard Hinnant's civil-calendar algorithms (public domain), proleptic Gregorian, UTC.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The default ledger beside a config file: `sqlite://DIR/STEM.ledger.sqlite`.
+pub fn default_url(config: &Path) -> String {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("cheapmodel");
+    format!("sqlite://{}", dir.join(format!("{stem}.ledger.sqlite")).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_calendar_days() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(86_399_999), "1970-01-01");
+        assert_eq!(day_of(86_400_000), "1970-01-02");
+        assert_eq!(day_of(1_772_323_200_000), "2026-03-01");
+        assert_eq!(day_of(1_772_323_199_999), "2026-02-28");
+        assert_eq!(day_of(1_709_164_800_000), "2024-02-29");
+        for d in ["1970-01-01", "2024-02-29", "2026-12-05", "2100-03-01"] {
+            let days = parse_day(d).expect(d);
+            assert_eq!(day_of(days * 86_400_000), d);
+        }
+        assert_eq!(parse_day("2026-02-29"), None);
+        assert_eq!(parse_day("2026-13-01"), None);
+        assert_eq!(parse_day("2026-1-01"), None);
+    }
+
+    #[test]
+    fn default_url_sits_beside_the_config() {
+        assert_eq!(default_url(Path::new("/etc/cm/gw.yaml")), "sqlite:///etc/cm/gw.ledger.sqlite");
+    }
+}

@@ -1,0 +1,142 @@
+//! The ledger's local spool: where rows go while the database cannot take them. One append-only
+//! JSON-lines file per process (`spool-PID-RANDOM.jsonl`), locked by its process for its lifetime,
+//! fsynced after every batch. Replay reads it back in order, writes it to the database (the insert
+//! is idempotent, so a replay cut short is simply replayed again) and then empties it. A file whose
+//! lock nobody holds belongs to a process that is gone (a crash, an upgrade's old process): it is
+//! replayed and removed by whichever process gets its lock first.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{PendingTask, Row};
+
+/// Writes one batch to the database (the writer's `Backend::write` plus its accounting).
+pub type WriteBatch<'a> = dyn FnMut(&[Row], &[PendingTask]) -> Result<(), String> + 'a;
+
+/// One spooled record.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entry {
+    /// A billable row.
+    Row(Row),
+    /// A task to settle.
+    Pending(PendingTask),
+}
+
+/// This process's spool file.
+pub struct Spool {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Bytes written and not yet replayed.
+    len: u64,
+}
+
+impl Spool {
+    /// Creates and locks this process's spool file in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("ledger.spool_dir {}: {e}", dir.display()))?;
+        let mut salt = [0u8; 4];
+        let _ = getrandom::getrandom(&mut salt);
+        let name = format!("spool-{}-{}.jsonl", std::process::id(), crate::auth::hex(&salt));
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| format!("ledger spool {}: {e}", path.display()))?;
+        file.try_lock().map_err(|e| format!("ledger spool {}: cannot lock: {e}", path.display()))?;
+        Ok(Spool { dir: dir.to_path_buf(), path, file, len: 0 })
+    }
+
+    /// Appends a batch and fsyncs it.
+    pub fn append(&mut self, rows: &[Row], pending: &[PendingTask]) -> Result<(), String> {
+        let mut buf = Vec::with_capacity(rows.len() * 512);
+        for p in pending {
+            serde_json::to_writer(&mut buf, &Entry::Pending(p.clone())).map_err(|e| e.to_string())?;
+            buf.push(b'\n');
+        }
+        for r in rows {
+            serde_json::to_writer(&mut buf, &Entry::Row(r.clone())).map_err(|e| e.to_string())?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf).map_err(|e| e.to_string())?;
+        self.file.sync_data().map_err(|e| e.to_string())?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Whether there is anything to replay: this process's rows, or another process's file.
+    pub fn has_backlog(&self) -> bool {
+        self.len > 0 || !self.orphans().is_empty()
+    }
+
+    /// Replays every spooled entry through `write` in batches of `batch`; empties the spool files
+    /// that were written through. Stops at the first failure (what was written stays written and
+    /// is skipped by the idempotent insert when replayed again).
+    pub fn replay(&mut self, batch: usize, write: &mut WriteBatch<'_>) -> Result<(), String> {
+        for orphan in self.orphans() {
+            let Ok(file) = File::open(&orphan) else { continue };
+            if file.try_lock().is_err() {
+                continue; // its process is alive
+            }
+            replay_file(&file, batch, write)?;
+            fs::remove_file(&orphan).map_err(|e| e.to_string())?;
+            log::info!("ledger: replayed and removed {}", orphan.display());
+        }
+        if self.len > 0 {
+            let file = File::open(&self.path).map_err(|e| e.to_string())?;
+            replay_file(&file, batch, write)?;
+            self.file.set_len(0).map_err(|e| e.to_string())?;
+            self.file.sync_data().map_err(|e| e.to_string())?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+
+    /// Spool files of other processes in the same directory.
+    fn orphans(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p != &self.path
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("spool-") && n.ends_with(".jsonl"))
+            })
+            .collect()
+    }
+
+    /// Total bytes of every spool file in the directory (the `cheapmodel_ledger_spool_bytes` gauge).
+    pub fn total_bytes(&self) -> u64 {
+        self.len + self.orphans().iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>()
+    }
+}
+
+fn replay_file(file: &File, batch: usize, write: &mut WriteBatch<'_>) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let mut pending = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        match serde_json::from_str::<Entry>(&line) {
+            Ok(Entry::Row(r)) => rows.push(r),
+            Ok(Entry::Pending(p)) => pending.push(p),
+            // Only the last line can be torn (a crash mid-append); its batch was never acknowledged.
+            Err(e) => log::warn!("ledger spool: skipping an unreadable line ({e})"),
+        }
+        if rows.len() + pending.len() >= batch {
+            write(&rows, &pending)?;
+            rows.clear();
+            pending.clear();
+        }
+    }
+    if !rows.is_empty() || !pending.is_empty() {
+        write(&rows, &pending)?;
+    }
+    Ok(())
+}
