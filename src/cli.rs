@@ -140,7 +140,7 @@ fn usage(path: &std::path::Path, query: report::Query, format: UsageFormat) -> i
             return 2;
         }
     }
-    let loaded = match config::load(path) {
+    let raw = match config::load_ledger(path) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("invalid config {}: {e}", path.display());
@@ -148,7 +148,7 @@ fn usage(path: &std::path::Path, query: report::Query, format: UsageFormat) -> i
         }
     };
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let Some(url) = config::ledger_settings(&loaded.ledger, &path).url else {
+    let Some(url) = config::ledger_settings(&raw, &path).url else {
         eprintln!("the ledger is off (ledger.url: none)");
         return 1;
     };

@@ -79,6 +79,17 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     load_str(&text, &|name| std::env::var(name).ok())
 }
 
+/// Only the `ledger:` section of `path`, validated (for `cheapmodel usage`, which needs no upstream
+/// keys in its environment).
+pub fn load_ledger(path: &Path) -> Result<raw::RawLedger, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(".", format!("cannot read {}: {e}", path.display())))?;
+    let de = serde_yaml::Deserializer::from_str(&text);
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(de).map_err(|e| err(e.path().to_string(), e.inner().to_string()))?;
+    validate_ledger(&raw.ledger)?;
+    Ok(raw.ledger)
+}
+
 /// Parses and validates YAML text; `env` looks up environment variables (injected for tests).
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);

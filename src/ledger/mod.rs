@@ -175,9 +175,11 @@ impl Ledger {
             return Ok(());
         };
         let Some(url) = self.settings.url.clone() else { return Ok(()) };
-        let spool = spool::Spool::open(&self.settings.spool_dir)?;
-        let mut w = writer::Writer::new(url, spool, self.failing.clone());
-        w.connect_now();
+        let spool = spool::Spool::open(&self.settings.spool_dir).inspect_err(|_| {
+            // Nothing can keep rows: `on_failure: reject` refuses billable requests from now on.
+            self.failing.store(true, Ordering::Relaxed);
+        })?;
+        let w = writer::Writer::new(url, spool, self.failing.clone());
         let interval = self.settings.flush_interval;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

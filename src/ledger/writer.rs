@@ -35,11 +35,6 @@ impl Writer {
         Writer { url, db: None, next_connect: Instant::now(), spool, stash: (Vec::new(), Vec::new()), failing }
     }
 
-    /// Tries the database once now (start-up), so that a bad URL is logged at once.
-    pub fn connect_now(&mut self) {
-        self.next_connect = Instant::now();
-        self.database();
-    }
 
     fn database(&mut self) -> Option<&mut Box<dyn Backend>> {
         if self.db.is_none() && Instant::now() >= self.next_connect {
@@ -60,6 +55,9 @@ impl Writer {
 
     /// Runs until shut down or until every sender is gone.
     pub fn run(mut self, queue: Receiver<Record>, interval: Duration) {
+        // Connect (and migrate) at once, so that a bad URL is logged at start; and here, on this
+        // thread: the blocking Postgres client must not run on an async runtime's thread.
+        self.database();
         let mut rows = Vec::new();
         let mut pending = Vec::new();
         loop {

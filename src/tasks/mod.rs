@@ -274,6 +274,9 @@ pub struct Tasks {
     store: Arc<dyn TaskStore>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
     ledger: Arc<Ledger>,
+    /// Tasks submitted here since the settler last looked (it also reads the database, for the
+    /// tasks of other instances and of earlier runs).
+    submitted: Mutex<Vec<PendingTask>>,
 }
 
 /// Who is asking.
@@ -287,7 +290,13 @@ pub struct Caller<'a> {
 impl Tasks {
     /// An engine with `store` for the tasks it runs itself, billing into `ledger`.
     pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>) -> Self {
-        Tasks { client: Arc::new(UpstreamClient::new()), store, slots: Mutex::new(HashMap::new()), ledger }
+        Tasks {
+            client: Arc::new(UpstreamClient::new()),
+            store,
+            slots: Mutex::new(HashMap::new()),
+            ledger,
+            submitted: Mutex::new(Vec::new()),
+        }
     }
 
     /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing.
@@ -369,12 +378,10 @@ impl Tasks {
         };
         metrics::get().tasks.with_label_values(&[&model.name, "pending"]).inc();
         let id = id::encode(&snapshot.task_secret, &task);
-        if task.origin == Origin::Relayed {
-            self.ledger.pending(PendingTask {
-                id: id.clone(),
-                key: caller.key.name.clone(),
-                created_s: task.created as i64,
-            });
+        if task.origin == Origin::Relayed && self.ledger.url().is_some() {
+            let pending = PendingTask { id: id.clone(), key: caller.key.name.clone(), created_s: task.created as i64 };
+            self.submitted.lock().unwrap_or_else(|e| e.into_inner()).push(pending.clone());
+            self.ledger.pending(pending);
         }
         // The submit answer is always the task as accepted.
         let shown = TaskState { status: TaskStatus::Pending, ..state };
@@ -541,7 +548,7 @@ impl Tasks {
 /// How often the settler looks for tasks due a poll.
 const SETTLE_TICK: Duration = Duration::from_secs(1);
 /// The settler's first wait after submit, doubled after each poll up to `SETTLE_MAX`.
-const SETTLE_FIRST: Duration = Duration::from_secs(2);
+const SETTLE_FIRST: Duration = Duration::from_secs(1);
 const SETTLE_MAX: Duration = Duration::from_secs(60);
 /// How often the pending list is re-read from the database (other instances add to it).
 const SETTLE_RELOAD: Duration = Duration::from_secs(10);
@@ -554,6 +561,7 @@ impl Tasks {
     /// an answer a caller's poll got within the current backoff interval instead of polling.
     pub async fn settle_pending(&self, registry: Arc<Registry>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Some(url) = self.ledger.url().map(str::to_string) else { return };
+        // Task id → (when it is due, how long its wait before that turn was, key name).
         let mut schedule: HashMap<String, (Instant, Duration, Arc<str>)> = HashMap::new();
         let mut reloaded: Option<Instant> = None;
         loop {
@@ -566,8 +574,8 @@ impl Tasks {
                 .await;
                 match listed {
                     Ok(Ok(list)) => {
-                        let ids: std::collections::HashSet<&str> = list.iter().map(|p| p.id.as_str()).collect();
-                        schedule.retain(|id, _| ids.contains(id.as_str()));
+                        // Entries are only removed once final: a task another instance settled
+                        // costs one more poll here, which answers final and bills nothing twice.
                         for p in &list {
                             let age = Duration::from_secs(unix_now().saturating_sub(p.created_s as u64));
                             let first = SETTLE_FIRST.saturating_sub(age);
@@ -582,19 +590,24 @@ impl Tasks {
                     Err(_) => {}
                 }
             }
+            for p in std::mem::take(&mut *self.submitted.lock().unwrap_or_else(|e| e.into_inner())) {
+                schedule.entry(p.id).or_insert((Instant::now() + SETTLE_FIRST, SETTLE_FIRST, p.key));
+            }
             let snapshot = registry.current();
             let now = Instant::now();
             let due: Vec<(String, Duration, Arc<str>)> = schedule
                 .iter()
                 .filter(|(_, (at, _, _))| *at <= now)
                 .take(SETTLE_BATCH)
-                .map(|(id, (_, every, key))| (id.clone(), *every, key.clone()))
+                .map(|(id, (_, waited, key))| (id.clone(), *waited, key.clone()))
                 .collect();
-            for (id, every, key) in due {
-                if self.settle_one(&snapshot, &id, every, &key).await {
+            for (id, waited, key) in due {
+                // An answer from within the wait (a caller's poll) is as good as a new poll.
+                if self.settle_one(&snapshot, &id, waited, &key).await {
                     schedule.remove(&id);
                 } else {
-                    schedule.insert(id, (Instant::now() + every, (every * 2).min(SETTLE_MAX), key));
+                    let wait = (waited * 2).min(SETTLE_MAX);
+                    schedule.insert(id, (Instant::now() + wait, wait, key));
                 }
             }
             tokio::select! {

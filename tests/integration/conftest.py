@@ -169,6 +169,17 @@ class Gateway:
                     total += s.value
         return total
 
+    def eventually_metric(self, name: str, expected, timeout=5.0, **labels) -> float:
+        """`metric`, polled until it equals `expected` (a number or pytest.approx) or `timeout` passes.
+        Token, cost and task metrics move when the ledger writer lands a row (every
+        `ledger.flush_interval_ms`), not when the response ends."""
+        deadline = time.time() + timeout
+        while True:
+            value = self.metric(name, **labels)
+            if value == expected or time.time() > deadline:
+                return value
+            time.sleep(0.05)
+
     def access_log(self):
         out = []
         for line in self.log_path.read_bytes().splitlines():

@@ -26,10 +26,10 @@ def test_openai_usage_and_cost(fresh_gateway, stream):
     assert r.status_code == 200
     # OpenAI prompt_tokens (1000) includes the 300 cached ones.
     labels = {"model": "gpt-5.5", "key": "team-b"}
-    assert g.metric("cheapmodel_tokens_total", type="input", **labels) == 700
-    assert g.metric("cheapmodel_tokens_total", type="cache_read", **labels) == 300
-    assert g.metric("cheapmodel_tokens_total", type="output", **labels) == 200
-    assert g.metric("cheapmodel_cost_usd_total", **labels) == pytest.approx(cost(PRICE_GPT, 700, 200, 300, 0))
+    assert g.eventually_metric("cheapmodel_tokens_total", 700, type="input", **labels) == 700
+    assert g.eventually_metric("cheapmodel_tokens_total", 300, type="cache_read", **labels) == 300
+    assert g.eventually_metric("cheapmodel_tokens_total", 200, type="output", **labels) == 200
+    assert g.eventually_metric("cheapmodel_cost_usd_total", pytest.approx(cost(PRICE_GPT, 700, 200, 300, 0)), **labels) == pytest.approx(cost(PRICE_GPT, 700, 200, 300, 0))
     assert g.metric("cheapmodel_requests_total", model="gpt-5.5", upstream="openai", status="200") == 1
 
 
@@ -40,11 +40,11 @@ def test_anthropic_usage_and_cost(fresh_gateway, stream):
                    headers=anthropic_headers(**{"x-mock-echo-usage": USAGE}), timeout=10)
     assert r.status_code == 200
     labels = {"model": "claude-sonnet-4-5-20250929", "key": "team-a"}
-    assert g.metric("cheapmodel_tokens_total", type="input", **labels) == 1000
-    assert g.metric("cheapmodel_tokens_total", type="cache_read", **labels) == 300
-    assert g.metric("cheapmodel_tokens_total", type="cache_write", **labels) == 50
-    assert g.metric("cheapmodel_tokens_total", type="output", **labels) == 200
-    assert g.metric("cheapmodel_cost_usd_total", **labels) == pytest.approx(cost(PRICE_CLAUDE, 1000, 200, 300, 50))
+    assert g.eventually_metric("cheapmodel_tokens_total", 1000, type="input", **labels) == 1000
+    assert g.eventually_metric("cheapmodel_tokens_total", 300, type="cache_read", **labels) == 300
+    assert g.eventually_metric("cheapmodel_tokens_total", 50, type="cache_write", **labels) == 50
+    assert g.eventually_metric("cheapmodel_tokens_total", 200, type="output", **labels) == 200
+    assert g.eventually_metric("cheapmodel_cost_usd_total", pytest.approx(cost(PRICE_CLAUDE, 1000, 200, 300, 50)), **labels) == pytest.approx(cost(PRICE_CLAUDE, 1000, 200, 300, 50))
     time.sleep(0.3)
     line = [l for l in g.access_log() if l["model"] == "claude-sonnet-4-5-20250929"][-1]
     assert line["key"] == "team-a" and line["status"] == 200 and line["upstream"] == "anthropic"

@@ -155,7 +155,10 @@ def test_claude_code_plain_streamed_answer(gateway, mock, model, key_mode):
         assert headers_of(r).get("x-mock-no-tools") == "1", "ANTHROPIC_CUSTOM_HEADERS did not reach the mock"
         assert body["tools"], "Claude Code's tools were not forwarded"
         assert_upstream_auth(r, model)
-    assert gateway.metric("cheapmodel_cost_usd_total", model=model, key=KEY_NAME) > cost0
+    deadline = time.time() + 5
+    while gateway.metric("cheapmodel_cost_usd_total", model=model, key=KEY_NAME) <= cost0:
+        assert time.time() < deadline, "Claude Code's requests were not billed"
+        time.sleep(0.05)
 
 
 @pytest.mark.timeout(CLAUDE_TIMEOUT + 40)

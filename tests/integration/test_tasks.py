@@ -212,6 +212,6 @@ def test_tasks_are_metered_once(fresh_gateway):
     for _ in range(3):
         poll(g, t["id"])
     n = len(done["results"])
-    assert g.metric("cheapmodel_cost_usd_total", model="gpt-image-2", key="team-a") == pytest.approx(0.04 * n)
-    assert g.metric("cheapmodel_tasks_total", model="gpt-image-2", status="pending") == 1
-    assert g.metric("cheapmodel_tasks_total", model="gpt-image-2", status="completed") == 1
+    assert g.eventually_metric("cheapmodel_cost_usd_total", pytest.approx(0.04 * n), model="gpt-image-2", key="team-a") == pytest.approx(0.04 * n)
+    assert g.eventually_metric("cheapmodel_tasks_total", 1, model="gpt-image-2", status="pending") == 1
+    assert g.eventually_metric("cheapmodel_tasks_total", 1, model="gpt-image-2", status="completed") == 1

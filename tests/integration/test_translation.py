@@ -214,9 +214,9 @@ def test_translated_traffic_is_metered(fresh_gateway):
     httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5", stream=True),
                headers=anthropic_headers(**{"x-mock-echo-usage": "1000,200,300,0"}), timeout=10)
     labels = {"model": "gpt-5.5", "key": "team-a"}
-    assert g.metric("cheapmodel_tokens_total", type="input", **labels) == 700
-    assert g.metric("cheapmodel_tokens_total", type="cache_read", **labels) == 300
-    assert g.metric("cheapmodel_tokens_total", type="output", **labels) == 200
+    assert g.eventually_metric("cheapmodel_tokens_total", 700, type="input", **labels) == 700
+    assert g.eventually_metric("cheapmodel_tokens_total", 300, type="cache_read", **labels) == 300
+    assert g.eventually_metric("cheapmodel_tokens_total", 200, type="output", **labels) == 200
 
 
 def test_count_tokens_for_openai_model_is_a_local_estimate(gateway, mock):

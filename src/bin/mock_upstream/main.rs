@@ -19,7 +19,8 @@
 //! * `POST /v1/chat/completions` (OpenAI, JSON or SSE with `"stream":true`)
 //! * `POST /v1/messages` (Anthropic, JSON or SSE), `POST /v1/messages/count_tokens`
 //! * `GET /v1/models`
-//! * `GET /__mock/requests` (recorded requests, oldest first), `DELETE /__mock/requests`
+//! * `GET /__mock/requests` (recorded requests, oldest first, capped; `total`: every request
+//!   received, uncapped), `DELETE /__mock/requests`
 //! * Media generation (see the "Media generation" section): flat (EvoLink-like)
 //!   `POST /flat/v1/{images,videos,audios}/generations` + `GET /flat/v1/tasks/{id}`;
 //!   wrapped (APIMart-like) the same under `/wrapped`; OpenAI
@@ -119,6 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
     let state = Arc::new(State {
         recorder: (!args.no_record).then(|| Mutex::new(VecDeque::with_capacity(RECORD_CAP))),
         connections: std::sync::atomic::AtomicU64::new(0),
+        received: std::sync::atomic::AtomicU64::new(0),
         tasks: Mutex::new(Tasks::default()),
     });
 

@@ -24,12 +24,15 @@ pub(crate) struct State {
     pub(crate) recorder: Option<Mutex<VecDeque<Record>>>,
     /// Connections accepted so far.
     pub(crate) connections: std::sync::atomic::AtomicU64,
+    /// Requests received so far (not capped like the recording; `total` in `/__mock/requests`).
+    pub(crate) received: std::sync::atomic::AtomicU64,
     /// Media-generation tasks (kept even with `--no-record`).
     pub(crate) tasks: Mutex<Tasks>,
 }
 
 impl State {
     pub(crate) fn record(&self, req: &Req<'_>) {
+        self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(rec) = &self.recorder else { return };
         let record = Record {
             method: lossy(req.method),
@@ -87,7 +90,7 @@ impl State {
                 let _ = write!(out, ",\"chunked\":{},\"conn\":{}}}", r.chunked, r.conn);
             }
         }
-        out.extend_from_slice(b"]}");
+        let _ = write!(out, "],\"total\":{}}}", self.received.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     pub(crate) fn clear(&self) -> usize {

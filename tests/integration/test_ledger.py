@@ -1,0 +1,472 @@
+"""The usage ledger: one row per billable event, exact integer money, nothing lost and nothing
+counted twice. Real binaries, a real SQLite file (read back here with Python's own sqlite3), a real
+Postgres cluster (initdb/pg_ctl in a temp dir), real k6 load.
+
+Money is checked exactly: prices are turned into pico-dollars with Decimal, never floats, and the
+ledger, the Prometheus counter and `cheapmodel usage` must all give the same number of
+pico-dollars."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import (GATEWAY_BIN, KEY_A, KEY_B, PRICE_CLAUDE, PRICE_GPT, UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY,
+                      Gateway, Mock, anthropic_headers, base_config, chat_body, claude_body, free_port, openai_headers)
+from pg import Postgres
+from test_tasks import poll, poll_until_done, submit
+
+PICO = Decimal(10) ** 12
+
+
+def per_token(price_per_mtok) -> int:
+    """Pico-dollars per token for a USD-per-million-tokens price, exactly."""
+    v = Decimal(str(price_per_mtok)) * PICO / Decimal(10 ** 6)
+    assert v == v.to_integral_value()
+    return int(v)
+
+
+def per_unit(usd) -> int:
+    return int(Decimal(str(usd)) * PICO)
+
+
+def token_cost(price, inp, out, cr, cw) -> int:
+    return (inp * per_token(price["input_per_mtok"]) + out * per_token(price["output_per_mtok"])
+            + cr * per_token(price["cache_read_per_mtok"]) + cw * per_token(price["cache_write_per_mtok"]))
+
+
+def as_usage(upstream_dialect, echo):
+    """The mock's `x-mock-echo-usage: in,out,cache_read,cache_write` as the gateway counts it:
+    OpenAI's prompt_tokens include the cached ones, and OpenAI has no cache writes."""
+    inp, out, cr, cw = echo
+    return (inp - cr, out, cr, 0) if upstream_dialect == "openai" else (inp, out, cr, cw)
+
+
+def ledger_rows(path: Path):
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM ledger ORDER BY time_ms")]
+
+
+def wait_rows(count_fn, n, timeout=30.0):
+    deadline = time.time() + timeout
+    while True:
+        got = count_fn()
+        if got >= n or time.time() > deadline:
+            return got
+        time.sleep(0.1)
+
+
+def exact_metric(g, name, **labels) -> Decimal:
+    """Sum of a metric's samples, read from the exposition text as decimals (not floats)."""
+    total = Decimal(0)
+    for line in g.metrics_text().splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels_text, value = line[len(name) + 1:].rsplit("} ", 1)
+        pairs = dict(p.split("=", 1) for p in labels_text.split(","))
+        if all(pairs.get(k) == f'"{v}"' for k, v in labels.items()):
+            total += Decimal(value)
+    return total
+
+
+def usage_cli(config_path, *args):
+    r = subprocess.run([GATEWAY_BIN, "usage", "--config", str(config_path), *args], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def own_mock():
+    m = Mock()
+    yield m
+    m.stop()
+
+
+def start_gateway(mock, directory: Path, ledger=None, **server):
+    directory.mkdir(parents=True, exist_ok=True)
+    config = base_config(mock, free_port(), free_port(), **server)
+    if ledger is not None:
+        config["ledger"] = ledger
+    return Gateway(config, directory)
+
+
+def test_mixed_run_ledger_metric_and_report_agree_exactly(own_mock, tmp_path):
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        expected = 0   # pico-dollars
+        sent = 0
+        # (path, model, upstream dialect, stream, caller headers, body)
+        chats = [
+            ("/v1/chat/completions", "gpt-5.5", "openai", False),
+            ("/v1/chat/completions", "gpt-5.5", "openai", True),
+            ("/v1/messages", "claude-sonnet-4-5-20250929", "anthropic", False),
+            ("/v1/messages", "claude-sonnet-4-5-20250929", "anthropic", True),
+            ("/v1/messages", "gpt-5.5", "openai", False),                       # translated
+            ("/v1/messages", "gpt-5.5", "openai", True),                        # translated stream
+            ("/v1/chat/completions", "claude-sonnet-4-5-20250929", "anthropic", False),  # translated
+            ("/v1/chat/completions", "claude-sonnet-4-5-20250929", "anthropic", True),
+        ]
+        for i, (path, model, dialect, stream) in enumerate(chats):
+            for key in (KEY_A, KEY_B if model == "gpt-5.5" else KEY_A):
+                echo = (1000 + 37 * i, 200 + 11 * i, 300 + i, 50 + i)
+                extra = {"x-mock-echo-usage": ",".join(map(str, echo))}
+                if path == "/v1/messages":
+                    r = httpx.post(g.url + path, json=claude_body(model, stream=stream),
+                                   headers=anthropic_headers(key, **extra), timeout=10)
+                else:
+                    r = httpx.post(g.url + path, json=chat_body(model, stream=stream),
+                                   headers=openai_headers(key, **extra), timeout=10)
+                assert r.status_code == 200, r.text
+                price = PRICE_GPT if model == "gpt-5.5" else PRICE_CLAUDE
+                expected += token_cost(price, *as_usage(dialect, echo))
+                sent += 1
+        # A stream the caller cuts off: still a row, priced from what the upstream reported.
+        with httpx.stream("POST", g.url + "/v1/messages", json=claude_body(stream=True), timeout=10,
+                          headers=anthropic_headers(**{"x-mock-event-delay-ms": "200",
+                                                       "x-mock-echo-usage": "1234,99,0,0"})) as r:
+            for chunk in r.iter_bytes():
+                if b"message_start" in chunk:
+                    break
+        sent += 1
+        # Media tasks of each pricing kind: per image, per second + per request, per request.
+        tasks = [
+            ("/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"}, "image", 0.04, 0, 0),
+            ("/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog", "duration": 5}, "video", 0, 0.05, 0.01),
+            ("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat", "n": 2, "size": "1:1"}, "image",
+             0.02, 0, 0),
+            ("/v1/audios/generations", {"model": "tts-1", "prompt": "Hello"}, "audio", 0, 0, 0.001),
+        ]
+        for path, body, media, per_image, per_second, per_request in tasks:
+            t = submit(g, path, body).json()
+            done, _ = poll_until_done(g, t["id"])
+            assert done["status"] == "completed", done
+            images = len(done["results"]) if media == "image" else 0
+            seconds = body.get("duration", 0)
+            expected += images * per_unit(per_image) + seconds * per_unit(per_second) + per_unit(per_request)
+            sent += 1
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), sent) == sent
+        rows = ledger_rows(db)
+        assert len({r["id"] for r in rows}) == sent
+        cut = [r for r in rows if r["input_tokens"] == 1234]
+        assert len(cut) == 1 and cut[0]["stream"] == 1
+        expected += token_cost(PRICE_CLAUDE, 1234, cut[0]["output_tokens"], 0, 0)
+        # Every row's cost is its own tokens and units at the model's price, to the pico-dollar.
+        prices = {"gpt-5.5": PRICE_GPT, "claude-sonnet-4-5-20250929": PRICE_CLAUDE}
+        for r in rows:
+            if r["model"] in prices:
+                assert r["cost_pusd"] == token_cost(prices[r["model"]], r["input_tokens"], r["output_tokens"],
+                                                    r["cache_read_tokens"], r["cache_write_tokens"]), r
+        assert {r["translated"] for r in rows} == {0, 1}
+        assert sum(r["cost_pusd"] for r in rows) == expected
+        # The Prometheus counter says the same, to the last pico-dollar.
+        deadline = time.time() + 5
+        while exact_metric(g, "cheapmodel_cost_usd_total") * PICO != expected and time.time() < deadline:
+            time.sleep(0.1)
+        assert exact_metric(g, "cheapmodel_cost_usd_total") * PICO == expected
+        # And so does the report, as exact JSON numbers.
+        report = json.loads(usage_cli(g.config_path, "--format", "json"), parse_float=Decimal)
+        assert len(report) == 1
+        assert report[0]["requests"] == sent
+        assert report[0]["cost_usd"] * PICO == expected
+        assert report[0]["input_tokens"] == sum(r["input_tokens"] for r in rows)
+        assert report[0]["images"] == sum(r["images"] for r in rows) > 0
+        assert report[0]["seconds"] == 5
+        by = json.loads(usage_cli(g.config_path, "--format", "json", "--by", "key", "--by", "model"),
+                        parse_float=Decimal)
+        assert {(x["key"], x["model"]) for x in by} >= {("team-a", "gpt-5.5"), ("team-b", "gpt-5.5"),
+                                                       ("team-a", "gpt-image-2")}
+        assert sum(x["cost_usd"] for x in by) * PICO == expected
+        csv = usage_cli(g.config_path, "--format", "csv", "--by", "day")
+        assert csv.splitlines()[0] == ("day,requests,input_tokens,output_tokens,cache_read_tokens,"
+                                       "cache_write_tokens,images,seconds,cost_usd")
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        assert json.loads(usage_cli(g.config_path, "--format", "json", "--from", "2000-01-01", "--to", "2000-01-02")) == []
+        assert json.loads(usage_cli(g.config_path, "--format", "json", "--from", today, "--to", today))[0]["requests"] == sent
+    finally:
+        g.stop()
+
+
+def test_usage_endpoint_shows_only_the_callers_own_usage(own_mock, tmp_path):
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        for key, n in ((KEY_A, 3), (KEY_B, 2)):
+            for _ in range(n):
+                r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=10,
+                               headers=openai_headers(key, **{"x-mock-echo-usage": "100,10,0,0"}))
+                assert r.status_code == 200
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 5) == 5
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        for key, n in ((KEY_A, 3), (KEY_B, 2)):
+            r = httpx.get(g.url + "/v1/usage", params={"from": today, "to": today}, headers=openai_headers(key),
+                          timeout=10)
+            assert r.status_code == 200, r.text
+            data = r.json()["data"]
+            assert [(d["model"], d["day"], d["requests"], d["input_tokens"]) for d in data] == \
+                [("gpt-5.5", today, n, 100 * n)]
+            assert "key" not in data[0]
+        r = httpx.get(g.url + "/v1/usage", params={"from": "2000-01-01", "to": "2000-01-01"},
+                      headers=openai_headers(KEY_A), timeout=10)
+        assert r.json()["data"] == []
+        r = httpx.get(g.url + "/v1/usage", params={"from": "yesterday"}, headers=openai_headers(KEY_A), timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        assert httpx.get(g.url + "/v1/usage", timeout=10).status_code == 401
+        r = httpx.get(g.url + "/v1/usage", headers=anthropic_headers("cm_nope"), timeout=10)
+        assert r.status_code == 401
+    finally:
+        g.stop()
+
+
+def test_a_repeated_caller_request_id_cannot_hide_a_request(own_mock, tmp_path):
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        for _ in range(3):
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=10,
+                           headers=openai_headers(**{"x-request-id": "same-id", "x-mock-echo-usage": "10,1,0,0"}))
+            assert r.status_code == 200 and r.headers["x-request-id"] == "same-id"
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 3) == 3
+        rows = ledger_rows(db)
+        assert {r["request_id"] for r in rows} == {"same-id"}
+        assert len({r["id"] for r in rows}) == 3
+    finally:
+        g.stop()
+
+
+def test_a_task_nobody_polls_is_billed_once_across_restarts_and_instances(own_mock, tmp_path):
+    shared = {"url": f"sqlite://{tmp_path / 'shared.sqlite'}", "spool_dir": str(tmp_path / "spool")}
+    g = start_gateway(own_mock, tmp_path / "a", ledger=shared)
+    t = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog", "duration": 5}).json()
+    db = tmp_path / "shared.sqlite"
+    try:
+        # Nobody polls: the gateway's settler takes the task to its end and bills it.
+        assert wait_rows(lambda: len(ledger_rows(db)) if db.exists() else 0, 1, timeout=30) == 1
+        row = ledger_rows(db)[0]
+        assert row["id"] == t["id"] and row["status"] == 200 and row["seconds"] == 5
+        assert row["cost_pusd"] == 5 * per_unit(0.05) + per_unit(0.01)
+        assert row["endpoint"] == "/v1/videos/generations"
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT COUNT(*) FROM pending_tasks").fetchone()[0] == 0
+        polls_by_settler = httpx.get(own_mock.url + "/__mock/tasks", timeout=5).json()["tasks"]
+        assert len(polls_by_settler) == 1 and list(polls_by_settler.values())[0]["polls"] == 3
+    finally:
+        g.stop()
+    # A restart and a second instance: 100 polls spread over both, still one row.
+    g1 = start_gateway(own_mock, tmp_path / "b", ledger=shared)
+    g2 = start_gateway(own_mock, tmp_path / "c", ledger=shared)
+    try:
+        for i in range(100):
+            r = poll(g1 if i % 2 else g2, t["id"])
+            assert r.status_code == 200 and r.json()["status"] == "completed"
+        time.sleep(1.0)   # several flush intervals
+        assert len(ledger_rows(db)) == 1
+        # Neither new instance counted the task again in its metrics: its insert did not win.
+        for gw in (g1, g2):
+            assert gw.metric("cheapmodel_cost_usd_total", model="kling-v2") == 0
+            assert gw.metric("cheapmodel_tasks_total", model="kling-v2", status="completed") == 0
+    finally:
+        g1.stop()
+        g2.stop()
+
+
+def test_a_task_polled_while_pending_is_billed_once_with_its_caller_and_settler_sharing_polls(own_mock, tmp_path):
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        t = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"}).json()
+        done, _ = poll_until_done(g, t["id"])
+        assert done["status"] == "completed"
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 1) == 1
+        time.sleep(2.5)   # the settler's next turn: it must not poll a finished task
+        tasks = httpx.get(own_mock.url + "/__mock/tasks", timeout=5).json()["tasks"]
+        assert list(tasks.values())[0]["polls"] == 3, tasks
+        assert len(ledger_rows(db)) == 1
+    finally:
+        g.stop()
+
+
+def test_ledger_that_can_keep_nothing_rejects_or_serves_as_configured(own_mock, tmp_path):
+    dead = free_port()
+    broken = {"url": f"postgres://nobody@127.0.0.1:{dead}/x", "spool_dir": "/proc/cheapmodel-no-spool"}
+    g = start_gateway(own_mock, tmp_path / "reject", ledger=dict(broken, on_failure="reject"))
+    try:
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "ledger_unavailable"
+        r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
+        assert r.status_code == 503 and r.json()["type"] == "error"
+        assert httpx.get(g.url + "/healthz", timeout=10).status_code == 200
+        assert g.metric("cheapmodel_ledger_errors_total", kind="spool") >= 1
+    finally:
+        g.stop()
+    g = start_gateway(own_mock, tmp_path / "serve", ledger=broken)
+    try:
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+        assert r.status_code == 200
+        assert g.metric("cheapmodel_ledger_errors_total", kind="spool") >= 1
+    finally:
+        g.stop()
+    assert b"ledger" in (tmp_path / "serve" / "gateway.log").read_bytes()
+
+
+class Load:
+    """Requests from a few threads until stopped; counts what the callers got."""
+
+    def __init__(self, url_fn, threads=4):
+        self.url_fn = url_fn
+        self.ok = 0
+        self.failed = []
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        with httpx.Client(timeout=10) as c:
+            while not self.stop_flag.is_set():
+                try:
+                    r = c.post(self.url_fn() + "/v1/chat/completions", json=chat_body(),
+                               headers=openai_headers(**{"x-mock-echo-usage": "10,1,0,0"}))
+                    with self.lock:
+                        if r.status_code == 200:
+                            self.ok += 1
+                        else:
+                            self.failed.append(r.status_code)
+                except httpx.HTTPError as e:
+                    with self.lock:
+                        self.failed.append(type(e).__name__)
+                time.sleep(0.005)
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+def served_chats(mock) -> int:
+    """Every request the mock received (this test's own mock sees only the load's chats)."""
+    return httpx.get(f"{mock.url}/__mock/requests", timeout=10).json()["total"]
+
+
+def test_sigterm_under_load_loses_no_row(own_mock, tmp_path):
+    g = start_gateway(own_mock, tmp_path / "gw", grace_period_seconds=1, graceful_shutdown_timeout_seconds=5)
+    load = Load(lambda: g.url)
+    time.sleep(2)
+    g.proc.send_signal(signal.SIGTERM)
+    g.proc.wait(timeout=30)
+    load.stop()
+    g.log.close()
+    served = served_chats(own_mock)
+    assert served > 50
+    assert b"ledger flushed" in g.log_path.read_bytes()
+    assert len(ledger_rows(g.dir / "cheapmodel.ledger.sqlite")) == served
+
+
+def test_graceful_upgrade_under_load_loses_no_row(own_mock, tmp_path):
+    """The new process takes the listening sockets (-u) while the old one drains: both write the
+    same ledger, and every request the mock served has its row."""
+    d = tmp_path / "gw"
+    server = {"grace_period_seconds": 2, "graceful_shutdown_timeout_seconds": 5,
+              "pid_file": str(tmp_path / "gw.pid"), "upgrade_sock": str(tmp_path / "upgrade.sock")}
+    old = start_gateway(own_mock, d, **server)
+    load = Load(lambda: old.url)
+    time.sleep(1.5)
+    env = dict(os.environ, TEST_UPSTREAM_OPENAI_KEY=UPSTREAM_OPENAI_KEY, TEST_UPSTREAM_ANTHROPIC_KEY=UPSTREAM_ANTHROPIC_KEY)
+    new_log = open(d / "new.log", "wb")
+    new = subprocess.Popen([GATEWAY_BIN, "--config", str(old.config_path), "-u"], stdout=new_log,
+                           stderr=subprocess.STDOUT, env=env)
+    try:
+        time.sleep(0.5)
+        old.proc.send_signal(signal.SIGQUIT)
+        old.proc.wait(timeout=40)
+        time.sleep(1.5)   # the new process serves alone for a while
+        load.stop()
+        assert not [f for f in load.failed if f != "ConnectError"], load.failed[:10]
+    finally:
+        new.send_signal(signal.SIGTERM)
+        new.wait(timeout=30)
+        new_log.close()
+        old.log.close()
+    served = served_chats(own_mock)
+    assert served > 50
+    assert len(ledger_rows(d / "cheapmodel.ledger.sqlite")) == served
+
+
+def test_kill_9_loses_at_most_the_unflushed_window(own_mock, tmp_path):
+    flush_ms = 200
+    g = start_gateway(own_mock, tmp_path / "gw", ledger={"flush_interval_ms": flush_ms})
+    load = Load(lambda: g.url)
+    time.sleep(3)
+    g.proc.kill()
+    g.proc.wait(timeout=10)
+    load.stop()
+    g.log.close()
+    served = served_chats(own_mock)
+    rate = served / 3.0
+    rows = len(ledger_rows(g.dir / "cheapmodel.ledger.sqlite"))
+    lost = served - rows
+    print(f"kill -9: served {served}, rows {rows}, lost {lost} at {rate:.0f} req/s")
+    assert 0 <= lost <= rate * (2 * flush_ms / 1000) + 5
+
+
+@pytest.fixture
+def postgres():
+    pg = Postgres()
+    yield pg
+    pg.remove()
+
+
+def test_postgres_ledger_survives_a_30s_outage_under_k6_load(own_mock, tmp_path, postgres):
+    g = start_gateway(own_mock, tmp_path / "gw", ledger={"url": postgres.url, "spool_dir": str(tmp_path / "spool")})
+    script = tmp_path / "load.js"
+    script.write_text(f"""
+import http from 'k6/http';
+import {{ Counter }} from 'k6/metrics';
+const serverErrors = new Counter('server_errors');
+export const options = {{
+  scenarios: {{ steady: {{ executor: 'constant-arrival-rate', rate: 40, timeUnit: '1s', duration: '42s',
+                           preAllocatedVUs: 20, maxVUs: 50 }} }},
+}};
+export default function () {{
+  const r = http.post('{g.url}/v1/chat/completions', JSON.stringify({{model: 'gpt-5.5', messages: [{{role: 'user', content: 'hi'}}]}}),
+    {{ headers: {{ 'Authorization': 'Bearer {KEY_A}', 'content-type': 'application/json', 'x-mock-echo-usage': '10,1,0,0' }}, timeout: '10s' }});
+  if (r.status >= 500 || r.status === 0) serverErrors.add(1);
+}}
+""")
+    summary = tmp_path / "summary.json"
+    try:
+        k6 = subprocess.Popen(["k6", "run", "--quiet", "--no-color", "--no-usage-report", "--summary-export",
+                               str(summary), str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(5)
+        postgres.stop()
+        time.sleep(30)
+        assert g.metric("cheapmodel_ledger_spool_bytes") > 0, "rows were not spooled during the outage"
+        postgres.start()
+        _, err = k6.communicate(timeout=120)
+        assert k6.returncode == 0, err.decode()[-2000:]
+        metrics = json.loads(summary.read_text())["metrics"]
+        assert metrics.get("server_errors", {}).get("count", 0) == 0
+        served = served_chats(own_mock)
+        assert served >= 40 * 42 * 0.9
+        assert wait_rows(postgres.count, served, timeout=60) == served
+        deadline = time.time() + 10
+        while g.metric("cheapmodel_ledger_spool_bytes") != 0 and time.time() < deadline:
+            time.sleep(0.2)
+        assert g.metric("cheapmodel_ledger_spool_bytes") == 0
+        assert g.metric("cheapmodel_ledger_errors_total", kind="database") >= 1
+        # The gateway's report reads Postgres too, and agrees with the metric.
+        report = json.loads(usage_cli(g.config_path, "--format", "json"), parse_float=Decimal)
+        assert report[0]["requests"] == served
+        assert report[0]["cost_usd"] == exact_metric(g, "cheapmodel_cost_usd_total")
+    finally:
+        g.stop()
