@@ -35,7 +35,6 @@ impl Writer {
         Writer { url, db: None, next_connect: Instant::now(), spool, stash: (Vec::new(), Vec::new()), failing }
     }
 
-
     fn database(&mut self) -> Option<&mut Box<dyn Backend>> {
         if self.db.is_none() && Instant::now() >= self.next_connect {
             match backend::connect(&self.url) {
