@@ -216,19 +216,31 @@ else
 fi
 
 # --- gateway ---------------------------------------------------------------------------------
-port=$(cm_free_port)
-python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$WORK/gateway.yaml" \
-  --mock "$CM_MOCK_ADDR" --listen "127.0.0.1:$port" --workdir "$WORK" \
-  --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0
-"$CM_BIN" check --config "$WORK/gateway.yaml" >/dev/null || cm_die "gateway config invalid: $("$CM_BIN" check --config "$WORK/gateway.yaml")"
-cm_spawn "$WORK/gateway.log" taskset -c 1 "$CM_BIN" --config "$WORK/gateway.yaml"
-wrapper=$CM_LAST_PID
-gpid=$(cm_child "$wrapper")
-# wait on the listener only: /v1/models would count as load before the idle RSS reading
-cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$WORK/gateway.log")"
-measure gateway "http://127.0.0.1:$port" "$gpid"
+# gateway_target NAME [--set KEY=VALUE ...]: the demo config on CPU 1, measured as NAME. "gateway"
+# runs with its default ledger (SQLite beside the config, as the demo does); "gateway-noledger" with
+# `ledger.url: none`, to show what the ledger costs per request in the same run.
+gateway_target() {
+  local name=$1
+  shift
+  port=$(cm_free_port)
+  mkdir -p "$WORK/$name"
+  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$WORK/$name/gateway.yaml" \
+    --mock "$CM_MOCK_ADDR" --listen "127.0.0.1:$port" --workdir "$WORK/$name" \
+    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "$@"
+  "$CM_BIN" check --config "$WORK/$name/gateway.yaml" >/dev/null ||
+    cm_die "gateway config invalid: $("$CM_BIN" check --config "$WORK/$name/gateway.yaml")"
+  cm_spawn "$WORK/$name/gateway.log" taskset -c 1 "$CM_BIN" --config "$WORK/$name/gateway.yaml"
+  wrapper=$CM_LAST_PID
+  gpid=$(cm_child "$wrapper")
+  # wait on the listener only: /v1/models would count as load before the idle RSS reading
+  cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$WORK/$name/gateway.log")"
+  measure "$name" "http://127.0.0.1:$port" "$gpid"
+}
+gateway_target gateway
 python3 "$CM_LT/sse_ttfb.py" "http://127.0.0.1:$port" --n "$STREAM_N" --event-delay-ms 20 >"$WORK/stream-gateway.json" ||
   cm_log "gateway stream check had failures: $(cat "$WORK/stream-gateway.json")"
+cm_stop "$wrapper"
+gateway_target gateway-noledger --set ledger.url=none
 cm_stop "$wrapper"
 cm_cleanup
 

@@ -44,10 +44,10 @@ L.append("")
 L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
 L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 direct_p99 = rows.get("direct", {}).get("k6", {}).get("p99")
-for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway"):
+for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway", "gateway-noledger"):
     r = rows.get(n)
     if not r:
-        if n != "pingora-bare":
+        if n not in ("pingora-bare", "gateway-noledger"):
             L.append(f"| {n} | (not measured) ||||||||||")
         continue
     w, k = r["wrk"], r["k6"]
@@ -61,7 +61,7 @@ if g:
     L.append("")
     L.append("| gateway ÷ | wrk req/s | CPU µs/req | added p99 (ms, gateway vs it) | RSS peak |")
     L.append("|---|---:|---:|---:|---:|")
-    for n in ("haproxy", "nginx", "pingora-bare"):
+    for n in ("haproxy", "nginx", "pingora-bare", "gateway-noledger"):
         b = rows.get(n)
         if not b:
             continue

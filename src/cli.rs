@@ -183,7 +183,6 @@ impl BackgroundService for LedgerService {
     async fn start(&self, shutdown: ShutdownWatch) {
         if let Err(e) = self.ledger.start() {
             log::error!("ledger: {e}; usage rows cannot be kept");
-            metrics::ledger().errors.with_label_values(&["spool"]).inc();
             return;
         }
         self.tasks.settle_pending(self.registry.clone(), shutdown).await;

@@ -5,7 +5,8 @@
 #   1. cargo tests (unit + golden, and the criterion benches once each in test mode),
 #   2. the integration suite (pytest): the real gateway binary in front of the real mock upstream,
 #      the official openai/anthropic SDKs and their helpers, Claude Code headless (tools blocked),
-#      promtool on the metrics, and a short k6 run.
+#      promtool on the metrics, the usage ledger on SQLite and on a throwaway Postgres cluster,
+#      and short k6 runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ command -v promtool >/dev/null || apt_missing+=(prometheus) # promtool check met
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_missing+=(nginx)  # TLS front for the upstream TLS test
 command -v openssl >/dev/null || apt_missing+=(openssl)     # test certificates
 command -v npm >/dev/null || apt_missing+=(nodejs npm)     # Claude Code (tests/clients)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)  # the Postgres ledger tests
+command -v runuser >/dev/null || apt_missing+=(util-linux)  # Postgres runs as its own user
 if ((${#apt_missing[@]})); then
   echo "installing: ${apt_missing[*]}"
   apt-get update -qq

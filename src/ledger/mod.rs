@@ -19,8 +19,8 @@ pub mod spool;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +31,10 @@ use crate::metrics;
 use crate::money::Money;
 use crate::usage::Usage;
 
-/// Rows the queue holds before `record` reports it full.
-const QUEUE_ROWS: usize = 65_536;
+/// Rows the queue holds before `record` reports it full: about 10 s at 25k requests/s, longer than a
+/// Postgres statement may take (`backend`), so a slow database fills the spool, not this bound.
+/// Memory follows use (an unbounded channel counted by `depth`), not the bound.
+const QUEUE_ROWS: usize = 262_144;
 
 /// One billable event. Immutable once made: a replay writes exactly the same row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,7 @@ pub struct Row {
     /// caller could repeat to hide a request), or the task id.
     pub id: String,
     /// The request's `x-request-id` (the caller's, or the gateway's own); for tasks, the task id.
+    /// Stored as NULL when it equals `id` (the common case: the gateway made it).
     pub request_id: String,
     /// Unix milliseconds: when the request ended; for a task, when it was submitted, so that every
     /// instance that settles it writes the same row.
@@ -128,7 +131,9 @@ pub struct Settings {
 
 /// The handle the request path and the task engine hold.
 pub struct Ledger {
-    queue: Option<SyncSender<Record>>,
+    queue: Option<Sender<Record>>,
+    /// Records in the queue (the bound `QUEUE_ROWS` is checked against it).
+    depth: Arc<AtomicUsize>,
     receiver: Mutex<Option<mpsc::Receiver<Record>>>,
     settings: Settings,
     /// Set by the writer while rows can be neither written nor spooled; and by `record` while the
@@ -143,7 +148,7 @@ impl Ledger {
     pub fn new(settings: Settings) -> Self {
         let (queue, receiver) = match settings.url {
             Some(_) => {
-                let (tx, rx) = mpsc::sync_channel(QUEUE_ROWS);
+                let (tx, rx) = mpsc::channel();
                 (Some(tx), Some(rx))
             }
             None => (None, None),
@@ -151,6 +156,7 @@ impl Ledger {
         Ledger {
             queue,
             receiver: Mutex::new(receiver),
+            depth: Arc::new(AtomicUsize::new(0)),
             settings,
             failing: Arc::new(AtomicBool::new(false)),
             writer: Mutex::new(None),
@@ -168,18 +174,22 @@ impl Ledger {
         })
     }
 
-    /// Opens the database and starts the writer thread. Fails when the database cannot be opened
-    /// or migrated at start and no spool can be written either.
+    /// Starts the writer thread (it connects to the database itself, and retries). Without a
+    /// usable spool directory it still writes to the database, and reports the spool error.
     pub fn start(&self) -> Result<(), String> {
         let Some(receiver) = self.receiver.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return Ok(());
         };
         let Some(url) = self.settings.url.clone() else { return Ok(()) };
-        let spool = spool::Spool::open(&self.settings.spool_dir).inspect_err(|_| {
-            // Nothing can keep rows: `on_failure: reject` refuses billable requests from now on.
-            self.failing.store(true, Ordering::Relaxed);
-        })?;
-        let w = writer::Writer::new(url, spool, self.failing.clone());
+        let spool = match spool::Spool::open(&self.settings.spool_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("ledger: {e}; rows the database cannot take will be held in memory only");
+                metrics::ledger().errors.with_label_values(&["spool"]).inc();
+                None
+            }
+        };
+        let w = writer::Writer::new(url, spool, self.failing.clone(), self.depth.clone());
         let interval = self.settings.flush_interval;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -204,20 +214,20 @@ impl Ledger {
         }
     }
 
-    fn push(&self, q: &SyncSender<Record>, record: Record) {
-        match q.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.failing.store(true, Ordering::Relaxed);
-                metrics::ledger().errors.with_label_values(&["queue_full"]).inc();
-                // One line per 1,000 lost rows, not one per request.
-                if self.full_logged.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
-                    log::error!("ledger queue full ({QUEUE_ROWS} rows): the database and the spool cannot keep up; rows are being lost");
-                }
+    fn push(&self, q: &Sender<Record>, record: Record) {
+        if self.depth.fetch_add(1, Ordering::Relaxed) >= QUEUE_ROWS {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.failing.store(true, Ordering::Relaxed);
+            metrics::ledger().errors.with_label_values(&["queue_full"]).inc();
+            // One line per 1,000 lost rows, not one per request.
+            if self.full_logged.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                log::error!("ledger queue full ({QUEUE_ROWS} rows): the database and the spool cannot keep up; rows are being lost");
             }
-            Err(TrySendError::Disconnected(_)) => {
-                metrics::ledger().errors.with_label_values(&["stopped"]).inc();
-            }
+            return;
+        }
+        if q.send(record).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            metrics::ledger().errors.with_label_values(&["stopped"]).inc();
         }
     }
 
@@ -268,6 +278,67 @@ pub fn account(row: &Row) {
     }
     if row.task {
         m.tasks.with_label_values(&[model, if row.status == 200 { "completed" } else { "failed" }]).inc();
+    }
+}
+
+/// `account` for a batch of landed rows: sums them per model and key first, so the metrics are
+/// touched once per series per batch, not once per row (the label lookups are what cost).
+pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
+    struct Sums<'a> {
+        model: &'a str,
+        key: &'a str,
+        tokens: [u64; 4],
+        cost: i64,
+        completed: u64,
+        failed: u64,
+    }
+    // Few distinct series per batch: a linear scan beats hashing.
+    let mut series: Vec<Sums<'a>> = Vec::new();
+    for row in rows {
+        let i = match series.iter().position(|s| s.model == &*row.model && s.key == &*row.key) {
+            Some(i) => i,
+            None => {
+                series.push(Sums {
+                    model: &row.model,
+                    key: &row.key,
+                    tokens: [0; 4],
+                    cost: 0,
+                    completed: 0,
+                    failed: 0,
+                });
+                series.len() - 1
+            }
+        };
+        let s = &mut series[i];
+        for (t, n) in
+            s.tokens.iter_mut().zip([row.usage.input, row.usage.output, row.usage.cache_read, row.usage.cache_write])
+        {
+            *t += n;
+        }
+        s.cost = s.cost.saturating_add(row.cost.0);
+        if row.task {
+            if row.status == 200 {
+                s.completed += 1;
+            } else {
+                s.failed += 1;
+            }
+        }
+    }
+    let m = metrics::get();
+    for s in series {
+        for (kind, n) in ["input", "output", "cache_read", "cache_write"].into_iter().zip(s.tokens) {
+            if n > 0 {
+                m.tokens.with_label_values(&[s.model, s.key, kind]).inc_by(n);
+            }
+        }
+        if s.cost != 0 {
+            m.cost.add(s.model, s.key, Money(s.cost));
+        }
+        for (status, n) in [("completed", s.completed), ("failed", s.failed)] {
+            if n > 0 {
+                m.tasks.with_label_values(&[s.model, status]).inc_by(n);
+            }
+        }
     }
 }
 

@@ -3,18 +3,20 @@
 //! Blocking IO on purpose: it runs on its own thread, never on Pingora's.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{self, Backend};
 use super::spool::Spool;
-use super::{account, PendingTask, Record, Row};
+use super::{account_batch, PendingTask, Record, Row};
 use crate::metrics;
 
 /// Rows per batch: a batch is written when it has this many rows or when the interval ends.
 pub const BATCH_ROWS: usize = 1000;
+/// How long the writer waits for a row before it looks at the spool again.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Rows kept in memory while neither the database nor the spool can take them.
 const MAX_STASH: usize = 1_000_000;
 
@@ -23,16 +25,19 @@ pub struct Writer {
     url: String,
     db: Option<Box<dyn Backend>>,
     next_connect: Instant,
-    spool: Spool,
+    /// `None` when the spool directory could not be opened at start (logged, counted).
+    spool: Option<Spool>,
     /// Rows neither written nor spooled yet (the spool failed too).
     stash: (Vec<Row>, Vec<PendingTask>),
     failing: Arc<AtomicBool>,
+    /// Records queued and not yet taken (`Ledger::record` bounds the queue with it).
+    depth: Arc<AtomicUsize>,
 }
 
 impl Writer {
     /// A writer for `url`, spooling to `spool`.
-    pub fn new(url: String, spool: Spool, failing: Arc<AtomicBool>) -> Self {
-        Writer { url, db: None, next_connect: Instant::now(), spool, stash: (Vec::new(), Vec::new()), failing }
+    pub fn new(url: String, spool: Option<Spool>, failing: Arc<AtomicBool>, depth: Arc<AtomicUsize>) -> Self {
+        Writer { url, db: None, next_connect: Instant::now(), spool, stash: (Vec::new(), Vec::new()), failing, depth }
     }
 
     fn database(&mut self) -> Option<&mut Box<dyn Backend>> {
@@ -56,47 +61,52 @@ impl Writer {
     pub fn run(mut self, queue: Receiver<Record>, interval: Duration) {
         // Connect (and migrate) at once, so that a bad URL is logged at start; and here, on this
         // thread: the blocking Postgres client must not run on an async runtime's thread.
-        self.database();
+        if self.database().is_none() && self.spool.is_none() {
+            self.failing.store(true, Ordering::Relaxed);
+        }
         let mut rows = Vec::new();
         let mut pending = Vec::new();
         loop {
-            let deadline = Instant::now() + interval;
+            // Wait for a first record, then sleep out the window and take everything queued in
+            // one go: one wake-up per window, not one per request (on a busy CPU a wake-up per row
+            // costs a context switch per request).
             let mut stop = None;
-            while rows.len() < BATCH_ROWS {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match queue.recv_timeout(wait) {
-                    Ok(Record::Row(r)) => rows.push(r),
-                    Ok(Record::Pending(p)) => pending.push(p),
-                    Ok(Record::Shutdown(done)) => {
-                        stop = Some(Some(done));
-                        break;
+            let mut take = |r: Record, stop: &mut Option<Option<mpsc::Sender<()>>>| match r {
+                Record::Row(r) => rows.push(r),
+                Record::Pending(p) => pending.push(p),
+                Record::Shutdown(done) => *stop = Some(Some(done)),
+            };
+            match queue.recv_timeout(IDLE_TICK) {
+                Ok(first) => {
+                    take(first, &mut stop);
+                    if stop.is_none() {
+                        std::thread::sleep(interval);
                     }
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        stop = Some(None);
-                        break;
+                    while let Ok(r) = queue.try_recv() {
+                        take(r, &mut stop);
                     }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = Some(None),
+            }
+            self.depth.fetch_sub(rows.len() + pending.len(), Ordering::Relaxed);
+            while !rows.is_empty() || !pending.is_empty() {
+                let batch: Vec<Row> = rows.drain(..rows.len().min(BATCH_ROWS)).collect();
+                self.flush(batch, std::mem::take(&mut pending));
             }
             if let Some(done) = stop {
-                // Whatever is still queued was recorded before the shutdown began.
-                while let Ok(r) = queue.try_recv() {
-                    match r {
-                        Record::Row(r) => rows.push(r),
-                        Record::Pending(p) => pending.push(p),
-                        Record::Shutdown(_) => {}
-                    }
-                }
-                self.flush(std::mem::take(&mut rows), std::mem::take(&mut pending));
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
                 return;
             }
-            self.flush(std::mem::take(&mut rows), std::mem::take(&mut pending));
             self.replay();
-            metrics::ledger().spool_bytes.set(self.spool.total_bytes() as i64);
+            self.show_spool();
         }
+    }
+
+    fn show_spool(&self) {
+        metrics::ledger().spool_bytes.set(self.spool.as_ref().map_or(0, Spool::total_bytes) as i64);
     }
 
     /// Writes one batch (plus anything stashed) to the database, or else to the spool.
@@ -113,13 +123,9 @@ impl Writer {
         let mut seen = HashSet::with_capacity(rows.len());
         rows.retain(|r| seen.insert(r.id.clone()));
         if let Some(db) = self.database() {
-            match db.write(&rows, &pending) {
+            match db.write(&rows, &pending, true) {
                 Ok(inserted) => {
-                    for (row, new) in rows.iter().zip(inserted) {
-                        if new {
-                            account(row);
-                        }
-                    }
+                    account_batch(rows.iter().zip(inserted).filter(|(_, new)| *new).map(|(r, _)| r));
                     self.failing.store(false, Ordering::Relaxed);
                     return;
                 }
@@ -131,10 +137,14 @@ impl Writer {
                 }
             }
         }
-        match self.spool.append(&rows, &pending) {
+        let spooled = match self.spool.as_mut() {
+            Some(spool) => spool.append(&rows, &pending),
+            None => Err("no spool directory".into()),
+        };
+        match spooled {
             Ok(()) => {
                 self.failing.store(false, Ordering::Relaxed);
-                metrics::ledger().spool_bytes.set(self.spool.total_bytes() as i64);
+                self.show_spool();
             }
             Err(e) => {
                 log::error!("ledger: cannot write the spool either ({e}); {} rows held in memory", rows.len());
@@ -154,23 +164,19 @@ impl Writer {
 
     /// Moves spooled rows into the database once it answers again.
     fn replay(&mut self) {
-        if !self.spool.has_backlog() {
+        if !self.spool.as_ref().is_some_and(Spool::has_backlog) {
             return;
         }
         if self.database().is_none() {
             return;
         }
-        let Some(db) = self.db.as_mut() else { return };
+        let (Some(db), Some(spool)) = (self.db.as_mut(), self.spool.as_mut()) else { return };
         let mut write = |rows: &[Row], pending: &[PendingTask]| -> Result<(), String> {
-            let inserted = db.write(rows, pending)?;
-            for (row, new) in rows.iter().zip(inserted) {
-                if new {
-                    account(row);
-                }
-            }
+            let inserted = db.write(rows, pending, false)?;
+            account_batch(rows.iter().zip(inserted).filter(|(_, new)| *new).map(|(r, _)| r));
             Ok(())
         };
-        let result = self.spool.replay(BATCH_ROWS, &mut write);
+        let result = spool.replay(BATCH_ROWS, &mut write);
         if let Err(e) = result {
             log::warn!("ledger: spool replay stopped, will retry: {e}");
             self.db = None;

@@ -300,7 +300,13 @@ def test_ledger_that_can_keep_nothing_rejects_or_serves_as_configured(own_mock, 
     broken = {"url": f"postgres://nobody@127.0.0.1:{dead}/x", "spool_dir": "/proc/cheapmodel-no-spool"}
     g = start_gateway(own_mock, tmp_path / "reject", ledger=dict(broken, on_failure="reject"))
     try:
-        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+        # The writer finds out at its start (moments after the listener opens) or at its first batch.
+        deadline = time.time() + 5
+        while True:
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+            if r.status_code != 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
         assert r.status_code == 503 and r.json()["error"]["code"] == "ledger_unavailable"
         r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
         assert r.status_code == 503 and r.json()["type"] == "error"
