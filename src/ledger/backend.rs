@@ -530,7 +530,8 @@ mod tests {
         let again: Vec<Row> = (30..50).map(|i| row(&format!("req_{i}"), "caller-id")).collect();
         let inserted = db.write(&again, &[], false).expect("write");
         assert_eq!(inserted, (30..50).map(|i| i >= 40).collect::<Vec<_>>());
-        let n = db.query("SELECT CAST(COUNT(*) AS TEXT), CAST(COUNT(request_id) AS TEXT) FROM ledger", &[]).expect("query");
+        let n =
+            db.query("SELECT CAST(COUNT(*) AS TEXT), CAST(COUNT(request_id) AS TEXT) FROM ledger", &[]).expect("query");
         assert_eq!(n, vec![vec!["50".to_string(), "10".to_string()]]);
         // A fresh batch that repeats an id is refused whole, not half counted.
         let dup: Vec<Row> = (0..32).map(|i| row(&format!("req_{}", 100 + i % 31), "x")).collect();
