@@ -94,7 +94,15 @@ fn key_set(n: usize) -> (Snapshot, Vec<String>) {
     for i in 0..n {
         let key = format!("cm_{}", rng.hex(48));
         let models = (i % 3 == 0).then(|| ["gpt-4o", "claude-sonnet-4-5"].iter().map(|s| s.to_string()).collect());
-        snapshot.keys.insert(key_digest(key.as_bytes()), Arc::new(Key { name: format!("team-{i}").into(), models }));
+        snapshot.keys.insert(
+            key_digest(key.as_bytes()),
+            Arc::new(Key {
+                name: format!("team-{i}").into(),
+                models,
+                limits: Default::default(),
+                budget: Default::default(),
+            }),
+        );
         keys.push(key);
     }
     (snapshot, keys)

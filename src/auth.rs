@@ -73,7 +73,15 @@ mod tests {
 
     fn snapshot_with(key: &str) -> Snapshot {
         let mut s = Snapshot::default();
-        s.keys.insert(key_digest(key.as_bytes()), Arc::new(Key { name: "team-a".into(), models: None }));
+        s.keys.insert(
+            key_digest(key.as_bytes()),
+            Arc::new(Key {
+                name: "team-a".into(),
+                models: None,
+                limits: Default::default(),
+                budget: Default::default(),
+            }),
+        );
         s
     }
 

@@ -14,7 +14,7 @@ use pingora::server::{RunArgs, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 
 use crate::ledger::{self, report, Ledger};
-use crate::{access_log, auth, config, metrics, proxy, registry, reload, tasks};
+use crate::{access_log, auth, config, limits, metrics, proxy, registry, reload, tasks};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -189,6 +189,30 @@ impl BackgroundService for LedgerService {
     }
 }
 
+/// Budgets survive a restart: the current month's spend per key comes back from the ledger.
+fn restore_spend(limiter: &limits::Limiter, snapshot: &registry::Snapshot, ledger_url: Option<&str>) {
+    let Some(url) = ledger_url else { return };
+    if !snapshot.keys.values().any(|k| k.budget.any()) {
+        return;
+    }
+    let (today, month_start) = limiter.today_and_month_start();
+    let query = report::Query {
+        from: Some(month_start),
+        to: Some(today),
+        by: vec![report::Group::Key, report::Group::Day],
+        key: None,
+    };
+    match report::totals(url, &query) {
+        Ok(rows) => limiter.restore(rows.into_iter().filter_map(|t| {
+            let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
+            let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
+            Some((key, day, crate::money::from_i128(t.cost)))
+        })),
+        Err(e) if e.starts_with("no ledger at") => {}
+        Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); starting from zero"),
+    }
+}
+
 fn serve(path: PathBuf, opt: Opt) -> i32 {
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -224,11 +248,14 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     );
     let ledger = Arc::new(Ledger::new(config::ledger_settings(&loaded.ledger, &path)));
     let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone()));
+    let limiter = limits::Limiter::new(limits::Clock::from_env());
+    restore_spend(&limiter, &registry.current(), ledger.url());
     let gateway = proxy::Gateway::new(
         registry.clone(),
         proxy::Settings { client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms) },
         tasks.clone(),
         ledger.clone(),
+        limiter,
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;

@@ -73,6 +73,10 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// `ledger.on_failure: reject` and the ledger can take no more rows (queue full, spool unwritable).
     LedgerUnavailable,
+    /// A key's or model's limit (`what`: requests, tokens, concurrency); retry after the seconds.
+    RateLimited { what: &'static str, model_wide: bool, retry_after_s: u64 },
+    /// The key's budget for the period (`daily`, `monthly`) is spent; retry after the seconds.
+    BudgetExhausted { period: &'static str, retry_after_s: u64 },
     /// A bug or an internal failure.
     Internal,
 }
@@ -99,6 +103,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::LedgerUnavailable => 503,
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExhausted { .. } => 429,
             GatewayError::Internal => 500,
         }
     }
@@ -126,6 +131,8 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::LedgerUnavailable => "ledger_unavailable",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::BudgetExhausted { .. } => "budget_exhausted",
             GatewayError::Internal => "internal",
         }
     }
@@ -153,6 +160,9 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
             GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
             GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
+            GatewayError::RateLimited { what: "concurrency", model_wide, retry_after_s } => format!("Too many requests in flight for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
+            GatewayError::RateLimited { what, model_wide, retry_after_s } => format!("Rate limit reached: {what} per minute for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
+            GatewayError::BudgetExhausted { period, retry_after_s } => format!("This key's {period} budget is spent. It renews in {retry_after_s} s (UTC calendar periods)."),
             GatewayError::Internal => "Internal gateway error.".into(),
         }
     }
@@ -179,13 +189,35 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
             GatewayError::LedgerUnavailable => ("server_error", Some("ledger_unavailable"), None),
+            GatewayError::RateLimited { what: "tokens", .. } => ("tokens", Some("rate_limit_exceeded"), None),
+            GatewayError::RateLimited { .. } => ("requests", Some("rate_limit_exceeded"), None),
+            GatewayError::BudgetExhausted { .. } => ("insufficient_quota", Some("insufficient_quota"), None),
             GatewayError::Internal => ("server_error", None, None),
+        }
+    }
+
+    /// HTTP status in `dialect`: as `status`, except a spent budget, which Anthropic answers 402
+    /// (`billing_error`) and OpenAI 429 (`insufficient_quota`).
+    pub fn status_in(&self, dialect: Dialect) -> u16 {
+        match (self, dialect) {
+            (GatewayError::BudgetExhausted { .. }, Dialect::Anthropic) => 402,
+            _ => self.status(),
+        }
+    }
+
+    /// Seconds for a `retry-after` header, when the caller should come back later.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::RateLimited { retry_after_s, .. } | GatewayError::BudgetExhausted { retry_after_s, .. } => {
+                Some(*retry_after_s)
+            }
+            _ => None,
         }
     }
 
     /// The response body in `dialect`.
     pub fn body(&self, dialect: Dialect) -> Bytes {
-        error_body(dialect, self.status(), &self.message(), self.openai_fields())
+        error_body(dialect, self.status_in(dialect), &self.message(), self.openai_fields())
     }
 
     /// The SSE error event sent when a stream that already started is cut.

@@ -21,6 +21,8 @@ pub mod dialect;
 pub mod error;
 /// The durable usage ledger (SQLite / Postgres, spool, reports).
 pub mod ledger;
+/// Per-key and per-model limits and budgets.
+pub mod limits;
 /// Prometheus metrics.
 pub mod metrics;
 /// Exact integer money (pico-dollars).

@@ -103,6 +103,8 @@ pub struct Model {
     pub task_deadline: Duration,
     /// Its metric handles (resolved on first use).
     pub metrics: crate::metrics::ModelHandles,
+    /// Limits for the model as a whole (all keys).
+    pub limits: crate::limits::LimitSettings,
 }
 
 /// A caller key (only its hash is known).
@@ -112,6 +114,10 @@ pub struct Key {
     pub name: Arc<str>,
     /// Allow-list; `None` means every model.
     pub models: Option<HashSet<String>>,
+    /// Its limits.
+    pub limits: crate::limits::LimitSettings,
+    /// Its spend caps.
+    pub budget: crate::limits::BudgetSettings,
 }
 
 impl Key {

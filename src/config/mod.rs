@@ -153,6 +153,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 structured_outputs: m.structured_outputs,
                 task_deadline: Duration::from_secs(m.task_deadline_seconds),
                 metrics: Default::default(),
+                limits: limit_settings(&m.limits).map_err(|(f, msg)| err(format!("{path}.limits.{f}"), msg))?,
             }),
         );
     }
@@ -175,8 +176,12 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 }
             }
         }
-        let key =
-            Key { name: Arc::from(k.name.as_str()), models: k.models.as_ref().map(|l| l.iter().cloned().collect()) };
+        let key = Key {
+            name: Arc::from(k.name.as_str()),
+            models: k.models.as_ref().map(|l| l.iter().cloned().collect()),
+            limits: limit_settings(&k.limits).map_err(|(f, msg)| err(format!("{path}.limits.{f}"), msg))?,
+            budget: budget_settings(&k.budget).map_err(|(f, msg)| err(format!("{path}.budget.{f}"), msg))?,
+        };
         if keys.insert(digest, Arc::new(key)).is_some() {
             return Err(err(format!("{path}.sha256"), "the same key is listed twice"));
         }
@@ -250,6 +255,28 @@ fn validate_ledger(l: &raw::RawLedger) -> Result<(), ConfigError> {
         return Err(err("ledger.flush_interval_ms", "must be between 10 and 60000"));
     }
     Ok(())
+}
+
+fn limit_settings(l: &raw::RawLimits) -> Result<crate::limits::LimitSettings, (&'static str, String)> {
+    let positive = |name: &'static str, v: Option<u64>| match v {
+        Some(0) => Err((name, "must be at least 1 (leave it out for no limit)".to_string())),
+        _ => Ok(()),
+    };
+    positive("rpm", l.rpm.map(u64::from))?;
+    positive("tpm", l.tpm)?;
+    positive("concurrency", l.concurrency.map(u64::from))?;
+    Ok(crate::limits::LimitSettings { rpm: l.rpm, tpm: l.tpm, concurrency: l.concurrency })
+}
+
+fn budget_settings(b: &raw::RawBudget) -> Result<crate::limits::BudgetSettings, (&'static str, String)> {
+    use crate::money::{Money, UNITS_PER_USD};
+    let cap = |name: &'static str, v: Option<f64>| {
+        v.map(|usd| Money::from_config(usd, UNITS_PER_USD).map(Money).map_err(|m| (name, m))).transpose()
+    };
+    Ok(crate::limits::BudgetSettings {
+        daily: cap("daily_usd", b.daily_usd)?,
+        monthly: cap("monthly_usd", b.monthly_usd)?,
+    })
 }
 
 /// The config's decimal USD prices as exact money; names the field that cannot be one.

@@ -208,6 +208,36 @@ pub struct RawModel {
     /// A media task not finished after this many seconds is failed (`deadline_exceeded`).
     #[serde(default = "default_task_deadline")]
     pub task_deadline_seconds: u64,
+    /// Limits for the whole model, all keys together (protects the upstream account).
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `limits:` of a key or a model; absent fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Requests per rolling minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per rolling minute (input, output and cache tokens together).
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Requests in flight, streams included.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// `budget:` of a key, in USD per UTC calendar period.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Per UTC day.
+    #[serde(default)]
+    pub daily_usd: Option<f64>,
+    /// Per UTC calendar month.
+    #[serde(default)]
+    pub monthly_usd: Option<f64>,
 }
 
 /// Prices in USD per million tokens (and per unit for media).
@@ -248,6 +278,12 @@ pub struct RawKey {
     /// Optional allow-list of model names.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Per-key limits.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Per-key spend caps.
+    #[serde(default)]
+    pub budget: RawBudget,
 }
 
 fn default_flush_ms() -> u64 {

@@ -64,6 +64,9 @@ pub struct RequestCtx {
     pub token_estimate: bool,
     /// What translation left out of the request, as the `x-cheapmodel-dropped` value (empty: nothing).
     pub dropped: String,
+    /// The request's lease on its key's and model's limits (settled in `logging`; released when
+    /// dropped, however the request ends).
+    pub admission: Option<crate::limits::Admission>,
 }
 
 impl RequestCtx {
@@ -89,6 +92,7 @@ impl RequestCtx {
             local: None,
             token_estimate: false,
             dropped: String::new(),
+            admission: None,
         }
     }
 }

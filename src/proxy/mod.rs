@@ -25,6 +25,7 @@ use crate::cost;
 use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::ledger::{self, Ledger, Row};
+use crate::limits::{self, Limiter, Refusal};
 use crate::metrics;
 use crate::plan::{self, Decision, Mode};
 use crate::registry::Registry;
@@ -48,14 +49,21 @@ pub struct Gateway {
     registry: Arc<Registry>,
     tasks: Arc<Tasks>,
     ledger: Arc<Ledger>,
+    limiter: Arc<Limiter>,
     settings: Settings,
     request_ids: RequestIds,
 }
 
 impl Gateway {
-    /// A gateway serving `registry`, billing into `ledger`.
-    pub fn new(registry: Arc<Registry>, settings: Settings, tasks: Arc<Tasks>, ledger: Arc<Ledger>) -> Self {
-        Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger }
+    /// A gateway serving `registry`, billing into `ledger`, limiting with `limiter`.
+    pub fn new(
+        registry: Arc<Registry>,
+        settings: Settings,
+        tasks: Arc<Tasks>,
+        ledger: Arc<Ledger>,
+        limiter: Arc<Limiter>,
+    ) -> Self {
+        Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
     }
 }
 
@@ -116,6 +124,20 @@ impl Gateway {
                 ctx.local = Some(answer);
             }
             Decision::Forward(forward) => {
+                if let Some(key) = &ctx.key {
+                    let model = &forward.model;
+                    if key.limits.any() || key.budget.any() || model.limits.any() {
+                        let estimate = limits::estimate(&body, model);
+                        match self.limiter.admit(
+                            (&key.name, key.limits, key.budget),
+                            (&model.name, model.limits),
+                            estimate,
+                        ) {
+                            Ok(admission) => ctx.admission = Some(admission),
+                            Err(refusal) => return Ok(Some(refusal_error(refusal))),
+                        }
+                    }
+                }
                 if !forward.dropped.is_empty() {
                     let counter = &metrics::get().dropped_params;
                     for path in &forward.dropped {
@@ -150,6 +172,52 @@ impl Gateway {
         let body = format!("{{\"object\":\"list\",\"data\":{}}}", ledger::report::to_json(&rows));
         Ok(tasks::Answer { status: 200, body: Bytes::from(body), content_type: "application/json".into() })
     }
+}
+
+/// A limiter refusal as the error the caller gets.
+fn refusal_error(refusal: Refusal) -> GatewayError {
+    match refusal {
+        Refusal::Limit { what, scope, retry_after_s } => {
+            GatewayError::RateLimited { what, model_wide: scope == limits::Scope::Model, retry_after_s }
+        }
+        Refusal::Budget { period, retry_after_s } => GatewayError::BudgetExhausted { period, retry_after_s },
+    }
+}
+
+/// Puts the key's own allowance in the rate-limit headers of the caller's dialect, replacing the
+/// upstream's, which describe the gateway's upstream account, not the caller.
+fn rate_limit_headers(
+    resp: &mut ResponseHeader,
+    caller: Dialect,
+    allowance: &limits::Allowance,
+    now_s: i64,
+) -> Result<()> {
+    let upstream_own: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-ratelimit-") || n.as_str().starts_with("anthropic-ratelimit-"))
+        .cloned()
+        .collect();
+    for name in upstream_own {
+        resp.remove_header(&name);
+    }
+    for (kind, values) in [("requests", allowance.requests), ("tokens", allowance.tokens)] {
+        let Some((limit, remaining, reset_s)) = values else { continue };
+        match caller {
+            Dialect::OpenAi => {
+                resp.insert_header(format!("x-ratelimit-limit-{kind}"), limit.to_string())?;
+                resp.insert_header(format!("x-ratelimit-remaining-{kind}"), remaining.to_string())?;
+                resp.insert_header(format!("x-ratelimit-reset-{kind}"), limits::openai_duration(reset_s))?;
+            }
+            Dialect::Anthropic => {
+                resp.insert_header(format!("anthropic-ratelimit-{kind}-limit"), limit.to_string())?;
+                resp.insert_header(format!("anthropic-ratelimit-{kind}-remaining"), remaining.to_string())?;
+                let reset = limits::rfc3339(now_s + reset_s.ceil() as i64);
+                resp.insert_header(format!("anthropic-ratelimit-{kind}-reset"), reset)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The local token estimate; a large body is counted off the async threads.
@@ -294,6 +362,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
+            rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;
+        }
         if !ctx.dropped.is_empty() {
             resp.insert_header("x-cheapmodel-dropped", ctx.dropped.as_str())?;
         }
@@ -514,6 +585,10 @@ impl ProxyHttp for Gateway {
             }
             None => (Usage::default(), crate::money::Money::ZERO),
         };
+        if let Some(admission) = ctx.admission.take() {
+            let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;
+            self.limiter.settle(admission, tokens, cost);
+        }
         if let Some(err) = &ctx.error {
             m.rejected.with_label_values(&[err.reason()]).inc();
         }

@@ -66,9 +66,16 @@ pub async fn json_with(
     Ok(())
 }
 
-/// Writes `err` in `dialect`.
+/// Writes `err` in `dialect` (with `retry-after` when it has one).
 pub async fn error(session: &mut Session, dialect: Dialect, err: &GatewayError, request_id: &str) -> Result<()> {
-    json(session, err.status(), err.body(dialect), request_id).await
+    let status = err.status_in(dialect);
+    match err.retry_after() {
+        Some(s) => {
+            let secs = s.to_string();
+            answer(session, status, err.body(dialect), "application/json", request_id, &[("retry-after", &secs)]).await
+        }
+        None => json(session, status, err.body(dialect), request_id).await,
+    }
 }
 
 /// `GET /v1/models`: the models this key may use, in the caller's list shape.

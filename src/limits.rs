@@ -1,0 +1,599 @@
+//! Per-key and per-model limits and budgets, in-process (exact for one instance).
+//!
+//! - **rpm**: GCRA (the generic cell rate algorithm): each key keeps one "theoretical arrival
+//!   time"; a burst of up to `rpm` requests passes at once, then one per `60 s / rpm`. No window
+//!   edges, so no double burst at a minute boundary.
+//! - **tpm**: tokens per rolling minute. Admission reserves an estimate (input from the body size,
+//!   plus the requested `max_tokens` capped by the model's `max_output_tokens`) and admits only if
+//!   settled usage of the last minute plus every reservation in flight plus this estimate fits;
+//!   settlement replaces the reservation with the real usage. So 50 concurrent requests cannot all
+//!   pass a nearly spent limit.
+//! - **concurrency**: requests in flight, streams included, each holding a lease (`Admission`)
+//!   that is released when the request ends, however it ends (the lease's `Drop`).
+//! - **budgets**: spend per UTC day and month in exact money (`money`), from the same cost the
+//!   ledger records; a request is refused once settled spend plus reservations reach the cap.
+//!   `restore` loads the current day's and month's spend from the ledger at start.
+//!
+//! State is kept by key and model *name*, so a reload that changes a limit keeps the counts.
+//! Time comes from `Clock` (tests shift it with `CHEAPMODEL_CLOCK_OFFSET_S`).
+//! Imports: `money`, `usage`, `registry` (limit settings). Not `proxy` or `plan`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::money::Money;
+
+/// A key's or model's limits (`limits:` in the config); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Requests per rolling minute.
+    pub rpm: Option<u32>,
+    /// Tokens per rolling minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight.
+    pub concurrency: Option<u32>,
+}
+
+impl LimitSettings {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.concurrency.is_some()
+    }
+}
+
+/// A key's budget (`budget:`), exact money; `None` is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetSettings {
+    /// Per UTC day.
+    pub daily: Option<Money>,
+    /// Per UTC calendar month.
+    pub monthly: Option<Money>,
+}
+
+impl BudgetSettings {
+    /// Whether a cap is set.
+    pub fn any(&self) -> bool {
+        self.daily.is_some() || self.monthly.is_some()
+    }
+}
+
+/// What a request is expected to use, reserved at admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Input plus the largest output it may produce.
+    pub tokens: u64,
+    /// Those tokens at the model's prices.
+    pub cost: Money,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit (`what`: `requests`, `tokens`, `concurrency`); retry after this many seconds.
+    Limit { what: &'static str, scope: Scope, retry_after_s: u64 },
+    /// A budget is spent (`period`: `daily` or `monthly`); retry after this many seconds.
+    Budget { period: &'static str, retry_after_s: u64 },
+}
+
+/// Whose limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The caller's key.
+    Key,
+    /// The model (all keys together).
+    Model,
+}
+
+/// The allowance a limited key has left, for the rate-limit response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Allowance {
+    /// `(limit, remaining, seconds until full)` for requests.
+    pub requests: Option<(u64, u64, f64)>,
+    /// The same for tokens.
+    pub tokens: Option<(u64, u64, f64)>,
+}
+
+/// Unix time in microseconds, shifted in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_us: i64,
+}
+
+impl Clock {
+    /// The real clock, shifted by `CHEAPMODEL_CLOCK_OFFSET_S` seconds when set (tests of day and
+    /// month boundaries).
+    pub fn from_env() -> Self {
+        let offset_s = std::env::var("CHEAPMODEL_CLOCK_OFFSET_S").ok().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        Clock { offset_us: offset_s.saturating_mul(1_000_000) }
+    }
+
+    /// Now, unix microseconds.
+    pub fn now_us(&self) -> i64 {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        real + self.offset_us
+    }
+}
+
+const MINUTE_US: i64 = 60_000_000;
+const DAY_US: i64 = 86_400_000_000;
+
+/// Counters of one key or one model.
+#[derive(Debug, Default)]
+struct Counters {
+    /// GCRA theoretical arrival time, unix µs.
+    tat_us: i64,
+    /// Settled token usage of the last minute: (time, tokens), oldest first.
+    tokens: VecDeque<(i64, u64)>,
+    tokens_in_window: u64,
+    reserved_tokens: u64,
+    in_flight: u32,
+    /// (UTC day number, settled spend that day).
+    day_spend: (i64, i64),
+    /// (month number `year * 12 + month`, settled spend that month).
+    month_spend: (i64, i64),
+    reserved_spend: i64,
+}
+
+impl Counters {
+    fn expire(&mut self, now: i64) {
+        while let Some(&(t, n)) = self.tokens.front() {
+            if t > now - MINUTE_US {
+                break;
+            }
+            self.tokens.pop_front();
+            self.tokens_in_window -= n;
+        }
+    }
+
+    fn spend(&mut self, now: i64) -> (i64, i64) {
+        let (day, month) = (now.div_euclid(DAY_US), month_of(now));
+        if self.day_spend.0 != day {
+            self.day_spend = (day, 0);
+        }
+        if self.month_spend.0 != month {
+            self.month_spend = (month, 0);
+        }
+        (self.day_spend.1, self.month_spend.1)
+    }
+
+    /// Seconds until `needed` tokens fit in the window again.
+    fn tokens_retry_s(&self, now: i64, needed: u64, limit: u64) -> u64 {
+        let mut free = limit.saturating_sub(self.tokens_in_window + self.reserved_tokens);
+        for &(t, n) in &self.tokens {
+            free += n;
+            if free >= needed {
+                return secs_ceil(t + MINUTE_US - now);
+            }
+        }
+        60
+    }
+}
+
+fn month_of(now_us: i64) -> i64 {
+    let day = now_us.div_euclid(DAY_US);
+    let text = crate::ledger::day_of(day * 86_400_000);
+    let (y, m) = (text[0..4].parse::<i64>().unwrap_or(1970), text[5..7].parse::<i64>().unwrap_or(1));
+    y * 12 + m - 1
+}
+
+fn secs_ceil(us: i64) -> u64 {
+    (us.max(0) as u64).div_ceil(1_000_000).max(1)
+}
+
+/// Seconds from `now` to the next UTC midnight, and to the first of next month.
+fn period_ends(now: i64) -> (u64, u64) {
+    let day = now.div_euclid(DAY_US);
+    let to_midnight = secs_ceil((day + 1) * DAY_US - now);
+    let month = month_of(now);
+    let mut d = day + 1;
+    while month_of(d * DAY_US) == month {
+        d += 1;
+    }
+    (to_midnight, secs_ceil(d * DAY_US - now))
+}
+
+/// The in-process limiter.
+#[derive(Debug)]
+pub struct Limiter {
+    keys: Mutex<HashMap<Arc<str>, Counters>>,
+    models: Mutex<HashMap<Arc<str>, Counters>>,
+    clock: Clock,
+}
+
+/// A request's lease: what it reserved. Settle it with `Limiter::settle`; dropped unsettled (a
+/// request that ended before usage was known), it releases its slot and reservation as is.
+#[derive(Debug)]
+pub struct Admission {
+    limiter: Arc<Limiter>,
+    key: Arc<str>,
+    model: Arc<str>,
+    estimate: Estimate,
+    /// What the key has left after this request, for the response headers (`None`: key unlimited).
+    pub allowance: Option<Allowance>,
+    settled: bool,
+}
+
+/// One scope's settings for `admit`.
+struct Check<'a> {
+    name: &'a Arc<str>,
+    limits: LimitSettings,
+    budget: BudgetSettings,
+    scope: Scope,
+}
+
+impl Limiter {
+    /// An empty limiter on `clock`.
+    pub fn new(clock: Clock) -> Arc<Self> {
+        Arc::new(Limiter { keys: Mutex::new(HashMap::new()), models: Mutex::new(HashMap::new()), clock })
+    }
+
+    /// Admits a request of `key` on `model` or says why not; the key's limits and budget are
+    /// checked first, then the model's limits. Nothing is taken unless every check passes.
+    pub fn admit(
+        self: &Arc<Self>,
+        key: (&Arc<str>, LimitSettings, BudgetSettings),
+        model: (&Arc<str>, LimitSettings),
+        estimate: Estimate,
+    ) -> Result<Admission, Refusal> {
+        let now = self.clock.now_us();
+        let checks = [
+            Check { name: key.0, limits: key.1, budget: key.2, scope: Scope::Key },
+            Check { name: model.0, limits: model.1, budget: BudgetSettings::default(), scope: Scope::Model },
+        ];
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        for c in &checks {
+            if !c.limits.any() && !c.budget.any() {
+                continue;
+            }
+            let table = if c.scope == Scope::Key { &mut *keys } else { &mut *models };
+            let counters = table.entry(c.name.clone()).or_default();
+            check(counters, c, estimate, now)?;
+        }
+        let mut allowance = None;
+        for c in &checks {
+            if !c.limits.any() && !c.budget.any() {
+                continue;
+            }
+            let table = if c.scope == Scope::Key { &mut *keys } else { &mut *models };
+            let Some(counters) = table.get_mut(c.name) else { continue };
+            take(counters, c, estimate, now);
+            if c.scope == Scope::Key && c.limits.any() {
+                allowance = Some(allowance_of(counters, c.limits, now));
+            }
+        }
+        Ok(Admission {
+            limiter: self.clone(),
+            key: key.0.clone(),
+            model: model.0.clone(),
+            estimate,
+            allowance,
+            settled: false,
+        })
+    }
+
+    /// Replaces `admission`'s reservation with what the request really used and cost.
+    pub fn settle(&self, mut admission: Admission, tokens: u64, cost: Money) {
+        admission.settled = true;
+        self.release(&admission, Some((tokens, cost)));
+    }
+
+    fn release(&self, a: &Admission, used: Option<(u64, Money)>) {
+        let now = self.clock.now_us();
+        for (table, name) in [(&self.keys, &a.key), (&self.models, &a.model)] {
+            let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(c) = table.get_mut(name) else { continue };
+            c.in_flight = c.in_flight.saturating_sub(1);
+            c.reserved_tokens = c.reserved_tokens.saturating_sub(a.estimate.tokens);
+            c.reserved_spend = c.reserved_spend.saturating_sub(a.estimate.cost.0).max(0);
+            if let Some((tokens, cost)) = used {
+                c.expire(now);
+                if tokens > 0 {
+                    c.tokens.push_back((now, tokens));
+                    c.tokens_in_window += tokens;
+                }
+                c.spend(now);
+                c.day_spend.1 = c.day_spend.1.saturating_add(cost.0);
+                c.month_spend.1 = c.month_spend.1.saturating_add(cost.0);
+            }
+        }
+    }
+
+    /// Adds spend that did not go through `admit` (a media task's cost, restored ledger totals).
+    pub fn charge(&self, key: &Arc<str>, cost: Money, at_us: i64) {
+        let now = self.clock.now_us();
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let c = keys.entry(key.clone()).or_default();
+        c.spend(now);
+        if at_us.div_euclid(DAY_US) == now.div_euclid(DAY_US) {
+            c.day_spend.1 = c.day_spend.1.saturating_add(cost.0);
+        }
+        if month_of(at_us) == month_of(now) {
+            c.month_spend.1 = c.month_spend.1.saturating_add(cost.0);
+        }
+    }
+
+    /// The clock's current UTC day and the first day of its month, `YYYY-MM-DD` (for `restore`).
+    pub fn today_and_month_start(&self) -> (String, String) {
+        let today = crate::ledger::day_of(self.clock.now_us() / 1000);
+        let month_start = format!("{}-01", &today[..7]);
+        (today, month_start)
+    }
+
+    /// Loads spend from the ledger's `(key, day, cost)` totals of the current month.
+    pub fn restore(&self, spend: impl IntoIterator<Item = (Arc<str>, String, Money)>) {
+        for (key, day, cost) in spend {
+            if let Some(days) = crate::ledger::parse_day(&day) {
+                self.charge(&key, cost, days * DAY_US);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter.release(self, None);
+        }
+    }
+}
+
+fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(), Refusal> {
+    let limit = |what, retry_after_s| Refusal::Limit { what, scope: s.scope, retry_after_s };
+    if let Some(max) = s.limits.concurrency {
+        if c.in_flight >= max {
+            return Err(limit("concurrency", 1));
+        }
+    }
+    if let Some(rpm) = s.limits.rpm {
+        let (t, tau) = gcra_params(rpm);
+        let tat = c.tat_us.max(now);
+        if tat - now > tau {
+            return Err(limit("requests", secs_ceil(tat - tau - now)));
+        }
+        let _ = t;
+    }
+    if let Some(tpm) = s.limits.tpm {
+        c.expire(now);
+        let used = c.tokens_in_window + c.reserved_tokens;
+        // A request larger than the whole limit still passes when nothing else is in use, so a
+        // big prompt is slow, not refused forever.
+        if used > 0 && used + est.tokens > tpm {
+            return Err(limit("tokens", c.tokens_retry_s(now, est.tokens, tpm)));
+        }
+    }
+    if s.budget.any() {
+        let (day, month) = c.spend(now);
+        let (to_midnight, to_month_end) = period_ends(now);
+        if let Some(cap) = s.budget.daily {
+            if day + c.reserved_spend >= cap.0 {
+                return Err(Refusal::Budget { period: "daily", retry_after_s: to_midnight });
+            }
+        }
+        if let Some(cap) = s.budget.monthly {
+            if month + c.reserved_spend >= cap.0 {
+                return Err(Refusal::Budget { period: "monthly", retry_after_s: to_month_end });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn take(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) {
+    c.in_flight += 1;
+    if let Some(rpm) = s.limits.rpm {
+        let (t, _) = gcra_params(rpm);
+        c.tat_us = c.tat_us.max(now) + t;
+    }
+    c.reserved_tokens += est.tokens;
+    c.reserved_spend = c.reserved_spend.saturating_add(est.cost.0);
+}
+
+/// GCRA's emission interval and burst tolerance, µs: `rpm` requests may pass at once.
+fn gcra_params(rpm: u32) -> (i64, i64) {
+    let t = MINUTE_US / i64::from(rpm.max(1));
+    (t, t * (i64::from(rpm.max(1)) - 1))
+}
+
+fn allowance_of(c: &Counters, s: LimitSettings, now: i64) -> Allowance {
+    let requests = s.rpm.map(|rpm| {
+        let (t, tau) = gcra_params(rpm);
+        let ahead = (c.tat_us - now).max(0);
+        let remaining = ((tau - ahead).max(-t) + t) / t;
+        (u64::from(rpm), remaining.max(0) as u64, ahead as f64 / 1e6)
+    });
+    let tokens = s.tpm.map(|tpm| {
+        let used = c.tokens_in_window + c.reserved_tokens;
+        let reset = c.tokens.front().map_or(0.0, |&(t, _)| (t + MINUTE_US - now).max(0) as f64 / 1e6);
+        (tpm, tpm.saturating_sub(used), reset)
+    });
+    Allowance { requests, tokens }
+}
+
+/// Default output reservation when neither the request nor the model names a maximum.
+const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
+
+/// What a chat request may use: input from the body size (about 4 bytes a token, an over-estimate
+/// for JSON), plus the requested `max_tokens` (or `max_completion_tokens`, `max_output_tokens`)
+/// capped by the model's `max_output_tokens`; priced at the model's input and output prices.
+pub fn estimate(body: &[u8], model: &crate::registry::Model) -> Estimate {
+    let requested = [b"max_tokens".as_slice(), b"max_completion_tokens", b"max_output_tokens"]
+        .iter()
+        .find_map(|k| crate::peek::top_level_value(body, k))
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let cap = model.max_output_tokens.map(u64::from);
+    let output = match (requested, cap) {
+        (Some(r), Some(c)) => r.min(c),
+        (Some(r), None) => r,
+        (None, Some(c)) => c,
+        (None, None) => DEFAULT_OUTPUT_RESERVATION,
+    };
+    let input = (body.len() as u64).div_ceil(4);
+    let cost = i128::from(input) * i128::from(model.price.input) + i128::from(output) * i128::from(model.price.output);
+    Estimate { tokens: input + output, cost: crate::money::from_i128(cost) }
+}
+
+/// RFC 3339 (UTC, whole seconds) of unix seconds: `2026-12-05T22:10:00Z`.
+pub fn rfc3339(unix_s: i64) -> String {
+    let day = crate::ledger::day_of(unix_s * 1000);
+    let s = unix_s.rem_euclid(86_400);
+    format!("{day}T{:02}:{:02}:{:02}Z", s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// A duration the way OpenAI writes its reset headers: `20ms`, `1s`, `1.5s`, `6m0s`.
+pub fn openai_duration(secs: f64) -> String {
+    if secs < 1.0 {
+        return format!("{}ms", (secs * 1000.0).ceil() as u64);
+    }
+    if secs < 60.0 {
+        let text = format!("{secs:.3}");
+        return format!("{}s", text.trim_end_matches('0').trim_end_matches('.'));
+    }
+    let whole = secs.ceil() as u64;
+    format!("{}m{}s", whole / 60, whole % 60)
+}
+
+impl Limiter {
+    /// Now, unix seconds, on this limiter's clock (for reset times).
+    pub fn now_s(&self) -> i64 {
+        self.clock.now_us() / 1_000_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(offset_s: i64) -> Arc<Limiter> {
+        Limiter::new(Clock { offset_us: offset_s * 1_000_000 })
+    }
+
+    fn names() -> (Arc<str>, Arc<str>) {
+        (Arc::from("team-a"), Arc::from("gpt-5.5"))
+    }
+
+    #[test]
+    fn rpm_admits_a_burst_of_rpm_then_refuses_with_retry_after() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let lim = LimitSettings { rpm: Some(60), ..Default::default() };
+        let mut held = Vec::new();
+        for i in 0..60 {
+            let a = l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), Estimate::default());
+            let a = a.unwrap_or_else(|e| panic!("request {i} refused: {e:?}"));
+            held.push(a);
+        }
+        let allowance = held.last().and_then(|a| a.allowance).expect("allowance");
+        assert_eq!(allowance.requests.map(|r| (r.0, r.1)), Some((60, 0)));
+        match l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), Estimate::default()) {
+            Err(Refusal::Limit { what: "requests", scope: Scope::Key, retry_after_s }) => assert_eq!(retry_after_s, 1),
+            other => panic!("61st: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrency_leases_are_released_when_dropped() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let lim = LimitSettings { concurrency: Some(2), ..Default::default() };
+        let admit =
+            || l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), Estimate::default());
+        let a = admit().expect("1");
+        let b = admit().expect("2");
+        assert!(matches!(admit(), Err(Refusal::Limit { what: "concurrency", .. })));
+        drop(a);
+        let c = admit().expect("3 after a release");
+        l.settle(b, 0, Money::ZERO);
+        drop(c);
+        assert!(admit().is_ok());
+    }
+
+    #[test]
+    fn tpm_counts_reservations_so_concurrent_requests_cannot_all_pass() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let lim = LimitSettings { tpm: Some(1000), ..Default::default() };
+        let est = Estimate { tokens: 300, cost: Money::ZERO };
+        let admit = || l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), est);
+        let held: Vec<_> = (0..3).map(|_| admit().expect("fits")).collect();
+        assert!(matches!(admit(), Err(Refusal::Limit { what: "tokens", .. })));
+        // Settled for less than reserved: room again.
+        for a in held {
+            l.settle(a, 100, Money::ZERO);
+        }
+        assert!(admit().is_ok());
+    }
+
+    #[test]
+    fn model_limits_hold_for_all_keys_and_refusals_take_nothing() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let other: Arc<str> = Arc::from("team-b");
+        let ml = LimitSettings { concurrency: Some(1), ..Default::default() };
+        let kl = LimitSettings { rpm: Some(1), ..Default::default() };
+        let a = l.admit((&k, kl, BudgetSettings::default()), (&m, ml), Estimate::default()).expect("first");
+        assert!(matches!(
+            l.admit((&other, LimitSettings::default(), BudgetSettings::default()), (&m, ml), Estimate::default()),
+            Err(Refusal::Limit { what: "concurrency", scope: Scope::Model, .. })
+        ));
+        drop(a);
+        // team-a's rpm (1) was spent by the first request; the model's refusal above took nothing from team-b.
+        assert!(l.admit((&k, kl, BudgetSettings::default()), (&m, ml), Estimate::default()).is_err());
+        assert!(l
+            .admit((&other, LimitSettings::default(), BudgetSettings::default()), (&m, ml), Estimate::default())
+            .is_ok());
+    }
+
+    #[test]
+    fn daily_budget_stops_at_the_cap_and_resumes_the_next_utc_day() {
+        let (k, m) = names();
+        let budget = BudgetSettings { daily: Some(Money(1_000)), monthly: None };
+        let l = limiter(0);
+        let admit = |l: &Arc<Limiter>| {
+            l.admit(
+                (&k, LimitSettings::default(), budget),
+                (&m, LimitSettings::default()),
+                Estimate { tokens: 0, cost: Money(400) },
+            )
+        };
+        let a = admit(&l).expect("0 spent");
+        let b = admit(&l).expect("400 reserved");
+        let c = admit(&l).expect("800 reserved");
+        assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
+        l.settle(a, 0, Money(400));
+        l.settle(b, 0, Money(400));
+        l.settle(c, 0, Money(400));
+        assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
+        // The same spend restored into a limiter whose clock is a day later: allowed again.
+        let tomorrow = limiter(86_400);
+        let (today, _) = l.today_and_month_start();
+        tomorrow.restore([(k.clone(), today, Money(1_200))]);
+        assert!(admit(&tomorrow).is_ok());
+        let same_day = limiter(0);
+        let (today, _) = same_day.today_and_month_start();
+        same_day.restore([(k.clone(), today, Money(1_200))]);
+        assert!(admit(&same_day).is_err());
+    }
+
+    #[test]
+    fn header_formats() {
+        assert_eq!(rfc3339(1_796_508_600), "2026-12-05T22:10:00Z");
+        assert_eq!(openai_duration(0.02), "20ms");
+        assert_eq!(openai_duration(1.0), "1s");
+        assert_eq!(openai_duration(1.5), "1.5s");
+        assert_eq!(openai_duration(360.0), "6m0s");
+    }
+
+    #[test]
+    fn periods_end_at_utc_midnight_and_month_end() {
+        // 2026-12-31 23:00:00 UTC.
+        let now = 1_798_758_000 * 1_000_000;
+        assert_eq!(crate::ledger::day_of(now / 1000), "2026-12-31");
+        assert_eq!(period_ends(now), (3600, 3600));
+        // 2026-12-05 00:00:00 UTC: a whole day, and 27 days to January.
+        let now = 1_796_428_800 * 1_000_000;
+        assert_eq!(crate::ledger::day_of(now / 1000), "2026-12-05");
+        assert_eq!(period_ends(now), (86_400, 27 * 86_400));
+    }
+}
