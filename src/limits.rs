@@ -123,6 +123,8 @@ const DAY_US: i64 = 86_400_000_000;
 struct Counters {
     /// GCRA theoretical arrival time, unix µs.
     tat_us: i64,
+    /// The emission interval `tat_us` was computed with (a reload may change the rpm).
+    gcra_t_us: i64,
     /// Settled token usage of the last minute: (time, tokens), oldest first.
     tokens: VecDeque<(i64, u64)>,
     tokens_in_window: u64,
@@ -136,6 +138,21 @@ struct Counters {
 }
 
 impl Counters {
+    /// GCRA's state for `rpm`: when the limit changed since the last request, the requests still
+    /// outstanding are carried over as a count, not as time (else a raised limit would keep
+    /// refusing for as long as the old, slower rate needed).
+    fn gcra(&mut self, rpm: u32, now: i64) -> (i64, i64) {
+        let (t, tau) = gcra_params(rpm);
+        if self.gcra_t_us != t {
+            if self.gcra_t_us > 0 {
+                let ahead = (self.tat_us - now).max(0);
+                self.tat_us = now + ahead / self.gcra_t_us * t + ahead % self.gcra_t_us * t / self.gcra_t_us;
+            }
+            self.gcra_t_us = t;
+        }
+        (t, tau)
+    }
+
     fn expire(&mut self, now: i64) {
         while let Some(&(t, n)) = self.tokens.front() {
             if t > now - MINUTE_US {
@@ -347,12 +364,11 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
         }
     }
     if let Some(rpm) = s.limits.rpm {
-        let (t, tau) = gcra_params(rpm);
+        let (_, tau) = c.gcra(rpm, now);
         let tat = c.tat_us.max(now);
         if tat - now > tau {
             return Err(limit("requests", secs_ceil(tat - tau - now)));
         }
-        let _ = t;
     }
     if let Some(tpm) = s.limits.tpm {
         c.expire(now);
@@ -383,7 +399,7 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
 fn take(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) {
     c.in_flight += 1;
     if let Some(rpm) = s.limits.rpm {
-        let (t, _) = gcra_params(rpm);
+        let (t, _) = c.gcra(rpm, now);
         c.tat_us = c.tat_us.max(now) + t;
     }
     c.reserved_tokens += est.tokens;
@@ -574,6 +590,28 @@ mod tests {
         let (today, _) = same_day.today_and_month_start();
         same_day.restore([(k.clone(), today, Money(1_200))]);
         assert!(admit(&same_day).is_err());
+    }
+
+    #[test]
+    fn a_raised_rpm_applies_at_once_and_keeps_the_count() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let admit = |rpm| {
+            l.admit(
+                (&k, LimitSettings { rpm: Some(rpm), ..Default::default() }, BudgetSettings::default()),
+                (&m, LimitSettings::default()),
+                Estimate::default(),
+            )
+        };
+        for _ in 0..5 {
+            drop(admit(5).expect("within 5"));
+        }
+        assert!(admit(5).is_err());
+        // 5 used of a new 10: five more pass, not ten.
+        for i in 0..5 {
+            drop(admit(10).unwrap_or_else(|e| panic!("{i}: {e:?}")));
+        }
+        assert!(admit(10).is_err());
     }
 
     #[test]

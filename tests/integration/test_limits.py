@@ -1,0 +1,235 @@
+"""Per-key and per-model limits and budgets, in-process (one instance): the real gateway in front
+of the real mock, refusals in the caller's dialect with `retry-after`, the key's own rate-limit
+headers, reservations under concurrency, budgets across a restart and a UTC day."""
+import concurrent.futures
+import signal
+import time
+
+import httpx
+
+from conftest import (KEY_A, KEY_B, Mock, anthropic_headers, chat_body, claude_body, openai_headers)
+from test_ledger import ledger_rows, start_gateway, wait_rows
+
+import pytest
+
+
+@pytest.fixture
+def own_mock():
+    m = Mock()
+    yield m
+    m.stop()
+
+
+def limited(config, key_index=0, limits=None, budget=None, model=None, model_limits=None):
+    k = config["keys"][key_index]
+    if limits:
+        k["limits"] = limits
+    if budget:
+        k["budget"] = budget
+    if model:
+        config["models"][model]["limits"] = model_limits
+
+
+def start(own_mock, tmp_path, edit, name="gw", env=None):
+    from conftest import Gateway, base_config, free_port
+    d = tmp_path / name
+    d.mkdir(parents=True, exist_ok=True)
+    config = base_config(own_mock, free_port(), free_port())
+    edit(config)
+    return Gateway(config, d, extra_env=env)
+
+
+def test_rpm_admits_the_limit_then_refuses_with_retry_after_in_both_dialects(own_mock, tmp_path):
+    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 60}))
+    try:
+        with httpx.Client(timeout=10) as c:
+            seen_remaining = []
+            for i in range(60):
+                if i % 2:
+                    r = c.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers())
+                    assert r.status_code == 200, (i, r.text)
+                    assert r.headers["anthropic-ratelimit-requests-limit"] == "60"
+                    seen_remaining.append(int(r.headers["anthropic-ratelimit-requests-remaining"]))
+                    assert r.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+                else:
+                    r = c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers())
+                    assert r.status_code == 200, (i, r.text)
+                    assert r.headers["x-ratelimit-limit-requests"] == "60"
+                    seen_remaining.append(int(r.headers["x-ratelimit-remaining-requests"]))
+                    assert r.headers["x-ratelimit-reset-requests"]
+            # Remaining counts down (a request or so may refill during the loop).
+            assert seen_remaining[0] >= 58 and seen_remaining[-1] <= 1 and seen_remaining == sorted(seen_remaining, reverse=True)
+            r = c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers())
+            assert r.status_code == 429
+            assert r.json()["error"]["code"] == "rate_limit_exceeded"
+            assert 1 <= int(r.headers["retry-after"]) <= 2
+            r = c.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers())
+            assert r.status_code == 429
+            assert r.json()["type"] == "error" and r.json()["error"]["type"] == "rate_limit_error"
+            assert int(r.headers["retry-after"]) >= 1
+            # Another key is not limited, and gets no rate-limit headers of the gateway's.
+            r = c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(KEY_B))
+            assert r.status_code == 200 and "x-ratelimit-limit-requests" not in r.headers
+            # One second later, one more request passes (GCRA refills one per 60 s / 60).
+            time.sleep(1.1)
+            r = c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers())
+            assert r.status_code == 200
+        assert g.metric("cheapmodel_rejected_total", reason="rate_limited") == 2
+        # Refused requests never reached the upstream.
+        assert httpx.get(own_mock.url + "/__mock/requests", timeout=10).json()["total"] == 62
+    finally:
+        g.stop()
+
+
+def test_tpm_reservations_hold_under_50_concurrent_requests(own_mock, tmp_path):
+    tpm = 20_000
+    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"tpm": tpm}))
+    try:
+        body = chat_body(max_tokens=1000)
+        def one(_):
+            return httpx.post(g.url + "/v1/chat/completions", json=body, timeout=20,
+                              headers=openai_headers(**{"x-mock-delay-ms": "1500", "x-mock-echo-usage": "10,5,0,0"}))
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(one, range(50)))
+        ok = [r for r in results if r.status_code == 200]
+        refused = [r for r in results if r.status_code == 429]
+        assert len(ok) + len(refused) == 50
+        estimate = 1000 + len(httpx.Request("POST", "http://x", json=body).content) // 4 + 1
+        # Admitted reservations fit the limit, give or take one request's worth.
+        assert len(ok) * estimate <= tpm + estimate, (len(ok), estimate)
+        assert len(ok) >= tpm // estimate - 1
+        assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
+        # Settled usage (15 tokens each) frees the reservations: the key can send again at once.
+        r = httpx.post(g.url + "/v1/chat/completions", json=body, headers=openai_headers(), timeout=10)
+        assert r.status_code == 200
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) >= tpm - 15 * (len(ok) + 1) - estimate
+    finally:
+        g.stop()
+
+
+def test_concurrency_5_with_20_slow_streams(own_mock, tmp_path):
+    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"concurrency": 5}))
+    try:
+        statuses = []
+
+        def stream(_):
+            with httpx.stream("POST", g.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=20,
+                              headers=openai_headers(**{"x-mock-event-delay-ms": "150"})) as r:
+                started = time.time()
+                for _ in r.iter_bytes():
+                    pass
+                return r.status_code, started, time.time()
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(stream, range(20)))
+        ok = [(s, e) for code, s, e in results if code == 200]
+        assert len(ok) == 5, [code for code, _, _ in results]
+        assert sum(1 for code, _, _ in results if code == 429) == 15
+        # Once they are done, the slots are free again.
+        code, _, _ = stream(0)
+        assert code == 200
+    finally:
+        g.stop()
+
+
+def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_utc_day(own_mock, tmp_path):
+    # 1000 input + 200 output tokens of gpt-5.5 cost 0.00125 + 0.002 = $0.00325 a request.
+    budget = {"daily_usd": 0.01}
+    usage = {"x-mock-echo-usage": "1000,200,0,0"}
+    edit = lambda c: limited(c, budget=budget)
+    g = start(own_mock, tmp_path, edit)
+    served = 0
+    try:
+        while True:
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), timeout=10,
+                           headers=openai_headers(**usage))
+            if r.status_code != 200:
+                break
+            served += 1
+            assert served < 20, "the budget never stopped the key"
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        assert int(r.headers["retry-after"]) <= 86_400
+        # Within one request's cost of the cap: $0.01 / $0.00325 → the 4th request is the last.
+        assert served == 4
+        r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5"), headers=anthropic_headers(), timeout=10)
+        assert r.status_code == 402 and r.json()["error"]["type"] == "billing_error"
+        # Another key is not affected.
+        assert httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(KEY_B),
+                          timeout=10).status_code == 200
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), served + 1) == served + 1
+    finally:
+        g.stop()
+    # A restart: the spend comes back from the ledger, the key stays stopped.
+    g = start(own_mock, tmp_path, edit)
+    try:
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**usage), timeout=10)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    finally:
+        g.stop()
+    # The next UTC day (the clock shifted by one day): the key may spend again.
+    g = start(own_mock, tmp_path, edit, env={"CHEAPMODEL_CLOCK_OFFSET_S": "86400"})
+    try:
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**usage), timeout=10)
+        assert r.status_code == 200
+    finally:
+        g.stop()
+
+
+def test_model_limit_covers_every_key(own_mock, tmp_path):
+    g = start(own_mock, tmp_path, lambda c: limited(c, model="gpt-5.5", model_limits={"rpm": 3}))
+    try:
+        codes = [httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=10,
+                            headers=openai_headers(KEY_A if i % 2 else KEY_B)).status_code for i in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+        assert "model" in r.json()["error"]["message"]
+        # Other models are not limited by it.
+        r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
+        assert r.status_code == 200
+    finally:
+        g.stop()
+
+
+def test_raising_a_limit_by_sighup_applies_under_load_without_failures(own_mock, tmp_path):
+    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 5}))
+    try:
+        codes = [httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(),
+                            timeout=10).status_code for _ in range(8)]
+        assert codes.count(200) == 5 and codes.count(429) == 3
+        config = g.config
+        config["keys"][0]["limits"] = {"rpm": 600}
+        g.write_config(config)
+        g.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while g.metric("cheapmodel_config_reloads_total", result="ok") < 1:
+            assert time.time() < deadline, "no reload"
+            time.sleep(0.1)
+        # The counters carry over (the key's 5 requests this minute), the new limit applies.
+        codes = [httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(),
+                            timeout=10) for _ in range(40)]
+        assert all(r.status_code == 200 for r in codes), [r.status_code for r in codes]
+        assert codes[-1].headers["x-ratelimit-limit-requests"] == "600"
+    finally:
+        g.stop()
+
+
+def test_limit_settings_are_validated(tmp_path):
+    import subprocess
+    import yaml
+    from conftest import GATEWAY_BIN, base_config, free_port
+
+    class M:
+        url = "http://127.0.0.1:9"
+    config = base_config(M, free_port(), free_port())
+    config["keys"][0]["limits"] = {"rpm": 0}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(config))
+    env = {"TEST_UPSTREAM_OPENAI_KEY": "x", "TEST_UPSTREAM_ANTHROPIC_KEY": "y", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([GATEWAY_BIN, "check", "--config", str(p)], capture_output=True, text=True, env=env, timeout=10)
+    assert r.returncode == 1 and r.stdout.startswith("keys[0].limits.rpm"), r.stdout
+    config["keys"][0]["limits"] = {"rpm": 10}
+    config["keys"][0]["budget"] = {"daily_usd": -1}
+    p.write_text(yaml.safe_dump(config))
+    r = subprocess.run([GATEWAY_BIN, "check", "--config", str(p)], capture_output=True, text=True, env=env, timeout=10)
+    assert r.returncode == 1 and r.stdout.startswith("keys[0].budget.daily_usd"), r.stdout
