@@ -242,6 +242,10 @@ python3 "$CM_LT/sse_ttfb.py" "http://127.0.0.1:$port" --n "$STREAM_N" --event-de
 cm_stop "$wrapper"
 gateway_target gateway-noledger --set ledger.url=none
 cm_stop "$wrapper"
+# The demo key with limits far above the load: every request goes through the limiter's checks,
+# reservations and headers, none is refused.
+gateway_target gateway-limited --set 'keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}'
+cm_stop "$wrapper"
 cm_cleanup
 
 # --- report ----------------------------------------------------------------------------------

@@ -44,10 +44,10 @@ L.append("")
 L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
 L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 direct_p99 = rows.get("direct", {}).get("k6", {}).get("p99")
-for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway", "gateway-noledger"):
+for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway", "gateway-noledger", "gateway-limited"):
     r = rows.get(n)
     if not r:
-        if n not in ("pingora-bare", "gateway-noledger"):
+        if n not in ("pingora-bare", "gateway-noledger", "gateway-limited"):
             L.append(f"| {n} | (not measured) ||||||||||")
         continue
     w, k = r["wrk"], r["k6"]
@@ -70,6 +70,17 @@ if g:
         ap = "—" if gp is None else f"{gp:+.3f} vs {bp:+.3f}"
         L.append(f"| {n} | {ratio(g['wrk']['rps'], b['wrk']['rps'])} | {ratio(g['cpu_us'], b['cpu_us'])} | {ap} | "
                  f"{ratio(g['rss_peak_kb'], b['rss_peak_kb'])} |")
+    L.append("")
+lim, nol = rows.get("gateway-limited"), rows.get("gateway-noledger")
+if g and (lim or nol):
+    L.append("What the ledger and the limiter cost, same run (CPU µs per request; >1× means more):")
+    L.append("")
+    if nol:
+        L.append(f"- ledger (SQLite, default) on ÷ off: {ratio(g['cpu_us'], nol['cpu_us'])} CPU, "
+                 f"{ratio(g['wrk']['rps'], nol['wrk']['rps'])} req/s")
+    if lim:
+        L.append(f"- limited key ÷ unlimited key (both with the ledger): {ratio(lim['cpu_us'], g['cpu_us'])} CPU, "
+                 f"{ratio(lim['wrk']['rps'], g['wrk']['rps'])} req/s")
     L.append("")
 L.append(f"SSE time to first event, OpenAI stream with `x-mock-event-delay-ms: 20` (fresh connection each, medians). "
          "The direct request carries `stream_options.include_usage` like the gateway's upstream request, so the "

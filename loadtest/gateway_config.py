@@ -6,7 +6,8 @@
 
 Every upstream URL pointing at the demo mock (127.0.0.1:9901) is rewritten to --mock; pid_file and
 upgrade_sock go into --workdir so nothing touches /tmp/cheapmodel-demo.* or /run. --set values are
-parsed as YAML scalars (threads=1, access_log=false).
+parsed as YAML (threads=1, access_log=false, keys.0.limits={rpm: 100}); a number in the path
+indexes a list.
 """
 import argparse
 import sys
@@ -53,7 +54,8 @@ def main() -> int:
         parts = key.split(".")
         node = cfg
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
+            # A number indexes a list (keys.0.limits.rpm).
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
         node[parts[-1]] = yaml.safe_load(val)
     with open(a.dst, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -18,7 +18,7 @@
 //! Time comes from `Clock` (tests shift it with `CHEAPMODEL_CLOCK_OFFSET_S`).
 //! Imports: `money`, `usage`, `registry` (limit settings). Not `proxy` or `plan`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -125,9 +125,9 @@ struct Counters {
     tat_us: i64,
     /// The emission interval `tat_us` was computed with (a reload may change the rpm).
     gcra_t_us: i64,
-    /// Settled token usage of the last minute: (time, tokens), oldest first.
-    tokens: VecDeque<(i64, u64)>,
-    tokens_in_window: u64,
+    /// Settled token usage of the last minute, per second: a ring of (unix second, tokens)
+    /// indexed by the second modulo 60 (fixed memory at any request rate).
+    tokens: Vec<(i64, u64)>,
     reserved_tokens: u64,
     in_flight: u32,
     /// (UTC day number, settled spend that day).
@@ -153,14 +153,30 @@ impl Counters {
         (t, tau)
     }
 
-    fn expire(&mut self, now: i64) {
-        while let Some(&(t, n)) = self.tokens.front() {
-            if t > now - MINUTE_US {
-                break;
-            }
-            self.tokens.pop_front();
-            self.tokens_in_window -= n;
+    /// Settled tokens of the rolling minute before `now`.
+    fn tokens_in_window(&self, now: i64) -> u64 {
+        let sec = now.div_euclid(1_000_000);
+        self.tokens.iter().filter(|(s, _)| *s > sec - 60).map(|(_, n)| n).sum()
+    }
+
+    fn add_tokens(&mut self, now: i64, n: u64) {
+        if self.tokens.is_empty() {
+            self.tokens = vec![(i64::MIN, 0); 60];
         }
+        let sec = now.div_euclid(1_000_000);
+        let slot = &mut self.tokens[sec.rem_euclid(60) as usize];
+        if slot.0 != sec {
+            *slot = (sec, 0);
+        }
+        slot.1 += n;
+    }
+
+    /// Seconds in the window that still count, oldest first: (unix second, tokens).
+    fn live_seconds(&self, now: i64) -> Vec<(i64, u64)> {
+        let sec = now.div_euclid(1_000_000);
+        let mut live: Vec<(i64, u64)> = self.tokens.iter().copied().filter(|(s, n)| *s > sec - 60 && *n > 0).collect();
+        live.sort_unstable();
+        live
     }
 
     fn spend(&mut self, now: i64) -> (i64, i64) {
@@ -176,11 +192,11 @@ impl Counters {
 
     /// Seconds until `needed` tokens fit in the window again.
     fn tokens_retry_s(&self, now: i64, needed: u64, limit: u64) -> u64 {
-        let mut free = limit.saturating_sub(self.tokens_in_window + self.reserved_tokens);
-        for &(t, n) in &self.tokens {
+        let mut free = limit.saturating_sub(self.tokens_in_window(now) + self.reserved_tokens);
+        for (sec, n) in self.live_seconds(now) {
             free += n;
             if free >= needed {
-                return secs_ceil(t + MINUTE_US - now);
+                return secs_ceil((sec + 60) * 1_000_000 - now);
             }
         }
         60
@@ -305,10 +321,8 @@ impl Limiter {
             c.reserved_tokens = c.reserved_tokens.saturating_sub(a.estimate.tokens);
             c.reserved_spend = c.reserved_spend.saturating_sub(a.estimate.cost.0).max(0);
             if let Some((tokens, cost)) = used {
-                c.expire(now);
                 if tokens > 0 {
-                    c.tokens.push_back((now, tokens));
-                    c.tokens_in_window += tokens;
+                    c.add_tokens(now, tokens);
                 }
                 c.spend(now);
                 c.day_spend.1 = c.day_spend.1.saturating_add(cost.0);
@@ -371,8 +385,7 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
         }
     }
     if let Some(tpm) = s.limits.tpm {
-        c.expire(now);
-        let used = c.tokens_in_window + c.reserved_tokens;
+        let used = c.tokens_in_window(now) + c.reserved_tokens;
         // A request larger than the whole limit still passes when nothing else is in use, so a
         // big prompt is slow, not refused forever.
         if used > 0 && used + est.tokens > tpm {
@@ -408,7 +421,7 @@ fn take(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) {
 
 /// GCRA's emission interval and burst tolerance, µs: `rpm` requests may pass at once.
 fn gcra_params(rpm: u32) -> (i64, i64) {
-    let t = MINUTE_US / i64::from(rpm.max(1));
+    let t = (MINUTE_US / i64::from(rpm.max(1))).max(1);
     (t, t * (i64::from(rpm.max(1)) - 1))
 }
 
@@ -420,8 +433,9 @@ fn allowance_of(c: &Counters, s: LimitSettings, now: i64) -> Allowance {
         (u64::from(rpm), remaining.max(0) as u64, ahead as f64 / 1e6)
     });
     let tokens = s.tpm.map(|tpm| {
-        let used = c.tokens_in_window + c.reserved_tokens;
-        let reset = c.tokens.front().map_or(0.0, |&(t, _)| (t + MINUTE_US - now).max(0) as f64 / 1e6);
+        let used = c.tokens_in_window(now) + c.reserved_tokens;
+        let oldest = c.live_seconds(now).first().map(|&(sec, _)| sec);
+        let reset = oldest.map_or(0.0, |sec| ((sec + 60) * 1_000_000 - now).max(0) as f64 / 1e6);
         (tpm, tpm.saturating_sub(used), reset)
     });
     Allowance { requests, tokens }
@@ -612,6 +626,19 @@ mod tests {
             drop(admit(10).unwrap_or_else(|e| panic!("{i}: {e:?}")));
         }
         assert!(admit(10).is_err());
+    }
+
+    #[test]
+    fn tokens_leave_the_window_after_a_minute() {
+        let mut c = Counters::default();
+        c.add_tokens(0, 500);
+        c.add_tokens(30_000_000, 200);
+        assert_eq!(c.tokens_in_window(59_999_999), 700);
+        assert_eq!(c.tokens_in_window(60_000_000), 200);
+        assert_eq!(c.tokens_retry_s(59_000_000, 600, 1000), 1);
+        // 60 s later the ring slot of second 0 is reused, not added to.
+        c.add_tokens(60_000_000, 1);
+        assert_eq!(c.tokens_in_window(60_000_000), 201);
     }
 
     #[test]
