@@ -39,7 +39,7 @@ cm_need wrk k6 nginx haproxy taskset curl python3 timeout pgrep
 DUR=$(cm_duration_s)
 RATE=${RATE:-500}
 STREAM_N=${STREAM_N:-20}
-CM_MAX_SECONDS=$((DUR * 4 + 120))          # hard bound on every process we start
+CM_MAX_SECONDS=$((DUR * 30 + 300))         # hard bound on every process we start (the mock lives through all targets)
 WORK=$(mktemp -d /tmp/cheapmodel-compare.XXXXXX)
 RES=$WORK/results.jsonl
 : >"$RES"

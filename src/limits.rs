@@ -179,6 +179,12 @@ impl Counters {
         live
     }
 
+    /// The oldest second in the window that holds tokens.
+    fn oldest_second(&self, now: i64) -> Option<i64> {
+        let sec = now.div_euclid(1_000_000);
+        self.tokens.iter().filter(|(s, n)| *s > sec - 60 && *n > 0).map(|(s, _)| *s).min()
+    }
+
     fn spend(&mut self, now: i64) -> (i64, i64) {
         let (day, month) = (now.div_euclid(DAY_US), month_of(now));
         if self.day_spend.0 != day {
@@ -203,11 +209,10 @@ impl Counters {
     }
 }
 
+/// `year * 12 + month - 1` of a unix µs time (UTC).
 fn month_of(now_us: i64) -> i64 {
-    let day = now_us.div_euclid(DAY_US);
-    let text = crate::ledger::day_of(day * 86_400_000);
-    let (y, m) = (text[0..4].parse::<i64>().unwrap_or(1970), text[5..7].parse::<i64>().unwrap_or(1));
-    y * 12 + m - 1
+    let (y, m, _) = crate::ledger::civil_from_days(now_us.div_euclid(DAY_US));
+    y * 12 + i64::from(m) - 1
 }
 
 fn secs_ceil(us: i64) -> u64 {
@@ -229,9 +234,16 @@ fn period_ends(now: i64) -> (u64, u64) {
 /// The in-process limiter.
 #[derive(Debug)]
 pub struct Limiter {
-    keys: Mutex<HashMap<Arc<str>, Counters>>,
-    models: Mutex<HashMap<Arc<str>, Counters>>,
+    /// Counters by key name and by model name, under one lock: a request takes it once to admit
+    /// and once to settle.
+    state: Mutex<Tables>,
     clock: Clock,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    keys: HashMap<Arc<str>, Counters>,
+    models: HashMap<Arc<str>, Counters>,
 }
 
 /// A request's lease: what it reserved. Settle it with `Limiter::settle`; dropped unsettled (a
@@ -258,7 +270,7 @@ struct Check<'a> {
 impl Limiter {
     /// An empty limiter on `clock`.
     pub fn new(clock: Clock) -> Arc<Self> {
-        Arc::new(Limiter { keys: Mutex::new(HashMap::new()), models: Mutex::new(HashMap::new()), clock })
+        Arc::new(Limiter { state: Mutex::new(Tables::default()), clock })
     }
 
     /// Admits a request of `key` on `model` or says why not; the key's limits and budget are
@@ -274,8 +286,8 @@ impl Limiter {
             Check { name: key.0, limits: key.1, budget: key.2, scope: Scope::Key },
             Check { name: model.0, limits: model.1, budget: BudgetSettings::default(), scope: Scope::Model },
         ];
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Tables { keys, models } = &mut *state;
         for c in &checks {
             if !c.limits.any() && !c.budget.any() {
                 continue;
@@ -314,8 +326,9 @@ impl Limiter {
 
     fn release(&self, a: &Admission, used: Option<(u64, Money)>) {
         let now = self.clock.now_us();
-        for (table, name) in [(&self.keys, &a.key), (&self.models, &a.model)] {
-            let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Tables { keys, models } = &mut *state;
+        for (table, name) in [(keys, &a.key), (models, &a.model)] {
             let Some(c) = table.get_mut(name) else { continue };
             c.in_flight = c.in_flight.saturating_sub(1);
             c.reserved_tokens = c.reserved_tokens.saturating_sub(a.estimate.tokens);
@@ -334,8 +347,8 @@ impl Limiter {
     /// Adds spend that did not go through `admit` (a media task's cost, restored ledger totals).
     pub fn charge(&self, key: &Arc<str>, cost: Money, at_us: i64) {
         let now = self.clock.now_us();
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let c = keys.entry(key.clone()).or_default();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let c = state.keys.entry(key.clone()).or_default();
         c.spend(now);
         if at_us.div_euclid(DAY_US) == now.div_euclid(DAY_US) {
             c.day_spend.1 = c.day_spend.1.saturating_add(cost.0);
@@ -434,7 +447,7 @@ fn allowance_of(c: &Counters, s: LimitSettings, now: i64) -> Allowance {
     });
     let tokens = s.tpm.map(|tpm| {
         let used = c.tokens_in_window(now) + c.reserved_tokens;
-        let oldest = c.live_seconds(now).first().map(|&(sec, _)| sec);
+        let oldest = c.oldest_second(now);
         let reset = oldest.map_or(0.0, |sec| ((sec + 60) * 1_000_000 - now).max(0) as f64 / 1e6);
         (tpm, tpm.saturating_sub(used), reset)
     });
@@ -448,10 +461,10 @@ const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
 /// for JSON), plus the requested `max_tokens` (or `max_completion_tokens`, `max_output_tokens`)
 /// capped by the model's `max_output_tokens`; priced at the model's input and output prices.
 pub fn estimate(body: &[u8], model: &crate::registry::Model) -> Estimate {
-    let requested = [b"max_tokens".as_slice(), b"max_completion_tokens", b"max_output_tokens"]
-        .iter()
-        .find_map(|k| crate::peek::top_level_value(body, k))
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    // One pass over the top-level keys, not one per name.
+    let requested = crate::peek::top_level_entries(body)
+        .find(|(k, _)| matches!(*k, b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
     let cap = model.max_output_tokens.map(u64::from);
     let output = match (requested, cap) {
         (Some(r), Some(c)) => r.min(c),
@@ -471,17 +484,31 @@ pub fn rfc3339(unix_s: i64) -> String {
     format!("{day}T{:02}:{:02}:{:02}Z", s / 3600, s % 3600 / 60, s % 60)
 }
 
-/// A duration the way OpenAI writes its reset headers: `20ms`, `1s`, `1.5s`, `6m0s`.
+/// A duration the way OpenAI writes its reset headers: `20ms`, `1s`, `1.5s`, `6m0s`. Integer
+/// formatting only: it is written on every response to a limited key.
 pub fn openai_duration(secs: f64) -> String {
-    if secs < 1.0 {
-        return format!("{}ms", (secs * 1000.0).ceil() as u64);
+    let ms = (secs * 1000.0).ceil().max(0.0) as u64;
+    let mut out = String::with_capacity(12);
+    let mut num = itoa::Buffer::new();
+    if ms < 1000 {
+        out.push_str(num.format(ms));
+        out.push_str("ms");
+    } else if ms < 60_000 {
+        out.push_str(num.format(ms / 1000));
+        if ms % 1000 != 0 {
+            let frac = format!("{:03}", ms % 1000);
+            out.push('.');
+            out.push_str(frac.trim_end_matches('0'));
+        }
+        out.push('s');
+    } else {
+        let whole = ms.div_ceil(1000);
+        out.push_str(num.format(whole / 60));
+        out.push('m');
+        out.push_str(num.format(whole % 60));
+        out.push('s');
     }
-    if secs < 60.0 {
-        let text = format!("{secs:.3}");
-        return format!("{}s", text.trim_end_matches('0').trim_end_matches('.'));
-    }
-    let whole = secs.ceil() as u64;
-    format!("{}m{}s", whole / 60, whole % 60)
+    out
 }
 
 impl Limiter {
@@ -648,6 +675,8 @@ mod tests {
         assert_eq!(openai_duration(1.0), "1s");
         assert_eq!(openai_duration(1.5), "1.5s");
         assert_eq!(openai_duration(360.0), "6m0s");
+        assert_eq!(openai_duration(59.25), "59.25s");
+        assert_eq!(openai_duration(0.0), "0ms");
     }
 
     #[test]

@@ -362,7 +362,8 @@ pub fn parse_day(text: &str) -> Option<i64> {
 }
 
 // Howard Hinnant's civil-calendar algorithms (public domain), proleptic Gregorian, UTC.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// `(year, month, day)` of a day number (days since 1970-01-01).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

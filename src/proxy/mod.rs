@@ -201,21 +201,36 @@ fn rate_limit_headers(
     for name in upstream_own {
         resp.remove_header(&name);
     }
-    for (kind, values) in [("requests", allowance.requests), ("tokens", allowance.tokens)] {
+    // (limit, remaining, reset) header names per kind and dialect.
+    const NAMES: [[[&str; 3]; 2]; 2] = [
+        [
+            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"],
+        ],
+        [
+            [
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ],
+            [
+                "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ],
+        ],
+    ];
+    let names = &NAMES[usize::from(caller == Dialect::Anthropic)];
+    for (kind, values) in [allowance.requests, allowance.tokens].into_iter().enumerate() {
         let Some((limit, remaining, reset_s)) = values else { continue };
-        match caller {
-            Dialect::OpenAi => {
-                resp.insert_header(format!("x-ratelimit-limit-{kind}"), limit.to_string())?;
-                resp.insert_header(format!("x-ratelimit-remaining-{kind}"), remaining.to_string())?;
-                resp.insert_header(format!("x-ratelimit-reset-{kind}"), limits::openai_duration(reset_s))?;
-            }
-            Dialect::Anthropic => {
-                resp.insert_header(format!("anthropic-ratelimit-{kind}-limit"), limit.to_string())?;
-                resp.insert_header(format!("anthropic-ratelimit-{kind}-remaining"), remaining.to_string())?;
-                let reset = limits::rfc3339(now_s + reset_s.ceil() as i64);
-                resp.insert_header(format!("anthropic-ratelimit-{kind}-reset"), reset)?;
-            }
-        }
+        let [limit_name, remaining_name, reset_name] = names[kind];
+        resp.insert_header(limit_name, itoa::Buffer::new().format(limit))?;
+        resp.insert_header(remaining_name, itoa::Buffer::new().format(remaining))?;
+        let reset = match caller {
+            Dialect::OpenAi => limits::openai_duration(reset_s),
+            Dialect::Anthropic => limits::rfc3339(now_s + reset_s.ceil() as i64),
+        };
+        resp.insert_header(reset_name, reset)?;
     }
     Ok(())
 }
