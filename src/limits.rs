@@ -495,7 +495,7 @@ pub fn openai_duration(secs: f64) -> String {
         out.push_str("ms");
     } else if ms < 60_000 {
         out.push_str(num.format(ms / 1000));
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             let frac = format!("{:03}", ms % 1000);
             out.push('.');
             out.push_str(frac.trim_end_matches('0'));
