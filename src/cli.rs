@@ -247,8 +247,8 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         Duration::from_secs(server_cfg.task_ttl_seconds),
     );
     let ledger = Arc::new(Ledger::new(config::ledger_settings(&loaded.ledger, &path)));
-    let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone()));
     let limiter = limits::Limiter::new(limits::Clock::from_env());
+    let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone(), limiter.clone()));
     restore_spend(&limiter, &registry.current(), ledger.url());
     let gateway = proxy::Gateway::new(
         registry.clone(),

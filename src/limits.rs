@@ -358,6 +358,11 @@ impl Limiter {
         }
     }
 
+    /// Adds spend now (a media task's cost: it has no admission).
+    pub fn charge_now(&self, key: &Arc<str>, cost: Money) {
+        self.charge(key, cost, self.clock.now_us());
+    }
+
     /// The clock's current UTC day and the first day of its month, `YYYY-MM-DD` (for `restore`).
     pub fn today_and_month_start(&self) -> (String, String) {
         let today = crate::ledger::day_of(self.clock.now_us() / 1000);

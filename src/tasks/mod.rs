@@ -39,6 +39,7 @@ use serde_json::Value;
 use crate::cost::{self, MediaUnits};
 use crate::error::{error_body, Dialect};
 use crate::ledger::{Ledger, PendingTask, Row};
+use crate::limits::Limiter;
 use crate::metrics;
 use crate::money::Money;
 use crate::registry::{Key, Model, Registry, Snapshot, TaskStyle, Upstream};
@@ -222,6 +223,16 @@ fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> Money {
     cost::of_task(&units_of(r, state), &model.price)
 }
 
+/// Writes a finished task's row and counts its cost against the key's budget (the first time this
+/// process sees it final; after a restart the budget is restored from the ledger instead, so a
+/// task seen final again then is counted twice in the budget, never in the ledger).
+fn bill(ledger: &Ledger, limiter: &Limiter, row: Row) {
+    if row.cost != Money::ZERO {
+        limiter.charge_now(&row.key, row.cost);
+    }
+    ledger.record(row);
+}
+
 /// The task's one ledger row, for a final `state`. Its time is the submit time, so that every
 /// instance that settles the task builds the same row.
 fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key_name: &Arc<str>) -> Row {
@@ -274,6 +285,8 @@ pub struct Tasks {
     store: Arc<dyn TaskStore>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
     ledger: Arc<Ledger>,
+    /// Task costs count against the key's budget.
+    limiter: Arc<Limiter>,
     /// Tasks submitted here since the settler last looked (it also reads the database, for the
     /// tasks of other instances and of earlier runs).
     submitted: Mutex<Vec<PendingTask>>,
@@ -289,12 +302,13 @@ pub struct Caller<'a> {
 
 impl Tasks {
     /// An engine with `store` for the tasks it runs itself, billing into `ledger`.
-    pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>) -> Self {
+    pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>, limiter: Arc<Limiter>) -> Self {
         Tasks {
             client: Arc::new(UpstreamClient::new()),
             store,
             slots: Mutex::new(HashMap::new()),
             ledger,
+            limiter,
             submitted: Mutex::new(Vec::new()),
         }
     }
@@ -400,6 +414,7 @@ impl Tasks {
         let store = self.store.clone();
         let client = self.client.clone();
         let ledger = self.ledger.clone();
+        let limiter = self.limiter.clone();
         tokio::spawn(async move {
             let _keep = snapshot;
             let mut running = TaskState::new(TaskStatus::Processing);
@@ -436,7 +451,7 @@ impl Tasks {
                     },
                 },
             };
-            ledger.record(task_row(&id, &task, &state, Some(&model), &key_name));
+            bill(&ledger, &limiter, task_row(&id, &task, &state, Some(&model), &key_name));
             store.put(&task.upstream_id, state);
         });
     }
@@ -538,7 +553,7 @@ impl Tasks {
         };
         if state.status.terminal() && !slot.billed {
             slot.billed = true;
-            self.ledger.record(task_row(id, task, &state, model, key_name));
+            bill(&self.ledger, &self.limiter, task_row(id, task, &state, model, key_name));
         }
         slot.last = Some((Instant::now(), state.clone()));
         state

@@ -233,3 +233,22 @@ def test_limit_settings_are_validated(tmp_path):
     p.write_text(yaml.safe_dump(config))
     r = subprocess.run([GATEWAY_BIN, "check", "--config", str(p)], capture_output=True, text=True, env=env, timeout=10)
     assert r.returncode == 1 and r.stdout.startswith("keys[0].budget.daily_usd"), r.stdout
+
+
+def test_media_task_costs_count_against_the_budget(own_mock, tmp_path):
+    from test_tasks import poll_until_done, submit
+    g = start(own_mock, tmp_path, lambda c: limited(c, budget={"daily_usd": 0.05}))
+    try:
+        spent = 0.0
+        while spent < 0.05:
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(),
+                           timeout=10)
+            assert r.status_code == 200, (spent, r.text)
+            t = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"}).json()
+            done, _ = poll_until_done(g, t["id"])
+            spent += done["usage"]["cost_usd"]
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(),
+                       timeout=10)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    finally:
+        g.stop()
