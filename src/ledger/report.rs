@@ -46,16 +46,16 @@ pub struct Query {
     pub key: Option<String>,
 }
 
-/// The summed measures, in output order.
-pub const MEASURES: [&str; 8] = [
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "images",
-    "seconds",
-    "cost_usd",
+/// The summed measures, in output order: (output field name, ledger column).
+pub const MEASURES: [(&str, &str); 8] = [
+    ("requests", "requests"),
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_tokens", "cache_read_tokens"),
+    ("cache_write_tokens", "cache_write_tokens"),
+    ("images", "images"),
+    ("seconds", "seconds"),
+    ("cost_usd", "cost_pusd"),
 ];
 
 /// One line of a report.
@@ -85,16 +85,7 @@ pub fn totals_sql(q: &Query, postgres: bool) -> (String, Vec<String>) {
     let cols: Vec<&str> = g.iter().map(|g| g.name()).collect();
     let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS TEXT)");
     let mut select: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
-    for c in [
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "images",
-        "seconds",
-        "cost_pusd",
-    ] {
+    for (_, c) in MEASURES {
         select.push(sum(c));
     }
     let mut conds = Vec::new();
@@ -161,7 +152,7 @@ pub fn to_json(rows: &[Totals]) -> String {
         out += if i == 0 { "\n  {" } else { ",\n  {" };
         let mut fields: Vec<String> =
             t.groups.iter().map(|(g, v)| format!("\"{}\": {}", g.name(), Value::from(v.as_str()))).collect();
-        fields.extend(MEASURES.iter().zip(t.counts).map(|(name, n)| format!("\"{name}\": {n}")));
+        fields.extend(MEASURES.iter().zip(t.counts).map(|((name, _), n)| format!("\"{name}\": {n}")));
         fields.push(format!("\"cost_usd\": {}", money::usd_string(t.cost)));
         out += &fields.join(", ");
         out.push('}');
@@ -173,7 +164,7 @@ pub fn to_json(rows: &[Totals]) -> String {
 /// The report as CSV with a header line.
 pub fn to_csv(q: &Query, rows: &[Totals]) -> String {
     let mut out: Vec<String> = groups(q).iter().map(|g| g.name().to_string()).collect();
-    out.extend(MEASURES.iter().map(|m| m.to_string()));
+    out.extend(MEASURES.iter().map(|(name, _)| name.to_string()));
     let mut text = out.join(",") + "\n";
     for t in rows {
         let mut cells: Vec<String> = t.groups.iter().map(|(_, v)| csv_cell(v)).collect();
