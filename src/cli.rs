@@ -152,7 +152,15 @@ fn usage(path: &std::path::Path, query: report::Query, format: UsageFormat) -> i
         eprintln!("the ledger is off (ledger.url: none)");
         return 1;
     };
-    match report::totals(&url, &query) {
+    let totals = match report::totals(&url, &query) {
+        // The database file is made by the first row: no file yet is an empty ledger.
+        Err(e) if e.starts_with("no ledger at") => {
+            eprintln!("{e} yet: nothing billed so far");
+            Ok(Vec::new())
+        }
+        other => other,
+    };
+    match totals {
         Ok(rows) => {
             let text = match format {
                 UsageFormat::Json => report::to_json(&rows) + "\n",

@@ -476,3 +476,13 @@ export default function () {{
         assert report[0]["cost_usd"] == exact_metric(g, "cheapmodel_cost_usd_total")
     finally:
         g.stop()
+
+
+def test_usage_before_anything_was_billed_is_empty_and_creates_nothing(tmp_path):
+    config = tmp_path / "gw.yaml"
+    config.write_text('server:\n  listen: ["127.0.0.1:1"]\n')
+    assert json.loads(usage_cli(config, "--format", "json")) == []
+    assert not (tmp_path / "gw.ledger.sqlite").exists()
+    config.write_text('server:\n  listen: ["127.0.0.1:1"]\nledger:\n  url: none\n')
+    r = subprocess.run([GATEWAY_BIN, "usage", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "ledger is off" in r.stderr
