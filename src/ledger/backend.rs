@@ -189,6 +189,15 @@ impl Sqlite {
     }
 
     fn migrate(&mut self) -> Result<(), String> {
+        // A plain read first: reports open the file too, and must not take the write lock (and
+        // wait on the writer) when every migration is already there.
+        let applied: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM cheapmodel_schema", [], |r| r.get(0))
+            .unwrap_or(0);
+        if applied as usize >= MIGRATIONS.len() {
+            return Ok(());
+        }
         let tx =
             self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS cheapmodel_schema (version INTEGER PRIMARY KEY)")
