@@ -482,6 +482,12 @@ pub fn estimate(body: &[u8], model: &crate::registry::Model) -> Estimate {
     Estimate { tokens: input + output, cost: crate::money::from_i128(cost) }
 }
 
+/// What a media task submit may cost, reserved while the submit runs: its per-request price and
+/// one image (seconds are not known before the upstream answers).
+pub fn task_estimate(model: &crate::registry::Model) -> Estimate {
+    Estimate { tokens: 0, cost: Money(model.price.per_request.saturating_add(model.price.per_image)) }
+}
+
 /// RFC 3339 (UTC, whole seconds) of unix seconds: `2026-12-05T22:10:00Z`.
 pub fn rfc3339(unix_s: i64) -> String {
     let day = crate::ledger::day_of(unix_s * 1000);

@@ -118,6 +118,20 @@ impl Gateway {
                     }
                     plan::TaskCall::Content(id) => Box::pin(self.tasks.content(&snapshot, &caller, &id)).await,
                     plan::TaskCall::Submit(media, model) => {
+                        // A submit is a request of the key's (rpm, concurrency for the call, a spent
+                        // budget refuses it); the task's cost is charged when the task ends.
+                        let _lease = if key.limits.any() || key.budget.any() || model.limits.any() {
+                            match self.limiter.admit(
+                                (&key.name, key.limits, key.budget),
+                                (&model.name, model.limits),
+                                limits::task_estimate(&model),
+                            ) {
+                                Ok(admission) => Some(admission),
+                                Err(refusal) => return Ok(Some(refusal_error(refusal))),
+                            }
+                        } else {
+                            None
+                        };
                         Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await
                     }
                 };

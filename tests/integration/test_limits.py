@@ -250,5 +250,20 @@ def test_media_task_costs_count_against_the_budget(own_mock, tmp_path):
         r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(),
                        timeout=10)
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    finally:
+        g.stop()
+
+
+def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock, tmp_path):
+    from test_tasks import submit
+    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 2}))
+    try:
+        codes = [submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"}).status_code
+                 for _ in range(3)]
+        assert codes == [200, 200, 429]
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"})
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
     finally:
         g.stop()
