@@ -1,10 +1,10 @@
 //! Per-row cost of the usage ledger, off the request path but on the same CPUs.
 //!
-//! - `record`: building a request's `Row` and `Ledger::record` (the only part on the request path),
-//!   into a queue a drain thread empties. Baseline: building the `Row` alone.
+//! - `row`: building a request's `Row` (what the request path adds; `Ledger::record` then only
+//!   queues it). The baseline for the per-row figures below.
 //! - `sqlite`: `Backend::write` of 1,000 rows (one transaction) into a SQLite file in a temp dir,
 //!   fresh ids each time. Reported per batch; divide by 1,000 for per row.
-//! - `account`: `ledger::account` of 1,000 rows (the metrics a landed row moves).
+//! - `account`: `ledger::account_batch` of 1,000 rows (the metrics a landed row moves).
 //! - `spool`: serializing 1,000 rows to the spool's JSON lines (no fsync).
 //!
 //! Run: `cargo bench --bench ledger`. Compare per-row figures with the gateway's CPU per request
@@ -54,8 +54,6 @@ fn bench(c: &mut Criterion) {
             row(n, &key, &model, &upstream)
         })
     });
-    let disabled = ledger::Ledger::disabled();
-    let _ = &disabled;
     let mut db = ledger::backend::Sqlite::open(dir.join("bench.sqlite").to_str().expect("utf-8")).expect("sqlite");
     g.bench_function("sqlite write 1000 rows", |b| {
         b.iter_batched(

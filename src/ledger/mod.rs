@@ -164,16 +164,6 @@ impl Ledger {
         }
     }
 
-    /// A ledger that keeps nothing (`url: none`): metrics only.
-    pub fn disabled() -> Self {
-        Ledger::new(Settings {
-            url: None,
-            flush_interval: Duration::from_millis(200),
-            spool_dir: PathBuf::from("."),
-            on_failure: OnFailure::Serve,
-        })
-    }
-
     /// Starts the writer thread (it connects to the database itself, and retries). Without a
     /// usable spool directory it still writes to the database, and reports the spool error.
     pub fn start(&self) -> Result<(), String> {
@@ -259,30 +249,14 @@ impl Ledger {
 }
 
 /// Counts a row that landed in the ledger (or that would have, with the ledger off) in the token,
-/// cost and task metrics. The one place these metrics move.
+/// cost and task metrics (`account_batch` of one row).
 pub fn account(row: &Row) {
-    let m = metrics::get();
-    let (model, key) = (&*row.model, &*row.key);
-    for (kind, n) in [
-        ("input", row.usage.input),
-        ("output", row.usage.output),
-        ("cache_read", row.usage.cache_read),
-        ("cache_write", row.usage.cache_write),
-    ] {
-        if n > 0 {
-            m.tokens.with_label_values(&[model, key, kind]).inc_by(n);
-        }
-    }
-    if row.cost != Money::ZERO {
-        m.cost.add(model, key, row.cost);
-    }
-    if row.task {
-        m.tasks.with_label_values(&[model, if row.status == 200 { "completed" } else { "failed" }]).inc();
-    }
+    account_batch(std::iter::once(row));
 }
 
-/// `account` for a batch of landed rows: sums them per model and key first, so the metrics are
-/// touched once per series per batch, not once per row (the label lookups are what cost).
+/// Counts landed rows in the token, cost and task metrics: the one place these metrics move. Sums
+/// them per model and key first, so the metrics are touched once per series per batch, not once
+/// per row (the label lookups are what cost).
 pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
     struct Sums<'a> {
         model: &'a str,
