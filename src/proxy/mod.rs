@@ -44,6 +44,18 @@ pub struct Settings {
     pub client_read_timeout: Duration,
 }
 
+/// Once a graceful stop or upgrade has begun, Pingora closes every keep-alive connection that
+/// is idle, and closes the others as soon as their answer ends, although that answer said
+/// `Connection: keep-alive`. A caller that sends its next request at that moment has it reset
+/// unanswered (and SDKs do not retry a reset POST). So an answer written during the shutdown
+/// says `Connection: close`: the caller opens its next connection on the listener, which by then
+/// belongs to the new process (upgrade) or refuses cleanly (stop).
+fn close_if_shutting_down(session: &mut Session) {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
+}
+
 /// The gateway.
 pub struct Gateway {
     registry: Arc<Registry>,
@@ -280,6 +292,8 @@ impl ProxyHttp for Gateway {
             Err(BodyError::Reject(e)) => Some(e),
             Err(BodyError::Io(e)) => return Err(e),
         };
+        // Local answers are written from here: the same close applies to them.
+        close_if_shutting_down(session);
         if let Some(err) = outcome {
             respond::error(session, ctx.caller, &err, &ctx.request_id).await?;
             ctx.error = Some(err);
@@ -391,6 +405,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        close_if_shutting_down(session);
         if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
             rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;
         }

@@ -397,7 +397,13 @@ def test_graceful_upgrade_under_load_loses_no_row(own_mock, tmp_path):
         old.proc.wait(timeout=40)
         time.sleep(1.5)   # the new process serves alone for a while
         load.stop()
-        assert not [f for f in load.failed if f != "ConnectError"], load.failed[:10]
+        # The only failures allowed are connection-level ones where nothing was forwarded: the
+        # listener handover (ConnectError), and a request sent on a keep-alive connection at the
+        # instant Pingora closes it as idle (no answer; at most once per client connection).
+        # The SDKs retry both. Every answer written during the stop said `Connection: close`.
+        unanswered = [f for f in load.failed if f in ("ReadError", "RemoteProtocolError")]
+        assert not [f for f in load.failed if f != "ConnectError" and f not in unanswered], load.failed[:10]
+        assert len(unanswered) <= len(load.threads), load.failed
     finally:
         new.send_signal(signal.SIGTERM)
         new.wait(timeout=30)
@@ -405,6 +411,7 @@ def test_graceful_upgrade_under_load_loses_no_row(own_mock, tmp_path):
         old.log.close()
     served = served_chats(own_mock)
     assert served > 50
+    assert served == load.ok, "a request reached the upstream but its answer did not reach the caller"
     assert len(ledger_rows(d / "cheapmodel.ledger.sqlite")) == served
 
 

@@ -81,3 +81,21 @@ def test_no_request_fails_during_reloads(fresh_gateway):
     assert len(statuses) > 50
     assert set(statuses) == {200}
     assert g.metric("cheapmodel_config_reloads_total", result="ok") >= 1
+
+
+def test_an_answer_written_during_a_graceful_stop_closes_its_connection(fresh_gateway):
+    """Pingora drops keep-alive connections once a stop or upgrade begins. An answer that said
+    `keep-alive` would let the caller send its next request into a connection about to be reset;
+    so an answer written during the stop says `Connection: close`, and the caller reconnects."""
+    g = fresh_gateway(grace_period_seconds=3, graceful_shutdown_timeout_seconds=5)
+    with httpx.Client(timeout=10) as c:
+        before = c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers())
+        assert before.status_code == 200 and before.headers["connection"] == "keep-alive"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(c.post, g.url + "/v1/chat/completions", json=chat_body(),
+                               headers=openai_headers(**{"x-mock-delay-ms": "1500"}))
+            time.sleep(0.5)
+            g.proc.send_signal(signal.SIGTERM)
+            during = slow.result(timeout=15)
+        assert during.status_code == 200 and during.headers["connection"] == "close"
+    g.proc.wait(timeout=20)
