@@ -197,8 +197,18 @@ impl BackgroundService for LedgerService {
     }
 }
 
+/// Connects to the shared limits state and sends its settlements (`limits::shared`).
+struct SharedState(Arc<limits::shared::Shared>);
+
+#[async_trait]
+impl BackgroundService for SharedState {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        self.0.clone().run().await;
+    }
+}
+
 /// Budgets survive a restart: the current month's spend per key comes back from the ledger.
-fn restore_spend(limiter: &limits::Limiter, snapshot: &registry::Snapshot, ledger_url: Option<&str>) {
+fn restore_spend(limiter: &limits::Limits, snapshot: &registry::Snapshot, ledger_url: Option<&str>) {
     let Some(url) = ledger_url else { return };
     if !snapshot.keys.values().any(|k| k.budget.any()) {
         return;
@@ -211,11 +221,15 @@ fn restore_spend(limiter: &limits::Limiter, snapshot: &registry::Snapshot, ledge
         key: None,
     };
     match report::totals(url, &query) {
-        Ok(rows) => limiter.restore(rows.into_iter().filter_map(|t| {
-            let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
-            let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
-            Some((key, day, crate::money::from_i128(t.cost)))
-        })),
+        Ok(rows) => limiter.restore(
+            rows.into_iter()
+                .filter_map(|t| {
+                    let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
+                    let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
+                    Some((key, day, crate::money::from_i128(t.cost)))
+                })
+                .collect(),
+        ),
         Err(e) if e.starts_with("no ledger at") => {}
         Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); starting from zero"),
     }
@@ -255,9 +269,21 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         Duration::from_secs(server_cfg.task_ttl_seconds),
     );
     let ledger = Arc::new(Ledger::new(config::ledger_settings(&loaded.ledger, &path)));
-    let limiter = limits::Limiter::new(limits::Clock::from_env());
+    let clock = limits::Clock::from_env();
+    let shared =
+        match server_cfg.state.as_deref().map(|url| limits::shared::Shared::new(url, server_cfg.on_state_error, clock))
+        {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                eprintln!("invalid config {}: {e}", path.display());
+                return 1;
+            }
+            None => None,
+        };
+    let limiter = limits::Limits::new(clock, shared);
     let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone(), limiter.clone()));
     restore_spend(&limiter, &registry.current(), ledger.url());
+    let limiter_state = limiter.shared().cloned();
     let gateway = proxy::Gateway::new(
         registry.clone(),
         proxy::Settings { client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms) },
@@ -284,6 +310,9 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         "ledger",
         LedgerService { ledger: ledger.clone(), tasks, registry: registry.clone() },
     ));
+    if let Some(shared) = limiter_state {
+        server.add_service(pingora::services::background::background_service("limits-state", SharedState(shared)));
+    }
     server.add_service(pingora::services::background::background_service(
         "config-reload",
         reload::Reloader { path, registry, interval: Duration::from_secs(server_cfg.watch_interval_seconds) },

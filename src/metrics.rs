@@ -306,3 +306,29 @@ pub fn ledger() -> &'static LedgerMetrics {
         .expect("register"),
     })
 }
+
+/// The shared limits state's (Redis) metrics.
+pub struct StateMetrics {
+    /// `cheapmodel_state_errors_total{op}`: failed Redis calls (`admit`, `settle`, `heartbeat`,
+    /// `connect`) and `settle_dropped` (settlements given up after too long an outage).
+    pub errors: IntCounterVec,
+    /// `cheapmodel_state_up`: 1 while the last Redis call succeeded, 0 after a failure.
+    pub up: IntGauge,
+}
+
+static STATE: OnceLock<StateMetrics> = OnceLock::new();
+
+/// The shared state's metrics (registered on first use).
+#[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once cannot fail")]
+pub fn state() -> &'static StateMetrics {
+    STATE.get_or_init(|| StateMetrics {
+        errors: register_int_counter_vec!(
+            "cheapmodel_state_errors_total",
+            "Failed calls to the shared limits state (Redis), by operation; admissions fall back per server.on_state_error",
+            &["op"]
+        )
+        .expect("register"),
+        up: register_int_gauge!("cheapmodel_state_up", "1 while the shared limits state (Redis) answers, 0 after a failure")
+            .expect("register"),
+    })
+}

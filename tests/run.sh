@@ -19,6 +19,7 @@ command -v openssl >/dev/null || apt_missing+=(openssl)     # test certificates
 command -v npm >/dev/null || apt_missing+=(nodejs npm)     # Claude Code (tests/clients)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)  # the Postgres ledger tests
 command -v runuser >/dev/null || apt_missing+=(util-linux)  # Postgres runs as its own user
+command -v redis-server >/dev/null || apt_missing+=(redis-server)  # the shared limits state (server.state)
 if ((${#apt_missing[@]})); then
   echo "installing: ${apt_missing[*]}"
   apt-get update -qq

@@ -25,7 +25,7 @@ use crate::cost;
 use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::ledger::{self, Ledger, Row};
-use crate::limits::{self, Limiter, Refusal};
+use crate::limits::{self, Limits, Refusal};
 use crate::metrics;
 use crate::plan::{self, Decision, Mode};
 use crate::registry::Registry;
@@ -61,7 +61,7 @@ pub struct Gateway {
     registry: Arc<Registry>,
     tasks: Arc<Tasks>,
     ledger: Arc<Ledger>,
-    limiter: Arc<Limiter>,
+    limiter: Arc<Limits>,
     settings: Settings,
     request_ids: RequestIds,
 }
@@ -73,7 +73,7 @@ impl Gateway {
         settings: Settings,
         tasks: Arc<Tasks>,
         ledger: Arc<Ledger>,
-        limiter: Arc<Limiter>,
+        limiter: Arc<Limits>,
     ) -> Self {
         Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
     }
@@ -133,11 +133,15 @@ impl Gateway {
                         // A submit is a request of the key's (rpm, concurrency for the call, a spent
                         // budget refuses it); the task's cost is charged when the task ends.
                         let _lease = if key.limits.any() || key.budget.any() || model.limits.any() {
-                            match self.limiter.admit(
-                                (&key.name, key.limits, key.budget),
-                                (&model.name, model.limits),
-                                limits::task_estimate(&model),
-                            ) {
+                            match self
+                                .limiter
+                                .admit(
+                                    (&key.name, key.limits, key.budget),
+                                    (&model.name, model.limits),
+                                    limits::task_estimate(&model),
+                                )
+                                .await
+                            {
                                 Ok(admission) => Some(admission),
                                 Err(refusal) => return Ok(Some(refusal_error(refusal))),
                             }
@@ -154,11 +158,11 @@ impl Gateway {
                     let model = &forward.model;
                     if key.limits.any() || key.budget.any() || model.limits.any() {
                         let estimate = limits::estimate(&body, model);
-                        match self.limiter.admit(
-                            (&key.name, key.limits, key.budget),
-                            (&model.name, model.limits),
-                            estimate,
-                        ) {
+                        match self
+                            .limiter
+                            .admit((&key.name, key.limits, key.budget), (&model.name, model.limits), estimate)
+                            .await
+                        {
                             Ok(admission) => ctx.admission = Some(admission),
                             Err(refusal) => return Ok(Some(refusal_error(refusal))),
                         }
@@ -207,6 +211,7 @@ fn refusal_error(refusal: Refusal) -> GatewayError {
             GatewayError::RateLimited { what, model_wide: scope == limits::Scope::Model, retry_after_s }
         }
         Refusal::Budget { period, retry_after_s } => GatewayError::BudgetExhausted { period, retry_after_s },
+        Refusal::Unavailable => GatewayError::LimitsUnavailable,
     }
 }
 
@@ -631,7 +636,7 @@ impl ProxyHttp for Gateway {
         };
         if let Some(admission) = ctx.admission.take() {
             let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;
-            self.limiter.settle(admission, tokens, cost);
+            admission.settle(tokens, cost);
         }
         if let Some(err) = &ctx.error {
             m.rejected.with_label_values(&[err.reason()]).inc();

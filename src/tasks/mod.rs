@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::cost::{self, MediaUnits};
 use crate::error::{error_body, Dialect};
 use crate::ledger::{Ledger, PendingTask, Row};
-use crate::limits::Limiter;
+use crate::limits::Limits;
 use crate::metrics;
 use crate::money::Money;
 use crate::registry::{Key, Model, Registry, Snapshot, TaskStyle, Upstream};
@@ -226,7 +226,7 @@ fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> Money {
 /// Writes a finished task's row and counts its cost against the key's budget (the first time this
 /// process sees it final; after a restart the budget is restored from the ledger instead, so a
 /// task seen final again then is counted twice in the budget, never in the ledger).
-fn bill(ledger: &Ledger, limiter: &Limiter, row: Row) {
+fn bill(ledger: &Ledger, limiter: &Limits, row: Row) {
     if row.cost != Money::ZERO {
         limiter.charge_now(&row.key, row.cost);
     }
@@ -286,7 +286,7 @@ pub struct Tasks {
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
     ledger: Arc<Ledger>,
     /// Task costs count against the key's budget.
-    limiter: Arc<Limiter>,
+    limiter: Arc<Limits>,
     /// Tasks submitted here since the settler last looked (it also reads the database, for the
     /// tasks of other instances and of earlier runs).
     submitted: Mutex<Vec<PendingTask>>,
@@ -302,7 +302,7 @@ pub struct Caller<'a> {
 
 impl Tasks {
     /// An engine with `store` for the tasks it runs itself, billing into `ledger`.
-    pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>, limiter: Arc<Limiter>) -> Self {
+    pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>, limiter: Arc<Limits>) -> Self {
         Tasks {
             client: Arc::new(UpstreamClient::new()),
             store,

@@ -1,6 +1,8 @@
-"""Per-key and per-model limits and budgets, in-process (one instance): the real gateway in front
-of the real mock, refusals in the caller's dialect with `retry-after`, the key's own rate-limit
-headers, reservations under concurrency, budgets across a restart and a UTC day."""
+"""Per-key and per-model limits and budgets on one instance: the real gateway in front of the real
+mock, refusals in the caller's dialect with `retry-after`, the key's own rate-limit headers,
+reservations under concurrency, budgets across a restart and a UTC day. Each test runs twice: with
+the in-process state, and with the shared state on a real Redis (`server.state`), whose Lua scripts
+must give the same answers."""
 import concurrent.futures
 import signal
 import time
@@ -11,6 +13,18 @@ from conftest import (KEY_A, KEY_B, Mock, anthropic_headers, chat_body, claude_b
 from test_ledger import ledger_rows, start_gateway, wait_rows
 
 import pytest
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def state(request):
+    """`server.state` for the test: none, or a Redis of the test's own."""
+    if request.param == "in-process":
+        yield None
+        return
+    from redis_server import Redis
+    r = Redis()
+    yield r.url
+    r.remove()
 
 
 @pytest.fixture
@@ -30,17 +44,28 @@ def limited(config, key_index=0, limits=None, budget=None, model=None, model_lim
         config["models"][model]["limits"] = model_limits
 
 
-def start(own_mock, tmp_path, edit, name="gw", env=None):
+def start(own_mock, tmp_path, state, edit, name="gw", env=None):
     from conftest import Gateway, base_config, free_port
     d = tmp_path / name
     d.mkdir(parents=True, exist_ok=True)
-    config = base_config(own_mock, free_port(), free_port())
+    config = base_config(own_mock, free_port(), free_port(), **({"state": state} if state else {}))
     edit(config)
     return Gateway(config, d, extra_env=env)
 
 
-def test_rpm_admits_the_limit_then_refuses_with_retry_after_in_both_dialects(own_mock, tmp_path):
-    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 60}))
+def stop(g, state):
+    """Stops `g`; on Redis, first checks that every admission and settlement went through Redis
+    (the in-process fallback would give the same answers on one instance and hide a broken script)."""
+    try:
+        if state and g.proc.poll() is None:
+            assert g.metric("cheapmodel_state_errors_total") == 0, g.log_path.read_text()[-3000:]
+            assert g.metric("cheapmodel_state_up") == 1
+    finally:
+        g.stop()
+
+
+def test_rpm_admits_the_limit_then_refuses_with_retry_after_in_both_dialects(own_mock, tmp_path, state):
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"rpm": 60}))
     try:
         with httpx.Client(timeout=10) as c:
             seen_remaining = []
@@ -78,12 +103,12 @@ def test_rpm_admits_the_limit_then_refuses_with_retry_after_in_both_dialects(own
         # Refused requests never reached the upstream.
         assert httpx.get(own_mock.url + "/__mock/requests", timeout=10).json()["total"] == 62
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_tpm_reservations_hold_under_50_concurrent_requests(own_mock, tmp_path):
+def test_tpm_reservations_hold_under_50_concurrent_requests(own_mock, tmp_path, state):
     tpm = 20_000
-    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"tpm": tpm}))
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"tpm": tpm}))
     try:
         body = chat_body(max_tokens=1000)
         def one(_):
@@ -104,11 +129,11 @@ def test_tpm_reservations_hold_under_50_concurrent_requests(own_mock, tmp_path):
         assert r.status_code == 200
         assert int(r.headers["x-ratelimit-remaining-tokens"]) >= tpm - 15 * (len(ok) + 1) - estimate
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_concurrency_5_with_20_slow_streams(own_mock, tmp_path):
-    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"concurrency": 5}))
+def test_concurrency_5_with_20_slow_streams(own_mock, tmp_path, state):
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"concurrency": 5}))
     try:
         statuses = []
 
@@ -129,15 +154,15 @@ def test_concurrency_5_with_20_slow_streams(own_mock, tmp_path):
         code, _, _ = stream(0)
         assert code == 200
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_utc_day(own_mock, tmp_path):
+def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_utc_day(own_mock, tmp_path, state):
     # 1000 input + 200 output tokens of gpt-5.5 cost 0.00125 + 0.002 = $0.00325 a request.
     budget = {"daily_usd": 0.01}
     usage = {"x-mock-echo-usage": "1000,200,0,0"}
     edit = lambda c: limited(c, budget=budget)
-    g = start(own_mock, tmp_path, edit)
+    g = start(own_mock, tmp_path, state, edit)
     served = 0
     try:
         while True:
@@ -159,25 +184,25 @@ def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_ut
         db = g.dir / "cheapmodel.ledger.sqlite"
         assert wait_rows(lambda: len(ledger_rows(db)), served + 1) == served + 1
     finally:
-        g.stop()
+        stop(g, state)
     # A restart: the spend comes back from the ledger, the key stays stopped.
-    g = start(own_mock, tmp_path, edit)
+    g = start(own_mock, tmp_path, state, edit)
     try:
         r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**usage), timeout=10)
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
     finally:
-        g.stop()
+        stop(g, state)
     # The next UTC day (the clock shifted by one day): the key may spend again.
-    g = start(own_mock, tmp_path, edit, env={"CHEAPMODEL_CLOCK_OFFSET_S": "86400"})
+    g = start(own_mock, tmp_path, state, edit, env={"CHEAPMODEL_CLOCK_OFFSET_S": "86400"})
     try:
         r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**usage), timeout=10)
         assert r.status_code == 200
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_model_limit_covers_every_key(own_mock, tmp_path):
-    g = start(own_mock, tmp_path, lambda c: limited(c, model="gpt-5.5", model_limits={"rpm": 3}))
+def test_model_limit_covers_every_key(own_mock, tmp_path, state):
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, model="gpt-5.5", model_limits={"rpm": 3}))
     try:
         codes = [httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=10,
                             headers=openai_headers(KEY_A if i % 2 else KEY_B)).status_code for i in range(5)]
@@ -188,11 +213,11 @@ def test_model_limit_covers_every_key(own_mock, tmp_path):
         r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
         assert r.status_code == 200
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_raising_a_limit_by_sighup_applies_under_load_without_failures(own_mock, tmp_path):
-    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 5}))
+def test_raising_a_limit_by_sighup_applies_under_load_without_failures(own_mock, tmp_path, state):
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"rpm": 5}))
     try:
         codes = [httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(),
                             timeout=10).status_code for _ in range(8)]
@@ -211,7 +236,7 @@ def test_raising_a_limit_by_sighup_applies_under_load_without_failures(own_mock,
         assert all(r.status_code == 200 for r in codes), [r.status_code for r in codes]
         assert codes[-1].headers["x-ratelimit-limit-requests"] == "600"
     finally:
-        g.stop()
+        stop(g, state)
 
 
 def test_limit_settings_are_validated(tmp_path):
@@ -235,9 +260,9 @@ def test_limit_settings_are_validated(tmp_path):
     assert r.returncode == 1 and r.stdout.startswith("keys[0].budget.daily_usd"), r.stdout
 
 
-def test_media_task_costs_count_against_the_budget(own_mock, tmp_path):
+def test_media_task_costs_count_against_the_budget(own_mock, tmp_path, state):
     from test_tasks import poll_until_done, submit
-    g = start(own_mock, tmp_path, lambda c: limited(c, budget={"daily_usd": 0.05}))
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, budget={"daily_usd": 0.05}))
     try:
         spent = 0.0
         while spent < 0.05:
@@ -253,12 +278,12 @@ def test_media_task_costs_count_against_the_budget(own_mock, tmp_path):
         r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
     finally:
-        g.stop()
+        stop(g, state)
 
 
-def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock, tmp_path):
+def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock, tmp_path, state):
     from test_tasks import submit
-    g = start(own_mock, tmp_path, lambda c: limited(c, limits={"rpm": 2}))
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"rpm": 2}))
     try:
         codes = [submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"}).status_code
                  for _ in range(3)]
@@ -266,4 +291,4 @@ def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock
         r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"})
         assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
     finally:
-        g.stop()
+        stop(g, state)

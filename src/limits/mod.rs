@@ -15,6 +15,8 @@
 //!   `restore` loads the current day's and month's spend from the ledger at start.
 //!
 //! State is kept by key and model *name*, so a reload that changes a limit keeps the counts.
+//! `Limiter` is the in-process state; `shared::Shared` the same rules on Redis for several
+//! instances (`server.state`); `Limits` is what the gateway calls, and picks between them.
 //! Time comes from `Clock` (tests shift it with `CHEAPMODEL_CLOCK_OFFSET_S`).
 //! Imports: `money`, `usage`, `registry` (limit settings). Not `proxy` or `plan`.
 
@@ -23,6 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::money::Money;
+
+pub mod shared;
+
+pub use shared::OnStateError;
+use shared::{Shared, SharedLease};
 
 /// A key's or model's limits (`limits:` in the config); `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,6 +47,16 @@ impl LimitSettings {
     pub fn any(&self) -> bool {
         self.rpm.is_some() || self.tpm.is_some() || self.concurrency.is_some()
     }
+
+    /// One instance's share of each limit when `instances` share it (rounded up, at least 1).
+    fn share(self, instances: u32) -> Self {
+        let n = instances.max(1);
+        LimitSettings {
+            rpm: self.rpm.map(|v| v.div_ceil(n)),
+            tpm: self.tpm.map(|v| v.div_ceil(u64::from(n))),
+            concurrency: self.concurrency.map(|v| v.div_ceil(n)),
+        }
+    }
 }
 
 /// A key's budget (`budget:`), exact money; `None` is no cap.
@@ -55,6 +72,13 @@ impl BudgetSettings {
     /// Whether a cap is set.
     pub fn any(&self) -> bool {
         self.daily.is_some() || self.monthly.is_some()
+    }
+
+    /// One instance's share of each cap (see `LimitSettings::share`).
+    fn share(self, instances: u32) -> Self {
+        let n = i64::from(instances.max(1));
+        let part = |m: Money| Money((m.0 + n - 1) / n);
+        BudgetSettings { daily: self.daily.map(part), monthly: self.monthly.map(part) }
     }
 }
 
@@ -74,6 +98,8 @@ pub enum Refusal {
     Limit { what: &'static str, scope: Scope, retry_after_s: u64 },
     /// A budget is spent (`period`: `daily` or `monthly`); retry after this many seconds.
     Budget { period: &'static str, retry_after_s: u64 },
+    /// The shared state (Redis) is unreachable and `on_state_error` is `deny`.
+    Unavailable,
 }
 
 /// Whose limit refused.
@@ -116,7 +142,7 @@ impl Clock {
 }
 
 const MINUTE_US: i64 = 60_000_000;
-const DAY_US: i64 = 86_400_000_000;
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// Counters of one key or one model.
 #[derive(Debug, Default)]
@@ -210,7 +236,7 @@ impl Counters {
 }
 
 /// `year * 12 + month - 1` of a unix µs time (UTC).
-fn month_of(now_us: i64) -> i64 {
+pub(crate) fn month_of(now_us: i64) -> i64 {
     let (y, m, _) = crate::ledger::civil_from_days(now_us.div_euclid(DAY_US));
     y * 12 + i64::from(m) - 1
 }
@@ -220,7 +246,7 @@ fn secs_ceil(us: i64) -> u64 {
 }
 
 /// Seconds from `now` to the next UTC midnight, and to the first of next month.
-fn period_ends(now: i64) -> (u64, u64) {
+pub(crate) fn period_ends(now: i64) -> (u64, u64) {
     let day = now.div_euclid(DAY_US);
     let to_midnight = secs_ceil((day + 1) * DAY_US - now);
     let month = month_of(now);
@@ -246,17 +272,49 @@ struct Tables {
     models: HashMap<Arc<str>, Counters>,
 }
 
-/// A request's lease: what it reserved. Settle it with `Limiter::settle`; dropped unsettled (a
+/// A request's lease: what it reserved. Settle it with `Admission::settle`; dropped unsettled (a
 /// request that ended before usage was known), it releases its slot and reservation as is.
 #[derive(Debug)]
 pub struct Admission {
-    limiter: Arc<Limiter>,
-    key: Arc<str>,
-    model: Arc<str>,
-    estimate: Estimate,
     /// What the key has left after this request, for the response headers (`None`: key unlimited).
     pub allowance: Option<Allowance>,
+    holder: Holder,
     settled: bool,
+}
+
+/// Where the lease is held.
+#[derive(Debug)]
+enum Holder {
+    /// In this process; with `Some(shared)` it was admitted while Redis was away, and its usage
+    /// is also added to the shared counters once they are back.
+    Local { limiter: Arc<Limiter>, key: Arc<str>, model: Arc<str>, estimate: Estimate, shared: Option<Arc<Shared>> },
+    /// On Redis.
+    Shared { shared: Arc<Shared>, lease: Option<SharedLease> },
+}
+
+impl Admission {
+    /// Replaces the reservation with what the request really used and cost.
+    pub fn settle(mut self, tokens: u64, cost: Money) {
+        self.settled = true;
+        self.finish(Some((tokens, cost)));
+    }
+
+    fn finish(&mut self, used: Option<(u64, Money)>) {
+        match &mut self.holder {
+            Holder::Local { limiter, key, model, estimate, shared } => {
+                limiter.release(key, model, *estimate, used);
+                if let (Some(shared), Some((tokens, cost))) = (shared, used) {
+                    shared.add(Some(key.clone()), Some(model.clone()), tokens, cost);
+                }
+            }
+            Holder::Shared { shared, lease } => {
+                if let Some(lease) = lease.take() {
+                    let (tokens, cost) = used.unwrap_or((0, Money::ZERO));
+                    shared.release(lease, tokens, cost);
+                }
+            }
+        }
+    }
 }
 
 /// One scope's settings for `admit`.
@@ -309,30 +367,27 @@ impl Limiter {
             }
         }
         Ok(Admission {
-            limiter: self.clone(),
-            key: key.0.clone(),
-            model: model.0.clone(),
-            estimate,
             allowance,
+            holder: Holder::Local {
+                limiter: self.clone(),
+                key: key.0.clone(),
+                model: model.0.clone(),
+                estimate,
+                shared: None,
+            },
             settled: false,
         })
     }
 
-    /// Replaces `admission`'s reservation with what the request really used and cost.
-    pub fn settle(&self, mut admission: Admission, tokens: u64, cost: Money) {
-        admission.settled = true;
-        self.release(&admission, Some((tokens, cost)));
-    }
-
-    fn release(&self, a: &Admission, used: Option<(u64, Money)>) {
+    fn release(&self, key: &Arc<str>, model: &Arc<str>, estimate: Estimate, used: Option<(u64, Money)>) {
         let now = self.clock.now_us();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Tables { keys, models } = &mut *state;
-        for (table, name) in [(keys, &a.key), (models, &a.model)] {
+        for (table, name) in [(keys, key), (models, model)] {
             let Some(c) = table.get_mut(name) else { continue };
             c.in_flight = c.in_flight.saturating_sub(1);
-            c.reserved_tokens = c.reserved_tokens.saturating_sub(a.estimate.tokens);
-            c.reserved_spend = c.reserved_spend.saturating_sub(a.estimate.cost.0).max(0);
+            c.reserved_tokens = c.reserved_tokens.saturating_sub(estimate.tokens);
+            c.reserved_spend = c.reserved_spend.saturating_sub(estimate.cost.0).max(0);
             if let Some((tokens, cost)) = used {
                 if tokens > 0 {
                     c.add_tokens(now, tokens);
@@ -383,7 +438,7 @@ impl Limiter {
 impl Drop for Admission {
     fn drop(&mut self) {
         if !self.settled {
-            self.limiter.release(self, None);
+            self.finish(None);
         }
     }
 }
@@ -529,6 +584,84 @@ impl Limiter {
     }
 }
 
+/// What the gateway calls: the in-process limiter alone, or the shared state (Redis) with the
+/// in-process limiter as its fallback while Redis is unreachable.
+pub struct Limits {
+    local: Arc<Limiter>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Limits {
+    /// Limits on `clock`, shared through `shared` when set.
+    pub fn new(clock: Clock, shared: Option<Arc<Shared>>) -> Arc<Self> {
+        Arc::new(Limits { local: Limiter::new(clock), shared })
+    }
+
+    /// The shared state client, when `server.state` is set (its `run` must be started).
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
+    /// Admits a request of `key` on `model` or says why not (`Limiter::admit`'s rules, on the
+    /// shared counters when they are configured and reachable).
+    pub async fn admit(
+        &self,
+        key: (&Arc<str>, LimitSettings, BudgetSettings),
+        model: (&Arc<str>, LimitSettings),
+        estimate: Estimate,
+    ) -> Result<Admission, Refusal> {
+        let Some(shared) = &self.shared else { return self.local.admit(key, model, estimate) };
+        let key_scope = (key.1.any() || key.2.any()).then_some(key);
+        let model_scope = model.1.any().then_some(model);
+        match shared.admit(key_scope, model_scope, estimate).await {
+            Ok(Ok((lease, allowance))) => Ok(Admission {
+                allowance,
+                holder: Holder::Shared { shared: shared.clone(), lease: Some(lease) },
+                settled: false,
+            }),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(()) if shared.on_error == OnStateError::Deny => Err(Refusal::Unavailable),
+            Err(()) => {
+                let n = shared.instances();
+                let mut admission =
+                    self.local.admit((key.0, key.1.share(n), key.2.share(n)), (model.0, model.1.share(n)), estimate)?;
+                if let Holder::Local { shared: forward, .. } = &mut admission.holder {
+                    *forward = Some(shared.clone());
+                }
+                Ok(admission)
+            }
+        }
+    }
+
+    /// Adds spend now that did not go through `admit` (a media task's cost).
+    pub fn charge_now(&self, key: &Arc<str>, cost: Money) {
+        self.local.charge_now(key, cost);
+        if let Some(shared) = &self.shared {
+            shared.add(Some(key.clone()), None, 0, cost);
+        }
+    }
+
+    /// Loads spend from the ledger's `(key, day, cost)` totals of the current month (`Limiter::restore`;
+    /// on Redis, only for a period it has no count of).
+    pub fn restore(&self, spend: Vec<(Arc<str>, String, Money)>) {
+        if let Some(shared) = &self.shared {
+            let days = spend.iter().filter_map(|(k, d, c)| Some((k.clone(), crate::ledger::parse_day(d)?, *c)));
+            shared.restore(days.collect());
+        }
+        self.local.restore(spend);
+    }
+
+    /// The clock's current UTC day and the first day of its month (`Limiter::today_and_month_start`).
+    pub fn today_and_month_start(&self) -> (String, String) {
+        self.local.today_and_month_start()
+    }
+
+    /// Now, unix seconds (for reset times).
+    pub fn now_s(&self) -> i64 {
+        self.local.now_s()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,7 +705,7 @@ mod tests {
         assert!(matches!(admit(), Err(Refusal::Limit { what: "concurrency", .. })));
         drop(a);
         let c = admit().expect("3 after a release");
-        l.settle(b, 0, Money::ZERO);
+        b.settle(0, Money::ZERO);
         drop(c);
         assert!(admit().is_ok());
     }
@@ -588,7 +721,7 @@ mod tests {
         assert!(matches!(admit(), Err(Refusal::Limit { what: "tokens", .. })));
         // Settled for less than reserved: room again.
         for a in held {
-            l.settle(a, 100, Money::ZERO);
+            a.settle(100, Money::ZERO);
         }
         assert!(admit().is_ok());
     }
@@ -629,9 +762,9 @@ mod tests {
         let b = admit(&l).expect("400 reserved");
         let c = admit(&l).expect("800 reserved");
         assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
-        l.settle(a, 0, Money(400));
-        l.settle(b, 0, Money(400));
-        l.settle(c, 0, Money(400));
+        a.settle(0, Money(400));
+        b.settle(0, Money(400));
+        c.settle(0, Money(400));
         assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
         // The same spend restored into a limiter whose clock is a day later: allowed again.
         let tomorrow = limiter(86_400);

@@ -1,0 +1,543 @@
+//! Limits and budgets shared by every instance, on Redis or Valkey (`server.state`).
+//!
+//! - **Admission** is one round trip: one pipeline holding one `admit.lua` call per scope that has
+//!   limits (the key, the model). Each call checks and takes atomically for its scope. Every key
+//!   of a scope carries the same hash tag (`cm:{k:NAME}…`, `cm:{m:NAME}…`), so each call stays
+//!   on one Redis Cluster slot. When one scope refuses after the other took, the other's lease is
+//!   returned at once (a settlement of nothing).
+//! - **Leases** expire (`LEASE_TTL`) unless their instance renews them, so a crashed instance
+//!   gives its concurrency slots and reservations back within `LEASE_TTL`.
+//! - **Settlement** goes through a queue: the writer task sends whatever is queued as one
+//!   pipeline of `settle.lua` calls. Settlements are numbered in send order and each scope keeps
+//!   the last number applied per instance, so a batch is simply resent after a failure and
+//!   nothing counts twice. Unsent settlements wait in memory while Redis is away.
+//! - **Redis unreachable** (an error, or no answer within `ADMIT_TIMEOUT`): the caller (`Limits`)
+//!   falls back to the in-process limiter with this instance's share of each limit
+//!   (`on_state_error: local`) or refuses with 503 (`deny`). After a failure, admissions skip
+//!   Redis for `RETRY_AFTER_FAILURE`, so a dead Redis costs one failed call a second, not one per
+//!   request. The instance rejoins the shared counters on its first success.
+//!
+//! Instances are counted in `cm:instances` (heartbeat every `RENEW_EVERY`), which gives the share.
+//! Time is the gateway's clock, passed to the scripts: instances' clocks must agree (NTP).
+//! Imports: `limits` (settings, clock), `money`, `metrics`, `ledger` (calendar). Not `proxy`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use tokio::sync::mpsc;
+
+use super::{month_of, Allowance, BudgetSettings, Clock, Estimate, LimitSettings, Refusal, Scope, DAY_US};
+use crate::money::Money;
+
+/// What an instance does while Redis is unreachable (`server.on_state_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStateError {
+    /// In-process counters, each instance taking its share of every limit and budget.
+    #[default]
+    Local,
+    /// Refuse with 503 in the caller's dialect.
+    Deny,
+}
+
+/// How long an admission waits for Redis before it counts as unreachable.
+pub const ADMIT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long the first admissions wait for the first connection to Redis.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(1);
+/// How long admissions skip Redis after it failed.
+const RETRY_AFTER_FAILURE_US: i64 = 1_000_000;
+/// A lease not renewed for this long is returned by the next admission of its scope.
+const LEASE_TTL_US: i64 = 30_000_000;
+/// Lease renewal and instance heartbeat period.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Settlements waiting for Redis beyond this many are dropped (counted); the ledger keeps them.
+const MAX_UNSENT: usize = 1_000_000;
+
+/// The key scope and the model scope of a lease (`None`: that scope is not limited).
+type Scopes = (Option<Arc<str>>, Option<Arc<str>>);
+
+/// A limited scope's lease in Redis, held by one admission.
+#[derive(Debug)]
+pub(super) struct SharedLease {
+    pub(super) id: u64,
+    /// The key scope and the model scope the lease is held in (`None`: that scope is unlimited).
+    pub(super) key: Option<Arc<str>>,
+    pub(super) model: Option<Arc<str>>,
+}
+
+/// Usage to add to a scope, releasing a lease or not.
+#[derive(Debug)]
+struct Settlement {
+    /// Numbered when first sent (increasing in send order: see `settle.lua`).
+    seq: u64,
+    lease: Option<u64>,
+    key: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    tokens: u64,
+    spend: Money,
+    at_us: i64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may carry a password.
+        f.debug_struct("Shared").field("instance", &self.instance).field("on_error", &self.on_error).finish()
+    }
+}
+
+/// The shared state client of one instance.
+pub struct Shared {
+    client: redis::Client,
+    conn: ArcSwapOption<ConnectionManager>,
+    /// What `Limits` does while Redis is unreachable.
+    pub on_error: OnStateError,
+    /// A random id per process: lease and settlement ids are unique across instances.
+    instance: String,
+    next_id: AtomicU64,
+    retry_at_us: AtomicI64,
+    instances: AtomicU32,
+    /// Leases this instance holds, to renew: id → (key scope, model scope).
+    held: Mutex<HashMap<u64, Scopes>>,
+    queue: mpsc::UnboundedSender<Settlement>,
+    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Settlement>>>,
+    restored: Mutex<Vec<(Arc<str>, i64, Money)>>,
+    /// Set once the first connection attempt has ended (see `admit`).
+    first_attempt: tokio::sync::watch::Sender<bool>,
+    admit_script: Script,
+    settle_script: Script,
+    clock: Clock,
+}
+
+fn key_scope(name: &str) -> String {
+    format!("cm:{{k:{name}}}")
+}
+
+fn model_scope(name: &str) -> String {
+    format!("cm:{{m:{name}}}")
+}
+
+/// The five keys of a scope at `now` (see `admit.lua`).
+fn scope_keys(base: &str, now_us: i64) -> [String; 5] {
+    [
+        base.to_string(),
+        format!("{base}:l"),
+        format!("{base}:tok"),
+        format!("{base}:d:{}", now_us.div_euclid(DAY_US)),
+        format!("{base}:m:{}", month_of(now_us)),
+    ]
+}
+
+fn opt_money(m: Option<Money>) -> String {
+    m.map_or(String::new(), |m| m.0.max(0).to_string())
+}
+
+/// One scope's answer from `admit.lua`.
+enum Answer {
+    Took { requests: Option<(u64, f64)>, tokens_used: u64, tokens_reset_s: f64 },
+    Refused(&'static str, u64),
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn parse_answer(v: &Value) -> Option<Answer> {
+    let Value::Array(items) = v else { return None };
+    if int(items.first()?) == 1 {
+        let remaining = int(items.get(1)?);
+        let reset_s = int(items.get(2)?) as f64 / 1000.0;
+        let requests = (remaining >= 0).then_some((remaining as u64, reset_s));
+        return Some(Answer::Took {
+            requests,
+            tokens_used: int(items.get(3)?).max(0) as u64,
+            tokens_reset_s: int(items.get(4)?) as f64 / 1000.0,
+        });
+    }
+    let what = match items.get(1)? {
+        Value::BulkString(b) => match b.as_slice() {
+            b"concurrency" => "concurrency",
+            b"requests" => "requests",
+            b"tokens" => "tokens",
+            b"daily" => "daily",
+            _ => "monthly",
+        },
+        _ => return None,
+    };
+    Some(Answer::Refused(what, int(items.get(2)?).max(0) as u64))
+}
+
+impl Shared {
+    /// A client of `url` (checked here; connected by `run`).
+    pub fn new(url: &str, on_error: OnStateError, clock: Clock) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("server.state: {e}"))?;
+        let mut id = [0u8; 6];
+        let _ = getrandom::getrandom(&mut id);
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Shared {
+            client,
+            conn: ArcSwapOption::empty(),
+            on_error,
+            instance: id.iter().map(|b| format!("{b:02x}")).collect(),
+            next_id: AtomicU64::new(1),
+            retry_at_us: AtomicI64::new(0),
+            instances: AtomicU32::new(1),
+            held: Mutex::new(HashMap::new()),
+            queue: tx,
+            queue_rx: Mutex::new(Some(rx)),
+            restored: Mutex::new(Vec::new()),
+            first_attempt: tokio::sync::watch::Sender::new(false),
+            admit_script: Script::new(include_str!("admit.lua")),
+            settle_script: Script::new(include_str!("settle.lua")),
+            clock,
+        }))
+    }
+
+    /// Live instances sharing the state, as last counted (at least 1).
+    pub fn instances(&self) -> u32 {
+        self.instances.load(Ordering::Relaxed).max(1)
+    }
+
+    fn id_string(&self, id: u64) -> String {
+        format!("{}-{id}", self.instance)
+    }
+
+    fn failed(&self, op: &str, e: &dyn std::fmt::Display) {
+        let now = self.clock.now_us();
+        let before = self.retry_at_us.swap(now + RETRY_AFTER_FAILURE_US, Ordering::Relaxed);
+        let m = crate::metrics::state();
+        m.errors.with_label_values(&[op]).inc();
+        m.up.set(0);
+        // One line per outage, not one per request.
+        if before < now - 2 * RETRY_AFTER_FAILURE_US {
+            log::error!("limits state (Redis) unreachable ({op}: {e}); on_state_error: {:?}", self.on_error);
+        }
+    }
+
+    /// Admits on the shared counters: `Ok(Ok(..))` admitted, `Ok(Err(..))` refused, `Err(())`
+    /// Redis could not answer (the caller falls back).
+    pub(super) async fn admit(
+        &self,
+        key: Option<(&Arc<str>, LimitSettings, BudgetSettings)>,
+        model: Option<(&Arc<str>, LimitSettings)>,
+        estimate: Estimate,
+    ) -> Result<Result<(SharedLease, Option<Allowance>), Refusal>, ()> {
+        let now = self.clock.now_us();
+        if now < self.retry_at_us.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        let conn = match self.conn.load_full() {
+            Some(c) => c,
+            None => {
+                // Just started: wait for the first connection attempt rather than admit the first
+                // requests on local counters Redis would never hear of.
+                let mut first = self.first_attempt.subscribe();
+                let _ = tokio::time::timeout(FIRST_CONNECT_WAIT, first.wait_for(|done| *done)).await;
+                self.conn.load_full().ok_or(())?
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lease = self.id_string(id);
+        let mut pipe = redis::pipe();
+        let scopes: Vec<(String, LimitSettings, BudgetSettings)> = key
+            .map(|(n, l, b)| (key_scope(n), l, b))
+            .into_iter()
+            .chain(model.map(|(n, l)| (model_scope(n), l, BudgetSettings::default())))
+            .collect();
+        for (base, limits, budget) in &scopes {
+            let mut call = self.admit_script.prepare_invoke();
+            for k in scope_keys(base, now) {
+                call.key(k);
+            }
+            call.arg(now)
+                .arg(&lease)
+                .arg(now + LEASE_TTL_US)
+                .arg(limits.rpm.unwrap_or(0))
+                .arg(limits.tpm.unwrap_or(0))
+                .arg(limits.concurrency.unwrap_or(0))
+                .arg(opt_money(budget.daily))
+                .arg(opt_money(budget.monthly))
+                .arg(estimate.tokens)
+                .arg(estimate.cost.0.max(0).to_string());
+            pipe.invoke_script(&call);
+        }
+        let answers: Vec<Value> = match self.query(&conn, &pipe, ADMIT_TIMEOUT).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.failed("admit", &e);
+                return Err(());
+            }
+        };
+        crate::metrics::state().up.set(1);
+        let parsed: Vec<Option<Answer>> = answers.iter().map(parse_answer).collect();
+        let took = |i: usize| matches!(parsed.get(i), Some(Some(Answer::Took { .. })));
+        let lease_of = |key_took: bool, model_took: bool| SharedLease {
+            id,
+            key: key.filter(|_| key_took).map(|k| k.0.clone()),
+            model: model.filter(|_| model_took).map(|m| m.0.clone()),
+        };
+        let key_index = key.map(|_| 0);
+        let model_index = model.map(|_| usize::from(key.is_some()));
+        let refusal = parsed.iter().enumerate().find_map(|(i, a)| match a {
+            Some(Answer::Refused(what, retry)) => Some((i, *what, *retry)),
+            Some(Answer::Took { .. }) => None,
+            None => Some((i, "", 0)),
+        });
+        if let Some((i, what, retry_after_s)) = refusal {
+            // Return what the other scope took.
+            let partial = lease_of(key_index.is_some_and(took), model_index.is_some_and(took));
+            if partial.key.is_some() || partial.model.is_some() {
+                self.release(partial, 0, Money::ZERO);
+            }
+            let scope = if Some(i) == key_index { Scope::Key } else { Scope::Model };
+            return Ok(Err(match what {
+                "daily" | "monthly" => {
+                    let (to_midnight, to_month_end) = super::period_ends(now);
+                    let period = if what == "daily" { "daily" } else { "monthly" };
+                    Refusal::Budget { period, retry_after_s: if what == "daily" { to_midnight } else { to_month_end } }
+                }
+                "" => return Err(()),
+                what => Refusal::Limit { what, scope, retry_after_s },
+            }));
+        }
+        let allowance = key.filter(|k| k.1.any()).and_then(|(_, limits, _)| match parsed.first() {
+            Some(Some(Answer::Took { requests, tokens_used, tokens_reset_s })) => Some(Allowance {
+                requests: limits.rpm.zip(*requests).map(|(rpm, (left, reset))| (u64::from(rpm), left, reset)),
+                tokens: limits.tpm.map(|tpm| (tpm, tpm.saturating_sub(*tokens_used), *tokens_reset_s)),
+            }),
+            _ => None,
+        });
+        let lease = lease_of(key.is_some(), model.is_some());
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (lease.key.clone(), lease.model.clone()));
+        Ok(Ok((lease, allowance)))
+    }
+
+    /// Returns `lease` with the usage it really had.
+    pub(super) fn release(&self, lease: SharedLease, tokens: u64, spend: Money) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&lease.id);
+        let _ = self.queue.send(Settlement {
+            seq: 0,
+            lease: Some(lease.id),
+            key: lease.key,
+            model: lease.model,
+            tokens,
+            spend,
+            at_us: self.clock.now_us(),
+        });
+    }
+
+    /// Adds usage that holds no lease (admitted while Redis was away, a media task's cost).
+    pub(super) fn add(&self, key: Option<Arc<str>>, model: Option<Arc<str>>, tokens: u64, spend: Money) {
+        let _ =
+            self.queue.send(Settlement { seq: 0, lease: None, key, model, tokens, spend, at_us: self.clock.now_us() });
+    }
+
+    /// Spend restored from the ledger, written when Redis has no count for the period (it was
+    /// emptied); Redis's own count, which every instance adds to, wins otherwise.
+    pub(super) fn restore(&self, spend: Vec<(Arc<str>, i64, Money)>) {
+        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = spend;
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &ConnectionManager,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let mut c = conn.clone();
+        let first = tokio::time::timeout(timeout, pipe.query_async::<T>(&mut c)).await;
+        match first {
+            Ok(Ok(v)) => Ok(v),
+            // Redis restarted empty: load the scripts and send again (each call is atomic, and a
+            // settlement is applied once, so a resend counts nothing twice).
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_scripts(&mut c).await?;
+                match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut c)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    async fn load_scripts(&self, c: &mut ConnectionManager) -> Result<(), String> {
+        for s in [&self.admit_script, &self.settle_script] {
+            tokio::time::timeout(Duration::from_secs(1), s.prepare_invoke().load_async(c))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Connects, then sends settlements, renews leases and counts instances until the process
+    /// ends. It does not stop at the shutdown signal: requests finishing in the grace period
+    /// still settle.
+    pub async fn run(self: Arc<Self>) {
+        let Some(mut rx) = self.queue_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let conn = self.connect().await;
+        let mut unsent: Vec<Settlement> = Vec::new();
+        let mut seq = 0u64;
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                got = rx.recv(), if unsent.is_empty() => match got {
+                    Some(s) => unsent.push(s),
+                    None => return,
+                },
+                _ = renew.tick() => {
+                    self.heartbeat(&conn).await;
+                    continue;
+                }
+            }
+            while unsent.len() < 1000 {
+                match rx.try_recv() {
+                    Ok(s) => unsent.push(s),
+                    Err(_) => break,
+                }
+            }
+            for s in unsent.iter_mut().filter(|s| s.seq == 0) {
+                seq += 1;
+                s.seq = seq;
+            }
+            if let Err(e) = self.send(&conn, &unsent).await {
+                self.failed("settle", &e);
+                if unsent.len() > MAX_UNSENT {
+                    let extra = unsent.len() - MAX_UNSENT;
+                    unsent.drain(..extra);
+                    crate::metrics::state().errors.with_label_values(&["settle_dropped"]).inc_by(extra as u64);
+                }
+                // Keep taking new settlements while waiting, so the queue does not grow unseen.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                while let Ok(s) = rx.try_recv() {
+                    unsent.push(s);
+                }
+                continue;
+            }
+            unsent.clear();
+        }
+    }
+
+    async fn connect(&self) -> ConnectionManager {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        loop {
+            match ConnectionManager::new_with_config(self.client.clone(), config.clone()).await {
+                Ok(mut c) => {
+                    if let Err(e) = self.load_scripts(&mut c).await {
+                        self.failed("connect", &e);
+                    } else {
+                        log::info!("limits state: connected to Redis");
+                        self.conn.store(Some(Arc::new(c.clone())));
+                        self.heartbeat(&c).await;
+                        self.first_attempt.send_replace(true);
+                        return c;
+                    }
+                }
+                Err(e) => self.failed("connect", &e),
+            }
+            self.first_attempt.send_replace(true);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// One pipeline of `settle.lua` calls, one per scope of each settlement.
+    async fn send(&self, conn: &ConnectionManager, batch: &[Settlement]) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for s in batch {
+            let scopes = s.key.iter().map(|k| key_scope(k)).chain(s.model.iter().map(|m| model_scope(m)));
+            for base in scopes {
+                let is_key = base.starts_with("cm:{k:");
+                let mut call = self.settle_script.prepare_invoke();
+                for k in scope_keys(&base, s.at_us) {
+                    call.key(k);
+                }
+                call.arg(s.at_us)
+                    .arg(s.lease.map_or(String::new(), |l| self.id_string(l)))
+                    .arg(s.tokens)
+                    // Spend is the key's (budgets); a model scope counts tokens only.
+                    .arg(if is_key { s.spend.0.max(0).to_string() } else { "0".into() })
+                    .arg(&self.instance)
+                    .arg(s.seq);
+                pipe.invoke_script(&call).ignore();
+            }
+        }
+        self.query::<()>(conn, &pipe, Duration::from_secs(2)).await
+    }
+
+    /// Renews this instance's leases, counts live instances, and writes restored spend.
+    async fn heartbeat(&self, conn: &ConnectionManager) {
+        let now = self.clock.now_us();
+        let mut pipe = redis::pipe();
+        pipe.zadd("cm:instances", &self.instance, now + 3 * RENEW_EVERY.as_micros() as i64)
+            .ignore()
+            .zrembyscore("cm:instances", "-inf", now)
+            .ignore()
+            .zcard("cm:instances");
+        let held: Vec<(u64, Scopes)> = {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.iter().map(|(id, scopes)| (*id, scopes.clone())).collect()
+        };
+        for (id, (k, m)) in &held {
+            for base in k.iter().map(|k| key_scope(k)).chain(m.iter().map(|m| model_scope(m))) {
+                pipe.cmd("ZADD")
+                    .arg(format!("{base}:l"))
+                    .arg("XX")
+                    .arg(now + LEASE_TTL_US)
+                    .arg(self.id_string(*id))
+                    .ignore();
+            }
+        }
+        let restored = std::mem::take(&mut *self.restored.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
+        for (key, day, spend) in &restored {
+            let base = key_scope(key);
+            if *day == now.div_euclid(DAY_US) {
+                pipe.cmd("SET")
+                    .arg(format!("{base}:d:{day}"))
+                    .arg(spend.0)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(2 * 86_400)
+                    .ignore();
+            }
+            *months.entry((key.clone(), month_of(day * DAY_US))).or_default() += spend.0;
+        }
+        for ((key, month), spend) in months {
+            if month == month_of(now) {
+                let base = key_scope(&key);
+                pipe.cmd("SET")
+                    .arg(format!("{base}:m:{month}"))
+                    .arg(spend)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(32 * 86_400)
+                    .ignore();
+            }
+        }
+        match self.query::<(u32,)>(conn, &pipe, Duration::from_secs(2)).await {
+            Ok((n,)) => {
+                self.instances.store(n.max(1), Ordering::Relaxed);
+                crate::metrics::state().up.set(1);
+            }
+            Err(e) => {
+                *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = restored;
+                self.failed("heartbeat", &e);
+            }
+        }
+    }
+}

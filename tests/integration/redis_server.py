@@ -1,0 +1,60 @@
+"""A throwaway Redis for the tests: `redis-server` (Debian's package) on a free 127.0.0.1 port, no
+persistence, in a temp dir; `stop` kills it (as a crash would), `start` brings it back empty on the
+same port."""
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from conftest import free_port
+
+
+class Redis:
+    def __init__(self):
+        self.bin = shutil.which("redis-server")
+        assert self.bin, "redis-server not found: install the redis-server package (tests/run.sh does)"
+        self.dir = Path(tempfile.mkdtemp(prefix="cm-redis-"))
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.bin, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while True:
+            try:
+                if self.command("PING") == b"+PONG":
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def command(self, *args) -> bytes:
+        """One command over RESP; the first reply line (enough for PING, DBSIZE, FLUSHALL)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            parts = [f"*{len(args)}\r\n".encode()]
+            for a in args:
+                a = str(a).encode()
+                parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+            s.sendall(b"".join(parts))
+            return s.recv(65536).split(b"\r\n")[0]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+        self.log.close()
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
