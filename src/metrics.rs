@@ -314,6 +314,9 @@ pub struct StateMetrics {
     pub errors: IntCounterVec,
     /// `cheapmodel_state_up`: 1 while the last Redis call succeeded, 0 after a failure.
     pub up: IntGauge,
+    /// `cheapmodel_state_instances`: live instances sharing the state, at the last heartbeat
+    /// (while Redis is away, each takes this share of every limit).
+    pub instances: IntGauge,
 }
 
 static STATE: OnceLock<StateMetrics> = OnceLock::new();
@@ -330,5 +333,10 @@ pub fn state() -> &'static StateMetrics {
         .expect("register"),
         up: register_int_gauge!("cheapmodel_state_up", "1 while the shared limits state (Redis) answers, 0 after a failure")
             .expect("register"),
+        instances: register_int_gauge!(
+            "cheapmodel_state_instances",
+            "Live gateway instances sharing the limits state, counted at the last heartbeat"
+        )
+        .expect("register"),
     })
 }

@@ -55,6 +55,8 @@ const RETRY_AFTER_FAILURE_US: i64 = 1_000_000;
 const LEASE_TTL_US: i64 = 30_000_000;
 /// Lease renewal and instance heartbeat period.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Settlements sent in one pipeline.
+const SETTLE_BATCH: usize = 1000;
 /// Settlements waiting for Redis beyond this many are dropped (counted); the ledger keeps them.
 const MAX_UNSENT: usize = 1_000_000;
 
@@ -391,41 +393,48 @@ impl Shared {
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                got = rx.recv(), if unsent.is_empty() => match got {
-                    Some(s) => unsent.push(s),
-                    None => return,
-                },
-                _ = renew.tick() => {
-                    self.heartbeat(&conn).await;
-                    continue;
+            if unsent.is_empty() {
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Some(s) => unsent.push(s),
+                        None => return,
+                    },
+                    _ = renew.tick() => {
+                        self.heartbeat(&conn).await;
+                        continue;
+                    }
                 }
             }
-            while unsent.len() < 1000 {
-                match rx.try_recv() {
-                    Ok(s) => unsent.push(s),
-                    Err(_) => break,
-                }
+            while let Ok(s) = rx.try_recv() {
+                unsent.push(s);
             }
             for s in unsent.iter_mut().filter(|s| s.seq == 0) {
                 seq += 1;
                 s.seq = seq;
             }
-            if let Err(e) = self.send(&conn, &unsent).await {
+            // In order, a bounded pipeline at a time: what was sent before a failure is not
+            // resent (it would be skipped anyway, but a backlog after an outage is large).
+            let mut sent = 0;
+            let mut failure = None;
+            for chunk in unsent.chunks(SETTLE_BATCH) {
+                match self.send(&conn, chunk).await {
+                    Ok(()) => sent += chunk.len(),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            unsent.drain(..sent);
+            if let Some(e) = failure {
                 self.failed("settle", &e);
                 if unsent.len() > MAX_UNSENT {
                     let extra = unsent.len() - MAX_UNSENT;
                     unsent.drain(..extra);
                     crate::metrics::state().errors.with_label_values(&["settle_dropped"]).inc_by(extra as u64);
                 }
-                // Keep taking new settlements while waiting, so the queue does not grow unseen.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                while let Ok(s) = rx.try_recv() {
-                    unsent.push(s);
-                }
-                continue;
             }
-            unsent.clear();
         }
     }
 
@@ -532,7 +541,9 @@ impl Shared {
         match self.query::<(u32,)>(conn, &pipe, Duration::from_secs(2)).await {
             Ok((n,)) => {
                 self.instances.store(n.max(1), Ordering::Relaxed);
-                crate::metrics::state().up.set(1);
+                let m = crate::metrics::state();
+                m.up.set(1);
+                m.instances.set(i64::from(n.max(1)));
             }
             Err(e) => {
                 *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = restored;

@@ -1,0 +1,222 @@
+"""Limits and budgets shared by several instances through a real Redis (`server.state`): two
+gateways count together, a budget spent through one stops the other, a crashed instance's leases
+expire, and Redis going away and coming back is handled per `server.on_state_error`."""
+import concurrent.futures
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import (Gateway, Mock, anthropic_headers, base_config, chat_body, claude_body, free_port,
+                      openai_headers)
+from redis_server import Redis
+
+
+@pytest.fixture
+def own_mock():
+    m = Mock()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def redis():
+    r = Redis()
+    yield r
+    r.remove()
+
+
+def start_pair(mock, redis, tmp_path, limits=None, budget=None, on_state_error=None):
+    """Two gateways on one Redis, the first key limited as given."""
+    gateways = []
+    for name in ("a", "b"):
+        server = {"state": redis.url}
+        if on_state_error:
+            server["on_state_error"] = on_state_error
+        config = base_config(mock, free_port(), free_port(), **server)
+        if limits:
+            config["keys"][0]["limits"] = limits
+        if budget:
+            config["keys"][0]["budget"] = budget
+        d = tmp_path / name
+        d.mkdir()
+        gateways.append(Gateway(config, d))
+    return gateways
+
+
+def stop_all(gateways):
+    for g in gateways:
+        g.stop()
+
+
+def post(g, client=None, **headers):
+    c = client or httpx
+    return c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**headers), timeout=10)
+
+
+def test_rpm_120_through_two_instances_admits_120_not_240(own_mock, redis, tmp_path):
+    gws = start_pair(own_mock, redis, tmp_path, limits={"rpm": 120})
+    try:
+        admitted, refused, other = [0], [0], []
+        lock = threading.Lock()
+        stop_at = time.time() + 3.0
+
+        def drive(g):
+            with httpx.Client(timeout=10) as c:
+                while time.time() < stop_at:
+                    code = post(g, c).status_code
+                    with lock:
+                        if code == 200:
+                            admitted[0] += 1
+                        elif code == 429:
+                            refused[0] += 1
+                        else:
+                            other.append(code)
+
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(drive, [gws[0], gws[1], gws[0], gws[1]]))
+        elapsed = time.time() - started
+        assert not other, other
+        # GCRA: a burst of 120, then one every 0.5 s, for both instances together.
+        assert 120 <= admitted[0] <= 120 + elapsed * 2 + 2, (admitted[0], elapsed)
+        assert refused[0] > 50
+        for g in gws:
+            assert g.metric("cheapmodel_state_errors_total") == 0
+    finally:
+        stop_all(gws)
+
+
+def test_a_budget_spent_through_one_instance_stops_the_other(own_mock, redis, tmp_path):
+    # 1000 input + 200 output tokens of gpt-5.5 cost $0.00325 a request: the 4th reaches $0.01.
+    gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.01})
+    usage = {"x-mock-echo-usage": "1000,200,0,0"}
+    try:
+        served = 0
+        while post(gws[0], **usage).status_code == 200:
+            served += 1
+            assert served < 20
+        assert served == 4
+        r = post(gws[1], **usage)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        r = httpx.post(gws[1].url + "/v1/messages", json=claude_body("gpt-5.5"), headers=anthropic_headers(),
+                       timeout=10)
+        assert r.status_code == 402 and r.json()["error"]["type"] == "billing_error"
+    finally:
+        stop_all(gws)
+
+
+def test_a_crashed_instance_gives_its_concurrency_slots_back(own_mock, redis, tmp_path):
+    gws = start_pair(own_mock, redis, tmp_path, limits={"concurrency": 2})
+    try:
+        def slow(g):
+            try:
+                return httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=60,
+                                  headers=openai_headers(**{"x-mock-delay-ms": "50000"})).status_code
+            except httpx.HTTPError as e:
+                return type(e).__name__
+
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        held = [pool.submit(slow, gws[0]) for _ in range(2)]
+        time.sleep(1.0)
+        assert post(gws[1]).status_code == 429   # both slots are held by instance a
+        gws[0].proc.kill()                         # a crash: nothing is released
+        gws[0].proc.wait(timeout=10)
+        crashed = time.time()
+        while post(gws[1]).status_code != 200:
+            assert time.time() - crashed < 40, "the crashed instance's leases never expired"
+            time.sleep(0.5)
+        assert time.time() - crashed > 5   # not released by the crash itself: by expiry
+        for f in held:
+            f.result(timeout=60)
+        pool.shutdown()
+    finally:
+        stop_all(gws)
+
+
+def drive_until(g, stop, codes, **headers):
+    with httpx.Client(timeout=10) as c:
+        while not stop.is_set():
+            try:
+                r = post(g, c, **headers)
+                codes.append(r.status_code if r.status_code == 200 else (r.status_code, r.text[:200]))
+            except httpx.HTTPError as e:
+                codes.append(type(e).__name__)
+            time.sleep(0.01)
+
+
+def test_redis_down_with_local_keeps_serving_within_each_share_and_rejoins(own_mock, redis, tmp_path):
+    gws = start_pair(own_mock, redis, tmp_path, limits={"rpm": 6000, "concurrency": 50})
+    try:
+        stop = threading.Event()
+        codes = [[], []]
+        threads = [threading.Thread(target=drive_until, args=(g, stop, codes[i])) for i, g in enumerate(gws)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        redis.stop()
+        time.sleep(2)
+        during = [len(c) for c in codes]
+        time.sleep(2)
+        during = [len(c) - n for c, n in zip(codes, during)]
+        redis.start()   # back, empty
+        deadline = time.time() + 20
+        while not all(g.metric("cheapmodel_state_up") == 1 for g in gws):
+            assert time.time() < deadline, "an instance did not rejoin"
+            time.sleep(0.2)
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join(timeout=20)
+        everything = codes[0] + codes[1]
+        assert set(everything) == {200}, [c for c in everything if c != 200][:5]
+        assert all(n > 10 for n in during), during   # served while Redis was away
+        for g in gws:
+            assert g.metric("cheapmodel_state_errors_total") >= 1
+        # Rejoined: the shared counters exist again.
+        assert int(redis.command("DBSIZE")[1:]) > 0
+    finally:
+        stop_all(gws)
+
+
+def test_redis_down_with_local_limits_each_instance_to_its_share(own_mock, redis, tmp_path):
+    gws = start_pair(own_mock, redis, tmp_path, limits={"rpm": 20})
+    try:
+        # Each instance counts the live instances at its heartbeat (every 10 s).
+        deadline = time.time() + 25
+        while not all(g.metric("cheapmodel_state_instances") == 2 for g in gws):
+            assert time.time() < deadline, [g.metric("cheapmodel_state_instances") for g in gws]
+            time.sleep(0.2)
+        redis.stop()
+        # Each instance admits its share in-process: 10 of the 20 (and maybe one more that
+        # GCRA refills during the loop at 10 a minute).
+        codes = [post(gws[0]).status_code for _ in range(15)]
+        assert 10 <= codes.count(200) <= 11 and set(codes) == {200, 429}, codes
+        codes = [post(gws[1]).status_code for _ in range(15)]
+        assert 10 <= codes.count(200) <= 11 and set(codes) == {200, 429}, codes
+    finally:
+        stop_all(gws)
+
+
+def test_redis_down_with_deny_answers_503_then_200_when_it_is_back(own_mock, redis, tmp_path):
+    gws = start_pair(own_mock, redis, tmp_path, limits={"rpm": 600}, on_state_error="deny")
+    try:
+        assert post(gws[0]).status_code == 200
+        redis.stop()
+        r = post(gws[0])
+        assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable", r.text
+        r = httpx.post(gws[1].url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "api_error", r.text
+        # A key without limits does not need the state.
+        from conftest import KEY_B
+        assert httpx.post(gws[0].url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(KEY_B),
+                          timeout=10).status_code == 200
+        redis.start()
+        deadline = time.time() + 20
+        while post(gws[0]).status_code != 200:
+            assert time.time() < deadline, "did not recover"
+            time.sleep(0.2)
+        assert post(gws[1]).status_code == 200
+    finally:
+        stop_all(gws)
