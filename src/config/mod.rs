@@ -226,6 +226,13 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
     if s.max_request_body == 0 {
         return Err(err("server.max_request_body", "must be at least 1"));
     }
+    if let Some(url) = &s.state {
+        // (rediss:// would need the client's TLS feature, not built in.)
+        if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
+            // Not the URL itself in the message: it may carry a password.
+            return Err(err("server.state", "must be a redis://[user:password@]host:port[/db] URL (Redis or Valkey)"));
+        }
+    }
     Ok(())
 }
 
@@ -495,6 +502,15 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.output_per_mtok");
         let bad = BASE.replace("listen:", "lisen:");
         assert!(load_str(&bad, &env).expect_err("bad").path.starts_with("server"));
+        let bad = BASE.replace("listen:", "state: \"http://secret@127.0.0.1:6379\"\n  listen:");
+        let e = load_str(&bad, &env).expect_err("bad");
+        assert_eq!(e.path, "server.state");
+        assert!(!e.message.contains("secret"), "a state URL may carry a password: {}", e.message);
+        let bad = BASE.replace("listen:", "on_state_error: drop\n  listen:");
+        assert!(load_str(&bad, &env).expect_err("bad").path.starts_with("server"));
+        let good = BASE.replace("listen:", "state: \"redis://127.0.0.1:6379/0\"\n  on_state_error: deny\n  listen:");
+        let l = load_str(&good, &env).expect("valid");
+        assert_eq!(l.server.on_state_error, crate::limits::OnStateError::Deny);
         let missing_env = load_str(BASE, &|_| None).expect_err("no env");
         assert_eq!(missing_env.path, "upstreams.openai.api_key_env");
         assert!(missing_env.message.contains("TEST_OPENAI_KEY"));
