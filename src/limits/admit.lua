@@ -41,14 +41,7 @@ local est_tokens, est_spend = tonumber(ARGV[9]), ARGV[10]
 
 -- Leases of a crashed instance expire: their slots and reservations come back.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
-  local r = redis.call('HGET', KEYS[1], 'r:' .. id)
-  if r then
-    local t, c = string.match(r, '^(%d+):(%d+)$')
-    if t ~= '0' then redis.call('HINCRBY', KEYS[1], 'rt', '-' .. t) end
-    if c ~= '0' then redis.call('HINCRBY', KEYS[1], 'rs', '-' .. c) end
-    redis.call('HDEL', KEYS[1], 'r:' .. id)
-  end
-  redis.call('ZREM', KEYS[2], id)
+  return_lease(id)
 end
 
 if conc > 0 and redis.call('ZCARD', KEYS[2]) >= conc then

@@ -16,14 +16,7 @@ redis.call('HSET', KEYS[1], seq_field, seq)
 redis.call('PEXPIRE', KEYS[1], 86400000)
 local now, lease, tokens, spend = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if lease ~= '' then
-  local r = redis.call('HGET', KEYS[1], 'r:' .. lease)
-  if r then
-    local t, c = string.match(r, '^(%d+):(%d+)$')
-    if t ~= '0' then redis.call('HINCRBY', KEYS[1], 'rt', '-' .. t) end
-    if c ~= '0' then redis.call('HINCRBY', KEYS[1], 'rs', '-' .. c) end
-    redis.call('HDEL', KEYS[1], 'r:' .. lease)
-  end
-  redis.call('ZREM', KEYS[2], lease)
+  return_lease(lease)
 end
 if tokens > 0 then
   redis.call('HINCRBY', KEYS[3], math.floor(now / 1000000), tokens)

@@ -197,8 +197,8 @@ impl Shared {
             queue_rx: Mutex::new(Some(rx)),
             restored: Mutex::new(Vec::new()),
             first_attempt: tokio::sync::watch::Sender::new(false),
-            admit_script: Script::new(include_str!("admit.lua")),
-            settle_script: Script::new(include_str!("settle.lua")),
+            admit_script: Script::new(concat!(include_str!("lease.lua"), include_str!("admit.lua"))),
+            settle_script: Script::new(concat!(include_str!("lease.lua"), include_str!("settle.lua"))),
             clock,
         }))
     }

@@ -220,3 +220,33 @@ def test_redis_down_with_deny_answers_503_then_200_when_it_is_back(own_mock, red
         assert post(gws[1]).status_code == 200
     finally:
         stop_all(gws)
+
+
+def test_the_admit_script_compares_money_exactly_beyond_doubles(redis):
+    """Budgets in pico-USD reach 9.2e18; Lua's numbers are doubles, exact only to 2^53. Amounts
+    a double cannot tell apart must still compare exactly (spend + reservations against the cap)."""
+    from conftest import ROOT
+    lease = (ROOT / "src/limits/lease.lua").read_text()   # prepended to both, as shared.rs does
+    script = lease + (ROOT / "src/limits/admit.lua").read_text()
+    keys = ["cm:{k:t}", "cm:{k:t}:l", "cm:{k:t}:tok", "cm:{k:t}:d:1", "cm:{k:t}:m:1"]
+    now = int(time.time() * 1e6)
+
+    def admit(lease, cap, est_spend):
+        # ARGV: now, lease, expiry, rpm, tpm, concurrency, daily, monthly, est tokens, est spend
+        reply = redis.command("EVAL", script, len(keys), *keys, now, lease, now + 30_000_000, 0, 0, 0, cap, "", 0,
+                              est_spend)
+        assert reply in (b"*5", b"*3"), reply   # admitted: 5 items; refused: 3
+        return reply == b"*5"
+
+    cap = "9000000000000000001"
+    assert redis.command("SET", keys[3], "9000000000000000000") == b"+OK"
+    # 9e18 < 9e18 + 1: admitted (as doubles both are 9e18, and it would be refused).
+    assert admit("l1", cap, "1")
+    # Its reservation of 1 makes spend + reserved reach the cap exactly: refused.
+    assert not admit("l2", cap, "0")
+    # Unreserved (lease l1 settled for nothing), there is room again.
+    settle = lease + (ROOT / "src/limits/settle.lua").read_text()
+    assert redis.command("EVAL", settle, 5, *keys, now, "l1", 0, "0", "test", 1) == b":1"
+    assert admit("l3", cap, "0")
+    # The same settlement sent again is not applied twice.
+    assert redis.command("EVAL", settle, 5, *keys, now, "l1", 0, "0", "test", 1) == b":0"
