@@ -2,6 +2,7 @@
 persistence, in a temp dir; `stop` kills it (as a crash would), `start` brings it back empty on the
 same port."""
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -48,8 +49,16 @@ class Redis:
             s.sendall(b"".join(parts))
             return s.recv(65536).split(b"\r\n")[0]
 
+    def pause(self):
+        """SIGSTOP: connections stay open and requests go unanswered (a hung or partitioned Redis)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None

@@ -250,3 +250,31 @@ def test_the_admit_script_compares_money_exactly_beyond_doubles(redis):
     assert admit("l3", cap, "0")
     # The same settlement sent again is not applied twice.
     assert redis.command("EVAL", settle, 5, *keys, now, "l1", 0, "0", "test", 1) == b":0"
+
+
+def test_a_redis_that_stops_answering_costs_no_hang(own_mock, redis, tmp_path):
+    """A hung Redis (SIGSTOP: the connection stays up, nothing answers) must not hang requests:
+    admissions give up after their timeout and fall back (`local`) or refuse (`deny`)."""
+    local, deny = start_pair(own_mock, redis, tmp_path, limits={"rpm": 600})
+    deny.stop()
+    config = dict(deny.config, server=dict(deny.config["server"], on_state_error="deny"))
+    d = tmp_path / "deny"
+    d.mkdir()
+    deny = Gateway(config, d)
+    try:
+        assert post(local).status_code == 200 and post(deny).status_code == 200
+        redis.pause()
+        for _ in range(20):
+            started = time.time()
+            assert post(local).status_code == 200
+            r = post(deny)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable"
+            assert time.time() - started < 1.0
+        redis.resume()
+        deadline = time.time() + 20
+        while post(deny).status_code != 200:
+            assert time.time() < deadline, "did not rejoin after Redis answered again"
+            time.sleep(0.2)
+        assert local.metric("cheapmodel_state_errors_total") >= 1
+    finally:
+        stop_all([local, deny])
