@@ -1,19 +1,18 @@
 -- Settlement of one scope, once: the lease (if any) is returned with its reservation, and the
 -- real usage is added. Each instance numbers its settlements in the order it sends them; the
--- scope keeps the last number applied per instance, so a batch resent after a lost reply is not
--- counted twice.
+-- scope keeps the last number applied per instance (KEYS[6], which expires a day after that
+-- instance's last settlement), so a batch resent after a lost reply is not counted twice.
 --
--- KEYS[1..5] as in admit.lua
+-- KEYS[1..5] as in admit.lua; KEYS[6] the last number applied from this instance
 -- ARGV: now_us, lease ('' for usage admitted without a lease), tokens, spend (pico-USD string),
---       instance, sequence number
+--       sequence number
 -- Returns 1 if applied, 0 if it had been applied already.
 
-local seq_field, seq = 'seq:' .. ARGV[5], tonumber(ARGV[6])
-if seq <= tonumber(redis.call('HGET', KEYS[1], seq_field) or '0') then
+local seq = tonumber(ARGV[5])
+if seq <= tonumber(redis.call('GET', KEYS[6]) or '0') then
   return 0
 end
-redis.call('HSET', KEYS[1], seq_field, seq)
-redis.call('PEXPIRE', KEYS[1], 86400000)
+redis.call('SET', KEYS[6], seq, 'EX', 86400)
 local now, lease, tokens, spend = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if lease ~= '' then
   return_lease(lease)

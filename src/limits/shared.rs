@@ -475,12 +475,12 @@ impl Shared {
                 for k in scope_keys(&base, s.at_us) {
                     call.key(k);
                 }
+                call.key(format!("{base}:seq:{}", self.instance));
                 call.arg(s.at_us)
                     .arg(s.lease.map_or(String::new(), |l| self.id_string(l)))
                     .arg(s.tokens)
                     // Spend is the key's (budgets); a model scope counts tokens only.
                     .arg(if is_key { s.spend.0.max(0).to_string() } else { "0".into() })
-                    .arg(&self.instance)
                     .arg(s.seq);
                 pipe.invoke_script(&call).ignore();
             }

@@ -246,10 +246,11 @@ def test_the_admit_script_compares_money_exactly_beyond_doubles(redis):
     assert not admit("l2", cap, "0")
     # Unreserved (lease l1 settled for nothing), there is room again.
     settle = lease + (ROOT / "src/limits/settle.lua").read_text()
-    assert redis.command("EVAL", settle, 5, *keys, now, "l1", 0, "0", "test", 1) == b":1"
+    seq_key = "cm:{k:t}:seq:test"
+    assert redis.command("EVAL", settle, 6, *keys, seq_key, now, "l1", 0, "0", 1) == b":1"
     assert admit("l3", cap, "0")
     # The same settlement sent again is not applied twice.
-    assert redis.command("EVAL", settle, 5, *keys, now, "l1", 0, "0", "test", 1) == b":0"
+    assert redis.command("EVAL", settle, 6, *keys, seq_key, now, "l1", 0, "0", 1) == b":0"
 
 
 def test_a_redis_that_stops_answering_costs_no_hang(own_mock, redis, tmp_path):
