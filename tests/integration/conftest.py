@@ -214,6 +214,14 @@ def gateway(mock):
 
 
 @pytest.fixture
+def own_mock():
+    """A mock of the test's own, for tests that count what the upstream received."""
+    m = Mock()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
 def fresh_gateway(mock, tmp_path):
     """A gateway of one's own (for tests that reload or count metrics from zero)."""
     gws = []

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import (GATEWAY_BIN, KEY_A, KEY_B, PRICE_CLAUDE, PRICE_GPT, UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY,
-                      Gateway, Mock, anthropic_headers, base_config, chat_body, claude_body, free_port, openai_headers)
+                      Gateway, anthropic_headers, base_config, chat_body, claude_body, free_port, openai_headers)
 from pg import Postgres
 from test_tasks import poll, poll_until_done, submit
 
@@ -82,13 +82,6 @@ def usage_cli(config_path, *args):
                        timeout=30)
     assert r.returncode == 0, r.stderr
     return r.stdout
-
-
-@pytest.fixture
-def own_mock():
-    m = Mock()
-    yield m
-    m.stop()
 
 
 def start_gateway(mock, directory: Path, ledger=None, **server):

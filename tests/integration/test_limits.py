@@ -9,8 +9,8 @@ import time
 
 import httpx
 
-from conftest import (KEY_A, KEY_B, Mock, anthropic_headers, chat_body, claude_body, openai_headers)
-from test_ledger import ledger_rows, start_gateway, wait_rows
+from conftest import (KEY_A, KEY_B, anthropic_headers, chat_body, claude_body, openai_headers)
+from test_ledger import ledger_rows, wait_rows
 
 import pytest
 
@@ -25,13 +25,6 @@ def state(request):
     r = Redis()
     yield r.url
     r.remove()
-
-
-@pytest.fixture
-def own_mock():
-    m = Mock()
-    yield m
-    m.stop()
 
 
 def limited(config, key_index=0, limits=None, budget=None, model=None, model_limits=None):
@@ -135,7 +128,6 @@ def test_tpm_reservations_hold_under_50_concurrent_requests(own_mock, tmp_path, 
 def test_concurrency_5_with_20_slow_streams(own_mock, tmp_path, state):
     g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"concurrency": 5}))
     try:
-        statuses = []
 
         def stream(_):
             with httpx.stream("POST", g.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=20,

@@ -8,16 +8,9 @@ import time
 import httpx
 import pytest
 
-from conftest import (Gateway, Mock, anthropic_headers, base_config, chat_body, claude_body, free_port,
+from conftest import (Gateway, anthropic_headers, base_config, chat_body, claude_body, free_port,
                       openai_headers)
 from redis_server import Redis
-
-
-@pytest.fixture
-def own_mock():
-    m = Mock()
-    yield m
-    m.stop()
 
 
 @pytest.fixture
