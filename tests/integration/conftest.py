@@ -6,6 +6,7 @@ MOCK_UPSTREAM_BIN.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,6 +46,11 @@ def closed_port() -> int:
     return free_port()
 
 
+# An upstream task-status poll: `/tasks/ID` (flat and wrapped styles) or `/videos/ID` (OpenAI's),
+# under any base path, and not `/videos/ID/content` (a download a caller asked for).
+TASK_POLL_PATH = re.compile(r"/(tasks|videos)/[^/?]+$")
+
+
 class Mock:
     def __init__(self):
         self.proc = subprocess.Popen([MOCK_BIN, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
@@ -54,8 +60,15 @@ class Mock:
         self.addr = line.split()[1]
         self.url = f"http://{self.addr}"
 
-    def requests(self):
-        return httpx.get(f"{self.url}/__mock/requests", timeout=10).json()["requests"]
+    def requests(self, task_polls=False):
+        """What the mock received, oldest first. A gateway's task settler polls pending media tasks
+        (`GET .../tasks/ID`, `GET .../videos/ID`) in the background, whenever they fall due, so
+        those polls are left out unless asked for: the session mock is shared by every test, and a
+        poll for an earlier test's task may land between a test's request and its check."""
+        reqs = httpx.get(f"{self.url}/__mock/requests", timeout=10).json()["requests"]
+        if task_polls:
+            return reqs
+        return [r for r in reqs if not (r["method"] == "GET" and TASK_POLL_PATH.search(r["path"]))]
 
     def last(self):
         reqs = self.requests()
