@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub key: Option<Arc<Key>>,
     /// What to send upstream and how (set when the plan forwards).
     pub forward: Option<ForwardPlan>,
+    /// A task's media, relayed from its upstream as the caller reads it (never with `forward`).
+    pub download: Option<crate::tasks::Download>,
     /// The caller asked for a stream.
     pub stream: bool,
     /// The gateway's own error, if it answered one.
@@ -80,6 +82,7 @@ impl RequestCtx {
             request_id_from_caller: false,
             key: None,
             forward: None,
+            download: None,
             stream: false,
             error: None,
             upstream_started: None,

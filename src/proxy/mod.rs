@@ -128,7 +128,13 @@ impl Gateway {
                     plan::TaskCall::Poll(id) => {
                         Box::pin(self.tasks.poll(&snapshot, &caller, &id, &base_url(session.req_header()))).await
                     }
-                    plan::TaskCall::Content(id) => Box::pin(self.tasks.content(&snapshot, &caller, &id)).await,
+                    plan::TaskCall::Content(id) => match self.tasks.content(&snapshot, &caller, &id) {
+                        Ok(download) => {
+                            ctx.download = Some(download);
+                            return Ok(None);
+                        }
+                        Err(answer) => answer,
+                    },
                     plan::TaskCall::Submit(media, model) => {
                         // A submit is a request of the key's (rpm, concurrency for the call, a spent
                         // budget refuses it); the task's cost is charged when the task ends.
@@ -310,7 +316,7 @@ impl ProxyHttp for Gateway {
             respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
             return Ok(true);
         }
-        if ctx.forward.is_some() {
+        if ctx.forward.is_some() || ctx.download.is_some() {
             return Ok(false);
         }
         // Local answers: /healthz and /v1/models.
@@ -322,10 +328,14 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    /// The model's pinned upstream. Never another one.
+    /// The model's pinned upstream, or the one holding a task's media. Never another one.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let model = ctx.model().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
-        let peer = upstream::peer(&model.upstream);
+        let upstream = match (&ctx.forward, &ctx.download) {
+            (Some(forward), _) => &forward.model.upstream,
+            (None, Some(download)) => &download.upstream,
+            (None, None) => return Err(Error::explain(ErrorType::InternalError, "no model routed")),
+        };
+        let peer = upstream::peer(upstream);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -336,6 +346,9 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (None, Some(download)) = (&ctx.forward, &ctx.download) {
+            return upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id);
+        }
         let forward =
             ctx.forward.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
         let translated = matches!(forward.mode, Mode::Translate { .. });
@@ -365,7 +378,17 @@ impl ProxyHttp for Gateway {
         if let Some(started) = ctx.upstream_started {
             ctx.ttfb = Some(started.elapsed());
         }
-        let Some(forward) = &ctx.forward else { return Ok(()) };
+        let Some(forward) = &ctx.forward else {
+            ctx.upstream_status = resp.status.as_u16();
+            if ctx.download.is_some() && !resp.status.is_success() {
+                // The upstream's own error is rewritten into the gateway's, as every task call's.
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+                ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
+            }
+            return Ok(());
+        };
         let dialect = forward.model.upstream.dialect;
         ctx.sse = resp
             .headers
@@ -447,6 +470,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if ctx.download.is_some() {
+            download_error_body(body, end_of_stream, ctx);
+            return Ok(None);
+        }
         let translation = ctx.translation();
         let translating = translation.is_some();
         match &mut ctx.meter {
@@ -647,7 +674,10 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id,
             key: ctx.key.as_deref().map(|k| &*k.name),
             model: ctx.model().map(|m| &**m).map(|m| &*m.name),
-            upstream: ctx.model().map(|m| &**m).map(|m| &*m.upstream.name),
+            upstream: ctx
+                .model()
+                .map(|m| &*m.upstream.name)
+                .or_else(|| ctx.download.as_ref().map(|d| &*d.upstream.name)),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
@@ -667,6 +697,23 @@ impl ProxyHttp for Gateway {
     /// Keeps Pingora's per-request error log free of request details that could carry secrets.
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
+    }
+}
+
+/// A task media download's body: passed as it comes, unless the upstream answered an error
+/// (`upstream_response_filter` then set a JSON meter), which is kept, capped, and replaced at its
+/// end by the gateway's own error.
+fn download_error_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+    let ResponseMeter::Json { chunks, len } = &mut ctx.meter else { return };
+    if let Some(b) = body.take() {
+        *len += b.len();
+        if *len <= MAX_METERED_JSON {
+            chunks.push(b);
+        }
+    }
+    if end_of_stream {
+        let answer = tasks::upstream_error(ctx.upstream_status, &chunks.concat());
+        *body = Some(answer.body);
     }
 }
 

@@ -99,6 +99,25 @@ pub fn rewrite_request(
     Ok(())
 }
 
+/// Rewrites a caller's `GET /v1/tasks/{id}/content` into the upstream's GET of `path` (a `/v1`
+/// path): the caller's credentials out, the upstream's in. The response passes back byte for byte.
+pub fn rewrite_download(req: &mut RequestHeader, upstream: &Upstream, path: &str, request_id: &str) -> Result<()> {
+    let uri = http::Uri::try_from(upstream_path(&upstream.base_path, path))
+        .map_err(|_| pingora::Error::new_str("bad upstream path"))?;
+    req.set_uri(uri);
+    req.remove_header(&http::header::AUTHORIZATION);
+    req.remove_header("x-api-key");
+    if let Some((name, value)) = &upstream.auth {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    req.insert_header(http::header::HOST, upstream.host_header.clone())?;
+    for h in [http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::EXPECT] {
+        req.remove_header(&h);
+    }
+    req.insert_header("x-request-id", request_id)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

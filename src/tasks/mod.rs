@@ -48,8 +48,12 @@ use id::{Origin, TaskRef};
 use store::TaskStore;
 use styles::{Media, Run, TaskError};
 
-/// Largest upstream answer read for a submit or poll.
+/// Largest upstream answer read for a submit (a synchronous image or speech call's answer is the
+/// media itself, kept as the task's result).
 const MAX_REPLY: usize = 256 * 1024 * 1024;
+/// Largest poll answer read: a status with result URLs, small; a larger one is treated as a
+/// transient failure (the last known state is shown).
+const MAX_POLL_REPLY: usize = 4 * 1024 * 1024;
 /// How long a poll answer is reused for other polls of the same task.
 const POLL_CACHE: Duration = Duration::from_secs(1);
 /// Bound on the poll-coalescing table.
@@ -481,27 +485,16 @@ impl Tasks {
         }
     }
 
-    /// `GET /v1/tasks/{id}/content`: the media of a relayed OpenAI video job (needs the upstream key).
-    pub async fn content(&self, snapshot: &Arc<Snapshot>, caller: &Caller<'_>, id: &str) -> Answer {
-        let Some(task) = self.owned(snapshot, caller, id) else {
-            return Answer::not_found();
-        };
-        let Some(upstream) = snapshot.upstreams.get(&task.upstream) else {
-            return Answer::not_found();
-        };
+    /// `GET /v1/tasks/{id}/content`: where the media of a relayed OpenAI video job is (it needs
+    /// the upstream key, so the gateway fetches it). The bytes go through Pingora as the caller
+    /// reads them (`proxy`), never whole in memory; here only the ownership check and the path.
+    pub fn content(&self, snapshot: &Snapshot, caller: &Caller<'_>, id: &str) -> Result<Download, Answer> {
+        let task = self.owned(snapshot, caller, id).ok_or_else(Answer::not_found)?;
+        let upstream = snapshot.upstreams.get(&task.upstream).ok_or_else(Answer::not_found)?;
         if task.origin != Origin::Relayed || upstream.task_style != Some(TaskStyle::OpenAi) {
-            return Answer::not_found();
+            return Err(Answer::not_found());
         }
-        let path = format!("/videos/{}/content", task.upstream_id);
-        match self.client.call(upstream, "GET", &path, None, upstream.read_timeout, MAX_REPLY).await {
-            Ok(r) if (200..300).contains(&r.status) => Answer {
-                status: 200,
-                body: r.body,
-                content_type: r.content_type.unwrap_or_else(|| "application/octet-stream".into()),
-            },
-            Ok(r) => upstream_error(r.status, &r.body),
-            Err(_) => Answer::upstream_unavailable(),
-        }
+        Ok(Download { upstream: upstream.clone(), path: format!("/v1/videos/{}/content", task.upstream_id) })
     }
 
     fn owned(&self, snapshot: &Snapshot, caller: &Caller<'_>, id: &str) -> Option<TaskRef> {
@@ -541,7 +534,7 @@ impl Tasks {
             let style = upstream.task_style.unwrap_or(TaskStyle::Flat);
             let path = styles::poll_path(style, &task.upstream_id);
             let timeout = upstream.read_timeout.min(Duration::from_secs(30));
-            match self.client.call(upstream, "GET", &path, None, timeout, MAX_REPLY).await {
+            match self.client.call(upstream, "GET", &path, None, timeout, MAX_POLL_REPLY).await {
                 Ok(r) if (200..300).contains(&r.status) => styles::parse_poll(style, &r.body)
                     .unwrap_or_else(|| previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Processing))),
                 Ok(r) if r.status == 404 => {
@@ -680,7 +673,17 @@ fn upstream_code(body: &[u8]) -> Option<String> {
 }
 
 /// An upstream's own error, status kept, in the OpenAI shape our task API uses.
-fn upstream_error(status: u16, body: &[u8]) -> Answer {
+/// A task's media, fetched from its upstream as the caller reads it.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// The upstream that holds the media.
+    pub upstream: Arc<Upstream>,
+    /// Its path there, as a caller path (`/v1/...`, mapped under the upstream's base path).
+    pub path: String,
+}
+
+/// An upstream's error reply, in the gateway's (OpenAI-shaped) error format.
+pub fn upstream_error(status: u16, body: &[u8]) -> Answer {
     let message = upstream_message(body).unwrap_or_else(|| format!("upstream error {status}"));
     let code = upstream_code(body);
     let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };

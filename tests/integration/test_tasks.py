@@ -127,6 +127,52 @@ def test_openai_video_job_and_its_content(gateway, mock):
     assert done["usage"]["cost_usd"] == pytest.approx(0.8)
 
 
+def test_video_content_before_it_is_ready_is_the_upstreams_error_in_the_gateways_shape(gateway):
+    t = submit(gateway, "/v1/videos/generations", {"model": "sora-2", "prompt": "mock-never"}).json()
+    r = httpx.get(f"{gateway.url}/v1/tasks/{t['id']}/content", headers=openai_headers(), timeout=10)
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["code"] == "video_not_ready" and "sk-upstream" not in r.text
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_ten_callers_downloading_a_200_mb_video_at_once_stream_it(fresh_gateway):
+    """Task content goes through Pingora as the caller reads it: ten concurrent 200 MB downloads
+    must not put 2 GB in the gateway's memory (they did when a download was read whole first)."""
+    g = fresh_gateway()
+    size = 200 * 1024 * 1024
+    t = submit(g, "/v1/videos/generations", {"model": "sora-2", "prompt": f"waves mock-bytes:{size}"}).json()
+    done, _ = poll_until_done(g, t["id"])
+    url = done["results"][0]
+    before = peak_rss_mb(g.proc.pid)
+
+    def download(_):
+        got, head = 0, b""
+        with httpx.stream("GET", url, headers=openai_headers(), timeout=60) as r:
+            assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+            assert int(r.headers["content-length"]) == size
+            for chunk in r.iter_raw(1 << 20):
+                if len(head) < 12:
+                    head += chunk[:12]
+                got += len(chunk)
+        return got, head
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(download, range(10)))
+    assert all(got == size and head[4:8] == b"ftyp" for got, head in results), [(g_, h) for g_, h in results]
+    peak = peak_rss_mb(g.proc.pid)
+    print(f"gateway peak RSS {before:.1f} MB before, {peak:.1f} MB after ten 200 MB downloads")
+    assert peak < before + 100, (before, peak)
+    # The downloads are in the access log, against the upstream, without a ledger row of their own.
+    logged = [r for r in g.access_log() if r["path"].endswith("/content")]
+    assert len(logged) == 10 and all(r["status"] == 200 and r["upstream"] for r in logged), logged
+
+
 def test_ownership_and_forged_ids_all_get_the_same_404(gateway):
     t = submit(gateway, "/v1/images/generations", DOCS_EXAMPLE).json()
     tid = t["id"]

@@ -104,6 +104,9 @@ pub(crate) struct Task {
     /// OpenAI video jobs only.
     pub(crate) seconds: String,
     pub(crate) size: String,
+    /// OpenAI video jobs only: the content's length (`mock-bytes:N` in the prompt; default the
+    /// small fake MP4).
+    pub(crate) content_bytes: Option<u64>,
 }
 
 impl Task {
@@ -179,10 +182,12 @@ impl State {
     }
 
     /// Is the OpenAI video job `id` completed? `None` when unknown.
-    pub(crate) fn video_done(&self, id: &str) -> Option<bool> {
+    /// `None`: no such video; `Some(None)`: not ready; `Some(Some(bytes))`: done, with the
+    /// content length the prompt asked for, if any.
+    pub(crate) fn video_done(&self, id: &str) -> Option<Option<Option<u64>>> {
         let t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let task = t.map.get(id).filter(|task| task.style == Style::OpenAi)?;
-        Some(task.phase() == Phase::Completed)
+        Some((task.phase() == Phase::Completed).then_some(task.content_bytes))
     }
 
     pub(crate) fn dump_tasks(&self, out: &mut Vec<u8>) {
@@ -489,6 +494,43 @@ pub(crate) fn fake_mp3() -> Vec<u8> {
     b
 }
 
+/// `mock-bytes:N` in a prompt: the video's content is N bytes.
+fn content_bytes(prompt: &str) -> Option<u64> {
+    let rest = &prompt[prompt.find("mock-bytes:")? + "mock-bytes:".len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok().filter(|n| *n >= 32)
+}
+
+/// A fake MP4 of `len` bytes (`ftyp`, then an `mdat` of zeros), written 256 KiB at a time so
+/// the mock never holds it whole: downloads of hundreds of MB measure the gateway, not the mock.
+async fn respond_large_mp4(stream: &mut TcpStream, out: &mut Vec<u8>, req: &Req<'_>, len: u64) -> Outcome {
+    use tokio::io::AsyncWriteExt;
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: {len}\r\n");
+    write_conn_header(out, req, false);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom");
+    out.extend_from_slice(&u32::try_from(len - 24).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    if stream.write_all(out).await.is_err() {
+        return Outcome::Close;
+    }
+    let zeros = vec![0u8; 256 * 1024];
+    let mut left = len - 32;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        if stream.write_all(&zeros[..n]).await.is_err() {
+            return Outcome::Close;
+        }
+        left -= n as u64;
+    }
+    if req.keep_alive {
+        Outcome::KeepAlive
+    } else {
+        Outcome::Close
+    }
+}
+
 /// Fake MP4: an `ftyp` box followed by an `mdat` box of zeros.
 pub(crate) fn fake_mp4() -> Vec<u8> {
     let mut b = Vec::with_capacity(1048);
@@ -592,6 +634,7 @@ pub(crate) async fn media(
                 done_at: None,
                 seconds: String::new(),
                 size: String::new(),
+                content_bytes: None,
             };
             state.add_task(id, task);
             respond_json(stream, req, bufs, 200, &body, cut).await
@@ -619,6 +662,7 @@ pub(crate) async fn media(
                 done_at: None,
                 seconds: string_field(&v, "seconds", "4"),
                 size: string_field(&v, "size", "720x1280"),
+                content_bytes: content_bytes(str_field(&v, "prompt")),
             };
             let body = openai_video_json(&id, &task);
             state.add_task(id, task);
@@ -629,11 +673,12 @@ pub(crate) async fn media(
                 respond_json(stream, req, bufs, 404, &openai_error("mock: no such video", None, "video_not_found"), cut)
                     .await
             }
-            Some(false) => {
+            Some(None) => {
                 let err = openai_error("mock: video is not ready", None, "video_not_ready");
                 respond_json(stream, req, bufs, 400, &err, cut).await
             }
-            Some(true) => respond_as(stream, &mut bufs.out, req, 200, "video/mp4", "", &fake_mp4(), cut).await,
+            Some(Some(None)) => respond_as(stream, &mut bufs.out, req, 200, "video/mp4", "", &fake_mp4(), cut).await,
+            Some(Some(Some(len))) => respond_large_mp4(stream, &mut bufs.out, req, len).await,
         },
         MediaRoute::OpenAiImage | MediaRoute::OpenAiSpeech => {
             let speech = matches!(route, MediaRoute::OpenAiSpeech);

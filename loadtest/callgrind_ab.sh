@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Instructions per request of the gateway in a few configurations, counted by callgrind: exact and
+# repeatable where CPU time on this shared machine moves by ±5% from run to run.
+#
+#   bash loadtest/callgrind_ab.sh                 # every variant, SECONDS_PER_RUN=15 of wrk -t1 -c4 each
+#   bash loadtest/callgrind_ab.sh limited         # one variant (baseline is always run first)
+#
+# Variants (each against `baseline`, the demo config with an unlimited key and the SQLite ledger):
+#   noledger   ledger.url: none             (the ledger's cost: baseline / noledger)
+#   limited    the key has rpm/tpm/concurrency limits high enough never to refuse
+#   budget     the key has a daily and a monthly budget (never reached)
+#
+# Counting starts after a warm-up (--instr-atstart=no, then callgrind_control -i on) and stops before the gateway exits,
+# so start-up and shutdown are left out; every thread counts (the ledger writer included).
+# Needs valgrind (apt) and wrk; run after `cargo build --release --bins`.
+set -euo pipefail
+# shellcheck source=loadtest/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap cm_cleanup EXIT
+trap 'exit 130' INT TERM
+cm_need valgrind callgrind_control wrk python3 timeout
+[[ -x $CM_BIN && -x $CM_MOCK_BIN ]] || cm_die "build first: cargo build --release --bins"
+SECS=${SECONDS_PER_RUN:-15}
+CM_MAX_SECONDS=$((SECS * 10 + 300))
+W=$(mktemp -d /tmp/cheapmodel-callgrind.XXXXXX)
+CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log"
+
+declare -A VARIANT=(
+  [baseline]=""
+  [noledger]="ledger.url=none"
+  [limited]="keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}"
+  [budget]="keys.0.budget={daily_usd: 10000, monthly_usd: 100000}"
+)
+
+# run NAME: prints the instructions per request of variant NAME.
+run() {
+  local name=$1 port wrapper pid out n ir sets=()
+  port=$(cm_free_port)
+  mkdir -p "$W/$name"
+  [[ -n ${VARIANT[$name]} ]] && sets=(--set "${VARIANT[$name]}")
+  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
+    --listen "127.0.0.1:$port" --workdir "$W/$name" \
+    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
+  cm_spawn "$W/$name/log" valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$W/$name/callgrind.out" "$CM_BIN" --config "$W/$name/g.yaml"
+  wrapper=$CM_LAST_PID
+  pid=$(cm_child "$wrapper")
+  cm_wait_port "$port" 60 || cm_die "gateway did not start: $(tail -n 20 "$W/$name/log")"
+  timeout 60 wrk -t1 -c4 -d3s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+  callgrind_control -i on "$pid" 2>/dev/null | grep -q OK || cm_die "callgrind_control could not reach pid $pid"
+  out=$(timeout $((SECS + 60)) wrk -t1 -c4 -d"${SECS}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
+  callgrind_control -i off "$pid" 2>/dev/null | grep -q OK || cm_die "callgrind_control could not reach pid $pid"
+  n=$(echo "$out" | awk '/requests in/{print $1}')
+  [[ -n $n && $n -gt 0 ]] || cm_die "wrk failed: $out"
+  echo "$out" | grep -q "Non-2xx" && cm_die "$name: some answers were not 2xx: $out"
+  kill -INT "$pid"
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  cm_stop "$wrapper"
+  ir=$(awk '/^totals:/{print $2}' "$W/$name/callgrind.out")
+  [[ -n $ir ]] || cm_die "$name: no callgrind summary in $W/$name"
+  python3 -c "print(round($ir / $n))"
+}
+
+names=("$@")
+((${#names[@]})) || names=(noledger limited budget)
+base=$(run baseline)
+echo "baseline: $base instructions/request"
+for name in "${names[@]}"; do
+  [[ -n ${VARIANT[$name]+x} ]] || cm_die "unknown variant $name (baseline, ${!VARIANT[*]})"
+  ir=$(run "$name")
+  echo "$name: $ir instructions/request, $(python3 -c "print(f'{$ir / $base:.3f}')")x baseline"
+done
+echo "callgrind files: $W (callgrind_annotate --inclusive=yes FILE)"
