@@ -1,4 +1,4 @@
-//! A small HTTP client for the task legs the gateway drives itself (submit, poll, fetch a result),
+//! A small HTTP client for the task legs the gateway drives itself (submit and poll),
 //! on Pingora's connector so it shares the proxy's TLS stack (rustls) and connection pooling.
 //! Replies are read whole and bounded; every call has a total deadline.
 

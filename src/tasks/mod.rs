@@ -18,6 +18,10 @@
 //! poll or the settler), it writes the task's one ledger row, keyed by the task id: the ledger's
 //! unique id, not a cache, makes it once across restarts and instances. A task not finished by its
 //! model's deadline is failed.
+//!
+//! Media content (`GET /v1/tasks/{id}/content`) is not fetched here: `content` checks ownership
+//! and names the upstream path, and the proxy relays the bytes through Pingora as the caller reads
+//! them. Only submit and poll answers are read whole (polls capped at `MAX_POLL_REPLY`).
 //! Imports: `auth`, `cost`, `error`, `ledger`, `metrics`, `registry`; `client` uses
 //! `proxy::upstream` (peer and path helpers). Not `plan`.
 
