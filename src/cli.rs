@@ -310,6 +310,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         "ledger",
         LedgerService { ledger: ledger.clone(), tasks, registry: registry.clone() },
     ));
+    let shared_state = limiter_state.clone();
     if let Some(shared) = limiter_state {
         server.add_service(pingora::services::background::background_service("limits-state", SharedState(shared)));
     }
@@ -321,6 +322,10 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     // writes what is still queued, to the database or to the spool.
     server.run(RunArgs::default());
     ledger.shutdown(Duration::from_secs(30));
+    // Then the spend and tokens Redis has not seen yet (the ledger has them already).
+    if let Some(shared) = &shared_state {
+        shared.flush_at_exit(Duration::from_secs(5));
+    }
     log::info!("ledger flushed; exiting");
     0
 }

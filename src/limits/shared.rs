@@ -10,7 +10,8 @@
 //! - **Settlement** goes through a queue: the writer task sends whatever is queued as one
 //!   pipeline of `settle.lua` calls. Settlements are numbered in send order and each scope keeps
 //!   the last number applied per instance, so a batch is simply resent after a failure and
-//!   nothing counts twice. Unsent settlements wait in memory while Redis is away.
+//!   nothing counts twice. Unsent settlements wait in memory while Redis is away. When the
+//!   process exits, what is still unsent is sent once more (`flush_at_exit`) before it goes.
 //! - **Redis unreachable** (an error, or no answer within `ADMIT_TIMEOUT`): the caller (`Limits`)
 //!   falls back to the in-process limiter with this instance's share of each limit
 //!   (`on_state_error: local`) or refuses with 503 (`deny`). After a failure, admissions skip
@@ -85,6 +86,40 @@ struct Settlement {
     at_us: i64,
 }
 
+/// The settlement queue's receiving end and what was taken from it but not yet sent.
+struct Backlog {
+    rx: mpsc::UnboundedReceiver<Settlement>,
+    unsent: Vec<Settlement>,
+    /// The last number given to a settlement.
+    seq: u64,
+}
+
+impl Backlog {
+    /// Moves everything queued into `unsent` and numbers what has no number yet.
+    fn take_queued(&mut self) {
+        while let Ok(s) = self.rx.try_recv() {
+            self.unsent.push(s);
+        }
+        for s in self.unsent.iter_mut().filter(|s| s.seq == 0) {
+            self.seq += 1;
+            s.seq = self.seq;
+        }
+    }
+}
+
+/// Hands the backlog back to `Shared` however `run` ends (a runtime shutting down drops it
+/// mid-await), so that `flush_at_exit` finds what was not sent.
+struct ParkOnDrop<'a> {
+    shared: &'a Shared,
+    backlog: Option<Backlog>,
+}
+
+impl Drop for ParkOnDrop<'_> {
+    fn drop(&mut self) {
+        *self.shared.backlog.lock().unwrap_or_else(|e| e.into_inner()) = self.backlog.take();
+    }
+}
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not the URL: it may carry a password.
@@ -106,7 +141,9 @@ pub struct Shared {
     /// Leases this instance holds, to renew: id → (key scope, model scope).
     held: Mutex<HashMap<u64, Scopes>>,
     queue: mpsc::UnboundedSender<Settlement>,
-    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Settlement>>>,
+    /// The settlements not yet in Redis, while `run` is not holding them: before it starts, and
+    /// after its runtime stopped (for `flush_at_exit`).
+    backlog: Mutex<Option<Backlog>>,
     restored: Mutex<Vec<(Arc<str>, i64, Money)>>,
     /// Set once the first connection attempt has ended (see `admit`).
     first_attempt: tokio::sync::watch::Sender<bool>,
@@ -177,6 +214,16 @@ fn parse_answer(v: &Value) -> Option<Answer> {
     Some(Answer::Refused(what, int(items.get(2)?).max(0) as u64))
 }
 
+/// Connection timeouts: the first connect and reconnects stay short, so a dead Redis is found
+/// out fast; each call also has its own timeout (`query`).
+fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
 impl Shared {
     /// A client of `url` (checked here; connected by `run`).
     pub fn new(url: &str, on_error: OnStateError, clock: Clock) -> Result<Arc<Self>, String> {
@@ -194,7 +241,7 @@ impl Shared {
             instances: AtomicU32::new(1),
             held: Mutex::new(HashMap::new()),
             queue: tx,
-            queue_rx: Mutex::new(Some(rx)),
+            backlog: Mutex::new(Some(Backlog { rx, unsent: Vec::new(), seq: 0 })),
             restored: Mutex::new(Vec::new()),
             first_attempt: tokio::sync::watch::Sender::new(false),
             admit_script: Script::new(concat!(include_str!("lease.lua"), include_str!("admit.lua"))),
@@ -386,17 +433,17 @@ impl Shared {
     /// ends. It does not stop at the shutdown signal: requests finishing in the grace period
     /// still settle.
     pub async fn run(self: Arc<Self>) {
-        let Some(mut rx) = self.queue_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let Some(backlog) = self.backlog.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let mut parked = ParkOnDrop { shared: &self, backlog: Some(backlog) };
+        let Some(b) = parked.backlog.as_mut() else { return };
         let conn = self.connect().await;
-        let mut unsent: Vec<Settlement> = Vec::new();
-        let mut seq = 0u64;
         let mut renew = tokio::time::interval(RENEW_EVERY);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if unsent.is_empty() {
+            if b.unsent.is_empty() {
                 tokio::select! {
-                    got = rx.recv() => match got {
-                        Some(s) => unsent.push(s),
+                    got = b.rx.recv() => match got {
+                        Some(s) => b.unsent.push(s),
                         None => return,
                     },
                     _ = renew.tick() => {
@@ -405,18 +452,12 @@ impl Shared {
                     }
                 }
             }
-            while let Ok(s) = rx.try_recv() {
-                unsent.push(s);
-            }
-            for s in unsent.iter_mut().filter(|s| s.seq == 0) {
-                seq += 1;
-                s.seq = seq;
-            }
+            b.take_queued();
             // In order, a bounded pipeline at a time: what was sent before a failure is not
             // resent (it would be skipped anyway, but a backlog after an outage is large).
             let mut sent = 0;
             let mut failure = None;
-            for chunk in unsent.chunks(SETTLE_BATCH) {
+            for chunk in b.unsent.chunks(SETTLE_BATCH) {
                 match self.send(&conn, chunk).await {
                     Ok(()) => sent += chunk.len(),
                     Err(e) => {
@@ -425,12 +466,12 @@ impl Shared {
                     }
                 }
             }
-            unsent.drain(..sent);
+            b.unsent.drain(..sent);
             if let Some(e) = failure {
                 self.failed("settle", &e);
-                if unsent.len() > MAX_UNSENT {
-                    let extra = unsent.len() - MAX_UNSENT;
-                    unsent.drain(..extra);
+                if b.unsent.len() > MAX_UNSENT {
+                    let extra = b.unsent.len() - MAX_UNSENT;
+                    b.unsent.drain(..extra);
                     crate::metrics::state().errors.with_label_values(&["settle_dropped"]).inc_by(extra as u64);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -438,14 +479,56 @@ impl Shared {
         }
     }
 
+    /// Sends, on a connection of its own, the settlements still unsent once every runtime has
+    /// stopped: requests that ended in the last moments before the exit, or while Redis was away.
+    /// Spend sent here counts against the key's budget on every other instance. Tries again until
+    /// `within` has passed (Redis may be restarting too); what is still unsent then is lost to
+    /// Redis (the ledger has it) and said in the log.
+    pub fn flush_at_exit(&self, within: Duration) {
+        let Some(mut b) = self.backlog.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        b.take_queued();
+        if b.unsent.is_empty() {
+            return;
+        }
+        let n = b.unsent.len();
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return log::error!("limits state: {n} settlements not sent at exit ({e})"),
+        };
+        let mut last_error = String::from("no answer");
+        // The timer is made inside the runtime (`block_on`), which it needs.
+        let sent = runtime.block_on(async {
+            tokio::time::timeout(within, async {
+                // A batch resent after a failure is skipped by the scripts (its numbers were seen).
+                while let Err(e) = self.send_on_new_connection(&b.unsent).await {
+                    last_error = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+        });
+        match sent {
+            Ok(()) => log::info!("limits state: {n} settlements sent at exit"),
+            Err(_) => log::error!(
+                "limits state: {n} settlements not sent at exit within {within:?} ({last_error}); the ledger has them"
+            ),
+        }
+    }
+
+    async fn send_on_new_connection(&self, batch: &[Settlement]) -> Result<(), String> {
+        let mut conn = ConnectionManager::new_with_config(self.client.clone(), connection_config())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.load_scripts(&mut conn).await?;
+        for chunk in batch.chunks(SETTLE_BATCH) {
+            self.send(&conn, chunk).await?;
+        }
+        Ok(())
+    }
+
     async fn connect(&self) -> ConnectionManager {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
         loop {
-            match ConnectionManager::new_with_config(self.client.clone(), config.clone()).await {
+            match ConnectionManager::new_with_config(self.client.clone(), connection_config()).await {
                 Ok(mut c) => {
                     if let Err(e) = self.load_scripts(&mut c).await {
                         self.failed("connect", &e);

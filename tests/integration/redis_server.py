@@ -49,6 +49,19 @@ class Redis:
             s.sendall(b"".join(parts))
             return s.recv(65536).split(b"\r\n")[0]
 
+    def get(self, key):
+        """GET key: the value as a string, or None."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            k = key.encode()
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k))
+            reply = b""
+            while not reply.endswith(b"\r\n") or (reply.startswith(b"$") and reply.count(b"\r\n") < 2
+                                                     and not reply.startswith(b"$-1")):
+                chunk = s.recv(65536)
+                assert chunk, "redis closed the connection"
+                reply += chunk
+            return None if reply.startswith(b"$-1") else reply.split(b"\r\n")[1].decode()
+
     def pause(self):
         """SIGSTOP: connections stay open and requests go unanswered (a hung or partitioned Redis)."""
         self.proc.send_signal(signal.SIGSTOP)

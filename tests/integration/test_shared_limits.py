@@ -2,6 +2,7 @@
 gateways count together, a budget spent through one stops the other, a crashed instance's leases
 expire, and Redis going away and coming back is handled per `server.on_state_error`."""
 import concurrent.futures
+import signal
 import threading
 import time
 
@@ -171,6 +172,33 @@ def test_redis_down_with_local_keeps_serving_within_each_share_and_rejoins(own_m
         assert int(redis.command("DBSIZE")[1:]) > 0
     finally:
         stop_all(gws)
+
+
+def test_spend_not_yet_in_redis_when_the_gateway_stops_is_sent_on_the_way_out(own_mock, redis, tmp_path):
+    """Requests served while Redis is away queue their spend. The gateway is stopped (SIGINT: no
+    grace period, its runtimes go at once) while Redis is still down, and Redis comes back a
+    second later. The spend must still reach the shared budget: it is sent on a connection of its
+    own after the runtimes stop, retried for a few seconds. Before, it was lost to every other
+    instance (the ledger had it, Redis never did)."""
+    config = base_config(own_mock, free_port(), free_port(), state=redis.url)
+    config["keys"][0]["budget"] = {"daily_usd": 100}
+    g = Gateway(config, tmp_path)
+    try:
+        assert post(g).status_code == 200   # connected
+        redis.stop()
+        usage = {"x-mock-echo-usage": "1000,200,0,0"}   # $0.00325 each on gpt-5.5
+        codes = [post(g, **usage).status_code for _ in range(5)]
+        assert codes == [200] * 5
+        g.proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        redis.start()   # back, empty
+        g.proc.wait(timeout=15)
+    finally:
+        g.stop()
+    log = g.log_path.read_text()
+    assert "5 settlements sent at exit" in log, log[-2000:]
+    day = int(time.time()) // 86400
+    assert redis.get(f"cm:{{k:team-a}}:d:{day}") == str(5 * 3_250_000_000)
 
 
 def test_redis_down_with_local_limits_each_instance_to_its_share(own_mock, redis, tmp_path):
