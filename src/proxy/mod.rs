@@ -223,21 +223,17 @@ fn refusal_error(refusal: Refusal) -> GatewayError {
 
 /// Puts the key's own allowance in the rate-limit headers of the caller's dialect, replacing the
 /// upstream's, which describe the gateway's upstream account, not the caller.
+///
+/// Six header inserts are most of what a limited key costs a request (Pingora keeps a case map
+/// beside the header map: two map inserts and a name parse each). Ours go in first, replacing an
+/// upstream header of the same name in place; only the upstream's others are removed after.
+#[inline(never)]
 fn rate_limit_headers(
     resp: &mut ResponseHeader,
     caller: Dialect,
     allowance: &limits::Allowance,
     now_s: i64,
 ) -> Result<()> {
-    let upstream_own: Vec<http::HeaderName> = resp
-        .headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-ratelimit-") || n.as_str().starts_with("anthropic-ratelimit-"))
-        .cloned()
-        .collect();
-    for name in upstream_own {
-        resp.remove_header(&name);
-    }
     // (limit, remaining, reset) header names per kind and dialect.
     const NAMES: [[[&str; 3]; 2]; 2] = [
         [
@@ -258,9 +254,10 @@ fn rate_limit_headers(
         ],
     ];
     let names = &NAMES[usize::from(caller == Dialect::Anthropic)];
-    for (kind, values) in [allowance.requests, allowance.tokens].into_iter().enumerate() {
-        let Some((limit, remaining, reset_s)) = values else { continue };
-        let [limit_name, remaining_name, reset_name] = names[kind];
+    let kinds = [allowance.requests, allowance.tokens];
+    for (values, kind_names) in kinds.iter().zip(names) {
+        let Some((limit, remaining, reset_s)) = *values else { continue };
+        let [limit_name, remaining_name, reset_name] = *kind_names;
         resp.insert_header(limit_name, itoa::Buffer::new().format(limit))?;
         resp.insert_header(remaining_name, itoa::Buffer::new().format(remaining))?;
         let reset = match caller {
@@ -268,6 +265,16 @@ fn rate_limit_headers(
             Dialect::Anthropic => limits::rfc3339(now_s + reset_s.ceil() as i64),
         };
         resp.insert_header(reset_name, reset)?;
+    }
+    let ours = |n: &str| kinds.iter().zip(names).any(|(v, kind_names)| v.is_some() && kind_names.contains(&n));
+    let is_upstreams =
+        |n: &http::HeaderName| n.as_str().starts_with("x-ratelimit-") || n.as_str().starts_with("anthropic-ratelimit-");
+    if resp.headers.keys().any(|n| is_upstreams(n) && !ours(n.as_str())) {
+        let stale: Vec<http::HeaderName> =
+            resp.headers.keys().filter(|n| is_upstreams(n) && !ours(n.as_str())).cloned().collect();
+        for name in stale {
+            resp.remove_header(&name);
+        }
     }
     Ok(())
 }
@@ -797,5 +804,60 @@ impl RequestIds {
     fn fresh(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("req_{:016x}{:016x}", self.prefix, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream_response() -> ResponseHeader {
+        let mut resp = ResponseHeader::build(200, None).expect("header");
+        for (name, value) in [
+            ("Content-Type", "application/json"),
+            ("X-RateLimit-Limit-Requests", "10000"),
+            ("x-ratelimit-remaining-tokens", "5"),
+            ("anthropic-ratelimit-input-tokens-limit", "7"),
+        ] {
+            resp.append_header(name, value).expect("append");
+        }
+        resp
+    }
+
+    fn wire(resp: &ResponseHeader) -> String {
+        let mut out = Vec::new();
+        resp.header_to_h1_wire(&mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_limited_keys_headers_replace_every_upstream_rate_limit_header() {
+        let mut resp = upstream_response();
+        let allowance = limits::Allowance { requests: Some((60, 59, 0.5)), tokens: None };
+        rate_limit_headers(&mut resp, Dialect::OpenAi, &allowance, 0).expect("headers");
+        let h = &resp.headers;
+        assert_eq!(h.get("x-ratelimit-limit-requests").map(|v| v.as_bytes()), Some(&b"60"[..]));
+        assert_eq!(h.get("x-ratelimit-remaining-requests").map(|v| v.as_bytes()), Some(&b"59"[..]));
+        assert_eq!(h.get("x-ratelimit-reset-requests").map(|v| v.as_bytes()), Some(&b"500ms"[..]));
+        // The upstream's token and Anthropic headers describe the upstream account: gone.
+        assert!(h.get("x-ratelimit-remaining-tokens").is_none());
+        assert!(h.get("anthropic-ratelimit-input-tokens-limit").is_none());
+        assert_eq!(h.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        // The case map stays in step with the values (Pingora asserts it while writing).
+        let wire = wire(&resp);
+        assert_eq!(wire.matches("atelimit").count(), 3, "{wire}");
+        assert!(wire.contains("x-ratelimit-limit-requests: 60\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn anthropic_callers_get_the_anthropic_names_with_an_rfc3339_reset() {
+        let mut resp = upstream_response();
+        let allowance = limits::Allowance { requests: Some((60, 0, 1.2)), tokens: Some((1000, 10, 30.0)) };
+        rate_limit_headers(&mut resp, Dialect::Anthropic, &allowance, 1_700_000_000).expect("headers");
+        let h = &resp.headers;
+        assert_eq!(h.get("anthropic-ratelimit-requests-remaining").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        assert_eq!(h.get("anthropic-ratelimit-tokens-reset").map(|v| v.as_bytes()), Some(&b"2023-11-14T22:13:50Z"[..]));
+        assert!(h.get("x-ratelimit-limit-requests").is_none() && h.get("x-ratelimit-remaining-tokens").is_none());
+        assert_eq!(wire(&resp).matches("atelimit").count(), 6);
     }
 }
