@@ -5,7 +5,8 @@
 //! `input = prompt_tokens - cached_tokens` and `cache_read = cached_tokens`. Each token class is
 //! then priced once at its own price (`cost`).
 //!
-//! `StreamMeter` follows an SSE stream as it passes, split-safe (an event may arrive in any number
+//! `StreamMeter` follows a same-dialect SSE stream as it passes (a translated stream's usage comes
+//! from its translator, `dialect::stream`, which reads it anyway), split-safe (an event may arrive in any number
 //! of pieces). It looks only at `data:` lines that can carry usage or end the stream, and parses
 //! only those. In `strip_injected_usage` mode (an OpenAI stream for which the gateway itself asked
 //! for usage) it also removes what the caller did not ask for: the usage-only chunk and the

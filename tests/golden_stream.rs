@@ -12,6 +12,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cheapmodel::dialect::stream::{AnthropicToOpenAi, OpenAiToAnthropic, StreamTranslator};
+use cheapmodel::error::Dialect;
+use cheapmodel::usage::StreamMeter;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -102,6 +104,21 @@ fn run_golden(dir: &str) -> usize {
                 continue;
             }
         };
+        // The translator's usage is what a translated stream is billed: it must be what the
+        // same-dialect meter reads from the same upstream stream.
+        let mut t = translator(d);
+        t.feed(&input, &mut Vec::new());
+        t.finish(&mut Vec::new());
+        let upstream_dialect = match d {
+            Direction::OpenAiToAnthropic => Dialect::OpenAi,
+            Direction::AnthropicToOpenAi { .. } => Dialect::Anthropic,
+        };
+        let mut meter = StreamMeter::new(upstream_dialect, false);
+        meter.feed(&input, &mut Vec::new());
+        meter.finish(&mut Vec::new());
+        if t.usage() != meter.usage {
+            failures.push(format!("{name}: translator usage {:?}, meter usage {:?}", t.usage(), meter.usage));
+        }
         let valid = match d {
             Direction::OpenAiToAnthropic => validate_anthropic(&out, true).map(|_| ()),
             Direction::AnthropicToOpenAi { .. } => validate_openai(&out, true).map(|_| ()),

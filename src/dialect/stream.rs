@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::sse::{Event, SseDecoder};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
 use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
-use crate::usage::AnthropicUsage;
+use crate::usage::{AnthropicUsage, Usage};
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
@@ -45,6 +45,18 @@ pub trait StreamTranslator: Send {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>);
     /// The upstream body ended: append whatever closes the stream (or the error event if the upstream never finished).
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// The upstream's token counts so far, in `Usage`'s convention: what the request is billed
+    /// (the translator reads them anyway, so a translated stream is parsed once, not metered twice).
+    fn usage(&self) -> Usage;
+    /// The caller's stream is closed (its end or its error event went out): nothing more may be
+    /// written to it.
+    fn done(&self) -> bool;
+}
+
+impl std::fmt::Debug for dyn StreamTranslator + Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTranslator").field("usage", &self.usage()).field("done", &self.done()).finish()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,7 +306,7 @@ struct AnState {
     /// `[DONE]` or an error went out: nothing more is emitted.
     done: bool,
     /// Token counts so far (the upstream's, merged as they arrive).
-    usage: crate::usage::Usage,
+    usage: Usage,
     /// The `tool_use` blocks, in order (their position is the OpenAI tool call index).
     tools: Vec<ToolBlock>,
 }
@@ -312,7 +324,7 @@ impl AnthropicToOpenAi {
                 started: false,
                 finish_sent: false,
                 done: false,
-                usage: crate::usage::Usage::default(),
+                usage: Usage::default(),
                 tools: Vec::new(),
             },
         }
@@ -354,6 +366,14 @@ impl StreamTranslator for AnthropicToOpenAi {
 
     fn finish(&mut self, out: &mut Vec<u8>) {
         drive_finish(&mut self.decoder, &mut self.st, out);
+    }
+
+    fn usage(&self) -> Usage {
+        self.st.usage
+    }
+
+    fn done(&self) -> bool {
+        self.st.done
     }
 }
 
@@ -904,6 +924,16 @@ impl StreamTranslator for OpenAiToAnthropic {
 
     fn finish(&mut self, out: &mut Vec<u8>) {
         drive_finish(&mut self.decoder, &mut self.st, out);
+    }
+
+    fn usage(&self) -> Usage {
+        // OpenAI's prompt count includes the cached tokens; `Usage::input` does not.
+        let (prompt, completion, cached) = self.st.usage.unwrap_or((0, 0, 0));
+        Usage { input: prompt.saturating_sub(cached), output: completion, cache_read: cached, cache_write: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.st.done
     }
 }
 

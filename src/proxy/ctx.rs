@@ -20,8 +20,10 @@ pub enum ResponseMeter {
     None,
     /// A JSON body: its chunks are kept (refcounted, not copied) and read once at the end.
     Json { chunks: Vec<Bytes>, len: usize },
-    /// An SSE stream, read as it passes.
+    /// A same-dialect SSE stream, read as it passes.
     Stream(Box<StreamMeter>),
+    /// A translated SSE stream: the translator reads the usage as it translates.
+    Translate(Box<dyn StreamTranslator + Sync>),
 }
 
 /// State of one request.
@@ -58,8 +60,6 @@ pub struct RequestCtx {
     pub sse: bool,
     /// The upstream's response status.
     pub upstream_status: u16,
-    /// Stream translator for a translated SSE response.
-    pub translator: Option<Box<dyn StreamTranslator + Sync>>,
     /// An answer the gateway gives itself (media tasks, local token count).
     pub local: Option<crate::tasks::Answer>,
     /// `local` is a token-count estimate.
@@ -91,7 +91,6 @@ impl RequestCtx {
             meter: ResponseMeter::None,
             sse: false,
             upstream_status: 0,
-            translator: None,
             local: None,
             token_estimate: false,
             dropped: String::new(),

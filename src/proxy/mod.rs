@@ -22,7 +22,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log;
 use crate::cost;
-use crate::dialect::{self, stream::StreamTranslator};
+use crate::dialect;
 use crate::error::{Dialect, GatewayError};
 use crate::ledger::{self, Ledger, Row};
 use crate::limits::{self, Limits, Refusal};
@@ -403,30 +403,37 @@ impl ProxyHttp for Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let success = resp.status.is_success();
         ctx.upstream_status = resp.status.as_u16();
-        if ctx.sse {
-            let injected_usage = matches!(forward.mode, Mode::Passthrough { injected_usage: true });
-            let meter = StreamMeter::new(dialect, injected_usage);
-            if meter.rewrites() {
-                resp.remove_header(&http::header::CONTENT_LENGTH);
+        let translate = match forward.mode {
+            Mode::Translate { caller, upstream, caller_wants_usage } => Some((caller, upstream, caller_wants_usage)),
+            Mode::Passthrough { .. } => None,
+        };
+        ctx.meter = match translate {
+            Some((_, upstream, caller_wants_usage)) if ctx.sse && success => {
+                let name = &forward.model.name;
+                ResponseMeter::Translate(match upstream {
+                    Dialect::Anthropic => {
+                        Box::new(dialect::stream::AnthropicToOpenAi::new(name, caller_wants_usage, unix_now()))
+                    }
+                    Dialect::OpenAi => Box::new(dialect::stream::OpenAiToAnthropic::new(name)),
+                })
             }
-            ctx.meter = ResponseMeter::Stream(Box::new(meter));
-        } else {
-            ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
-        }
-        if let Mode::Translate { caller, upstream, caller_wants_usage } = forward.mode {
-            let model = &forward.model;
+            // A translated error (even one sent as a stream) is read whole and translated at its end.
+            Some(_) => ResponseMeter::Json { chunks: Vec::new(), len: 0 },
+            None if ctx.sse => {
+                let injected_usage = matches!(forward.mode, Mode::Passthrough { injected_usage: true });
+                let meter = StreamMeter::new(dialect, injected_usage);
+                if meter.rewrites() {
+                    resp.remove_header(&http::header::CONTENT_LENGTH);
+                }
+                ResponseMeter::Stream(Box::new(meter))
+            }
+            None => ResponseMeter::Json { chunks: Vec::new(), len: 0 },
+        };
+        if translate.is_some() {
             // The body changes length: let the framing be chunked (h2 drops Transfer-Encoding).
             resp.remove_header(&http::header::CONTENT_LENGTH);
             resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            if ctx.sse && success {
-                let t: Box<dyn StreamTranslator + Sync> = match (upstream, caller) {
-                    (Dialect::Anthropic, _) => {
-                        Box::new(dialect::stream::AnthropicToOpenAi::new(&model.name, caller_wants_usage, unix_now()))
-                    }
-                    (Dialect::OpenAi, _) => Box::new(dialect::stream::OpenAiToAnthropic::new(&model.name)),
-                };
-                ctx.translator = Some(t);
-            } else {
+            if !matches!(ctx.meter, ResponseMeter::Translate(_)) {
                 resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             }
         }
@@ -508,22 +515,18 @@ impl ProxyHttp for Gateway {
                     }
                 }
             }
+            ResponseMeter::Translate(translator) => {
+                let mut out = Vec::new();
+                if let Some(b) = body.as_ref() {
+                    translator.feed(b, &mut out);
+                }
+                if end_of_stream {
+                    translator.finish(&mut out);
+                }
+                *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
+            }
             ResponseMeter::Stream(meter) => {
                 let mut out = Vec::new();
-                if let Some(translator) = ctx.translator.as_mut() {
-                    if let Some(b) = body.as_ref() {
-                        let mut ignored = Vec::new();
-                        meter.feed(b, &mut ignored);
-                        translator.feed(b, &mut out);
-                    }
-                    if end_of_stream {
-                        meter.finish(&mut Vec::new());
-                        translator.finish(&mut out);
-                        meter.finished = true;
-                    }
-                    *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
-                    return Ok(None);
-                }
                 if let Some(b) = body.as_ref() {
                     meter.feed(b, &mut out);
                 }
@@ -582,20 +585,21 @@ impl ProxyHttp for Gateway {
                     code = 0;
                 }
             } else if ctx.sse {
-                if let ResponseMeter::Stream(meter) = &mut ctx.meter {
-                    if !meter.finished {
+                let tail = match &mut ctx.meter {
+                    ResponseMeter::Stream(meter) if !meter.finished => {
                         meter.finished = true;
-                        let tail = match ctx.translator.as_mut() {
-                            Some(t) => {
-                                // The translator closes what it opened and ends with its error event.
-                                let mut out = Vec::new();
-                                t.finish(&mut out);
-                                Bytes::from(out)
-                            }
-                            None => err.stream_event(ctx.caller),
-                        };
-                        let _ = session.write_response_body(Some(tail), true).await;
+                        Some(err.stream_event(ctx.caller))
                     }
+                    ResponseMeter::Translate(t) if !t.done() => {
+                        // The translator closes what it opened and ends with its error event.
+                        let mut out = Vec::new();
+                        t.finish(&mut out);
+                        Some(Bytes::from(out))
+                    }
+                    _ => None,
+                };
+                if let Some(tail) = tail {
+                    let _ = session.write_response_body(Some(tail), true).await;
                 }
                 code = session.response_written().map_or(0, |r| r.status.as_u16());
             }
@@ -622,6 +626,7 @@ impl ProxyHttp for Gateway {
                     // Too large to have been kept whole: unmetered.
                     ResponseMeter::Json { .. } => Usage::default(),
                     ResponseMeter::Stream(meter) => meter.usage,
+                    ResponseMeter::Translate(translator) => translator.usage(),
                 };
                 let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
