@@ -227,10 +227,13 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
         return Err(err("server.max_request_body", "must be at least 1"));
     }
     if let Some(url) = &s.state {
-        // (rediss:// would need the client's TLS feature, not built in.)
-        if !url.starts_with("redis://") || redis::Client::open(url.as_str()).is_err() {
+        let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+        if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
             // Not the URL itself in the message: it may carry a password.
-            return Err(err("server.state", "must be a redis://[user:password@]host:port[/db] URL (Redis or Valkey)"));
+            return Err(err(
+                "server.state",
+                "must be a redis://[user:password@]host:port[/db] URL, or rediss:// for TLS (Redis or Valkey)",
+            ));
         }
     }
     Ok(())
@@ -508,6 +511,8 @@ keys:
         assert!(!e.message.contains("secret"), "a state URL may carry a password: {}", e.message);
         let bad = BASE.replace("listen:", "on_state_error: drop\n  listen:");
         assert!(load_str(&bad, &env).expect_err("bad").path.starts_with("server"));
+        let tls = BASE.replace("listen:", "state: \"rediss://:secret@cache.example:6380/0\"\n  listen:");
+        assert!(load_str(&tls, &env).is_ok(), "rediss:// (TLS) is accepted");
         let good = BASE.replace("listen:", "state: \"redis://127.0.0.1:6379/0\"\n  on_state_error: deny\n  listen:");
         let l = load_str(&good, &env).expect("valid");
         assert_eq!(l.server.on_state_error, crate::limits::OnStateError::Deny);

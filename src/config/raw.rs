@@ -100,7 +100,8 @@ pub struct RawServer {
     /// Seconds between checks of the config file for changes (0 disables; SIGHUP always works).
     #[serde(default = "default_watch")]
     pub watch_interval_seconds: u64,
-    /// `redis://…`: limits and budgets shared by every instance; absent = in-process.
+    /// `redis://…` (or `rediss://…`, TLS, verified against the system's roots or `SSL_CERT_FILE`):
+    /// limits and budgets shared by every instance; absent = in-process.
     #[serde(default)]
     pub state: Option<String>,
     /// What an instance does while `state` is unreachable: `local` (its share, in-process) or `deny` (503).

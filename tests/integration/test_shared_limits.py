@@ -49,6 +49,47 @@ def post(g, client=None, **headers):
     return c.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(**headers), timeout=10)
 
 
+def test_a_budget_is_shared_over_tls_rediss(own_mock, tmp_path):
+    """`rediss://`: the same shared budget over TLS, the server's certificate verified against the
+    CA in `SSL_CERT_FILE` (managed Redis services require TLS)."""
+    redis = Redis(tls=True)
+    gateways = []
+    try:
+        for name in ("a", "b"):
+            config = base_config(own_mock, free_port(), free_port(), state=redis.url)
+            config["keys"][0]["budget"] = {"daily_usd": 0.01}
+            d = tmp_path / name
+            d.mkdir()
+            gateways.append(Gateway(config, d, extra_env={"SSL_CERT_FILE": str(redis.ca_file)}))
+        usage = {"x-mock-echo-usage": "1000,200,0,0"}   # $0.00325 a request: the 4th reaches $0.01
+        served = 0
+        while post(gateways[0], **usage).status_code == 200:
+            served += 1
+            assert served < 20
+        assert served == 4
+        assert post(gateways[1], **usage).status_code == 429
+        for g in gateways:
+            assert g.metric("cheapmodel_state_errors_total") == 0 and g.metric("cheapmodel_state_up") == 1
+    finally:
+        stop_all(gateways)
+        redis.remove()
+
+
+def test_rediss_with_an_untrusted_certificate_is_never_used_and_says_so(own_mock, tmp_path):
+    redis = Redis(tls=True)
+    config = base_config(own_mock, free_port(), free_port(), state=redis.url, on_state_error="deny")
+    config["keys"][0]["limits"] = {"rpm": 100}
+    g = Gateway(config, tmp_path)   # no SSL_CERT_FILE: the test CA is not trusted
+    try:
+        r = post(g)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable"
+        assert g.metric("cheapmodel_state_errors_total", op="connect") >= 1
+        assert "invalid peer certificate" in g.log_path.read_text()
+    finally:
+        g.stop()
+        redis.remove()
+
+
 def test_rpm_120_through_two_instances_admits_120_not_240(own_mock, redis, tmp_path):
     gws = start_pair(own_mock, redis, tmp_path, limits={"rpm": 120})
     try:
