@@ -66,47 +66,45 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-pub(crate) fn trim_range(buf: &[u8], mut r: Range<usize>) -> Range<usize> {
-    while r.start < r.end && matches!(buf[r.start], b' ' | b'\t') {
-        r.start += 1;
-    }
-    while r.end > r.start && matches!(buf[r.end - 1], b' ' | b'\t') {
-        r.end -= 1;
-    }
-    r
-}
-
 /// Does the comma separated header value contain `token` (case-insensitive)?
 pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
     value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Parse a request head (`head` ends with the blank line's CRLF).
+/// Most header lines a request may have.
+const MAX_HEADERS: usize = 128;
+
+/// Parse a request head (`head` ends with the blank line's CRLF). The request line and the header
+/// lines are httparse's (which refuses obsolete line folding, bad tokens and bad targets); the
+/// framing rules the gateway must get right (Content-Length, Transfer-Encoding, Connection) are
+/// checked here, strictly, since the mock exists to catch what the gateway sends wrong.
 pub(crate) fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<HeadInfo, HeadError> {
     headers.clear();
-    let line_end = find(head, b"\r\n").ok_or(HeadError::Bad("malformed request line"))?;
-    let line = &head[..line_end];
-    let sp1 = line.iter().position(|&b| b == b' ').ok_or(HeadError::Bad("malformed request line"))?;
-    let sp2 = line[sp1 + 1..]
-        .iter()
-        .position(|&b| b == b' ')
-        .map(|p| p + sp1 + 1)
-        .ok_or(HeadError::Bad("malformed request line"))?;
-    let method = 0..sp1;
-    let target = sp1 + 1..sp2;
-    let version = sp2 + 1..line_end;
-    if method.is_empty()
-        || !head[method.clone()].iter().all(|b| b.is_ascii_alphabetic())
-        || target.is_empty()
-        || head[target.clone()].iter().any(|b| b.is_ascii_whitespace())
-    {
-        return Err(HeadError::Bad("malformed request line"));
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Bad("incomplete request head")),
+        Err(httparse::Error::Version) => return Err(HeadError::NotImplemented("unsupported HTTP version")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Bad("too many headers")),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue) => {
+            return Err(HeadError::Bad("malformed header"));
+        }
+        Err(_) => return Err(HeadError::Bad("malformed request line")),
     }
-    let http10 = match &head[version.clone()] {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        _ => return Err(HeadError::NotImplemented("unsupported HTTP version")),
+    // httparse hands out slices of `head`: back to ranges, which outlive the parser.
+    let range_of = |part: &[u8]| {
+        let start = part.as_ptr() as usize - head.as_ptr() as usize;
+        start..start + part.len()
     };
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
+        return Err(HeadError::Bad("malformed request line"));
+    };
+    let (method, target) = (range_of(method.as_bytes()), range_of(target.as_bytes()));
+    let line_end = find(head, b"\n").unwrap_or(head.len());
+    let line_end = if line_end > 0 && head[line_end - 1] == b'\r' { line_end - 1 } else { line_end };
+    let version = line_end.saturating_sub(8)..line_end;
+    let http10 = minor == 0;
 
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
@@ -115,25 +113,10 @@ pub(crate) fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<Head
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
 
-    let mut pos = line_end + 2;
-    loop {
-        let rel = find(&head[pos..], b"\r\n").ok_or(HeadError::Bad("malformed header"))?;
-        let end = pos + rel;
-        if end == pos {
-            break;
-        }
-        let line = &head[pos..end];
-        if matches!(line[0], b' ' | b'\t') {
-            return Err(HeadError::Bad("obsolete header line folding"));
-        }
-        let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::Bad("header without colon"))?;
-        if colon == 0 || line[..colon].iter().any(|&b| b <= b' ' || b == 0x7f) {
-            return Err(HeadError::Bad("invalid header name"));
-        }
-        let name = pos..pos + colon;
-        let value = trim_range(head, pos + colon + 1..end);
-        let n = &head[name.clone()];
-        let v = &head[value.clone()];
+    for h in parsed.headers.iter() {
+        let name = range_of(h.name.as_bytes());
+        let value = range_of(h.value.trim_ascii());
+        let (n, v) = (&head[name.clone()], &head[value.clone()]);
         if n.eq_ignore_ascii_case(b"content-length") {
             if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
                 return Err(HeadError::Bad("invalid content-length"));
@@ -159,7 +142,6 @@ pub(crate) fn parse_head(head: &[u8], headers: &mut HeaderRanges) -> Result<Head
             expect_continue |= v.eq_ignore_ascii_case(b"100-continue");
         }
         headers.push((name, value));
-        pos = end + 2;
     }
     if other_te {
         return Err(HeadError::NotImplemented("unsupported transfer-encoding"));
@@ -596,5 +578,96 @@ pub(crate) async fn respond_sse(
         Outcome::Close
     } else {
         Outcome::KeepAlive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &str) -> Result<HeadInfo, &'static str> {
+        let mut headers = Vec::new();
+        parse_head(head.as_bytes(), &mut headers).map_err(|e| match e {
+            HeadError::Bad(m) | HeadError::NotImplemented(m) => m,
+        })
+    }
+
+    #[test]
+    fn a_request_head_gives_its_framing_and_connection() {
+        let head = "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 12 \r\n\r\n";
+        let mut headers = Vec::new();
+        let Ok(info) = parse_head(head.as_bytes(), &mut headers) else { panic!("valid head") };
+        let b = head.as_bytes();
+        assert_eq!(
+            (&b[info.method.clone()], &b[info.target.clone()]),
+            (&b"POST"[..], &b"/v1/chat/completions?x=1"[..])
+        );
+        assert_eq!(&b[info.version.clone()], b"HTTP/1.1");
+        assert_eq!((info.content_length, info.chunked, info.keep_alive, info.http10), (Some(12), false, true, false));
+        assert_eq!(headers.len(), 2);
+        assert_eq!(&b[headers[1].1.clone()], b"12", "values are trimmed");
+        let info = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").map_err(|m| m.to_string());
+        assert!(info.is_ok_and(|i| i.http10 && i.keep_alive));
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length_and_closes() {
+        let info = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").ok();
+        assert!(info.is_some_and(|i| i.chunked && i.content_length.is_none() && !i.keep_alive));
+    }
+
+    #[test]
+    fn what_a_gateway_must_never_send_is_refused() {
+        for (head, why) in [
+            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "conflicting content-length"),
+            ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "invalid content-length"),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "unsupported transfer-encoding"),
+            ("GET / HTTP/2.0\r\n\r\n", "unsupported HTTP version"),
+            ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", "malformed header"),
+            ("GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", "malformed header"),
+            ("GET /a b HTTP/1.1\r\n\r\n", "unsupported HTTP version"),
+            ("GET / HTTP/1.1\r\nHost: a\r\n", "incomplete request head"),
+        ] {
+            assert_eq!(parse(head).err(), Some(why), "{head:?}");
+        }
+    }
+
+    /// Feeds `wire` to `read_chunked` through a real loopback socket, in small writes.
+    async fn dechunk(wire: &'static [u8]) -> Result<Vec<u8>, &'static str> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|_| "bind")?;
+        let addr = listener.local_addr().map_err(|_| "addr")?;
+        let writer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            for piece in wire.chunks(3) {
+                s.write_all(piece).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Closed here: a body cut short ends in EOF.
+        });
+        let (mut stream, _) = listener.accept().await.map_err(|_| "accept")?;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), read_chunked(&mut stream, &mut buf, 0, &mut body))
+            .await
+            .map_err(|_| "timeout")?;
+        let _ = writer.await;
+        match read {
+            Ok(end) if end == wire.len() => Ok(body),
+            Ok(_) => Err("stopped early"),
+            Err(BodyError::Bad) => Err("bad"),
+            Err(BodyError::Eof) => Err("eof"),
+            Err(BodyError::TooLarge) => Err("too large"),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_across_reads_and_bad_framing_is_refused() {
+        assert_eq!(
+            dechunk(b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n").await,
+            Ok(b"hello world".to_vec())
+        );
+        assert_eq!(dechunk(b"zz\r\nhello\r\n0\r\n\r\n").await, Err("bad"));
+        assert_eq!(dechunk(b"5\r\nhelloXX0\r\n\r\n").await, Err("bad"));
+        assert_eq!(dechunk(b"5\r\nhel").await, Err("eof"));
     }
 }

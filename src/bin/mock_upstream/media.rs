@@ -69,7 +69,7 @@ impl Kind {
 }
 
 /// How a task ends.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fate {
     Complete,
     Fail,
@@ -504,7 +504,6 @@ fn content_bytes(prompt: &str) -> Option<u64> {
 /// A fake MP4 of `len` bytes (`ftyp`, then an `mdat` of zeros), written 256 KiB at a time so
 /// the mock never holds it whole: downloads of hundreds of MB measure the gateway, not the mock.
 async fn respond_large_mp4(stream: &mut TcpStream, out: &mut Vec<u8>, req: &Req<'_>, len: u64) -> Outcome {
-    use tokio::io::AsyncWriteExt;
     out.clear();
     let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: {len}\r\n");
     write_conn_header(out, req, false);
@@ -713,5 +712,29 @@ pub(crate) async fn media(
             });
             respond_json(stream, req, bufs, 200, &body, cut).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_pick_each_tasks_fate_and_size() {
+        assert_eq!(prompt_fate("a cat", Style::Flat), (false, Fate::Complete));
+        assert_eq!(prompt_fate("mock-fail", Style::Flat), (false, Fate::Fail));
+        assert_eq!(prompt_fate("mock-cancel", Style::Flat), (false, Fate::Complete), "only wrapped tasks cancel");
+        assert_eq!(prompt_fate("mock-cancel", Style::Wrapped), (false, Fate::Cancel));
+        assert_eq!(prompt_fate("mock-submit-error mock-never", Style::OpenAi), (true, Fate::Never));
+        assert_eq!(content_bytes("waves mock-bytes:209715200 at dusk"), Some(209_715_200));
+        assert_eq!(content_bytes("mock-bytes:12"), None, "smaller than the MP4 boxes");
+        assert_eq!(content_bytes("waves"), None);
+    }
+
+    #[test]
+    fn fake_media_have_the_lengths_their_headers_say() {
+        let mp4 = fake_mp4();
+        assert_eq!(&mp4[4..8], b"ftyp");
+        assert_eq!(u32::from_be_bytes([mp4[24], mp4[25], mp4[26], mp4[27]]) as usize, mp4.len() - 24);
     }
 }
