@@ -31,23 +31,33 @@ pub struct Usage {
     pub cache_write: u64,
 }
 
-#[derive(Deserialize)]
-struct OpenAiUsage {
+/// OpenAI's usage object, as every reader of it takes it (the meters and both translators):
+/// declared once, lenient (any member may be missing or `null`).
+#[derive(Deserialize, Default, Debug)]
+pub(crate) struct OpenAiUsage {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(crate) prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<OpenAiPromptDetails>,
+    pub(crate) prompt_tokens_details: Option<OpenAiPromptDetails>,
 }
 
-#[derive(Deserialize)]
-struct OpenAiPromptDetails {
+#[derive(Deserialize, Default, Debug)]
+pub(crate) struct OpenAiPromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
 }
 
-/// Anthropic's usage object (any field may be missing from a `message_delta`).
+impl OpenAiUsage {
+    /// In `Usage`'s convention.
+    pub(crate) fn to_usage(&self) -> Usage {
+        let cached = self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens);
+        Usage::from_openai(self.prompt_tokens, self.completion_tokens, cached)
+    }
+}
+
+/// Anthropic's usage object (any field may be missing from a `message_delta`): declared once.
 #[derive(Deserialize, Default, Debug)]
 pub(crate) struct AnthropicUsage {
     #[serde(default)]
@@ -86,7 +96,33 @@ fn counts<const N: usize>(raw: &[u8], wanted: [&[u8]; N]) -> Option<[Option<u64>
     Some(out)
 }
 
+impl AnthropicUsage {
+    /// In `Usage`'s convention (Anthropic's own: `input_tokens` already excludes the cache).
+    pub(crate) fn to_usage(&self) -> Usage {
+        let mut u = Usage::default();
+        u.merge_anthropic(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        );
+        u
+    }
+}
+
 impl Usage {
+    /// OpenAI's counts in this convention: `prompt_tokens` includes the cached tokens, `input`
+    /// does not. The one place that rule is written.
+    pub(crate) fn from_openai(prompt: Option<u64>, completion: Option<u64>, cached: Option<u64>) -> Usage {
+        let cached = cached.unwrap_or(0);
+        Usage {
+            input: prompt.unwrap_or(0).saturating_sub(cached),
+            output: completion.unwrap_or(0),
+            cache_read: cached,
+            cache_write: 0,
+        }
+    }
+
     /// OpenAI's usage object, on the structural fast path when its members are plain integers.
     fn apply_openai_fast(&mut self, raw: &[u8]) -> Option<()> {
         let (mut prompt, mut completion, mut cached) = (None, None, None);
@@ -103,11 +139,14 @@ impl Usage {
                 _ => {}
             }
         }
-        let cached = cached.unwrap_or(0);
-        self.input = prompt.unwrap_or(0).saturating_sub(cached);
-        self.cache_read = cached;
-        self.output = completion.unwrap_or(0);
+        self.set_openai(Usage::from_openai(prompt, completion, cached));
         Some(())
+    }
+
+    /// OpenAI reports usage once, whole: it replaces what was read before (`cache_write`, which
+    /// OpenAI has no count of, is left alone).
+    fn set_openai(&mut self, u: Usage) {
+        (self.input, self.output, self.cache_read) = (u.input, u.output, u.cache_read);
     }
 
     fn apply_openai(&mut self, raw_usage: &str) -> bool {
@@ -117,11 +156,7 @@ impl Usage {
         let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else {
             return false;
         };
-        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-        let prompt = u.prompt_tokens.unwrap_or(0);
-        self.input = prompt.saturating_sub(cached);
-        self.cache_read = cached;
-        self.output = u.completion_tokens.unwrap_or(0);
+        self.set_openai(u.to_usage());
         true
     }
 

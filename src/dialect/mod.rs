@@ -16,6 +16,7 @@ pub mod stream;
 mod transcode;
 
 use crate::error::Dialect;
+use crate::usage::Usage;
 
 /// A request that cannot be translated faithfully: answered 400 in the caller's dialect, naming
 /// the parameter (`param` is a JSON path such as `messages[2].content[0].type`).
@@ -189,24 +190,24 @@ pub fn stop_reason_for(finish_reason: &str) -> &'static str {
     }
 }
 
-/// OpenAI usage object for Anthropic token counts (OpenAI's prompt includes cached tokens).
-pub fn openai_usage_json(input: u64, output: u64, cache_read: u64, cache_write: u64) -> serde_json::Value {
-    let prompt = input + cache_read + cache_write;
+/// OpenAI usage object for counts in `Usage`'s convention (OpenAI's prompt includes the cache).
+pub fn openai_usage_json(u: &Usage) -> serde_json::Value {
+    let prompt = u.input + u.cache_read + u.cache_write;
     serde_json::json!({
         "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
+        "completion_tokens": u.output,
+        "total_tokens": prompt + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read},
     })
 }
 
-/// Anthropic usage object for OpenAI token counts (Anthropic's input excludes cached tokens).
-pub fn anthropic_usage_json(prompt: u64, completion: u64, cached: u64) -> serde_json::Value {
+/// Anthropic usage object for counts in `Usage`'s convention (which is Anthropic's own).
+pub fn anthropic_usage_json(u: &Usage) -> serde_json::Value {
     serde_json::json!({
-        "input_tokens": prompt.saturating_sub(cached),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-        "output_tokens": completion,
+        "input_tokens": u.input,
+        "cache_creation_input_tokens": u.cache_write,
+        "cache_read_input_tokens": u.cache_read,
+        "output_tokens": u.output,
     })
 }
 

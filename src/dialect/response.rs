@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, TranslateError};
 use crate::error::{anthropic_type_for_status, error_body, Dialect};
+use crate::usage::{AnthropicUsage, OpenAiUsage};
 
 #[derive(Deserialize)]
 struct AnthropicMessage {
@@ -21,18 +22,6 @@ struct AnthropicMessage {
     stop_reason: Option<String>,
     #[serde(default)]
     usage: Option<AnthropicUsage>,
-}
-
-#[derive(Deserialize, Default)]
-struct AnthropicUsage {
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -105,13 +94,7 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
             _ => {}
         }
     }
-    let u = msg.usage.unwrap_or_default();
-    let usage = openai_usage_json(
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_read_input_tokens.unwrap_or(0),
-        u.cache_creation_input_tokens.unwrap_or(0),
-    );
+    let usage = openai_usage_json(&msg.usage.unwrap_or_default().to_usage());
     let out = OpenAiCompletion {
         id: &msg.id,
         object: "chat.completion",
@@ -141,7 +124,7 @@ struct OpenAiCompletionIn {
     #[serde(default)]
     choices: Vec<OpenAiChoiceIn>,
     #[serde(default)]
-    usage: Option<OpenAiUsageIn>,
+    usage: Option<OpenAiUsage>,
 }
 
 #[derive(Deserialize)]
@@ -177,22 +160,6 @@ struct OpenAiFunctionIn {
     name: String,
     #[serde(default)]
     arguments: String,
-}
-
-#[derive(Deserialize, Default)]
-struct OpenAiUsageIn {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetailsIn>,
-}
-
-#[derive(Deserialize, Default)]
-struct PromptDetailsIn {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -244,8 +211,7 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
         };
         content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
     }
-    let u = c.usage.unwrap_or_default();
-    let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+    let usage = c.usage.unwrap_or_default().to_usage();
     let id = if c.id.starts_with("msg_") { c.id } else { format!("msg_{}", c.id) };
     let out = AnthropicMessageOut {
         id,
@@ -255,7 +221,7 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
         content,
         stop_reason: stop_reason_for(finish.as_deref().unwrap_or("stop")),
         stop_sequence: None,
-        usage: anthropic_usage_json(u.prompt_tokens, u.completion_tokens, cached),
+        usage: anthropic_usage_json(&usage),
     };
     serde_json::to_vec(&out).map_err(|e| TranslateError::new("response", e.to_string()))
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::sse::{Event, SseDecoder};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
 use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
-use crate::usage::{AnthropicUsage, Usage};
+use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
@@ -525,12 +525,7 @@ impl AnState {
                 // message still ended normally.
                 self.finish_chunk(out, "stop");
                 if self.include_usage {
-                    let usage = openai_usage_json(
-                        self.usage.input,
-                        self.usage.output,
-                        self.usage.cache_read,
-                        self.usage.cache_write,
-                    );
+                    let usage = openai_usage_json(&self.usage);
                     let usage = Ordered { value: &usage, keys: OPENAI_USAGE_ORDER };
                     out.extend_from_slice(b"data: ");
                     write_json(
@@ -668,7 +663,7 @@ struct OaIn<'a> {
     #[serde(default, borrow)]
     choices: Option<Vec<OaInChoice<'a>>>,
     #[serde(default)]
-    usage: Option<OaInUsage>,
+    usage: Option<OpenAiUsage>,
     #[serde(default)]
     error: Option<Value>,
 }
@@ -713,22 +708,6 @@ struct OaInFunction<'a> {
     name: LStr<'a>,
     #[serde(default, borrow)]
     arguments: LStr<'a>,
-}
-
-#[derive(Deserialize)]
-struct OaInUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<OaInPromptDetails>,
-}
-
-#[derive(Deserialize)]
-struct OaInPromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -879,8 +858,8 @@ struct OaState {
     open: Option<(u32, OpenBlock)>,
     /// From the first `finish_reason`.
     stop_reason: Option<&'static str>,
-    /// `(prompt, completion, cached)` from the last usage object.
-    usage: Option<(u64, u64, u64)>,
+    /// From the last usage object.
+    usage: Option<Usage>,
     /// Tool calls in order of first appearance.
     calls: Vec<Call>,
     /// OpenAI `tool_calls[].index` → slot in `calls` (the latest call with that index).
@@ -927,9 +906,7 @@ impl StreamTranslator for OpenAiToAnthropic {
     }
 
     fn usage(&self) -> Usage {
-        // OpenAI's prompt count includes the cached tokens; `Usage::input` does not.
-        let (prompt, completion, cached) = self.st.usage.unwrap_or((0, 0, 0));
-        Usage { input: prompt.saturating_sub(cached), output: completion, cache_read: cached, cache_write: 0 }
+        self.st.usage.unwrap_or_default()
     }
 
     fn done(&self) -> bool {
@@ -1027,8 +1004,7 @@ impl OaState {
             }
         }
         if let Some(u) = &c.usage {
-            let cached = u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0);
-            self.usage = Some((u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0), cached));
+            self.usage = Some(u.to_usage());
             if self.stop_reason.is_some() {
                 self.end(out);
             }
@@ -1248,8 +1224,7 @@ impl OaState {
             self.text_delta(out, index, *kind, text);
             self.close_block(out);
         }
-        let (prompt, completion, cached) = self.usage.unwrap_or((0, 0, 0));
-        let usage = anthropic_usage_json(prompt, completion, cached);
+        let usage = anthropic_usage_json(&self.usage.unwrap_or_default());
         frame(
             out,
             "message_delta",
