@@ -29,6 +29,10 @@ pub struct Peek<'a> {
     pub stream_options: Option<(Range<usize>, &'a str)>,
     /// Offset just after the opening `{` (where a field can be inserted).
     pub object_start: usize,
+    /// The output cap the caller asked for: the first of `max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens` that is a whole number (the limits reserve it; read here, in the one
+    /// pass, so that nothing scans the body again for it).
+    pub max_tokens: Option<u64>,
 }
 
 fn span_of(body: &[u8], raw: &str) -> Range<usize> {
@@ -97,6 +101,7 @@ pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
     let mut model: Option<(Cow<'_, str>, Range<usize>)> = None;
     let mut stream: Option<bool> = None;
     let mut stream_options = None;
+    let mut max_tokens = None;
     let mut end = first + 1;
     for entry in sonic_rs::to_object_iter(body) {
         let (key, value) = entry.map_err(|_| GatewayError::InvalidJson)?;
@@ -135,6 +140,9 @@ pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
                 let raw = borrowed_str(body, &span)?;
                 stream_options = Some((span, raw));
             }
+            "max_tokens" | "max_completion_tokens" | "max_output_tokens" if max_tokens.is_none() => {
+                max_tokens = value.as_u64();
+            }
             _ => {}
         }
     }
@@ -145,7 +153,7 @@ pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
         _ => return Err(GatewayError::InvalidJson),
     }
     let (model, model_span) = model.ok_or(GatewayError::MissingModel)?;
-    Ok(Peek { model, model_span, stream: stream.unwrap_or(false), stream_options, object_start: first + 1 })
+    Ok(Peek { model, model_span, stream: stream.unwrap_or(false), stream_options, object_start: first + 1, max_tokens })
 }
 
 /// One edit of a body: replace `range` with `with` (an empty range inserts).
@@ -267,6 +275,15 @@ mod tests {
         assert_eq!(p.model, "gpt-5.5");
         assert!(p.stream);
         assert_eq!(&b[p.model_span.clone()], br#""gpt-5.5""#);
+    }
+
+    #[test]
+    fn reads_the_requested_output_cap_in_the_same_pass() {
+        let cap = |b: &str| peek(b.as_bytes()).expect("ok").max_tokens;
+        assert_eq!(cap(r#"{"model":"m","max_tokens":256}"#), Some(256));
+        assert_eq!(cap(r#"{"max_completion_tokens":64,"model":"m","max_tokens":9}"#), Some(64));
+        assert_eq!(cap(r#"{"model":"m","max_output_tokens":"12","max_tokens":7}"#), Some(7), "not a number: next");
+        assert_eq!(cap(r#"{"model":"m","messages":[{"max_tokens":5}]}"#), None, "top level only");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct ForwardPlan {
     pub mode: Mode,
     /// Paths of the caller's fields translation left out (empty when passing through).
     pub dropped: Vec<String>,
+    /// The output cap in the caller's body, if any (`Peek::max_tokens`): the limits' reservation.
+    pub max_tokens: Option<u64>,
 }
 
 /// How a forwarded request and its response are treated.
@@ -295,6 +297,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
             stream: false,
             mode: passthrough,
             dropped: Vec::new(),
+            max_tokens: peeked.max_tokens,
         };
         return Ok(Decision::Forward(plan));
     }
@@ -316,6 +319,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
             stream: peeked.stream,
             mode: Mode::Translate { caller: caller_dialect, upstream, caller_wants_usage },
             dropped: translated.dropped,
+            max_tokens: peeked.max_tokens,
         }));
     }
 
@@ -352,6 +356,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
         stream: peeked.stream,
         mode: Mode::Passthrough { injected_usage },
         dropped: Vec::new(),
+        max_tokens: peeked.max_tokens,
     }))
 }
 

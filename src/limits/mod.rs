@@ -245,16 +245,15 @@ fn secs_ceil(us: i64) -> u64 {
     (us.max(0) as u64).div_ceil(1_000_000).max(1)
 }
 
-/// Seconds from `now` to the next UTC midnight, and to the first of next month.
+/// Seconds from `now` to the next UTC midnight, and to the first of next month. Only a budget
+/// refusal needs them (its `retry-after`).
 pub(crate) fn period_ends(now: i64) -> (u64, u64) {
     let day = now.div_euclid(DAY_US);
     let to_midnight = secs_ceil((day + 1) * DAY_US - now);
-    let month = month_of(now);
-    let mut d = day + 1;
-    while month_of(d * DAY_US) == month {
-        d += 1;
-    }
-    (to_midnight, secs_ceil(d * DAY_US - now))
+    let (y, m, _) = crate::ledger::civil_from_days(day);
+    let (next_y, next_m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let next_month = crate::ledger::days_from_civil(next_y, next_m, 1);
+    (to_midnight, secs_ceil(next_month * DAY_US - now))
 }
 
 /// The in-process limiter.
@@ -467,15 +466,14 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
     }
     if s.budget.any() {
         let (day, month) = c.spend(now);
-        let (to_midnight, to_month_end) = period_ends(now);
         if let Some(cap) = s.budget.daily {
             if day + c.reserved_spend >= cap.0 {
-                return Err(Refusal::Budget { period: "daily", retry_after_s: to_midnight });
+                return Err(Refusal::Budget { period: "daily", retry_after_s: period_ends(now).0 });
             }
         }
         if let Some(cap) = s.budget.monthly {
             if month + c.reserved_spend >= cap.0 {
-                return Err(Refusal::Budget { period: "monthly", retry_after_s: to_month_end });
+                return Err(Refusal::Budget { period: "monthly", retry_after_s: period_ends(now).1 });
             }
         }
     }
@@ -518,13 +516,10 @@ fn allowance_of(c: &Counters, s: LimitSettings, now: i64) -> Allowance {
 const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
 
 /// What a chat request may use: input from the body size (about 4 bytes a token, an over-estimate
-/// for JSON), plus the requested `max_tokens` (or `max_completion_tokens`, `max_output_tokens`)
-/// capped by the model's `max_output_tokens`; priced at the model's input and output prices.
-pub fn estimate(body: &[u8], model: &crate::registry::Model) -> Estimate {
-    // One pass over the top-level keys, not one per name.
-    let requested = crate::peek::top_level_entries(body)
-        .find(|(k, _)| matches!(*k, b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens"))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+/// for JSON), plus the requested output cap (`Peek::max_tokens`: `max_tokens`,
+/// `max_completion_tokens` or `max_output_tokens`) capped by the model's `max_output_tokens`;
+/// priced at the model's input and output prices.
+pub fn estimate(body_len: usize, requested: Option<u64>, model: &crate::registry::Model) -> Estimate {
     let cap = model.max_output_tokens.map(u64::from);
     let output = match (requested, cap) {
         (Some(r), Some(c)) => r.min(c),
@@ -532,7 +527,7 @@ pub fn estimate(body: &[u8], model: &crate::registry::Model) -> Estimate {
         (None, Some(c)) => c,
         (None, None) => DEFAULT_OUTPUT_RESERVATION,
     };
-    let input = (body.len() as u64).div_ceil(4);
+    let input = (body_len as u64).div_ceil(4);
     let cost = i128::from(input) * i128::from(model.price.input) + i128::from(output) * i128::from(model.price.output);
     Estimate { tokens: input + output, cost: crate::money::from_i128(cost) }
 }
@@ -562,9 +557,18 @@ pub fn openai_duration(secs: f64) -> String {
     } else if ms < 60_000 {
         out.push_str(num.format(ms / 1000));
         if !ms.is_multiple_of(1000) {
-            let frac = format!("{:03}", ms % 1000);
+            // Milliseconds as a decimal fraction without trailing zeros: 250 -> ".25".
+            let mut frac = ms % 1000;
+            let mut digits = 3;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
             out.push('.');
-            out.push_str(frac.trim_end_matches('0'));
+            for _ in num.format(frac).len()..digits {
+                out.push('0');
+            }
+            out.push_str(num.format(frac));
         }
         out.push('s');
     } else {
@@ -820,6 +824,9 @@ mod tests {
         assert_eq!(openai_duration(1.5), "1.5s");
         assert_eq!(openai_duration(360.0), "6m0s");
         assert_eq!(openai_duration(59.25), "59.25s");
+        assert_eq!(openai_duration(2.005), "2.005s");
+        assert_eq!(openai_duration(3.07), "3.07s");
+        assert_eq!(openai_duration(12.3), "12.3s");
         assert_eq!(openai_duration(0.0), "0ms");
     }
 
@@ -833,5 +840,9 @@ mod tests {
         let now = 1_796_428_800 * 1_000_000;
         assert_eq!(crate::ledger::day_of(now / 1000), "2026-12-05");
         assert_eq!(period_ends(now), (86_400, 27 * 86_400));
+        // 2028-02-10 12:00 UTC, a leap year: 19.5 days to March.
+        assert_eq!(period_ends(1_833_796_800 * 1_000_000), (43_200, 1_684_800));
+        // 2027-02-28 00:00:01 UTC: the month's last day.
+        assert_eq!(period_ends(1_803_772_801 * 1_000_000), (86_399, 86_399));
     }
 }

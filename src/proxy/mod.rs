@@ -163,7 +163,7 @@ impl Gateway {
                 if let Some(key) = &ctx.key {
                     let model = &forward.model;
                     if key.limits.any() || key.budget.any() || model.limits.any() {
-                        let estimate = limits::estimate(&body, model);
+                        let estimate = limits::estimate(body.len(), forward.max_tokens, model);
                         match self
                             .limiter
                             .admit((&key.name, key.limits, key.budget), (&model.name, model.limits), estimate)
