@@ -560,7 +560,7 @@ pub fn openai_duration(secs: f64) -> String {
             // Milliseconds as a decimal fraction without trailing zeros: 250 -> ".25".
             let mut frac = ms % 1000;
             let mut digits = 3;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 digits -= 1;
             }
