@@ -60,7 +60,11 @@ use cheapmodel::peek::{exceeds_depth, peek, MAX_DEPTH};
 use cheapmodel::registry::{Key, Snapshot};
 use cheapmodel::usage::{StreamMeter, Usage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pingora::http::RequestHeader;
+
+// The SDK's request head (the key among ~15 headers), shared with `tests/alloc_budget.rs`.
+#[path = "../tests/common/sdk_request.rs"]
+mod sdk_request;
+use sdk_request::sdk_request;
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic pseudo-random source (no rand dependency; same inputs on every run).
@@ -108,38 +112,13 @@ fn key_set(n: usize) -> (Snapshot, Vec<String>) {
     (snapshot, keys)
 }
 
-/// A request header as the official SDKs send it (auth header among ~15 others).
-fn sdk_request(path: &'static [u8], auth: (&'static str, String)) -> RequestHeader {
-    let mut r = RequestHeader::build("POST", path, None).expect("request header");
-    let common: [(&'static str, &'static str); 14] = [
-        ("host", "gateway.internal:8080"),
-        ("accept-encoding", "gzip, deflate"),
-        ("connection", "keep-alive"),
-        ("accept", "application/json"),
-        ("content-type", "application/json"),
-        ("user-agent", "OpenAI/Python 1.99.9"),
-        ("x-stainless-lang", "python"),
-        ("x-stainless-package-version", "1.99.9"),
-        ("x-stainless-os", "Linux"),
-        ("x-stainless-arch", "x64"),
-        ("x-stainless-runtime", "CPython"),
-        ("x-stainless-runtime-version", "3.12.3"),
-        ("x-stainless-retry-count", "0"),
-        ("content-length", "48213"),
-    ];
-    for (k, v) in common {
-        r.insert_header(k, v).expect("insert header");
-    }
-    r.insert_header(auth.0, auth.1).expect("insert auth header");
-    r
-}
-
 fn bench_auth(c: &mut Criterion) {
     let (snapshot, keys) = key_set(100);
     let key = keys[57].clone();
-    let bearer = sdk_request(b"/v1/chat/completions", ("authorization", format!("Bearer {key}")));
-    let x_api_key = sdk_request(b"/v1/messages", ("x-api-key", key.clone()));
-    let unknown = sdk_request(b"/v1/chat/completions", ("authorization", format!("Bearer cm_{}", Rng(7).hex(48))));
+    let bearer = sdk_request(b"/v1/chat/completions", 48213, ("authorization", format!("Bearer {key}")));
+    let x_api_key = sdk_request(b"/v1/messages", 48213, ("x-api-key", key.clone()));
+    let unknown =
+        sdk_request(b"/v1/chat/completions", 48213, ("authorization", format!("Bearer cm_{}", Rng(7).hex(48))));
     // Sanity: the benched calls do what they claim.
     assert_eq!(&*authenticate(&bearer, &snapshot).expect("bearer ok").name, "team-57");
     assert_eq!(&*authenticate(&x_api_key, &snapshot).expect("x-api-key ok").name, "team-57");

@@ -22,7 +22,10 @@ use cheapmodel::error::Dialect;
 use cheapmodel::plan::{self, Decision, Head};
 use cheapmodel::proxy::upstream;
 use cheapmodel::usage::{self, StreamMeter};
-use pingora::http::RequestHeader;
+
+#[path = "common/sdk_request.rs"]
+mod sdk_request;
+use sdk_request::sdk_request;
 
 struct Counting;
 
@@ -85,31 +88,6 @@ keys:
     cheapmodel::config::load_str(&yaml, &|_| None).expect("test config").snapshot
 }
 
-/// An OpenAI SDK request head: the key among the ~15 headers the Python SDK sends.
-fn sdk_request(len: usize) -> RequestHeader {
-    let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("request header");
-    for (k, v) in [
-        ("host", "gateway.internal:8080"),
-        ("accept-encoding", "gzip, deflate"),
-        ("connection", "keep-alive"),
-        ("accept", "application/json"),
-        ("content-type", "application/json"),
-        ("user-agent", "OpenAI/Python 1.99.9"),
-        ("x-stainless-lang", "python"),
-        ("x-stainless-package-version", "1.99.9"),
-        ("x-stainless-os", "Linux"),
-        ("x-stainless-arch", "x64"),
-        ("x-stainless-runtime", "CPython"),
-        ("x-stainless-runtime-version", "3.12.3"),
-        ("x-stainless-retry-count", "0"),
-    ] {
-        r.insert_header(k, v).expect("insert header");
-    }
-    r.insert_header("content-length", len.to_string()).expect("content-length");
-    r.insert_header("authorization", format!("Bearer {KEY}")).expect("authorization");
-    r
-}
-
 fn chat_body(model: &str, stream: bool) -> Bytes {
     Bytes::from(format!(
         r#"{{"messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"What is the weather in Paris today? Answer in one sentence."}}],"model":"{model}","stream":{stream},"max_completion_tokens":256,"temperature":0.2}}"#
@@ -119,7 +97,7 @@ fn chat_body(model: &str, stream: bool) -> Bytes {
 /// Allocations of plan_head, plan_body and the upstream header rewrite of one request, and
 /// whether it was translated.
 fn plan_and_rewrite(snapshot: &cheapmodel::registry::Snapshot, body: &Bytes) -> ([u64; 3], bool) {
-    let mut req = sdk_request(body.len());
+    let mut req = sdk_request(b"/v1/chat/completions", body.len(), ("authorization", format!("Bearer {KEY}")));
     let (head, planned) = count(|| plan::plan_head(&req, snapshot));
     let Head::NeedsBody(route, caller) = planned else { panic!("needs a body") };
     let (body_n, decision) = count(|| plan::plan_body(&route, &caller, snapshot, body));
