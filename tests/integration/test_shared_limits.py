@@ -224,8 +224,14 @@ def test_spend_not_yet_in_redis_when_the_gateway_stops_is_sent_on_the_way_out(ow
     config = base_config(own_mock, free_port(), free_port(), state=redis.url)
     config["keys"][0]["budget"] = {"daily_usd": 100}
     g = Gateway(config, tmp_path)
+    day = int(time.time()) // 86400
     try:
         assert post(g).status_code == 200   # connected
+        # Its settlement reaches Redis (sent at once): only the five below are left at the exit.
+        deadline = time.time() + 10
+        while redis.get(f"cm:{{k:team-a}}:d:{day}") is None:
+            assert time.time() < deadline, "the first request's spend never reached Redis"
+            time.sleep(0.05)
         redis.stop()
         usage = {"x-mock-echo-usage": "1000,200,0,0"}   # $0.00325 each on gpt-5.5
         codes = [post(g, **usage).status_code for _ in range(5)]
@@ -238,7 +244,6 @@ def test_spend_not_yet_in_redis_when_the_gateway_stops_is_sent_on_the_way_out(ow
         g.stop()
     log = g.log_path.read_text()
     assert "5 settlements sent at exit" in log, log[-2000:]
-    day = int(time.time()) // 86400
     assert redis.get(f"cm:{{k:team-a}}:d:{day}") == str(5 * 3_250_000_000)
 
 
