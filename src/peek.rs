@@ -230,6 +230,59 @@ pub fn top_level_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     top_level_entries(b).find(|(name, _)| *name == key).map(|(_, value)| value)
 }
 
+/// `top_level_value` for a member that usually comes last (`usage` in both dialects' answers):
+/// tried from the end first, so the members before it (the whole answer) are not walked. The
+/// guess is taken only when it is provably a top-level member; otherwise the full scan decides.
+pub fn top_level_value_near_end<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    member_at_end(b, key).or_else(|| top_level_value(b, key))
+}
+
+/// The last `"key":` in `b`, if it is a member of the top-level object: an unescaped quote opens
+/// it (the byte before, past whitespace, is `,` or `{`: inside a string a quote is escaped), and
+/// the members after it lead exactly to the object's closing brace, the last byte but whitespace.
+/// A key nested anywhere deeper leaves a bracket to close first, and fails that test.
+fn member_at_end<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    // memrchr on the key's first byte, not `memmem::rfind`: the key is usually a few hundred
+    // bytes from the end, and building a searcher per call costs more than that walk.
+    let first = *key.first()?;
+    let at = memchr::memrchr_iter(first, b).find(|&i| b[i..].starts_with(key))?;
+    let open = at.checked_sub(1)?;
+    if b[open] != b'"' || b.get(at + key.len()) != Some(&b'"') {
+        return None;
+    }
+    let before = b[..open].iter().rposition(|c| !c.is_ascii_whitespace())?;
+    if !matches!(b[before], b',' | b'{') {
+        return None;
+    }
+    let colon = ws(at + key.len() + 1);
+    if b.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = ws(colon + 1);
+    let end = end_of_value(b, start);
+    let value = b.get(start..end).filter(|v| !v.is_empty())?;
+    // The members after it, to the closing brace.
+    let mut i = ws(end);
+    while b.get(i) == Some(&b',') {
+        i = ws(i + 1);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        i = ws(end_of_string(b, i));
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(end_of_value(b, ws(i + 1)));
+    }
+    (b.get(i) == Some(&b'}') && ws(i + 1) == b.len()).then_some(value)
+}
+
 /// The `(raw key, raw value)` pairs of the top-level object of `b`, in order (keys as written,
 /// escapes intact); ends at the object's end or at the first byte that does not fit.
 pub fn top_level_entries(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -275,6 +328,34 @@ mod tests {
         assert_eq!(p.model, "gpt-5.5");
         assert!(p.stream);
         assert_eq!(&b[p.model_span.clone()], br#""gpt-5.5""#);
+    }
+
+    #[test]
+    fn a_member_near_the_end_is_found_from_the_end_only_when_it_is_top_level() {
+        fn near(b: &str) -> Option<&[u8]> {
+            top_level_value_near_end(b.as_bytes(), b"usage")
+        }
+        fn full(b: &str) -> Option<&[u8]> {
+            top_level_value(b.as_bytes(), b"usage")
+        }
+        for body in [
+            r#"{"id":"x","choices":[{"message":{"content":"the \"usage\": {} is"}}],"usage":{"a":1}}"#,
+            r#"{"id":"x","usage":{"a":1},"system_fingerprint":"fp","service_tier":null} "#,
+            r#"{ "usage" : { "a" : 2 } }"#,
+            r#"{"a":{"usage":{"b":1}}}"#,
+            r#"{"a":{"x":1,"usage":{"b":1}},"usage":{"c":3}}"#,
+            r#"{"usage":{"c":3},"a":[{"usage":{"b":1}}]}"#,
+            r#"{"say \"usage":{"b":1}}"#,
+            r#"{"a":"usage","usage":7}"#,
+            r#"["usage",{"usage":1}]"#,
+            r#"{"usage":{"a":1},"b":{"c":[1,2,{"d":"}"}]}}"#,
+            r#"{"choices":[],"usage":{"a":1}"#,
+        ] {
+            assert_eq!(near(body), full(body), "{body}");
+        }
+        assert_eq!(near(r#"{"choices":[],"usage":{"a":1}}"#), Some(&br#"{"a":1}"#[..]));
+        assert!(member_at_end(br#"{"a":{"usage":{"b":1}}}"#, b"usage").is_none(), "nested: not taken");
+        assert!(member_at_end(br#"{"say "usage":{"b":1}}"#, b"usage").is_none(), "inside a key: not taken");
     }
 
     #[test]

@@ -209,7 +209,8 @@ impl Usage {
 /// validating walk over `choices` / `content` (under callgrind that walk was about 9% of a whole
 /// request's instructions); the usage object itself is read strictly.
 pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
-    let raw = crate::peek::top_level_value(body, b"usage")?;
+    // Both dialects put `usage` at the end of an answer: looked for there first.
+    let raw = crate::peek::top_level_value_near_end(body, b"usage")?;
     if raw.first() != Some(&b'{') {
         return None;
     }
