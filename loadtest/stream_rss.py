@@ -25,13 +25,22 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def mark_opened(opened):
+    if not opened.done():
+        opened.set_result(None)
+
+
 async def one_stream(host, port, request, opened, deadline):
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+    except (asyncio.TimeoutError, OSError):
+        mark_opened(opened)
+        return False
     try:
         writer.write(request)
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
-        opened.set_result(None) if not opened.done() else None
+        mark_opened(opened)
         if not head.startswith(b"HTTP/1.1 200"):
             return False
         seen = b""
@@ -44,6 +53,7 @@ async def one_stream(host, port, request, opened, deadline):
     except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError):
         return False
     finally:
+        mark_opened(opened)   # a stream that failed early must not hold up the sample
         writer.close()
 
 

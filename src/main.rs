@@ -25,6 +25,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 ///
 /// It must run before the first allocation (which reserves the first arena, committed or not), so
 /// before `main`: an ELF constructor, allocation-free (libc's `getenv`, not `std::env`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 extern "C" fn commit_memory_on_demand() {
     // SAFETY: `getenv` reads the environment with a NUL-terminated name; `mi_option_set` sets one
     // documented option to a documented value. Nothing else runs yet (constructors are serial).
@@ -35,6 +36,9 @@ extern "C" fn commit_memory_on_demand() {
     }
 }
 
+// `.init_array` is ELF's (Linux, where the gateway is deployed); elsewhere mimalloc keeps its
+// default.
+#[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
 static COMMIT_MEMORY_ON_DEMAND: extern "C" fn() = commit_memory_on_demand;
