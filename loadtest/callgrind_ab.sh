@@ -9,6 +9,9 @@
 #   noledger   ledger.url: none             (the ledger's cost: baseline / noledger)
 #   limited    the key has rpm/tpm/concurrency limits high enough never to refuse
 #   budget     the key has a daily and a monthly budget (never reached)
+#   postgres   ledger.url: a throwaway Postgres cluster this script starts (initdb/pg_ctl, as the
+#              `postgres` user when run as root) and removes; only the gateway's own process is
+#              counted, as for SQLite, but the database's work is then in Postgres's processes
 #
 # Counting starts after a warm-up (--instr-atstart=no, then callgrind_control -i on) and stops before the gateway exits,
 # so start-up and shutdown are left out; every thread counts (the ledger writer included).
@@ -30,14 +33,38 @@ declare -A VARIANT=(
   [noledger]="ledger.url=none"
   [limited]="keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}"
   [budget]="keys.0.budget={daily_usd: 10000, monthly_usd: 100000}"
+  [postgres]="ledger.url=postgres://postgres@127.0.0.1:PG_PORT/postgres"
 )
+
+# pg_start: a throwaway cluster on a free port (fsync off: only the gateway is measured); sets PG_PORT.
+PG_DIR=""
+pg_start() {
+  local bin as=()
+  bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort | tail -n1)")
+  [[ -x $bin/initdb ]] || cm_die "the postgres variant needs the postgresql package"
+  PG_DIR=$(mktemp -d /tmp/cheapmodel-callgrind-pg.XXXXXX)
+  PG_PORT=$(cm_free_port)
+  if ((EUID == 0)); then chown postgres: "$PG_DIR"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$W/pg-init.log" 2>&1 ||
+    cm_die "initdb failed: $(tail -n 5 "$W/pg-init.log")"
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/pg.log" -w -t 30 \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    cm_die "pg_ctl start failed"
+  PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 30 stop)
+}
+pg_stop() {
+  [[ -n $PG_DIR ]] || return 0
+  "${PG_STOP[@]}" >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+trap 'pg_stop; cm_cleanup' EXIT
 
 # run NAME: prints the instructions per request of variant NAME.
 run() {
   local name=$1 port wrapper pid out n ir sets=()
   port=$(cm_free_port)
   mkdir -p "$W/$name"
-  [[ -n ${VARIANT[$name]} ]] && sets=(--set "${VARIANT[$name]}")
+  [[ -n ${VARIANT[$name]} ]] && sets=(--set "${VARIANT[$name]//PG_PORT/${PG_PORT:-}}")
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
     --listen "127.0.0.1:$port" --workdir "$W/$name" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
@@ -63,6 +90,7 @@ run() {
 
 names=("$@")
 ((${#names[@]})) || names=(noledger limited budget)
+[[ " ${names[*]} " == *" postgres "* ]] && pg_start
 base=$(run baseline)
 echo "baseline: $base instructions/request"
 for name in "${names[@]}"; do

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use super::sqlite_insert::SqliteInsert;
 use super::{PendingTask, Row};
 
 /// Schema changes, applied in order on start; `cheapmodel_schema` records the ones applied.
@@ -63,7 +64,7 @@ fn migration(text: &str, postgres: bool) -> Option<String> {
 pub const COLUMNS: &str = "id, request_id, time_ms, day, key, model, upstream, endpoint, status, stream, translated, \
      input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, images, seconds, requests, cost_pusd, \
      latency_us, ttfb_us";
-const COLUMN_COUNT: usize = 21;
+pub const COLUMN_COUNT: usize = 21;
 
 /// A ledger database.
 pub trait Backend: Send {
@@ -98,44 +99,77 @@ pub fn placeholder(postgres: bool, i: usize) -> String {
     }
 }
 
-/// Rows per SQLite `INSERT` (21 parameters each).
-const SQLITE_ROWS_PER_INSERT: usize = 32;
+/// Rows per SQLite `INSERT` statement, largest first: a batch goes in as few statements as the
+/// binary digits of its size, so that a statement's fixed cost (~4k instructions: `sqlite3_reset`,
+/// opening the cursor, `sqlite3VdbeHalt`) is shared by many rows whatever the batch size. Each is
+/// prepared once (`SqliteInsert`); 64 rows is 1,344 parameters, far under SQLite's limit.
+const SQLITE_ROWS_PER_INSERT: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
-fn sqlite_insert(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; COLUMN_COUNT].join(","));
-    format!("INSERT OR IGNORE INTO ledger ({COLUMNS}) VALUES {}", vec![one; rows].join(","))
-}
+/// A UTC day as `YYYY-MM-DD`, kept inline (no allocation per row).
+#[derive(Clone, Copy)]
+pub struct Day([u8; 10]);
 
-/// `YYYY-MM-DD` of the last time seen: the rows of a batch nearly always share their day.
-#[derive(Default)]
-struct DayCache {
-    day_number: i64,
-    text: String,
-}
-
-impl DayCache {
-    fn of(&mut self, time_ms: i64) -> String {
-        let n = time_ms.div_euclid(86_400_000);
-        if self.text.is_empty() || n != self.day_number {
-            self.day_number = n;
-            self.text = super::day_of(time_ms);
+impl Day {
+    fn of(time_ms: i64) -> Self {
+        let (y, m, d) = super::civil_from_days(time_ms.div_euclid(86_400_000));
+        let mut text = [0u8; 10];
+        // `day_of`'s format, written in place; a year outside 0..=9999 never reaches the ledger
+        // (it is the clock's), but is clamped rather than mis-written.
+        let y = y.clamp(0, 9999) as u32;
+        for (i, digit) in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10].into_iter().enumerate() {
+            text[i] = b'0' + digit as u8;
         }
-        self.text.clone()
+        text[4] = b'-';
+        text[5..7].copy_from_slice(&[b'0' + (m / 10) as u8, b'0' + (m % 10) as u8]);
+        text[7] = b'-';
+        text[8..10].copy_from_slice(&[b'0' + (d / 10) as u8, b'0' + (d % 10) as u8]);
+        Day(text)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("0000-00-00")
     }
 }
 
-/// The values of a row that are not stored as they are in `Row`.
-struct RowParams<'a> {
+/// The day of the last time seen: the rows of a batch nearly always share their day.
+#[derive(Default)]
+struct DayCache {
+    last: Option<(i64, Day)>,
+}
+
+impl DayCache {
+    fn of(&mut self, time_ms: i64) -> Day {
+        let n = time_ms.div_euclid(86_400_000);
+        match self.last {
+            Some((last, day)) if last == n => day,
+            _ => {
+                let day = Day::of(time_ms);
+                self.last = Some((n, day));
+                day
+            }
+        }
+    }
+}
+
+/// A row and its values that are not stored as they are in `Row`.
+pub struct RowParams<'a> {
+    pub row: &'a Row,
     /// `None` when it equals the id (the common case): stored as NULL, read back as the id.
-    request_id: Option<&'a str>,
-    day: String,
+    pub request_id: Option<&'a str>,
+    pub day: Day,
     /// status, input, output, cache_read, cache_write, images, seconds, requests.
-    counts: [i64; 8],
+    pub counts: [i64; 8],
 }
 
 impl<'a> RowParams<'a> {
     fn of(r: &'a Row, days: &mut DayCache) -> Self {
         RowParams {
+            row: r,
             request_id: (r.request_id != r.id).then_some(r.request_id.as_str()),
             day: days.of(r.time_ms),
             counts: [
@@ -155,10 +189,17 @@ impl<'a> RowParams<'a> {
 /// The embedded default: one SQLite file, WAL mode, `synchronous=FULL` (a committed batch survives
 /// a power cut), a busy timeout so that two instances can share a file.
 pub struct Sqlite {
+    /// One prepared insert per `SQLITE_ROWS_PER_INSERT` size, in that order. Dropped (finalized)
+    /// before the connection: see `Drop`.
+    inserts: Vec<SqliteInsert>,
     conn: rusqlite::Connection,
-    /// The insert statements' text for a full chunk and for one row, built once.
-    insert_chunk: String,
-    insert_one: String,
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        // A connection closes only once its statements are finalized.
+        self.inserts.clear();
+    }
 }
 
 /// Turns off SQLite's global memory statistics, once, before the library initialises: with them
@@ -183,8 +224,12 @@ impl Sqlite {
         let conn = rusqlite::Connection::open(path).map_err(|e| format!("sqlite {path}: {e}"))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(|e| e.to_string())?;
-        let mut s = Sqlite { conn, insert_chunk: sqlite_insert(SQLITE_ROWS_PER_INSERT), insert_one: sqlite_insert(1) };
+        let mut s = Sqlite { inserts: Vec::new(), conn };
         s.migrate()?;
+        for rows in SQLITE_ROWS_PER_INSERT {
+            // SAFETY: the connection is open, and `Sqlite` finalizes its statements before it.
+            s.inserts.push(unsafe { SqliteInsert::prepare(s.conn.handle(), rows)? });
+        }
         Ok(s)
     }
 
@@ -218,8 +263,8 @@ impl Sqlite {
 
 impl Backend for Sqlite {
     fn write(&mut self, rows: &[Row], pending: &[PendingTask], fresh: bool) -> Result<Vec<bool>, String> {
-        let tx =
-            self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        let Sqlite { inserts, conn } = self;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         let mut inserted = vec![false; rows.len()];
         {
             let mut add_pending = tx
@@ -231,58 +276,40 @@ impl Backend for Sqlite {
             for p in pending {
                 add_pending.execute(rusqlite::params![p.id, &*p.key, p.created_s]).map_err(|e| e.to_string())?;
             }
-            // Fresh request rows go many per statement (a statement's fixed cost is paid per 32
-            // rows); rows that may already be there (tasks, replays) one per statement, so that
-            // `changes()` says for each whether it was inserted.
-            let (mut bulk, mut single): (Vec<usize>, Vec<usize>) =
-                (0..rows.len()).partition(|&i| fresh && !rows[i].task);
-            // The tail that does not fill a chunk goes one by one: two statements, both cached.
-            single.extend(bulk.drain(bulk.len() - bulk.len() % SQLITE_ROWS_PER_INSERT..));
+            // Fresh request rows go many per statement; rows that may already be there (tasks,
+            // replays) one per statement, so that the count of changes says for each whether it
+            // was inserted.
+            let (bulk, single): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| fresh && !rows[i].task);
+            // SAFETY: `db` is the open connection the inserts were prepared on.
+            let db = unsafe { tx.handle() };
             let mut days = DayCache::default();
-            for chunk in bulk.chunks(SQLITE_ROWS_PER_INSERT).chain(single.chunks(1)) {
-                let sql = if chunk.len() == 1 { &self.insert_one } else { &self.insert_chunk };
-                let mut insert = tx.prepare_cached(sql).map_err(|e| e.to_string())?;
-                let owned: Vec<RowParams> = chunk.iter().map(|&i| RowParams::of(&rows[i], &mut days)).collect();
-                let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * COLUMN_COUNT);
-                for (&i, o) in chunk.iter().zip(&owned) {
-                    let r = &rows[i];
-                    params.extend_from_slice(&[
-                        &r.id,
-                        &o.request_id,
-                        &r.time_ms,
-                        &o.day,
-                        &r.key,
-                        &r.model,
-                        &r.upstream,
-                        &r.endpoint,
-                        &o.counts[0],
-                        &r.stream,
-                        &r.translated,
-                        &o.counts[1],
-                        &o.counts[2],
-                        &o.counts[3],
-                        &o.counts[4],
-                        &o.counts[5],
-                        &o.counts[6],
-                        &o.counts[7],
-                        &r.cost.0,
-                        &r.latency_us,
-                        &r.ttfb_us,
-                    ]);
-                }
-                let changed = insert.execute(params.as_slice()).map_err(|e| e.to_string())?;
-                if chunk.len() == 1 {
-                    inserted[chunk[0]] = changed == 1;
-                } else if changed == chunk.len() {
+            let mut params = Vec::with_capacity(SQLITE_ROWS_PER_INSERT[0]);
+            let mut rest = bulk.as_slice();
+            for insert in inserts.iter_mut() {
+                while rest.len() >= insert.rows() {
+                    let (chunk, tail) = rest.split_at(insert.rows());
+                    rest = tail;
+                    params.clear();
+                    params.extend(chunk.iter().map(|&i| RowParams::of(&rows[i], &mut days)));
+                    // SAFETY: as above.
+                    let changed = unsafe { insert.run(db, &params)? };
+                    if changed != chunk.len() {
+                        // Cannot happen (fresh ids); roll back rather than count rows that are not new.
+                        return Err(format!(
+                            "{} of {} fresh rows were already in the ledger",
+                            chunk.len() - changed,
+                            chunk.len()
+                        ));
+                    }
                     chunk.iter().for_each(|&i| inserted[i] = true);
-                } else {
-                    // Cannot happen (fresh ids); roll back rather than count rows that are not new.
-                    return Err(format!(
-                        "{} of {} fresh rows were already in the ledger",
-                        chunk.len() - changed,
-                        chunk.len()
-                    ));
                 }
+            }
+            let one = inserts.last_mut().expect("SQLITE_ROWS_PER_INSERT ends with 1");
+            for &i in &single {
+                params.clear();
+                params.push(RowParams::of(&rows[i], &mut days));
+                // SAFETY: as above.
+                inserted[i] = unsafe { one.run(db, &params)? } == 1;
             }
             let mut settle = tx.prepare_cached("DELETE FROM pending_tasks WHERE id = ?1").map_err(|e| e.to_string())?;
             for r in rows.iter().filter(|r| r.task) {
@@ -525,6 +552,62 @@ mod tests {
         let mut out = Vec::new();
         copy_line(&mut out, &row("req_2", "a\\b\tc\nd\re"), &mut DayCache::default());
         assert!(String::from_utf8(out).expect("utf-8").starts_with("req_2\ta\\\\b\\tc\\nd\\re\t"));
+    }
+
+    #[test]
+    fn days_are_written_as_day_of_writes_them() {
+        for time_ms in [0, 86_399_999, 86_400_000, 951_782_400_000, 1_796_508_385_313, 253_402_300_799_000, -1] {
+            assert_eq!(Day::of(time_ms).as_str(), crate::ledger::day_of(time_ms), "{time_ms}");
+        }
+    }
+
+    #[test]
+    fn sqlite_batches_of_every_shape_land_whole_and_exact() {
+        let dir = std::env::temp_dir().join(format!("cm-ledger-shapes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("l.sqlite");
+        let mut db = Sqlite::open(path.to_str().expect("utf-8")).expect("open");
+        let mut total = 0usize;
+        // Sizes around every chunk boundary (64, 32, ... 1), and one over a full chunk plus all tails.
+        for size in [0usize, 1, 2, 3, 31, 63, 64, 65, 127, 128, 200] {
+            let rows: Vec<Row> = (0..size)
+                .map(|i| {
+                    let mut r = row(&format!("req_{size}_{i}"), &format!("req_{size}_{i}"));
+                    r.time_ms += (i as i64) * 3_600_000; // crosses day boundaries inside a batch
+                    r.cost = Money(i as i64 + 1);
+                    r.ttfb_us = (i % 2 == 0).then_some(i as i64);
+                    r
+                })
+                .collect();
+            assert_eq!(db.write(&rows, &[], true).expect("write"), vec![true; size]);
+            total += size;
+        }
+        let sums = db
+            .query(
+                "SELECT CAST(COUNT(*) AS TEXT), CAST(COUNT(DISTINCT id) AS TEXT), CAST(SUM(cost_pusd) AS TEXT), \
+                 CAST(SUM(ttfb_us) AS TEXT), CAST(COUNT(ttfb_us) AS TEXT), MIN(day), MAX(day) FROM ledger",
+                &[],
+            )
+            .expect("query");
+        let sizes = [0i64, 1, 2, 3, 31, 63, 64, 65, 127, 128, 200];
+        let cost: i64 = sizes.iter().map(|n| n * (n + 1) / 2).sum();
+        let ttfb: i64 = sizes.iter().map(|&n| (0..n).step_by(2).sum::<i64>()).sum();
+        let ttfbs: i64 = sizes.iter().map(|n| (n + 1) / 2).sum();
+        let expected = [total, total].map(|n| n.to_string()).to_vec();
+        assert_eq!(sums[0][..2], expected[..]);
+        assert_eq!(sums[0][2..5], [cost.to_string(), ttfb.to_string(), ttfbs.to_string()]);
+        let last_day = crate::ledger::day_of(row("x", "x").time_ms + 199 * 3_600_000);
+        assert_eq!(sums[0][5..], ["2026-12-05".to_string(), last_day]);
+        // One row read back value by value, in `COLUMNS` order.
+        let as_text: Vec<String> = COLUMNS.split(", ").map(|c| format!("CAST({} AS TEXT)", c.trim())).collect();
+        let one =
+            db.query(&format!("SELECT {} FROM ledger WHERE id = 'req_3_1'", as_text.join(", ")), &[]).expect("query");
+        assert_eq!(
+            one[0].join("|"),
+            "req_3_1||1796511985313|2026-12-05|team-a|gpt-5.5|openai|/v1/chat/completions|200|1|0|700|200|300|0|0|0|1|2|350|"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod report;
 pub mod spool;
+mod sqlite_insert;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

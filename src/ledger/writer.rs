@@ -119,9 +119,10 @@ impl Writer {
         if rows.is_empty() && pending.is_empty() {
             return;
         }
-        // Two records of one task (a caller's poll and the settler) may share a batch.
-        let mut seen = HashSet::with_capacity(rows.len());
-        rows.retain(|r| seen.insert(r.id.clone()));
+        // Two records of one task (a caller's poll and the settler) may share a batch. Request rows
+        // cannot repeat (each request id is made once, by this process), so only tasks are looked at.
+        let mut seen = HashSet::new();
+        rows.retain(|r| !r.task || seen.insert(r.id.clone()));
         if let Some(db) = self.database() {
             match db.write(&rows, &pending, true) {
                 Ok(inserted) => {
