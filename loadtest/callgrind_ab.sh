@@ -14,12 +14,13 @@
 #              counted, as for SQLite, but the database's work is then in Postgres's processes
 #
 # Counting starts after a warm-up (--instr-atstart=no, then callgrind_control -i on) and stops before the gateway exits,
-# so start-up and shutdown are left out; every thread counts (the ledger writer included).
+# so start-up and shutdown are left out; every thread counts (the ledger writer included). Variants
+# and the Postgres helper are in lib.sh (shared with cpu_ab.sh).
 # Needs valgrind (apt) and wrk; run after `cargo build --release --bins`.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-trap cm_cleanup EXIT
+trap 'cm_pg_stop; cm_cleanup' EXIT
 trap 'exit 130' INT TERM
 cm_need valgrind callgrind_control wrk python3 timeout
 [[ -x $CM_BIN && -x $CM_MOCK_BIN ]] || cm_die "build first: cargo build --release --bins"
@@ -28,43 +29,12 @@ CM_MAX_SECONDS=$((SECS * 10 + 300))
 W=$(mktemp -d /tmp/cheapmodel-callgrind.XXXXXX)
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log"
 
-declare -A VARIANT=(
-  [baseline]=""
-  [noledger]="ledger.url=none"
-  [limited]="keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}"
-  [budget]="keys.0.budget={daily_usd: 10000, monthly_usd: 100000}"
-  [postgres]="ledger.url=postgres://postgres@127.0.0.1:PG_PORT/postgres"
-)
-
-# pg_start: a throwaway cluster on a free port (fsync off: only the gateway is measured); sets PG_PORT.
-PG_DIR=""
-pg_start() {
-  local bin as=()
-  bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort | tail -n1)")
-  [[ -x $bin/initdb ]] || cm_die "the postgres variant needs the postgresql package"
-  PG_DIR=$(mktemp -d /tmp/cheapmodel-callgrind-pg.XXXXXX)
-  PG_PORT=$(cm_free_port)
-  if ((EUID == 0)); then chown postgres: "$PG_DIR"; as=(runuser -u postgres --); fi
-  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$W/pg-init.log" 2>&1 ||
-    cm_die "initdb failed: $(tail -n 5 "$W/pg-init.log")"
-  "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/pg.log" -w -t 30 \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
-    cm_die "pg_ctl start failed"
-  PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 30 stop)
-}
-pg_stop() {
-  [[ -n $PG_DIR ]] || return 0
-  "${PG_STOP[@]}" >/dev/null 2>&1 || true
-  rm -rf "$PG_DIR"
-}
-trap 'pg_stop; cm_cleanup' EXIT
-
 # run NAME: prints the instructions per request of variant NAME.
 run() {
   local name=$1 port wrapper pid out n ir sets=()
   port=$(cm_free_port)
   mkdir -p "$W/$name"
-  [[ -n ${VARIANT[$name]} ]] && sets=(--set "${VARIANT[$name]//PG_PORT/${PG_PORT:-}}")
+  mapfile -t sets < <(cm_variant_sets "$name")
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
     --listen "127.0.0.1:$port" --workdir "$W/$name" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
@@ -74,8 +44,12 @@ run() {
   pid=$(cm_child "$wrapper")
   cm_wait_port "$port" 60 || cm_die "gateway did not start: $(tail -n 20 "$W/$name/log")"
   timeout 60 wrk -t1 -c4 -d3s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+  # The ledger writes a request's row up to flush_interval (200 ms) after it ends: wait that out on
+  # both sides, so that the rows counted are those of the requests counted.
+  sleep 1
   callgrind_control -i on "$pid" 2>/dev/null | grep -q OK || cm_die "callgrind_control could not reach pid $pid"
   out=$(timeout $((SECS + 60)) wrk -t1 -c4 -d"${SECS}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
+  sleep 1
   callgrind_control -i off "$pid" 2>/dev/null | grep -q OK || cm_die "callgrind_control could not reach pid $pid"
   n=$(echo "$out" | awk '/requests in/{print $1}')
   [[ -n $n && $n -gt 0 ]] || cm_die "wrk failed: $out"
@@ -90,11 +64,11 @@ run() {
 
 names=("$@")
 ((${#names[@]})) || names=(noledger limited budget)
-[[ " ${names[*]} " == *" postgres "* ]] && pg_start
+for name in "${names[@]}"; do [[ " $CM_VARIANTS " == *" $name "* ]] || cm_die "unknown variant $name ($CM_VARIANTS)"; done
+[[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 base=$(run baseline)
 echo "baseline: $base instructions/request"
 for name in "${names[@]}"; do
-  [[ -n ${VARIANT[$name]+x} ]] || cm_die "unknown variant $name (baseline, ${!VARIANT[*]})"
   ir=$(run "$name")
   echo "$name: $ir instructions/request, $(python3 -c "print(f'{$ir / $base:.3f}')")x baseline"
 done

@@ -116,3 +116,46 @@ cm_need() {
   local t
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || cm_die "missing tool: $t"; done
 }
+
+# The configurations the A/B scripts (callgrind_ab.sh, cpu_ab.sh) compare, each against `baseline`
+# (the demo config: an unlimited key, the SQLite ledger beside the config).
+CM_VARIANTS="baseline noledger limited budget postgres"
+# cm_variant_sets NAME: the gateway_config.py arguments of variant NAME, one per line (none for
+# baseline); fails for an unknown name. `postgres` needs cm_pg_start first.
+cm_variant_sets() {
+  case $1 in
+    baseline) ;;
+    noledger) printf '%s\n' --set ledger.url=none ;;
+    limited) printf '%s\n' --set 'keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}' ;;
+    budget) printf '%s\n' --set 'keys.0.budget={daily_usd: 10000, monthly_usd: 100000}' ;;
+    postgres) printf '%s\n' --set "ledger.url=postgres://postgres@127.0.0.1:${CM_PG_PORT:?cm_pg_start first}/postgres" ;;
+    *) return 1 ;;
+  esac
+}
+
+# cm_pg_start WORKDIR: a throwaway Postgres cluster on a free port (fsync off: only the gateway is
+# measured), pinned to CPU 0, run as the `postgres` user when we are root (Postgres refuses root); sets CM_PG_PORT.
+# cm_pg_stop removes it (call it from the EXIT trap).
+CM_PG_DIR=""
+cm_pg_start() {
+  local bin as=()
+  bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort | tail -n1)")
+  [[ -x $bin/initdb ]] || cm_die "needs the postgresql package (initdb, pg_ctl)"
+  CM_PG_DIR=$(mktemp -d /tmp/cheapmodel-pg.XXXXXX)
+  CM_PG_PORT=$(cm_free_port)
+  if ((EUID == 0)); then chown postgres: "$CM_PG_DIR"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -D "$CM_PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$1/pg-init.log" 2>&1 ||
+    cm_die "initdb failed: $(tail -n 5 "$1/pg-init.log")"
+  # On CPU 0 with the load generators, as a database on another host would be: the gateway's CPU
+  # (CPU 1 in cpu_ab.sh) then counts only the gateway's own work.
+  taskset -c 0 "${as[@]}" "$bin/pg_ctl" -D "$CM_PG_DIR/data" -l "$CM_PG_DIR/pg.log" -w -t 30 \
+    -o "-p $CM_PG_PORT -k $CM_PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null ||
+    cm_die "pg_ctl start failed: $(tail -n 5 "$CM_PG_DIR/pg.log")"
+  CM_PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$CM_PG_DIR/data" -m immediate -w -t 30 stop)
+}
+cm_pg_stop() {
+  [[ -n $CM_PG_DIR ]] || return 0
+  "${CM_PG_STOP[@]}" >/dev/null 2>&1 || true
+  rm -rf "$CM_PG_DIR"
+  CM_PG_DIR=""
+}
