@@ -433,7 +433,7 @@ fn run_meter(dialect: Dialect, strip: bool, pieces: &[&[u8]]) -> (Usage, bool, u
     let mut out = Vec::new();
     m.finish(&mut out);
     emitted += out.len();
-    (m.usage, m.finished, emitted)
+    (m.usage(), m.finished(), emitted)
 }
 
 /// Baseline: split the same bytes into lines with memchr and touch each line.

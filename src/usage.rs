@@ -6,13 +6,14 @@
 //! then priced once at its own price (`cost`).
 //!
 //! `StreamMeter` follows a same-dialect SSE stream as it passes (a translated stream's usage comes
-//! from its translator, `dialect::stream`, which reads it anyway), split-safe (an event may arrive in any number
-//! of pieces). It looks only at `data:` lines that can carry usage or end the stream, and parses
-//! only those. In `strip_injected_usage` mode (an OpenAI stream for which the gateway itself asked
-//! for usage) it also removes what the caller did not ask for: the usage-only chunk and the
-//! `"usage":null` member OpenAI then adds to every chunk. Pure: no IO, no metrics.
-//! Imports: `error`, `peek` (structural scans), `dialect::sse` (its event cap). Not `metrics`, `proxy`
-//! or `plan`.
+//! from its translator, `dialect::stream`, which reads it anyway), through `dialect::sse`'s
+//! decoder, so it is split-safe (an event may arrive in any number of pieces). It parses only the
+//! events that can carry usage or end the stream. In `strip_injected_usage` mode (an OpenAI stream
+//! for which the gateway itself asked for usage) it also removes what the caller did not ask for:
+//! the usage-only chunk and the `"usage":null` member OpenAI then adds to every chunk. Pure: no
+//! IO, no metrics.
+//! Imports: `error`, `peek` (structural scans), `dialect::sse` (the decoder), `dialect::stream`
+//! (the OpenAI error event that ends a stream). Not `metrics`, `proxy` or `plan`.
 
 use serde::{Deserialize, Serialize};
 
@@ -225,44 +226,48 @@ pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
 
 use sonic_rs::JsonValueTrait;
 
-/// Follows one SSE response stream.
+use crate::dialect::sse::{Event, SseDecoder};
+use crate::dialect::stream::{write_openai_error_event, OVERSIZED_MESSAGE};
+
+/// Follows one same-dialect SSE response stream, through `SseDecoder` (the gateway's only SSE
+/// parser): its usage, and how it ended. In strip mode (OpenAI, the gateway injected
+/// `stream_options.include_usage` for a caller who did not ask for usage) it also writes the
+/// stream the caller asked for: every event re-framed as `data:` lines, without the usage-only
+/// chunk and without the `"usage":null` member, and comment lines (keep-alives) passed on as
+/// they come. Other fields (`id:`, `retry:`) mean nothing to an OpenAI client and are left out.
 #[derive(Debug)]
 pub struct StreamMeter {
-    dialect: Dialect,
+    decoder: SseDecoder,
+    reading: StreamReading,
     strip_injected_usage: bool,
-    /// Bytes of a line that has not ended yet.
-    line: Vec<u8>,
-    /// In strip mode: the current event, held until its blank line.
-    event: Vec<u8>,
-    /// A line grew past `MAX_EVENT_BYTES` without ending: its bytes are not held (metering
-    /// skips it) until its newline. In strip mode they go straight to the caller.
-    skipping_line: bool,
-    /// In strip mode, the current event overflowed: it passes through unchanged to its end.
-    passing_event: bool,
-    /// Usage seen so far.
-    pub usage: Usage,
-    /// Whether any usage was reported.
-    pub saw_usage: bool,
-    /// The stream ended properly (`[DONE]`, `message_stop`) or with an upstream error event.
-    pub finished: bool,
-    /// The upstream sent an error event.
-    pub upstream_error: bool,
+    /// Strip mode: an oversized event ended the stream; nothing more reaches the caller.
+    stopped: bool,
+}
+
+/// What a stream told so far; filled event by event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamReading {
+    dialect: Dialect,
+    usage: Usage,
+    saw_usage: bool,
+    finished: bool,
+    upstream_error: bool,
 }
 
 impl StreamMeter {
     /// A meter for an upstream stream in `dialect`.
     pub fn new(dialect: Dialect, strip_injected_usage: bool) -> Self {
         StreamMeter {
-            dialect,
+            decoder: SseDecoder::new(),
+            reading: StreamReading {
+                dialect,
+                usage: Usage::default(),
+                saw_usage: false,
+                finished: false,
+                upstream_error: false,
+            },
             strip_injected_usage: strip_injected_usage && dialect == Dialect::OpenAi,
-            line: Vec::new(),
-            event: Vec::new(),
-            skipping_line: false,
-            passing_event: false,
-            usage: Usage::default(),
-            saw_usage: false,
-            finished: false,
-            upstream_error: false,
+            stopped: false,
         }
     }
 
@@ -271,94 +276,97 @@ impl StreamMeter {
         self.strip_injected_usage
     }
 
+    /// Usage seen so far.
+    pub fn usage(&self) -> Usage {
+        self.reading.usage
+    }
+
+    /// Whether any usage was reported.
+    pub fn saw_usage(&self) -> bool {
+        self.reading.saw_usage
+    }
+
+    /// The stream ended properly (`[DONE]`, `message_stop`), with an upstream error event, or was
+    /// ended by the gateway (`mark_finished`).
+    pub fn finished(&self) -> bool {
+        self.reading.finished
+    }
+
+    /// The gateway ended the stream itself (with its own error event).
+    pub fn mark_finished(&mut self) {
+        self.reading.finished = true;
+    }
+
     /// Reads one chunk. In strip mode, appends what the caller should receive to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut rest = chunk;
-        if self.skipping_line {
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                if self.strip_injected_usage {
-                    out.extend_from_slice(rest);
-                }
-                return;
-            };
-            if self.strip_injected_usage {
-                out.extend_from_slice(&rest[..=nl]);
-            }
-            self.skipping_line = false;
-            rest = &rest[nl + 1..];
-        }
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let (piece, tail) = rest.split_at(nl + 1);
-            rest = tail;
-            if self.line.is_empty() {
-                self.on_line(piece, out);
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(piece);
-                self.on_line(&line, out);
-                line.clear();
-                self.line = line;
-            }
-        }
-        if self.line.len() + self.event.len() + rest.len() > crate::dialect::sse::MAX_EVENT_BYTES {
-            // Hold no more: the line is not metered, and in strip mode what was held and what
-            // follows up to the end of the event go to the caller unchanged.
-            if self.strip_injected_usage {
-                out.append(&mut self.event);
-                out.append(&mut self.line);
-                out.extend_from_slice(rest);
-                self.passing_event = true;
-            }
-            (self.line, self.event) = (Vec::new(), Vec::new());
-            self.skipping_line = true;
-            return;
-        }
-        self.line.extend_from_slice(rest);
-    }
-
-    /// End of the upstream body: returns what is still held (strip mode).
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.on_line(&line, out);
-        }
-        if self.strip_injected_usage {
-            out.append(&mut self.event);
-        }
-    }
-
-    /// `line` includes its `\n`.
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        let content = line.strip_suffix(b"\n").unwrap_or(line);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
-        let data = content.strip_prefix(b"data:").map(|d| d.strip_prefix(b" ").unwrap_or(d));
-        if let Some(data) = data {
-            self.on_data(data);
-        }
+        let reading = &mut self.reading;
         if !self.strip_injected_usage {
+            self.decoder.feed(chunk, |e| reading.on_data(e.data));
             return;
         }
-        if self.passing_event {
-            out.extend_from_slice(line);
-            self.passing_event = !content.is_empty();
+        if self.stopped {
             return;
         }
-        if content.is_empty() {
-            // End of an event: emit it unless it is the usage chunk the gateway asked for.
-            self.event.extend_from_slice(line);
-            if !is_usage_only_chunk(&self.event) {
-                out.extend_from_slice(&self.event);
-            }
-            self.event.clear();
-        } else if let Some(data) = data {
-            self.event.extend_from_slice(b"data: ");
-            push_without_usage_null(&mut self.event, data);
-            self.event.extend_from_slice(&line[content.len()..]);
-        } else {
-            self.event.extend_from_slice(line);
+        // The closures both write to `out`, one at a time.
+        let out = std::cell::RefCell::new(out);
+        self.decoder.feed_with_comments(
+            chunk,
+            |e| {
+                reading.on_data(e.data);
+                write_stripped_event(&mut out.borrow_mut(), e);
+            },
+            |comment| {
+                let mut out = out.borrow_mut();
+                out.extend_from_slice(comment);
+                out.push(b'\n');
+            },
+        );
+        if self.decoder.overflowed() {
+            // An event too large to hold cannot be rewritten: end the stream as the translators
+            // do, with an error event, rather than hand the caller a stream with a hole in it.
+            let reading = &mut self.reading;
+            reading.finished = true;
+            reading.upstream_error = true;
+            self.stopped = true;
+            write_openai_error_event(&mut out.borrow_mut(), OVERSIZED_MESSAGE, "server_error", None);
         }
     }
 
+    /// End of the upstream body: reads an event left without its blank line (strip mode: and
+    /// writes it).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let reading = &mut self.reading;
+        if !self.strip_injected_usage {
+            self.decoder.finish(|e| reading.on_data(e.data));
+        } else if !self.stopped {
+            self.decoder.finish(|e| {
+                reading.on_data(e.data);
+                write_stripped_event(out, e);
+            });
+        }
+    }
+}
+
+/// Strip mode: writes `event` for the caller, unless it is the usage chunk the gateway asked for.
+fn write_stripped_event(out: &mut Vec<u8>, event: Event<'_>) {
+    if is_usage_only_chunk(event.data) {
+        return;
+    }
+    if let Some(name) = event.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name);
+        out.push(b'\n');
+    }
+    // One `data:` line per line of the value (OpenAI's chunks are one line each).
+    for line in event.data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        push_without_usage_null(out, line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+impl StreamReading {
     fn on_data(&mut self, data: &[u8]) {
         match self.dialect {
             Dialect::OpenAi => {
@@ -415,11 +423,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// OpenAI's usage-only chunk: `"choices":[]` and a usage object.
-fn is_usage_only_chunk(event: &[u8]) -> bool {
-    let Some(start) = memchr::memmem::find(event, b"data:") else {
-        return false;
-    };
-    let data = event[start + 5..].trim_ascii();
+fn is_usage_only_chunk(data: &[u8]) -> bool {
     if !contains(data, b"\"usage\":{") && !contains(data, b"\"usage\": {") {
         return false;
     }
@@ -466,7 +470,7 @@ mod tests {
             let mut out = Vec::new();
             m.feed(s.as_bytes(), &mut out);
             m.finish(&mut out);
-            (m.usage, m.finished, out)
+            (m.usage(), m.finished(), out)
         };
         for cut in 0..s.len() {
             let mut m = StreamMeter::new(dialect, strip);
@@ -474,7 +478,7 @@ mod tests {
             m.feed(&s.as_bytes()[..cut], &mut out);
             m.feed(&s.as_bytes()[cut..], &mut out);
             m.finish(&mut out);
-            assert_eq!((m.usage, m.finished, &out), (whole.0, whole.1, &whole.2), "split at {cut}");
+            assert_eq!((m.usage(), m.finished(), &out), (whole.0, whole.1, &whole.2), "split at {cut}");
         }
         let mut m = StreamMeter::new(dialect, strip);
         let mut out = Vec::new();
@@ -482,7 +486,7 @@ mod tests {
             m.feed(std::slice::from_ref(b), &mut out);
         }
         m.finish(&mut out);
-        assert_eq!((m.usage, &out), (whole.0, &whole.2));
+        assert_eq!((m.usage(), &out), (whole.0, &whole.2));
         whole
     }
 
@@ -562,31 +566,55 @@ mod tests {
     }
 
     #[test]
-    fn a_line_past_the_cap_is_not_held_and_metering_goes_on() {
+    fn an_event_past_the_cap_is_skipped_by_the_meter_and_ends_a_stripped_stream() {
+        let first = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}],\"usage\":null}\n\n";
         let mut giant = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
         giant.resize(giant.len() + crate::dialect::sse::MAX_EVENT_BYTES + (1 << 20), b'x');
         giant.extend_from_slice(b"\"},\"finish_reason\":null}],\"usage\":null}\n\n");
         for strip in [false, true] {
             let mut m = StreamMeter::new(Dialect::OpenAi, strip);
             let mut out = Vec::new();
-            let mut held = 0;
-            for piece in giant.chunks(1 << 20).chain([OPENAI_STREAM_WITH_USAGE.as_bytes()]) {
+            let pieces = [first.as_bytes()].into_iter().chain(giant.chunks(1 << 20));
+            for piece in pieces.chain([OPENAI_STREAM_WITH_USAGE.as_bytes()]) {
                 m.feed(piece, &mut out);
-                held = held.max(m.line.capacity() + m.event.capacity());
             }
             m.finish(&mut out);
-            assert!(held <= crate::dialect::sse::MAX_EVENT_BYTES + (2 << 20), "strip {strip}: held {held} bytes");
-            assert!(m.saw_usage && m.finished, "strip {strip}: the stream after the giant line is still metered");
-            assert_eq!(m.usage, Usage { input: 16, output: 7, cache_read: 5, cache_write: 0 });
+            let text = String::from_utf8_lossy(&out);
             if strip {
-                // The giant event reaches the caller unchanged; the rest is stripped as usual.
-                let mut alone = StreamMeter::new(Dialect::OpenAi, true);
-                let mut want = giant.clone();
-                alone.feed(OPENAI_STREAM_WITH_USAGE.as_bytes(), &mut want);
-                alone.finish(&mut want);
-                assert!(out == want, "strip mode output differs");
+                // What came before reaches the caller, then an error event, then nothing.
+                let want_start = first.replace(",\"usage\":null", "");
+                assert!(text.starts_with(&want_start), "{}", &text[..200.min(text.len())]);
+                let rest = &text[want_start.len()..];
+                assert!(rest.starts_with("data: {\"error\":") && rest.contains(OVERSIZED_MESSAGE), "{rest}");
+                assert!(rest.ends_with("}}\n\n") && rest.matches("data:").count() == 1, "{rest}");
+                assert!(m.finished() && !m.saw_usage(), "the stream ended at the error");
+            } else {
+                // Metering skips the giant event and reads the rest of the stream.
+                assert!(out.is_empty());
+                assert!(m.saw_usage() && m.finished(), "the stream after the giant event is still metered");
+                assert_eq!(m.usage(), Usage { input: 16, output: 7, cache_read: 5, cache_write: 0 });
             }
         }
+    }
+
+    #[test]
+    fn strip_mode_keeps_keepalive_comments_and_event_names() {
+        let s = concat!(
+            ": OPENROUTER PROCESSING\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n",
+            "event: note\ndata:{\"x\":1}\nid: 4\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (u, finished, out) = run_all_splits(Dialect::OpenAi, true, s);
+        assert_eq!((u.output, finished), (1, true));
+        let expected = concat!(
+            ": OPENROUTER PROCESSING\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+            "event: note\ndata: {\"x\":1}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(String::from_utf8(out).expect("utf8"), expected);
     }
 
     #[test]

@@ -116,8 +116,8 @@ fn run_golden(dir: &str) -> usize {
         let mut meter = StreamMeter::new(upstream_dialect, false);
         meter.feed(&input, &mut Vec::new());
         meter.finish(&mut Vec::new());
-        if t.usage() != meter.usage {
-            failures.push(format!("{name}: translator usage {:?}, meter usage {:?}", t.usage(), meter.usage));
+        if t.usage() != meter.usage() {
+            failures.push(format!("{name}: translator usage {:?}, meter usage {:?}", t.usage(), meter.usage()));
         }
         let valid = match d {
             Direction::OpenAiToAnthropic => validate_anthropic(&out, true).map(|_| ()),

@@ -622,11 +622,17 @@ impl AnState {
     }
 
     fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
-        out.extend_from_slice(b"data: ");
-        write_json(out, &OpenAiError { error: OpenAiErrorInner { message, kind, param: None, code } });
-        out.extend_from_slice(b"\n\n");
+        write_openai_error_event(out, message, kind, code);
         self.done = true;
     }
+}
+
+/// The error event that ends an OpenAI-dialect stream the gateway stops itself (`data:` and an
+/// OpenAI error object; OpenAI streams have no event names). Also used by `usage::StreamMeter`.
+pub fn write_openai_error_event(out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
+    out.extend_from_slice(b"data: ");
+    write_json(out, &OpenAiError { error: OpenAiErrorInner { message, kind, param: None, code } });
+    out.extend_from_slice(b"\n\n");
 }
 
 /// A `tool_use` block seen upstream.

@@ -532,10 +532,10 @@ impl ProxyHttp for Gateway {
                 }
                 if end_of_stream {
                     meter.finish(&mut out);
-                    if !meter.finished {
+                    if !meter.finished() {
                         // The upstream ended without finishing its stream: say so, never fake success.
                         out.extend_from_slice(&GatewayError::UpstreamUnavailable.stream_event(ctx.caller));
-                        meter.finished = true;
+                        meter.mark_finished();
                     }
                 }
                 if meter.rewrites() || end_of_stream && !out.is_empty() {
@@ -586,8 +586,8 @@ impl ProxyHttp for Gateway {
                 }
             } else if ctx.sse {
                 let tail = match &mut ctx.meter {
-                    ResponseMeter::Stream(meter) if !meter.finished => {
-                        meter.finished = true;
+                    ResponseMeter::Stream(meter) if !meter.finished() => {
+                        meter.mark_finished();
                         Some(err.stream_event(ctx.caller))
                     }
                     ResponseMeter::Translate(t) if !t.done() => {
@@ -625,7 +625,7 @@ impl ProxyHttp for Gateway {
                     }
                     // Too large to have been kept whole: unmetered.
                     ResponseMeter::Json { .. } => Usage::default(),
-                    ResponseMeter::Stream(meter) => meter.usage,
+                    ResponseMeter::Stream(meter) => meter.usage(),
                     ResponseMeter::Translate(translator) => translator.usage(),
                 };
                 let cost = cost::of_request(&usage, &model.price);
