@@ -3,7 +3,10 @@
 //! gateway's own cost can be told apart from Pingora's.
 //!
 //!   cargo build --release --example bare_pingora
-//!   target/release/examples/bare_pingora LISTEN_ADDR UPSTREAM_ADDR THREADS
+//!   target/release/examples/bare_pingora LISTEN_ADDR UPSTREAM_ADDR THREADS [L4_READ_BUFFER_BYTES]
+//!
+//! `L4_READ_BUFFER_BYTES`: the downstream connections' read buffer (Pingora's default 64 KiB when
+//! left out), to measure that setting on the floor itself.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -30,7 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|a| a.parse().ok())) else {
-        eprintln!("usage: bare_pingora LISTEN_ADDR UPSTREAM_ADDR [THREADS]");
+        eprintln!("usage: bare_pingora LISTEN_ADDR UPSTREAM_ADDR [THREADS] [L4_READ_BUFFER_BYTES]");
         std::process::exit(2);
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
@@ -43,7 +46,13 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut svc = http_proxy_service(&server.configuration, Bare { upstream });
-    svc.add_tcp(listen);
+    match args.get(4).and_then(|b| b.parse().ok()) {
+        Some(read) => svc.add_listener(
+            pingora::listeners::ListenerConfig::tcp(listen)
+                .l4_buffer(pingora::protocols::l4::stream::L4BufferSettings::default().read(read)),
+        ),
+        None => svc.add_tcp(listen),
+    }
     server.add_service(svc);
     server.run_forever();
 }

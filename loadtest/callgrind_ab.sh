@@ -38,7 +38,8 @@ run() {
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
     --listen "127.0.0.1:$port" --workdir "$W/$name" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
-  cm_spawn "$W/$name/log" valgrind --tool=callgrind --instr-atstart=no \
+  # shellcheck disable=SC2046 # NAME=VALUE words
+  cm_spawn "$W/$name/log" env $(cm_variant_env "$name") valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$W/$name/callgrind.out" "$CM_BIN" --config "$W/$name/g.yaml"
   wrapper=$CM_LAST_PID
   pid=$(cm_child "$wrapper")

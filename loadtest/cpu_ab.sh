@@ -38,7 +38,8 @@ run() {
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$dir/g.yaml" --mock "$CM_MOCK_ADDR" \
     --listen "127.0.0.1:$port" --workdir "$dir" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
-  cm_spawn "$dir/log" taskset -c 1 "$CM_BIN" --config "$dir/g.yaml"
+  # shellcheck disable=SC2046 # NAME=VALUE words
+  cm_spawn "$dir/log" env $(cm_variant_env "$name") taskset -c 1 "$CM_BIN" --config "$dir/g.yaml"
   wrapper=$CM_LAST_PID
   pid=$(cm_child "$wrapper")
   cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$dir/log")"

@@ -132,6 +132,13 @@ cm_variant_sets() {
     *) return 1 ;;
   esac
 }
+# cm_variant_env NAME: NAME=VALUE words of the environment variant NAME runs with (none yet: the
+# place for an allocator setting's A/B, e.g. MIMALLOC_PURGE_DELAY=100).
+cm_variant_env() {
+  case $1 in
+    *) ;;
+  esac
+}
 
 # cm_pg_start WORKDIR: a throwaway Postgres cluster on a free port (fsync off: only the gateway is
 # measured), pinned to CPU 0, run as the `postgres` user when we are root (Postgres refuses root); sets CM_PG_PORT.

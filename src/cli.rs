@@ -314,6 +314,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     if let Some(shared) = limiter_state {
         server.add_service(pingora::services::background::background_service("limits-state", SharedState(shared)));
     }
+    server.add_service(pingora::services::background::background_service("memory-return", crate::memory::MemoryReturn));
     server.add_service(pingora::services::background::background_service(
         "config-reload",
         reload::Reloader { path, registry, interval: Duration::from_secs(server_cfg.watch_interval_seconds) },

@@ -23,6 +23,8 @@ pub mod error;
 pub mod ledger;
 /// Per-key and per-model limits and budgets.
 pub mod limits;
+/// Returning memory the allocator holds to the OS after a burst.
+pub mod memory;
 /// Prometheus metrics.
 pub mod metrics;
 /// Exact integer money (pico-dollars).

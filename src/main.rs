@@ -26,7 +26,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 /// It must run before the first allocation (which reserves the first arena, committed or not), so
 /// before `main`: an ELF constructor, allocation-free (libc's `getenv`, not `std::env`).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-extern "C" fn commit_memory_on_demand() {
+extern "C" fn configure_allocator() {
     // SAFETY: `getenv` reads the environment with a NUL-terminated name; `mi_option_set` sets one
     // documented option to a documented value. Nothing else runs yet (constructors are serial).
     unsafe {
@@ -41,7 +41,7 @@ extern "C" fn commit_memory_on_demand() {
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static COMMIT_MEMORY_ON_DEMAND: extern "C" fn() = commit_memory_on_demand;
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
