@@ -34,9 +34,9 @@
 //! | auth: authenticate, Bearer | 122 ns | | 1.14x (+15 ns) |
 //! | auth: authenticate, x-api-key | 189 ns [168, 221] | | 1.76x (+81 ns) |
 //! | auth: authenticate, unknown key | 159 ns | | 1.48x |
-//! | peek 1 KiB: memmem / depth / peek | 90 ns / 564 ns / 1.48 us | 11.4 / 1.82 / 0.69 GB/s | peek = 16.4x memmem; depth = 38% of peek |
-//! | peek 100 KiB: memmem / depth / peek | 2.61 / 39.6 / 81.4 us | 39.3 / 2.59 / 1.26 GB/s | peek = 31.2x memmem; depth = 49% of peek |
-//! | peek 5 MiB: memmem / depth / peek | 0.156 / 2.44 / 5.28 ms [4.92, 5.69] | 33.6 / 2.14 / 0.99 GB/s [0.92, 1.07] | peek = 33.8x memmem; depth = 46% of peek |
+//! | peek 1 KiB: memmem / depth / peek | 75 ns / 382 ns / 1.32 us | 12.8 / 2.50 / 0.74 GiB/s | peek = 17.7x memmem; depth = 29% of peek |
+//! | peek 100 KiB: memmem / depth / peek | 3.79 / 21.9 / 75.3 us | 25.2 / 4.35 / 1.27 GiB/s | peek = 19.9x memmem; depth = 29% of peek |
+//! | peek 5 MiB: memmem / depth / peek | 0.345 / 1.42 / 4.16 ms | 14.1 / 3.43 / 1.17 GiB/s | peek = 12.1x memmem; depth = 34% of peek |
 //! | sse openai: memchr lines (baseline) | 15.8 ns/event | | 1.00x |
 //! | sse openai: passthrough, per event / 1400 B | 995 / 964 ns/event | | 63x / 61x |
 //! | sse openai: strip, per event / 1400 B | 1035 / 1093 ns/event | | 65x / 69x |
@@ -45,8 +45,11 @@
 //! | sse_parts openai: naive contains / memmem / sonic get usage | 150 / 57 / 373 ns/line | | |
 //! | sse_parts anthropic: sonic get type | 52 ns/line | | |
 //!
-//! Target "peek at >= 1 GB/s": holds at 100 KiB (1.26 GB/s), borderline at 5 MiB (0.99 GB/s, CI
-//! 0.92-1.07), missed at 1 KiB (0.69 GB/s, 1.5 us per call). The OpenAI stream meter costs ~1 us
+//! The peek rows are from 2026-12-06, after the depth guard stopped at quotes only (not at every
+//! backslash): in the same run against `--baseline` of the version before, the guard took 32%, 49%
+//! and 45% less time at 1 KiB, 100 KiB and 5 MiB, and `peek` 12.5%, 23% and 25% less.
+//! Target "peek at >= 1 GB/s": holds at 100 KiB (1.27 GiB/s) and 5 MiB (1.17 GiB/s); missed at
+//! 1 KiB (0.74 GiB/s, 1.3 us per call). The OpenAI stream meter costs ~1 us
 //! per event, ~7x the Anthropic one: every chunk carries `"usage"` (as `null`), so each is
 //! scanned twice with a naive `windows().any()` and parsed with `sonic_rs::get`.
 

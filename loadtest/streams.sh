@@ -59,7 +59,7 @@ for n in $N_LIST; do
   port=$(cm_free_port)
   mkdir -p "$W/haproxy"
   sed -e "s|@WORKDIR@|$W/haproxy|g" -e "s|@LISTEN_PORT@|$port|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-    "$CM_LT/haproxy_route.cfg" >"$W/haproxy/haproxy.cfg"
+    -e "s|@BUFSIZE@|65536|g" "$CM_LT/haproxy_route.cfg" >"$W/haproxy/haproxy.cfg"
   cm_spawn "$W/haproxy/log" taskset -c 1 haproxy -db -f "$W/haproxy/haproxy.cfg"
   wrapper=$CM_LAST_PID
   cm_wait_port "$port" 10 || cm_die "haproxy did not start: $(cat "$W/haproxy/log")"

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Agent-sized requests: CPU per request of HAProxy doing the gateway's routing job
+# (haproxy_route.cfg: key check, body buffered, `model` read with json_query, routed on it), the
+# bare Pingora floor, and the gateway, same-dialect and translated, in one run.
+#
+#   bash loadtest/bodies.sh [--out FILE]          # default /tmp/cheapmodel-bodies.md
+#   DURATION=10 bash loadtest/bodies.sh           # seconds per wrk run (default 5)
+#
+# Bodies (chat_bodies.py --agent): an OpenAI-dialect coding agent's request of ~85 KB (25 tool
+# schemas, a long system prompt, tool-call rounds with file contents) and one of ~1 MB; "same" names
+# gpt-5.5, "translated" the Anthropic-dialect model (the gateway translates it; HAProxy and the bare
+# proxy only route, so their figures are for the same-dialect body). Per target and body: the proxy
+# alone on CPU 1 with one worker, mock-upstream and wrk -t1 -c8 on CPU 0; CPU µs per request is the
+# proxy's user+system time (/proc) over the requests wrk completed. Needs haproxy, wrk, and
+# `cargo build --release --bins --example bare_pingora`.
+set -euo pipefail
+# shellcheck source=loadtest/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap cm_cleanup EXIT
+trap 'exit 130' INT TERM
+
+OUT=/tmp/cheapmodel-bodies.md
+while (($#)); do
+  case $1 in
+    --out) OUT=${2:?--out FILE}; shift 2 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) cm_die "unknown argument: $1" ;;
+  esac
+done
+cm_need haproxy wrk taskset curl python3 timeout
+BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
+[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $BARE_BIN ]] ||
+  cm_die "build first: cargo build --release --bins --example bare_pingora"
+DURATION=${DURATION:-5}
+DUR=$(cm_duration_s)
+CM_MAX_SECONDS=$((DUR * 60 + 600))
+W=$(mktemp -d /tmp/cheapmodel-bodies.XXXXXX)
+RES=$W/results.jsonl
+: >"$RES"
+HZ=$(getconf CLK_TCK)
+python3 "$CM_LT/chat_bodies.py" --agent "$W" gpt-5.5 claude-sonnet-4-5-20250929
+CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
+MOCK_PORT=${CM_MOCK_ADDR##*:}
+
+# run TARGET PORT PID BODY: one wrk run (after a probe that must answer 200), appended to $RES.
+run() {
+  local target=$1 port=$2 pid=$3 body=$4 code t0 t1 line
+  code=$(curl -sS -o "$W/probe.out" -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+    -H 'Authorization: Bearer cm_demo_key_not_secret' --data-binary "@$W/$body.json" \
+    "http://127.0.0.1:$port/v1/chat/completions")
+  [[ $code == 200 ]] || cm_die "$target $body: probe answered $code: $(head -c 300 "$W/probe.out")"
+  export CM_PATH=/v1/chat/completions CM_DIALECT=openai CM_BODY=$W/$body.json
+  taskset -c 0 timeout 20 wrk -t1 -c8 -d1s -s "$CM_LT/route.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c8 -d"${DUR}s" -s "$CM_LT/route.lua" "http://127.0.0.1:$port" \
+    >"$W/wrk.out" 2>&1 || true
+  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  line=$(sed -n 's/^WRK_JSON //p' "$W/wrk.out")
+  [[ -n $line ]] || cm_die "$target $body: wrk failed: $(cat "$W/wrk.out")"
+  printf '{"target":"%s","body":"%s","bytes":%d,"cpu_ticks":%d,"hz":%d,"wrk":%s}\n' "$target" "$body" \
+    "$(stat -c %s "$W/$body.json")" "$((t1 - t0))" "$HZ" "$line" >>"$RES"
+  cm_log "$target $body: $line"
+}
+
+for size in 85k 1m; do
+  port=$(cm_free_port)
+  mkdir -p "$W/haproxy"
+  sed -e "s|@WORKDIR@|$W/haproxy|g" -e "s|@LISTEN_PORT@|$port|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
+    -e "s|@BUFSIZE@|1200000|g" "$CM_LT/haproxy_route.cfg" >"$W/haproxy/haproxy.cfg"
+  cm_spawn "$W/haproxy/log" taskset -c 1 haproxy -db -f "$W/haproxy/haproxy.cfg"
+  wrapper=$CM_LAST_PID
+  cm_wait_port "$port" 10 || cm_die "haproxy did not start: $(cat "$W/haproxy/log")"
+  run haproxy "$port" "$(cm_child "$wrapper")" "openai-$size-same"
+  cm_stop "$wrapper"
+
+  port=$(cm_free_port)
+  cm_spawn "$W/bare.log" env MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 1 "$BARE_BIN" "127.0.0.1:$port" "$CM_MOCK_ADDR" 1
+  wrapper=$CM_LAST_PID
+  cm_wait_port "$port" 15 || cm_die "bare_pingora did not start: $(tail -n 20 "$W/bare.log")"
+  run pingora-bare "$port" "$(cm_child "$wrapper")" "openai-$size-same"
+  cm_stop "$wrapper"
+
+  port=$(cm_free_port)
+  mkdir -p "$W/gateway-$size"
+  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/gateway-$size/g.yaml" --mock "$CM_MOCK_ADDR" \
+    --listen "127.0.0.1:$port" --workdir "$W/gateway-$size" \
+    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0
+  cm_spawn "$W/gateway-$size/log" taskset -c 1 "$CM_BIN" --config "$W/gateway-$size/g.yaml"
+  wrapper=$CM_LAST_PID
+  cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$W/gateway-$size/log")"
+  gpid=$(cm_child "$wrapper")
+  run gateway "$port" "$gpid" "openai-$size-same"
+  run gateway-translated "$port" "$gpid" "openai-$size-translated"
+  cm_stop "$wrapper"
+done
+cm_cleanup
+
+python3 - "$RES" "$OUT" "$DUR" <<'PY'
+import json, sys, time
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def cpu_us(r):
+    return r["cpu_ticks"] / r["hz"] * 1e6 / max(r["wrk"]["requests"], 1)
+base = {r["body"].split("-")[1]: cpu_us(r) for r in rows if r["target"] == "haproxy"}
+out = [f"**Agent-sized requests** ({time.strftime('%Y-%m-%d %H:%M')}, `bash loadtest/bodies.sh`: each proxy on CPU 1 "
+       f"with one worker, wrk -t1 -c8 for {sys.argv[3]} s and the mock on CPU 0; one run)", "",
+       "| target | body | req/s | CPU µs/req | vs HAProxy | non-2xx + errors |", "|---|---|---:|---:|---:|---:|"]
+for r in rows:
+    w, size = r["wrk"], r["body"].split("-")[1]
+    out.append(f'| {r["target"]} | {size} ({r["bytes"]:,} B) | {w["rps"]:,.0f} | {cpu_us(r):.1f} | '
+               f'{cpu_us(r) / base[size]:.2f}x | {w["non2xx"] + w["errors"]} |')
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY
+cm_log "written to $OUT (raw data in $W)"
