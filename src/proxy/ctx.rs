@@ -1,4 +1,5 @@
-//! Per-request state carried between Pingora hooks: the plan being carried out (`forward`) and
+//! Per-request state carried between Pingora hooks: the upstream leg being carried out (`leg`: a
+//! forward plan or a task's media download) and
 //! what the response side learns. Imports: `plan`, `registry`, `usage`, `dialect`, `error`.
 
 use std::sync::Arc;
@@ -26,6 +27,27 @@ pub enum ResponseMeter {
     Translate(Box<dyn StreamTranslator + Sync>),
 }
 
+/// The one upstream exchange a request can have: both kinds go through Pingora (pooled
+/// connections, the same timeouts, streamed bodies), so they share the proxy hooks.
+#[derive(Debug)]
+pub enum UpstreamLeg {
+    /// A chat or messages request, carried out as planned (`plan`).
+    Forward(ForwardPlan),
+    /// A task's media, relayed from the upstream that holds it as the caller reads it. It has no
+    /// model and no plan: the task id named the upstream and the path.
+    Download(crate::tasks::Download),
+}
+
+impl UpstreamLeg {
+    /// The upstream this leg talks to.
+    pub fn upstream(&self) -> &crate::registry::Upstream {
+        match self {
+            UpstreamLeg::Forward(forward) => &forward.model.upstream,
+            UpstreamLeg::Download(download) => &download.upstream,
+        }
+    }
+}
+
 /// State of one request.
 pub struct RequestCtx {
     /// When the request headers were done.
@@ -40,10 +62,8 @@ pub struct RequestCtx {
     pub request_id_from_caller: bool,
     /// Authenticated key.
     pub key: Option<Arc<Key>>,
-    /// What to send upstream and how (set when the plan forwards).
-    pub forward: Option<ForwardPlan>,
-    /// A task's media, relayed from its upstream as the caller reads it (never with `forward`).
-    pub download: Option<crate::tasks::Download>,
+    /// Where the request goes upstream, once decided (`None`: answered by the gateway itself).
+    pub leg: Option<UpstreamLeg>,
     /// The caller asked for a stream.
     pub stream: bool,
     /// The gateway's own error, if it answered one.
@@ -81,8 +101,7 @@ impl RequestCtx {
             request_id: String::new(),
             request_id_from_caller: false,
             key: None,
-            forward: None,
-            download: None,
+            leg: None,
             stream: false,
             error: None,
             upstream_started: None,
@@ -100,14 +119,30 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
+    /// The forward plan being carried out, if the request is forwarded.
+    pub fn forward(&self) -> Option<&ForwardPlan> {
+        match &self.leg {
+            Some(UpstreamLeg::Forward(forward)) => Some(forward),
+            _ => None,
+        }
+    }
+
+    /// The task media download being relayed, if that is what the request is.
+    pub fn download(&self) -> Option<&crate::tasks::Download> {
+        match &self.leg {
+            Some(UpstreamLeg::Download(download)) => Some(download),
+            _ => None,
+        }
+    }
+
     /// The routed model, when forwarding.
     pub fn model(&self) -> Option<&Arc<Model>> {
-        self.forward.as_ref().map(|f| &f.model)
+        self.forward().map(|f| &f.model)
     }
 
     /// `(caller, upstream)` dialects when the request is translated.
     pub fn translation(&self) -> Option<(Dialect, Dialect)> {
-        match self.forward.as_ref()?.mode {
+        match self.forward()?.mode {
             Mode::Translate { caller, upstream, .. } => Some((caller, upstream)),
             Mode::Passthrough { .. } => None,
         }

@@ -1,6 +1,6 @@
 //! Pingora glue: `Gateway` implements `ProxyHttp` and carries out the request plan (`crate::plan`
 //! decides what to do; `admit` reads the body when the plan asks for it, runs task calls and the
-//! token estimate, and leaves a forward in `ctx.forward`). Each hook delegates to the modules
+//! token estimate, and leaves the upstream leg in `ctx.leg`). Each hook delegates to the modules
 //! that hold the logic (usage, body IO in `body`, header rewrite in `upstream`, local answers in
 //! `respond`). The only module that imports `pingora::proxy`.
 
@@ -32,7 +32,7 @@ use crate::registry::Registry;
 use crate::tasks::{self, Tasks};
 use crate::usage::{self, StreamMeter, Usage};
 use body::BodyError;
-use ctx::{RequestCtx, ResponseMeter};
+use ctx::{RequestCtx, ResponseMeter, UpstreamLeg};
 
 /// The largest JSON response body kept for reading usage (bigger ones pass unmetered).
 const MAX_METERED_JSON: usize = 16 * 1024 * 1024;
@@ -130,7 +130,7 @@ impl Gateway {
                     }
                     plan::TaskCall::Content(id) => match self.tasks.content(&snapshot, &caller, &id) {
                         Ok(download) => {
-                            ctx.download = Some(download);
+                            ctx.leg = Some(UpstreamLeg::Download(download));
                             return Ok(None);
                         }
                         Err(answer) => answer,
@@ -182,7 +182,7 @@ impl Gateway {
                     ctx.dropped = dialect::dropped_header_value(&forward.dropped);
                 }
                 ctx.stream = forward.stream;
-                ctx.forward = Some(forward);
+                ctx.leg = Some(UpstreamLeg::Forward(forward));
             }
         }
         Ok(None)
@@ -323,7 +323,7 @@ impl ProxyHttp for Gateway {
             respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
             return Ok(true);
         }
-        if ctx.forward.is_some() || ctx.download.is_some() {
+        if ctx.leg.is_some() {
             return Ok(false);
         }
         // Local answers: /healthz and /v1/models.
@@ -337,12 +337,8 @@ impl ProxyHttp for Gateway {
 
     /// The model's pinned upstream, or the one holding a task's media. Never another one.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let upstream = match (&ctx.forward, &ctx.download) {
-            (Some(forward), _) => &forward.model.upstream,
-            (None, Some(download)) => &download.upstream,
-            (None, None) => return Err(Error::explain(ErrorType::InternalError, "no model routed")),
-        };
-        let peer = upstream::peer(upstream);
+        let leg = ctx.leg.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
+        let peer = upstream::peer(leg.upstream());
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -353,13 +349,16 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (None, Some(download)) = (&ctx.forward, &ctx.download) {
-            return upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id);
+        match &ctx.leg {
+            Some(UpstreamLeg::Download(download)) => {
+                upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id)
+            }
+            Some(UpstreamLeg::Forward(forward)) => {
+                let translated = matches!(forward.mode, Mode::Translate { .. });
+                upstream::rewrite_request(req, &forward.model.upstream, forward.body.len(), &ctx.request_id, translated)
+            }
+            None => Err(Error::explain(ErrorType::InternalError, "no model routed")),
         }
-        let forward =
-            ctx.forward.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
-        let translated = matches!(forward.mode, Mode::Translate { .. });
-        upstream::rewrite_request(req, &forward.model.upstream, forward.body.len(), &ctx.request_id, translated)
     }
 
     /// Receives the replayed body tail once per attempt and swaps the full body in.
@@ -370,7 +369,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(forward) = &ctx.forward {
+        if let Some(forward) = ctx.forward() {
             body::replay(body, end_of_stream, &forward.body);
         }
         Ok(())
@@ -385,9 +384,9 @@ impl ProxyHttp for Gateway {
         if let Some(started) = ctx.upstream_started {
             ctx.ttfb = Some(started.elapsed());
         }
-        let Some(forward) = &ctx.forward else {
+        let Some(UpstreamLeg::Forward(forward)) = &ctx.leg else {
             ctx.upstream_status = resp.status.as_u16();
-            if ctx.download.is_some() && !resp.status.is_success() {
+            if ctx.download().is_some() && !resp.status.is_success() {
                 // The upstream's own error is rewritten into the gateway's, as every task call's.
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
@@ -484,7 +483,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if ctx.download.is_some() {
+        if ctx.download().is_some() {
             download_error_body(body, end_of_stream, ctx);
             return Ok(None);
         }
@@ -507,7 +506,11 @@ impl ProxyHttp for Gateway {
                         let whole = Bytes::from(chunks.concat());
                         *body = Some(Bytes::from(translate_json_body(
                             translation,
-                            ctx.forward.as_ref().map(|f| &*f.model),
+                            // The field, not `ctx.model()`: `ctx.meter` is borrowed.
+                            match &ctx.leg {
+                                Some(UpstreamLeg::Forward(forward)) => Some(&*forward.model),
+                                _ => None,
+                            },
                             ctx.upstream_status,
                             &whole,
                         )));
@@ -614,7 +617,7 @@ impl ProxyHttp for Gateway {
         let total = now.duration_since(ctx.started);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = metrics::get();
-        let (usage, cost) = match ctx.forward.as_ref().map(|f| f.model.clone()) {
+        let (usage, cost) = match ctx.model().cloned() {
             Some(model) => {
                 let kept_whole = ctx.translation().is_some();
                 let usage = match &mut ctx.meter {
@@ -686,10 +689,7 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id,
             key: ctx.key.as_deref().map(|k| &*k.name),
             model: ctx.model().map(|m| &**m).map(|m| &*m.name),
-            upstream: ctx
-                .model()
-                .map(|m| &*m.upstream.name)
-                .or_else(|| ctx.download.as_ref().map(|d| &*d.upstream.name)),
+            upstream: ctx.model().map(|m| &*m.upstream.name).or_else(|| ctx.download().map(|d| &*d.upstream.name)),
             method: req.method.as_str(),
             path: req.uri.path(),
             status,
