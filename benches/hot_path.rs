@@ -8,8 +8,8 @@
 //! - `peek`: `peek::peek` on OpenAI chat bodies of exactly 1 KiB, 100 KiB and 5 MiB (system
 //!   prompt, long user/assistant/tool turns with code, quotes, backslashes, non-ASCII, tool calls
 //!   whose arguments are escaped JSON, a tools array with JSON schemas, `"model"` as the LAST key).
-//!   Baselines: `memchr::memmem::find(body, "\"model\"")` (a plain substring scan of the same
-//!   bytes) and `peek::exceeds_depth(body, 128)` alone (the depth guard inside `peek`).
+//!   Baseline: `memchr::memmem::find(body, "\"model\"")` (a plain substring scan of the same
+//!   bytes).
 //! - `sse`: `usage::StreamMeter` over a recorded-shape OpenAI stream (role chunk, 200 content
 //!   chunks, finish chunk, all with `"usage":null`, usage-only chunk, `[DONE]`: 204 events,
 //!   60 986 B) and an Anthropic stream (message_start, content_block_start, ping, 200
@@ -34,24 +34,27 @@
 //! | auth: authenticate, Bearer | 122 ns | | 1.14x (+15 ns) |
 //! | auth: authenticate, x-api-key | 189 ns [168, 221] | | 1.76x (+81 ns) |
 //! | auth: authenticate, unknown key | 159 ns | | 1.48x |
-//! | peek 1 KiB: memmem / depth / peek | 75 ns / 382 ns / 1.32 us | 12.8 / 2.50 / 0.74 GiB/s | peek = 17.7x memmem; depth = 29% of peek |
-//! | peek 100 KiB: memmem / depth / peek | 3.79 / 21.9 / 75.3 us | 25.2 / 4.35 / 1.27 GiB/s | peek = 19.9x memmem; depth = 29% of peek |
-//! | peek 5 MiB: memmem / depth / peek | 0.345 / 1.42 / 4.16 ms | 14.1 / 3.43 / 1.17 GiB/s | peek = 12.1x memmem; depth = 34% of peek |
-//! | sse openai: memchr lines (baseline) | 15.8 ns/event | | 1.00x |
-//! | sse openai: passthrough, per event / 1400 B | 995 / 964 ns/event | | 63x / 61x |
-//! | sse openai: strip, per event / 1400 B | 1035 / 1093 ns/event | | 65x / 69x |
-//! | sse anthropic: memchr lines (baseline) | 16.0 ns/event | | 1.00x |
-//! | sse anthropic: passthrough, per event / 1400 B | 147 / 146 ns/event | | 9.2x / 9.1x |
+//! | peek 1 KiB: memmem / peek | 63 ns / 499 ns | 15.1 / 1.91 GiB/s | peek = 7.9x memmem |
+//! | peek 100 KiB: memmem / peek | 3.44 / 21.7 us | 27.7 / 4.39 GiB/s | peek = 6.3x memmem |
+//! | peek 5 MiB: memmem / peek | 0.228 / 1.58 ms | 21.4 / 3.10 GiB/s | peek = 6.9x memmem |
+//! | sse openai: memchr lines (baseline) | 16.9 ns/event | | 1.00x |
+//! | sse openai: passthrough, per event / 1400 B | 171 / 187 ns/event | | 10.1x / 11.1x |
+//! | sse openai: strip, per event / 1400 B | 406 / 424 ns/event | | 24.1x / 25.1x |
+//! | sse anthropic: memchr lines (baseline) | 19.2 ns/event | | 1.00x |
+//! | sse anthropic: passthrough, per event / 1400 B | 98 / 95 ns/event | | 5.1x / 4.9x |
 //! | sse_parts openai: naive contains / memmem / sonic get usage | 150 / 57 / 373 ns/line | | |
 //! | sse_parts anthropic: sonic get type | 52 ns/line | | |
 //!
-//! The peek rows are from 2026-12-06, after the depth guard stopped at quotes only (not at every
-//! backslash): in the same run against `--baseline` of the version before, the guard took 32%, 49%
-//! and 45% less time at 1 KiB, 100 KiB and 5 MiB, and `peek` 12.5%, 23% and 25% less.
-//! Target "peek at >= 1 GB/s": holds at 100 KiB (1.27 GiB/s) and 5 MiB (1.17 GiB/s); missed at
-//! 1 KiB (0.74 GiB/s, 1.3 us per call). The OpenAI stream meter costs ~1 us
-//! per event, ~7x the Anthropic one: every chunk carries `"usage"` (as `null`), so each is
-//! scanned twice with a naive `windows().any()` and parsed with `sonic_rs::get`.
+//! The peek rows are from 2026-12-06, after `peek` became one structural pass (it walks the
+//! top-level members itself, crosses strings with one `memchr` for the closing quote, checks
+//! UTF-8 with simdutf8, and no longer validates values it does not read): in the same sitting
+//! against `--baseline` of the version before (a depth-guard pass, then sonic-rs's validating
+//! object iterator), `peek` took 66.5%, 77.2% and 70.9% less time at 1 KiB, 100 KiB and 5 MiB.
+//! Target "peek at >= 1 GB/s": holds at every size.
+//! The sse rows are from 2026-12-06, after the meter moved onto `dialect::sse::SseDecoder` (the
+//! only SSE parser); against `--baseline` of its own line splitter in the same sitting, relative to
+//! the memchr baseline of each run: +2% and +8% (OpenAI passthrough, per event / 1400 B), +2% and
+//! +1% (strip), +1% and -3% (Anthropic).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -59,7 +62,7 @@ use std::time::Duration;
 
 use cheapmodel::auth::{authenticate, key_digest};
 use cheapmodel::error::Dialect;
-use cheapmodel::peek::{exceeds_depth, peek, MAX_DEPTH};
+use cheapmodel::peek::peek;
 use cheapmodel::registry::{Key, Snapshot};
 use cheapmodel::usage::{StreamMeter, Usage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -282,7 +285,6 @@ fn bench_peek(c: &mut Criterion) {
         assert_eq!(p.model, "gpt-4o", "{name}");
         assert!(p.stream && p.stream_options.is_some());
         assert_eq!(body.len() - p.model_span.end, 1, "model is the last key");
-        assert!(!exceeds_depth(body, MAX_DEPTH));
         assert_eq!(memchr::memmem::find(body, b"\"model\""), Some(p.model_span.start - 8));
     }
 
@@ -293,9 +295,6 @@ fn bench_peek(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_with_input(BenchmarkId::new("baseline_memmem_model", name), body, |b, body| {
             b.iter(|| memchr::memmem::find(black_box(body), b"\"model\""))
-        });
-        g.bench_with_input(BenchmarkId::new("exceeds_depth", name), body, |b, body| {
-            b.iter(|| exceeds_depth(black_box(body), MAX_DEPTH))
         });
         g.bench_with_input(BenchmarkId::new("peek", name), body, |b, body| {
             b.iter(|| peek(black_box(body)).map(|p| p.model_span))
