@@ -152,7 +152,9 @@ pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
                     if !value.starts_with('"') {
                         return Err(GatewayError::ModelNotString);
                     }
-                    let name = if value.contains('\\') {
+                    // Decoded (and so checked) when it holds an escape or a control character; a
+                    // plain name is the bytes between its quotes.
+                    let name = if value.bytes().any(|c| c == b'\\' || c < 0x20) {
                         Cow::Owned(sonic_rs::from_str::<String>(value).map_err(|_| GatewayError::InvalidJson)?)
                     } else {
                         Cow::Borrowed(&value[1..value.len() - 1])
@@ -429,6 +431,7 @@ mod tests {
             Some(GatewayError::WrongType("stream", "a boolean"))
         );
         assert_eq!(peek(b"{\"model\":\"a\",\"x\":\"\xff\"}").err(), Some(GatewayError::InvalidJson));
+        assert_eq!(peek(b"{\"model\":\"a\x01b\"}").err(), Some(GatewayError::InvalidJson), "control character");
     }
 
     #[test]
