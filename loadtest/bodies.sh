@@ -28,8 +28,7 @@ while (($#)); do
   esac
 done
 cm_need haproxy wrk taskset curl python3 timeout
-BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
-[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $BARE_BIN ]] ||
+[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $CM_BARE_BIN ]] ||
   cm_die "build first: cargo build --release --bins --example bare_pingora"
 DURATION=${DURATION:-5}
 DUR=$(cm_duration_s)
@@ -40,7 +39,6 @@ RES=$W/results.jsonl
 HZ=$(getconf CLK_TCK)
 python3 "$CM_LT/chat_bodies.py" --agent "$W" gpt-5.5 claude-sonnet-4-5-20250929
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
-MOCK_PORT=${CM_MOCK_ADDR##*:}
 
 # run TARGET PORT PID BODY: one wrk run (after a probe that must answer 200), appended to $RES.
 run() {
@@ -63,35 +61,17 @@ run() {
 }
 
 for size in 85k 1m; do
-  port=$(cm_free_port)
-  mkdir -p "$W/haproxy"
-  sed -e "s|@WORKDIR@|$W/haproxy|g" -e "s|@LISTEN_PORT@|$port|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-    -e "s|@BUFSIZE@|1200000|g" "$CM_LT/haproxy_route.cfg" >"$W/haproxy/haproxy.cfg"
-  cm_spawn "$W/haproxy/log" taskset -c 1 haproxy -db -f "$W/haproxy/haproxy.cfg"
-  wrapper=$CM_LAST_PID
-  cm_wait_port "$port" 10 || cm_die "haproxy did not start: $(cat "$W/haproxy/log")"
-  run haproxy "$port" "$(cm_child "$wrapper")" "openai-$size-same"
-  cm_stop "$wrapper"
-
-  port=$(cm_free_port)
-  cm_spawn "$W/bare.log" env MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 1 "$BARE_BIN" "127.0.0.1:$port" "$CM_MOCK_ADDR" 1
-  wrapper=$CM_LAST_PID
-  cm_wait_port "$port" 15 || cm_die "bare_pingora did not start: $(tail -n 20 "$W/bare.log")"
-  run pingora-bare "$port" "$(cm_child "$wrapper")" "openai-$size-same"
-  cm_stop "$wrapper"
-
-  port=$(cm_free_port)
-  mkdir -p "$W/gateway-$size"
-  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/gateway-$size/g.yaml" --mock "$CM_MOCK_ADDR" \
-    --listen "127.0.0.1:$port" --workdir "$W/gateway-$size" \
-    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0
-  cm_spawn "$W/gateway-$size/log" taskset -c 1 "$CM_BIN" --config "$W/gateway-$size/g.yaml"
-  wrapper=$CM_LAST_PID
-  cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$W/gateway-$size/log")"
-  gpid=$(cm_child "$wrapper")
-  run gateway "$port" "$gpid" "openai-$size-same"
-  run gateway-translated "$port" "$gpid" "openai-$size-translated"
-  cm_stop "$wrapper"
+  cm_start_haproxy_route "$W/haproxy" 1200000
+  run haproxy "$CM_PORT" "$(cm_child "$CM_WRAPPER")" "openai-$size-same"
+  cm_stop "$CM_WRAPPER"
+  cm_start_bare "$W/bare.log"
+  run pingora-bare "$CM_PORT" "$(cm_child "$CM_WRAPPER")" "openai-$size-same"
+  cm_stop "$CM_WRAPPER"
+  cm_start_gateway "$W/gateway-$size"
+  gpid=$(cm_child "$CM_WRAPPER")
+  run gateway "$CM_PORT" "$gpid" "openai-$size-same"
+  run gateway-translated "$CM_PORT" "$gpid" "openai-$size-translated"
+  cm_stop "$CM_WRAPPER"
 done
 cm_cleanup
 

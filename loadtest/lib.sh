@@ -166,3 +166,45 @@ cm_pg_stop() {
   rm -rf "$CM_PG_DIR"
   CM_PG_DIR=""
 }
+
+# Starters for the one-core comparisons (streams.sh, bodies.sh): each starts one proxy pinned to
+# CPU 1 in front of the mock (cm_start_mock first), waits for its port, and sets CM_PORT and
+# CM_WRAPPER (stop it with cm_stop "$CM_WRAPPER"; cm_child "$CM_WRAPPER" is its pid).
+CM_BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
+
+# cm_start_haproxy_route WORKDIR BUFSIZE: HAProxy doing the gateway's routing job (haproxy_route.cfg).
+cm_start_haproxy_route() {
+  local dir=$1 bufsize=$2
+  CM_PORT=$(cm_free_port)
+  mkdir -p "$dir"
+  sed -e "s|@WORKDIR@|$dir|g" -e "s|@LISTEN_PORT@|$CM_PORT|g" -e "s|@MOCK_PORT@|${CM_MOCK_ADDR##*:}|g" \
+    -e "s|@BUFSIZE@|$bufsize|g" "$CM_LT/haproxy_route.cfg" >"$dir/haproxy.cfg"
+  cm_spawn "$dir/log" taskset -c 1 haproxy -db -f "$dir/haproxy.cfg"
+  CM_WRAPPER=$CM_LAST_PID
+  cm_wait_port "$CM_PORT" 10 || cm_die "haproxy did not start: $(cat "$dir/log")"
+}
+
+# cm_start_bare LOGFILE [L4_READ_BUFFER_BYTES]: the bare Pingora floor (loadtest/bare_pingora.rs),
+# with the gateway's mimalloc setting so that the floor moves with it.
+cm_start_bare() {
+  local log=$1
+  shift
+  CM_PORT=$(cm_free_port)
+  cm_spawn "$log" env MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 1 "$CM_BARE_BIN" "127.0.0.1:$CM_PORT" "$CM_MOCK_ADDR" 1 "$@"
+  CM_WRAPPER=$CM_LAST_PID
+  cm_wait_port "$CM_PORT" 15 || cm_die "bare_pingora did not start: $(tail -n 20 "$log")"
+}
+
+# cm_start_gateway WORKDIR [ENV_WORD...]: the demo config with one worker, no access log.
+cm_start_gateway() {
+  local dir=$1
+  shift
+  CM_PORT=$(cm_free_port)
+  mkdir -p "$dir"
+  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$dir/g.yaml" --mock "$CM_MOCK_ADDR" \
+    --listen "127.0.0.1:$CM_PORT" --workdir "$dir" \
+    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0
+  cm_spawn "$dir/log" env "$@" taskset -c 1 "$CM_BIN" --config "$dir/g.yaml"
+  CM_WRAPPER=$CM_LAST_PID
+  cm_wait_port "$CM_PORT" 15 || cm_die "gateway did not start: $(tail -n 20 "$dir/log")"
+}

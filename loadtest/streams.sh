@@ -28,8 +28,7 @@ while (($#)); do
   esac
 done
 cm_need haproxy taskset python3 timeout
-BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
-[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $BARE_BIN ]] ||
+[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $CM_BARE_BIN ]] ||
   cm_die "build first: cargo build --release --bins --example bare_pingora"
 N_LIST=${N_LIST:-1000 5000}
 TARGETS=${TARGETS:-haproxy pingora-bare gateway gateway-translated}
@@ -40,7 +39,6 @@ W=$(mktemp -d /tmp/cheapmodel-streams.XXXXXX)
 RES=$W/results.jsonl
 : >"$RES"
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
-MOCK_PORT=${CM_MOCK_ADDR##*:}
 
 # sample TARGET N PORT PID [MODEL]: one stream_rss.py run, appended to $RES.
 sample() {
@@ -54,46 +52,26 @@ sample() {
 }
 
 for n in $N_LIST; do
-  # --- HAProxy, doing the gateway's job ---
   if want haproxy; then
-  port=$(cm_free_port)
-  mkdir -p "$W/haproxy"
-  sed -e "s|@WORKDIR@|$W/haproxy|g" -e "s|@LISTEN_PORT@|$port|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-    -e "s|@BUFSIZE@|65536|g" "$CM_LT/haproxy_route.cfg" >"$W/haproxy/haproxy.cfg"
-  cm_spawn "$W/haproxy/log" taskset -c 1 haproxy -db -f "$W/haproxy/haproxy.cfg"
-  wrapper=$CM_LAST_PID
-  cm_wait_port "$port" 10 || cm_die "haproxy did not start: $(cat "$W/haproxy/log")"
-  sample haproxy "$n" "$port" "$(cm_child "$wrapper")"
-  cm_stop "$wrapper"
+    cm_start_haproxy_route "$W/haproxy" 65536
+    sample haproxy "$n" "$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+    cm_stop "$CM_WRAPPER"
   fi
-
-  # --- bare Pingora ---
   if want pingora-bare; then
-  port=$(cm_free_port)
-  # shellcheck disable=SC2086 # BARE_READ_BUFFER: the bare proxy's L4 read buffer, for an experiment
-  cm_spawn "$W/bare.log" env MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 1 "$BARE_BIN" "127.0.0.1:$port" "$CM_MOCK_ADDR" 1 ${BARE_READ_BUFFER:-}
-  wrapper=$CM_LAST_PID
-  cm_wait_port "$port" 15 || cm_die "bare_pingora did not start: $(tail -n 20 "$W/bare.log")"
-  sample pingora-bare "$n" "$port" "$(cm_child "$wrapper")"
-  cm_stop "$wrapper"
+    # shellcheck disable=SC2086 # BARE_READ_BUFFER: the bare proxy's L4 read buffer, for an experiment
+    cm_start_bare "$W/bare.log" ${BARE_READ_BUFFER:-}
+    sample pingora-bare "$n" "$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+    cm_stop "$CM_WRAPPER"
   fi
-
-  # --- the gateway: same dialect, then translated ---
+  # The gateway: same dialect, then translated (an OpenAI caller on the Anthropic-dialect model).
   for target in gateway gateway-translated; do
     want "$target" || continue
-    port=$(cm_free_port)
-    mkdir -p "$W/$target.$n"
-    python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$target.$n/g.yaml" --mock "$CM_MOCK_ADDR" \
-      --listen "127.0.0.1:$port" --workdir "$W/$target.$n" \
-      --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0
-    # shellcheck disable=SC2086 # GATEWAY_ENV: NAME=VALUE words for an experiment, e.g. MIMALLOC_PURGE_DELAY=0
-    cm_spawn "$W/$target.$n/log" env ${GATEWAY_ENV:-} taskset -c 1 "$CM_BIN" --config "$W/$target.$n/g.yaml"
-    wrapper=$CM_LAST_PID
-    cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$W/$target.$n/log")"
+    # shellcheck disable=SC2086 # GATEWAY_ENV: NAME=VALUE words for an experiment, e.g. MIMALLOC_PURGE_DELAY=100
+    cm_start_gateway "$W/$target.$n" ${GATEWAY_ENV:-}
     model=gpt-5.5
     [[ $target == gateway-translated ]] && model=claude-sonnet-4-5-20250929
-    sample "$target" "$n" "$port" "$(cm_child "$wrapper")" "$model"
-    cm_stop "$wrapper"
+    sample "$target" "$n" "$CM_PORT" "$(cm_child "$CM_WRAPPER")" "$model"
+    cm_stop "$CM_WRAPPER"
   done
 done
 cm_cleanup
