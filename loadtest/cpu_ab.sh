@@ -10,7 +10,9 @@
 # first in each round). The gateway runs on CPU 1 with one worker; the mock and wrk on CPU 0.
 # CPU µs per request is the gateway's user+system time, every thread (/proc/PID/stat), over the
 # requests wrk completed (wrk -t1 -c64, DUR seconds, default 5, after a 2 s warm-up). The last
-# lines give each variant's median over the rounds and its ratio to baseline's median.
+# lines give each variant's median over the rounds and its ratio to baseline's median. Each run
+# also gives the ledger writer thread's own share of the gateway's CPU (its /proc task), a
+# measure of the ledger's cost that needs no second run to compare with.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,12 +28,20 @@ for name in "${names[@]}"; do [[ " $CM_VARIANTS " == *" $name "* ]] || cm_die "u
 CM_MAX_SECONDS=$(((DUR + 10) * ROUNDS * (${#names[@]} + 1) + 300))
 W=$(mktemp -d /tmp/cheapmodel-cpu-ab.XXXXXX)
 HZ=$(getconf CLK_TCK)
+# thread_ticks PID NAME: user+system ticks of the gateway's thread called NAME (0 if none).
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    [[ $(cat "$t/comm" 2>/dev/null) == "$2" ]] && { awk '{print $14 + $15}' "$t/stat"; return; }
+  done
+  echo 0
+}
 [[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 
 # run NAME ROUND: appends "NAME µs" to $W/results and prints the run's line.
 run() {
-  local name=$1 dir="$W/$1.$2" port wrapper pid t0 t1 out n us sets=()
+  local name=$1 dir="$W/$1.$2" port wrapper pid t0 t1 w0 w1 out n us sets=()
   port=$(cm_free_port)
   mkdir -p "$dir"
   mapfile -t sets < <(cm_variant_sets "$name")
@@ -46,15 +56,17 @@ run() {
   taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
   sleep 0.5 # the warm-up's last ledger rows are written before the count starts
   t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  w0=$(thread_ticks "$pid" ledger-writer)
   out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
   sleep 0.5 # and the counted requests' rows are written before it ends
   t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  w1=$(thread_ticks "$pid" ledger-writer)
   n=$(echo "$out" | awk '/requests in/{print $1}')
   [[ -n $n && $n -gt 0 ]] || cm_die "wrk failed: $out"
   echo "$out" | grep -q "Non-2xx" && cm_die "$name: some answers were not 2xx: $out"
   us=$(python3 -c "print(round(($t1 - $t0) * 1e6 / $HZ / $n, 2))")
   echo "$name $us" >>"$W/results"
-  echo "round $2: $name: $n requests, $us CPU µs/request"
+  echo "round $2: $name: $n requests, $us CPU µs/request, ledger writer thread $(python3 -c "print(round(100 * ($w1 - $w0) / max($t1 - $t0, 1), 1))")% of it"
   cm_stop "$wrapper"
 }
 
