@@ -235,6 +235,12 @@ fn restore_spend(limiter: &limits::Limits, snapshot: &registry::Snapshot, ledger
     }
 }
 
+/// The read buffer of each caller connection (Pingora's default: 64 KiB). Pingora's HTTP/1 session
+/// reads the request head into its own buffer and the body into its body reader's, so an L4
+/// buffer in front only adds a copy; and every open connection holds it for as long as it lives,
+/// which for LLM streams is seconds to minutes (`loadtest/streams.sh`).
+const DOWNSTREAM_READ_BUFFER: usize = 0;
+
 fn serve(path: PathBuf, opt: Opt) -> i32 {
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -298,7 +304,10 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         .server_options(options)
         .build();
     for addr in &server_cfg.listen {
-        service.add_tcp(addr);
+        service.add_listener(
+            pingora::listeners::ListenerConfig::tcp(addr)
+                .l4_buffer(pingora::protocols::l4::stream::L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER)),
+        );
     }
     server.add_service(service);
     if let Some(m) = &server_cfg.metrics {
