@@ -251,7 +251,6 @@ struct StreamReading {
     usage: Usage,
     saw_usage: bool,
     finished: bool,
-    upstream_error: bool,
 }
 
 impl StreamMeter {
@@ -259,13 +258,7 @@ impl StreamMeter {
     pub fn new(dialect: Dialect, strip_injected_usage: bool) -> Self {
         StreamMeter {
             decoder: SseDecoder::new(),
-            reading: StreamReading {
-                dialect,
-                usage: Usage::default(),
-                saw_usage: false,
-                finished: false,
-                upstream_error: false,
-            },
+            reading: StreamReading { dialect, usage: Usage::default(), saw_usage: false, finished: false },
             strip_injected_usage: strip_injected_usage && dialect == Dialect::OpenAi,
             stopped: false,
         }
@@ -326,7 +319,6 @@ impl StreamMeter {
             // do, with an error event, rather than hand the caller a stream with a hole in it.
             let reading = &mut self.reading;
             reading.finished = true;
-            reading.upstream_error = true;
             self.stopped = true;
             write_openai_error_event(&mut out.borrow_mut(), OVERSIZED_MESSAGE, "server_error", None);
         }
@@ -378,7 +370,6 @@ impl StreamReading {
                     || contains(data, b"\"error\":{") && sonic_rs::get(data, ["error"]).is_ok_and(|v| v.is_object())
                 {
                     self.finished = true;
-                    self.upstream_error = true;
                     return;
                 }
                 // Every chunk of a stream with usage carries `"usage":null`; only the last one has
@@ -406,11 +397,8 @@ impl StreamReading {
                             self.saw_usage |= self.usage.apply_anthropic(lv.as_raw_str());
                         }
                     }
-                    Some("message_stop") => self.finished = true,
-                    Some("error") => {
-                        self.finished = true;
-                        self.upstream_error = true;
-                    }
+                    // An upstream error event ends the stream as surely as `message_stop`.
+                    Some("message_stop" | "error") => self.finished = true,
                     _ => {}
                 }
             }
