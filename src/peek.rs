@@ -221,9 +221,8 @@ pub fn splice(body: &[u8], edits: &mut [Edit<'_>]) -> Vec<u8> {
     out
 }
 
-// Structural scanning without validation, for bytes that are only located here (an upstream's
-// response, which the caller gets as it is; a body another pass already validated): strings are
-// jumped over with memchr, containers by counting brackets outside strings.
+// Locating members in bytes that are only read here (an upstream's response, which the caller gets
+// as it is; a body another pass already validated), with the same structural scan as `peek`.
 
 /// The index after the closing quote of the string whose opening quote is at `i`, or `None` when
 /// it is not closed. The closing quote is the next `"` after an even run of backslashes: only
@@ -246,34 +245,11 @@ pub fn end_of_string(b: &[u8], i: usize) -> usize {
     string_end(b, i).unwrap_or(b.len())
 }
 
-/// The index after the value that starts at `i` (no whitespace before it).
+/// The index after the value that starts at `i` (no whitespace before it), found as `peek` finds
+/// it (`skip_value`); where the bytes are not a well-formed value (or nest past `MAX_DEPTH`), the
+/// scan gives up at the end of `b`, and the lookups below then find nothing after it.
 pub fn end_of_value(b: &[u8], i: usize) -> usize {
-    let mut depth = 0usize;
-    let mut j = i;
-    while let Some(&c) = b.get(j) {
-        match c {
-            b'"' => {
-                j = end_of_string(b, j);
-                if depth == 0 {
-                    return j;
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            // At depth 0 it closes the enclosing container: the scalar ended before it.
-            b'}' | b']' if depth == 0 => return j,
-            b'}' | b']' => {
-                depth -= 1;
-                if depth == 0 {
-                    return j + 1;
-                }
-            }
-            b',' | b' ' | b'\n' | b'\r' | b'\t' if depth == 0 => return j,
-            _ => {}
-        }
-        j += 1;
-    }
-    j
+    skip_value(b, i, 0).unwrap_or(b.len())
 }
 
 /// The raw value of `key` in the top-level object of `b`, or `None` (not an object, no such key).
