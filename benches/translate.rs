@@ -51,9 +51,8 @@ fn anthropic_request(size: usize) -> Vec<u8> {
     request::openai_to_anthropic(&openai_request(size), &opts).expect("translates").body
 }
 
-/// One group's benches: a serde_json parse of the OpenAI body (the same-run baseline), both
-/// directions through the public entry (fast path), and both through the typed translator alone
-/// (what a request outside the fast path's shapes costs).
+/// One group's benches: a serde_json parse of the OpenAI body (the same-run baseline) and both
+/// translation directions.
 fn request_group(g: &mut BenchmarkGroup<'_, WallTime>, oa: &[u8], an: &[u8], opts: &RequestOptions<'_>) {
     g.throughput(Throughput::Bytes(oa.len() as u64));
     g.bench_function("baseline_parse_only", |b| {
@@ -64,12 +63,6 @@ fn request_group(g: &mut BenchmarkGroup<'_, WallTime>, oa: &[u8], an: &[u8], opt
     });
     g.bench_function("anthropic_to_openai", |b| {
         b.iter(|| request::anthropic_to_openai(black_box(an), opts).expect("ok"))
-    });
-    g.bench_function("openai_to_anthropic_typed", |b| {
-        b.iter(|| request::openai_to_anthropic_typed(black_box(oa), opts).expect("ok"))
-    });
-    g.bench_function("anthropic_to_openai_typed", |b| {
-        b.iter(|| request::anthropic_to_openai_typed(black_box(an), opts).expect("ok"))
     });
 }
 

@@ -11,9 +11,9 @@
 pub mod count;
 pub mod request;
 pub mod response;
+mod scan;
 pub mod sse;
 pub mod stream;
-mod transcode;
 
 use crate::error::Dialect;
 use crate::usage::Usage;
@@ -93,6 +93,7 @@ pub const DROPPED_BY_RULE: &[&str] = &[
     "store",
     "strict",
     "thinking",
+    "title",
     "verbosity",
 ];
 

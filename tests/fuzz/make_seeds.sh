@@ -19,8 +19,6 @@ mkdir -p "$fuzz/seeds/peek"
 cp "$fuzz/seeds/request_openai_to_anthropic"/* "$fuzz/seeds/peek/"
 for f in "$fuzz/seeds/request_anthropic_to_openai"/*; do cp "$f" "$fuzz/seeds/peek/a2o_$(basename "$f")"; done
 # The fast-path target runs both directions on every input: both request sets.
-mkdir -p "$fuzz/seeds/request_fast_path"
-cp "$fuzz/seeds/peek"/* "$fuzz/seeds/request_fast_path/"
 mkdir -p "$fuzz/seeds/response_json"
 for d in anthropic_to_openai openai_to_anthropic; do
   for f in "$golden/response/$d"/*/in.json; do cp "$f" "$fuzz/seeds/response_json/${d}_$(basename "$(dirname "$f")").json"; done

@@ -9,7 +9,7 @@ fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$fuzz/../.." && pwd)
 secs=${1:-60}; shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(request_openai_to_anthropic request_anthropic_to_openai request_fast_path stream_openai_to_anthropic stream_anthropic_to_openai response_json peek)
+[ ${#targets[@]} -eq 0 ] && targets=(request_openai_to_anthropic request_anthropic_to_openai stream_openai_to_anthropic stream_anthropic_to_openai response_json peek)
 san=()
 [ -n "${SANITIZER:-}" ] && san=(--sanitizer "$SANITIZER")
 mkdir -p "$fuzz/target/logs"
