@@ -19,9 +19,13 @@ use super::{TranslateError, Translated};
 
 /// Why a request cannot be translated: the value concerned (by its address in the body) and, when
 /// the fault is a missing field, that field's name under it. Becomes a [`TranslateError`] naming
-/// the JSON path (`messages[2].content[0].type`).
+/// the JSON path (`messages[2].content[0].type`). Boxed: every scanner step returns a `R<T>`, and
+/// a pointer-sized error keeps those results as small as their values (faults are rare).
 #[derive(Debug)]
-pub(super) struct Fault {
+pub(super) struct Fault(Box<FaultAt>);
+
+#[derive(Debug)]
+struct FaultAt {
     at: usize,
     key: &'static str,
     message: Cow<'static, str>,
@@ -29,21 +33,26 @@ pub(super) struct Fault {
 
 impl Fault {
     /// The value at address `at` cannot be translated.
+    #[cold]
+    #[inline(never)]
     pub(super) fn at(at: usize, message: impl Into<Cow<'static, str>>) -> Self {
-        Fault { at, key: "", message: message.into() }
+        Fault(Box::new(FaultAt { at, key: "", message: message.into() }))
     }
 
     /// `key` of the object at address `at` cannot be translated (or is missing).
+    #[cold]
+    #[inline(never)]
     pub(super) fn under(at: usize, key: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Fault { at, key, message: message.into() }
+        Fault(Box::new(FaultAt { at, key, message: message.into() }))
     }
 
     /// Why (the 400's message).
     pub(super) fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// `key` of the object at address `at` is required and missing.
+    #[cold]
     pub(super) fn required(at: usize, key: &'static str) -> Self {
         Fault::under(at, key, "required")
     }
@@ -87,6 +96,16 @@ impl<'a> Str<'a> {
         Cow::Owned(String::from_utf8(out).unwrap_or_default())
     }
 
+    /// The text's bytes, escapes resolved: borrowed (and not validated again) when there are
+    /// none, for values read as bytes (a data URL's megabytes of base64).
+    pub(super) fn bytes(self) -> Cow<'a, [u8]> {
+        if self.escaped {
+            Cow::Owned(self.text().into_owned().into_bytes())
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+
     /// Whether the text equals `word` (which has nothing to escape).
     pub(super) fn is(self, word: &str) -> bool {
         if self.escaped {
@@ -124,6 +143,7 @@ impl<'a> Scan<'a> {
 
     /// A fault at the cursor.
     #[cold]
+    #[inline(never)]
     pub(super) fn fault(&mut self, message: &'static str) -> Fault {
         Fault::at(self.here(), message)
     }
@@ -205,9 +225,6 @@ impl<'a> Scan<'a> {
             self.i += 1;
         }
         *first = false;
-        if self.peek()? != b'"' {
-            return Err(self.fault("expected a key"));
-        }
         let key = self.string()?;
         self.eat(b':', "expected `:`")?;
         Ok(Some(key))
@@ -238,9 +255,10 @@ impl<'a> Scan<'a> {
     /// A string, validated (escapes, control characters, UTF-8, surrogate pairs). A fault inside
     /// it is about the whole string (its path is the string's).
     pub(super) fn string(&mut self) -> R<Str<'a>> {
-        let at = self.here();
         self.eat(b'"', "must be a string")?;
         let start = self.i;
+        // Faults are about the whole string: at its opening quote.
+        let fault = |s: &Self, why: &'static str| Fault::at(s.b.as_ptr() as usize + start - 1, why);
         let mut escaped = false;
         let mut high = 0u64;
         loop {
@@ -252,18 +270,18 @@ impl<'a> Scan<'a> {
                 Some(b'\\') => {
                     escaped = true;
                     if self.escape().is_err() {
-                        return Err(Fault::at(at, "invalid escape in a string"));
+                        return Err(fault(self, "invalid escape in a string"));
                     }
                 }
-                Some(_) => return Err(Fault::at(at, "control character in a string")),
-                None => return Err(Fault::at(at, "unterminated string")),
+                Some(_) => return Err(fault(self, "control character in a string")),
+                None => return Err(fault(self, "unterminated string")),
             }
         }
         let raw = &self.b[start..self.i];
         let quoted = &self.b[start - 1..self.i + 1];
         self.i += 1;
         if high != 0 && std::str::from_utf8(raw).is_err() {
-            return Err(Fault::at(at, "not valid UTF-8"));
+            return Err(fault(self, "not valid UTF-8"));
         }
         Ok(Str { quoted, raw, escaped })
     }
@@ -636,7 +654,7 @@ pub(super) fn translate(
 ) -> Result<Translated, TranslateError> {
     DROPPED_AT.with_borrow_mut(Vec::clear);
     let base = body.as_ptr() as usize;
-    let out = translate().map_err(|f| {
+    let out = translate().map_err(|Fault(f)| {
         let path = f.at.checked_sub(base).and_then(|offset| paths_at(body, &[offset]).pop());
         let param = match (path, f.key) {
             (Some(path), key) if !path.is_empty() && !key.is_empty() => format!("{path}.{key}"),
@@ -644,7 +662,7 @@ pub(super) fn translate(
             (Some(_), key) if !key.is_empty() => key.to_owned(),
             _ => "body".to_owned(),
         };
-        TranslateError::new(param, f.message)
+        TranslateError::new(param, f.message.into_owned())
     })?;
     let mut offsets: Vec<usize> = DROPPED_AT.with_borrow_mut(|d| d.drain(..).map(|a| a.wrapping_sub(base)).collect());
     if offsets.is_empty() {
@@ -659,6 +677,15 @@ pub(super) fn translate(
 /// that start at `offsets` (sorted), in one forward pass over a body the translating pass already
 /// validated: strings are jumped over with memchr, and a stack of keys and indices is the path.
 pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
+    const STRUCTURAL: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut k = 0;
+        while k < 6 {
+            t[b"\"{}[],"[k] as usize] = true;
+            k += 1;
+        }
+        t
+    };
     enum Frame<'a> {
         Obj(&'a [u8]),
         Arr(usize),
@@ -699,6 +726,14 @@ pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
             next += 1; // not a value start (cannot happen for offsets the scanner recorded)
             continue;
         }
+        if !STRUCTURAL[usize::from(c)] {
+            // Numbers, literals, whitespace, `:`: run to the next byte that matters.
+            i += 1;
+            while i < want.min(b.len()) && !STRUCTURAL[usize::from(b[i])] {
+                i += 1;
+            }
+            continue;
+        }
         match c {
             b'"' => {
                 let end = crate::peek::end_of_string(b, i);
@@ -735,6 +770,7 @@ pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
 /// value. A field not in `keys` is dropped and reported; a repeated one is a fault; a `null`
 /// value is an absent field. Returns the bits (`1 << index in keys`) of the fields present, and
 /// writes each one's address into `addrs` (when long enough), for fields dropped later by kind.
+#[inline(always)]
 pub(super) fn fields<'a>(
     s: &mut Scan<'a>,
     keys: &[&'static str],
@@ -746,30 +782,38 @@ pub(super) fn fields<'a>(
     let mut first = true;
     while let Some(key) = s.any_key(&mut first)? {
         let index = if key.escaped {
-            let text = key.text();
-            keys.iter().position(|k| *k == text)
+            escaped_key_index(key, keys)
         } else {
-            keys.iter().position(|k| k.as_bytes() == key.raw)
+            // Length and first byte first: most misses end there, without a memcmp call.
+            let raw = key.raw;
+            keys.iter().position(|k| k.len() == raw.len() && k.as_bytes().first() == raw.first() && k.as_bytes() == raw)
         };
         let Some(index) = index else {
             s.drop_value()?;
             continue;
         };
         let bit = 1 << index;
-        let at = s.here();
         if seen & bit != 0 {
-            return Err(Fault::at(at, "duplicate field"));
+            return Err(s.fault("duplicate field"));
         }
         seen |= bit;
         if !s.null()? {
             present |= bit;
             if let Some(slot) = addrs.get_mut(index) {
-                *slot = at;
+                *slot = s.here();
             }
             on_field(keys[index], s)?;
         }
     }
     Ok(present)
+}
+
+/// The index in `keys` of a key written with escapes (rare: compared by its text).
+#[cold]
+#[inline(never)]
+fn escaped_key_index(key: Str<'_>, keys: &[&str]) -> Option<usize> {
+    let text = key.text();
+    keys.iter().position(|k| *k == text)
 }
 
 /// Writes `,` before every item but the first.

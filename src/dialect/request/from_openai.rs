@@ -494,7 +494,10 @@ struct Message<'a> {
     /// The role as the caller wrote it (`system` or `developer` both hoist).
     role_name: Str<'a>,
     content: Option<Content<'a>>,
-    tool_calls: Option<&'a [u8]>,
+    /// Number of tool calls, already written as `tool_use` blocks (comma separated) into the
+    /// `calls` buffer given to [`read_message`]: in the same pass, as most of an agent's history
+    /// is tool calls.
+    tool_calls: Option<usize>,
     tool_call_id: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
     /// Addresses of the fields present, by `MESSAGE_KEYS` index.
@@ -522,7 +525,8 @@ fn drop_fields(bits: u64, addrs: &[usize]) {
     }
 }
 
-fn read_message<'a>(s: &mut Scan<'a>) -> R<Message<'a>> {
+fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> R<Message<'a>> {
+    calls.clear();
     let at = s.here();
     let mut m = Message {
         at,
@@ -541,7 +545,16 @@ fn read_message<'a>(s: &mut Scan<'a>) -> R<Message<'a>> {
         match key {
             "role" => role = Some(s.string()?),
             "content" => m.content = Some(read_content(s)?),
-            "tool_calls" => m.tool_calls = Some(s.raw_array()?),
+            "tool_calls" => {
+                s.arr()?;
+                let (mut f, mut fo, mut n) = (true, true, 0);
+                while s.item(&mut f)? {
+                    sep(calls, &mut fo);
+                    tool_call(s, calls, args)?;
+                    n += 1;
+                }
+                m.tool_calls = Some(n);
+            }
             "tool_call_id" => m.tool_call_id = Some(s.string()?),
             "refusal" => m.refusal = Some(s.string()?),
             // audio, function_call: refused on assistant messages, dropped on others.
@@ -576,9 +589,9 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
     // The last message written is a user message of tool results, still open (`]}` not written),
     // that a following tool or user message joins.
     let mut open_results = false;
-    let mut scratch = Vec::new();
+    let (mut calls, mut args) = (Vec::new(), Vec::new());
     while s.item(&mut first)? {
-        let m = read_message(s)?;
+        let m = read_message(s, &mut calls, &mut args)?;
         match m.role {
             Role::System => {
                 m.drop_all_but(M_CONTENT);
@@ -631,7 +644,7 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                     open_results = false;
                 }
                 sep(out, &mut first_out);
-                assistant(&m, out, &mut scratch)?;
+                assistant(&m, &calls, out)?;
             }
             Role::Tool => {
                 m.drop_all_but(M_CONTENT | M_TOOL_CALL_ID);
@@ -785,7 +798,8 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
             p.drop_all_but(P_IMAGE_URL);
             let (at, url) = p.required(p.image_url, "image_url")?;
             let url = url.ok_or_else(|| Fault::required(at, "url"))?;
-            let text = url.text();
+            // Bytes, not text: a megabyte of base64 is not validated as UTF-8 a second time.
+            let text = url.bytes();
             if let Some((media, data)) = data_url(&text) {
                 out.extend_from_slice(b"{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"media_type\":");
                 put_piece(out, url, &text, media);
@@ -810,9 +824,9 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 ));
             }
             let data = data.ok_or_else(|| Fault::required(at, "file_data"))?;
-            let text = data.text();
+            let text = data.bytes();
             let pdf = data_url(&text).filter(|(media, _)| {
-                text.get(media.clone()).is_some_and(|m| m.eq_ignore_ascii_case("application/pdf"))
+                text.get(media.clone()).is_some_and(|m| m.eq_ignore_ascii_case(b"application/pdf"))
             });
             let Some((_, payload)) = pdf else {
                 return Err(Fault::at(
@@ -867,8 +881,8 @@ fn user_content(content: Content<'_>, out: &mut Vec<u8>, append: bool) -> R<()> 
 
 /// An assistant message: `"content":"text"` when it is only text, else blocks (texts, refusal,
 /// tool uses, in that order).
-fn assistant(m: &Message<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()> {
-    let calls = m.tool_calls.filter(|raw| raw.iter().skip(1).any(|c| !c.is_ascii_whitespace() && *c != b']'));
+fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()> {
+    let calls = m.tool_calls.filter(|&n| n > 0);
     out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
     if let (Some(Content::Text(t)), None, None) = (m.content, calls, m.refusal) {
         put_str(out, t);
@@ -913,14 +927,9 @@ fn assistant(m: &Message<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()>
     if let Some(r) = m.refusal {
         text_block(out, r, &mut fo);
     }
-    if let Some(raw) = calls {
-        let mut cs = Scan::new(raw);
-        cs.arr()?;
-        let mut f = true;
-        while cs.item(&mut f)? {
-            sep(out, &mut fo);
-            tool_call(&mut cs, out, scratch)?;
-        }
+    if calls.is_some() {
+        sep(out, &mut fo);
+        out.extend_from_slice(rendered_calls);
     }
     if fo {
         out.truncate(start);

@@ -67,35 +67,35 @@ pub fn anthropic_to_openai(body: &[u8], opts: &RequestOptions<'_>) -> Result<Tra
 }
 
 /// Byte ranges of the media type and the payload of a `data:<media>[;param]*;base64,<data>` URL.
-pub(super) fn data_url(s: &str) -> Option<(Range<usize>, Range<usize>)> {
-    const PREFIX: &str = "data:";
+pub(super) fn data_url(s: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+    const PREFIX: &[u8] = b"data:";
+    const BASE64: &[u8] = b";base64";
     if !s.get(..PREFIX.len())?.eq_ignore_ascii_case(PREFIX) {
         return None;
     }
-    let comma = s.find(',')?;
+    let comma = memchr::memchr(b',', s)?;
     let meta = s.get(PREFIX.len()..comma)?;
-    let tail = meta.get(meta.len().checked_sub(";base64".len())?..)?;
-    if !tail.eq_ignore_ascii_case(";base64") {
+    if !meta.get(meta.len().checked_sub(BASE64.len())?..)?.eq_ignore_ascii_case(BASE64) {
         return None;
     }
-    let media_len = meta.find(';')?;
-    let media = meta.get(..media_len)?;
-    if media.is_empty() || media.contains(char::is_whitespace) {
+    let media_len = memchr::memchr(b';', meta)?;
+    let media = &meta[..media_len];
+    if media.is_empty() || media.iter().any(u8::is_ascii_whitespace) {
         return None;
     }
     Some((PREFIX.len()..PREFIX.len() + media_len, comma + 1..s.len()))
 }
 
-pub(super) fn is_http_url(s: &str) -> bool {
-    let lower = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-    lower("http://") || lower("https://")
+pub(super) fn is_http_url(s: &[u8]) -> bool {
+    let lower = |p: &[u8]| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    lower(b"http://") || lower(b"https://")
 }
 
-/// `range` of a string's text as a JSON string: copied from the body when the string has no
-/// escapes (then its text is its bytes), else re-escaped from the unescaped `text`.
-fn put_piece(out: &mut Vec<u8>, s: Str<'_>, text: &str, range: Range<usize>) {
+/// `range` of a string's text (`text`, from [`Str::bytes`]) as a JSON string: copied from the
+/// body when the string has no escapes (then its text is its bytes), else escaped again.
+fn put_piece(out: &mut Vec<u8>, s: Str<'_>, text: &[u8], range: Range<usize>) {
     if s.escaped {
-        put_text(out, text.get(range).unwrap_or_default());
+        put_text(out, &String::from_utf8_lossy(text.get(range).unwrap_or_default()));
     } else {
         out.push(b'"');
         out.extend_from_slice(s.raw.get(range).unwrap_or_default());
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn data_url_parsing() {
-        let parts = |s: &str| data_url(s).map(|(m, d)| (s[m].to_owned(), s[d].to_owned()));
+        let parts = |s: &str| data_url(s.as_bytes()).map(|(m, d)| (s[m].to_owned(), s[d].to_owned()));
         assert_eq!(parts("data:image/png;base64,AA=="), Some(("image/png".into(), "AA==".into())));
         assert_eq!(parts("DATA:image/png;charset=x;BASE64,"), Some(("image/png".into(), String::new())));
         assert_eq!(parts("data:;base64,AA"), None);
