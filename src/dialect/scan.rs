@@ -673,7 +673,7 @@ pub(super) fn translate(
     super::settle(out, paths_at(body, &offsets), strict)
 }
 
-/// The JSON paths (`messages[1].tool_calls[0].index`, the typed translator's form) of the values
+/// The JSON paths (`messages[1].tool_calls[0].index`) of the values
 /// that start at `offsets` (sorted), in one forward pass over a body the translating pass already
 /// validated: strings are jumped over with memchr, and a stack of keys and indices is the path.
 pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
