@@ -257,10 +257,12 @@ impl<'a> Scan<'a> {
     pub(super) fn string(&mut self) -> R<Str<'a>> {
         self.eat(b'"', "must be a string")?;
         let start = self.i;
-        // Faults are about the whole string: at its opening quote.
         let fault = |s: &Self, why: &'static str| Fault::at(s.b.as_ptr() as usize + start - 1, why);
-        let mut escaped = false;
-        let mut high = 0u64;
+        // Short strings (keys, ids, type words, small tool arguments) are read run by run, the
+        // runs checked in registers, escapes where they stand. Past `BULK_AFTER` bytes with
+        // escapes (descriptions, prompts, file contents), the rest is read in bulk.
+        const BULK_AFTER: usize = 128;
+        let (mut escaped, mut high) = (false, 0u64);
         loop {
             let (n, h) = plain_run(&self.b[self.i..]);
             self.i += n;
@@ -268,9 +270,13 @@ impl<'a> Scan<'a> {
             match self.b.get(self.i) {
                 Some(b'"') => break,
                 Some(b'\\') => {
+                    if self.i - start >= BULK_AFTER {
+                        return self.string_in_bulk(start);
+                    }
                     escaped = true;
-                    if self.escape().is_err() {
-                        return Err(fault(self, "invalid escape in a string"));
+                    match escape_len(self.b, self.i) {
+                        Some(len) => self.i += len,
+                        None => return Err(fault(self, "invalid escape in a string")),
                     }
                 }
                 Some(_) => return Err(fault(self, "control character in a string")),
@@ -278,44 +284,48 @@ impl<'a> Scan<'a> {
             }
         }
         let raw = &self.b[start..self.i];
-        let quoted = &self.b[start - 1..self.i + 1];
-        self.i += 1;
-        if high != 0 && std::str::from_utf8(raw).is_err() {
+        if high != 0 && simdutf8::basic::from_utf8(raw).is_err() {
             return Err(fault(self, "not valid UTF-8"));
         }
-        Ok(Str { quoted, raw, escaped })
+        self.i += 1;
+        Ok(Str { quoted: &self.b[start - 1..self.i], raw, escaped })
     }
 
-    /// One escape sequence at `self.i` (a backslash).
-    fn escape(&mut self) -> Result<(), ()> {
-        match self.b.get(self.i + 1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                self.i += 2;
-                Ok(())
+    /// A long string with escapes, from `start` (after its opening quote): its end
+    /// found with memchr (the first quote after an even run of backslashes), then control
+    /// characters and non-ASCII checked in one pass the compiler vectorizes, and each escape
+    /// found with memchr and checked. Each step costs per string, not per escape or per byte.
+    #[inline(never)]
+    fn string_in_bulk(&mut self, start: usize) -> R<Str<'a>> {
+        let b = self.b;
+        let fault = |why: &'static str| Fault::at(b.as_ptr() as usize + start - 1, why);
+        let mut from = start;
+        let end = loop {
+            let Some(q) = memchr::memchr(b'"', &b[from..]) else { return Err(fault("unterminated string")) };
+            let q = from + q;
+            let backslashes = b[start..q].iter().rev().take_while(|&&c| c == b'\\').count();
+            if backslashes % 2 == 0 {
+                break q;
             }
-            Some(b'u') => {
-                let unit = hex4(self.b.get(self.i + 2..self.i + 6)).ok_or(())?;
-                self.i += 6;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        // A high surrogate must be followed by an escaped low one.
-                        if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                            return Err(());
-                        }
-                        match hex4(self.b.get(self.i + 2..self.i + 6)) {
-                            Some(0xDC00..=0xDFFF) => {
-                                self.i += 6;
-                                Ok(())
-                            }
-                            _ => Err(()),
-                        }
-                    }
-                    0xDC00..=0xDFFF => Err(()),
-                    _ => Ok(()),
-                }
-            }
-            _ => Err(()),
+            from = q + 1;
+        };
+        let raw = &b[start..end];
+        let (min, or) = raw.iter().fold((u8::MAX, 0u8), |(min, or), &c| (min.min(c), or | c));
+        if min < 0x20 {
+            return Err(fault("control character in a string"));
         }
+        let mut escaped = false;
+        let mut j = 0;
+        while let Some(p) = memchr::memchr(b'\\', &raw[j..]) {
+            escaped = true;
+            j += p;
+            j += escape_len(raw, j).ok_or_else(|| fault("invalid escape in a string"))?;
+        }
+        if or & 0x80 != 0 && simdutf8::basic::from_utf8(raw).is_err() {
+            return Err(fault("not valid UTF-8"));
+        }
+        self.i = end + 1;
+        Ok(Str { quoted: &b[start - 1..end + 1], raw, escaped })
     }
 
     /// A number, validated against JSON's grammar; returns its text.
@@ -503,6 +513,26 @@ pub(super) fn plain_run(s: &[u8]) -> (usize, u64) {
     (i, high)
 }
 
+/// The length of the escape sequence at `raw[k]` (a backslash), if it is a valid one: a
+/// surrogate pair is one sequence, and a lone surrogate is invalid (as serde_json has it).
+fn escape_len(raw: &[u8], k: usize) -> Option<usize> {
+    match raw.get(k + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
+        b'u' => match hex4(raw.get(k + 2..k + 6))? {
+            0xD800..=0xDBFF => {
+                // A high surrogate must be followed by an escaped low one.
+                if raw.get(k + 6..k + 8)? != b"\\u" {
+                    return None;
+                }
+                matches!(hex4(raw.get(k + 8..k + 12))?, 0xDC00..=0xDFFF).then_some(12)
+            }
+            0xDC00..=0xDFFF => None,
+            _ => Some(6),
+        },
+        _ => None,
+    }
+}
+
 fn hex4(h: Option<&[u8]>) -> Option<u32> {
     let mut v = 0u32;
     for &c in h? {
@@ -638,6 +668,20 @@ thread_local! {
     /// by sub-scanners over slices of the body: an address means the same in all of them, and
     /// no sub-scanner has to hand its findings back.
     static DROPPED_AT: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+
+    /// Where the values of the top-level members and the items of top-level arrays start, with
+    /// their paths (`tools`, or `tools` and 3): [`paths_at`] starts its walk at the last one
+    /// before an offset instead of at the start of the body. Recorded by the translators in the
+    /// order they read the body.
+    static ANCHORS: std::cell::RefCell<Vec<(usize, &'static str, Option<usize>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Notes that the value at address `at` is the top-level member `key` (`index`: item `index` of
+/// it), so that naming paths after it need not walk the body before it.
+#[inline]
+pub(super) fn anchor(at: usize, key: &'static str, index: Option<usize>) {
+    ANCHORS.with_borrow_mut(|a| a.push((at, key, index)));
 }
 
 /// Notes that the value at address `at` is left out (reported, never silent).
@@ -653,9 +697,20 @@ pub(super) fn translate(
     translate: impl FnOnce() -> R<Vec<u8>>,
 ) -> Result<Translated, TranslateError> {
     DROPPED_AT.with_borrow_mut(Vec::clear);
+    ANCHORS.with_borrow_mut(Vec::clear);
     let base = body.as_ptr() as usize;
+    let anchors = || {
+        let mut anchors: Vec<_> = ANCHORS.with_borrow_mut(|a| {
+            a.drain(..)
+                .map(|(at, key, index)| (at.wrapping_sub(base), key, index))
+                .filter(|a| a.0 < body.len())
+                .collect()
+        });
+        anchors.sort_unstable_by_key(|a| a.0);
+        anchors
+    };
     let out = translate().map_err(|Fault(f)| {
-        let path = f.at.checked_sub(base).and_then(|offset| paths_at(body, &[offset]).pop());
+        let path = f.at.checked_sub(base).and_then(|offset| paths_at(body, &[offset], &anchors()).pop());
         let param = match (path, f.key) {
             (Some(path), key) if !path.is_empty() && !key.is_empty() => format!("{path}.{key}"),
             (Some(path), "") if !path.is_empty() => path,
@@ -670,13 +725,13 @@ pub(super) fn translate(
     }
     offsets.sort_unstable();
     offsets.dedup();
-    super::settle(out, paths_at(body, &offsets), strict)
+    super::settle(out, paths_at(body, &offsets, &anchors()), strict)
 }
 
 /// The JSON paths (`messages[1].tool_calls[0].index`) of the values
 /// that start at `offsets` (sorted), in one forward pass over a body the translating pass already
 /// validated: strings are jumped over with memchr, and a stack of keys and indices is the path.
-pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
+pub(super) fn paths_at(b: &[u8], offsets: &[usize], anchors: &[(usize, &'static str, Option<usize>)]) -> Vec<String> {
     const STRUCTURAL: [bool; 256] = {
         let mut t = [false; 256];
         let mut k = 0;
@@ -692,8 +747,24 @@ pub(super) fn paths_at(b: &[u8], offsets: &[usize]) -> Vec<String> {
     }
     let mut paths = Vec::with_capacity(offsets.len());
     let mut stack: Vec<Frame<'_>> = Vec::with_capacity(8);
-    let (mut i, mut next, mut expect_key) = (0, 0, false);
+    let (mut i, mut next, mut expect_key, mut a) = (0, 0, false, 0);
     while let (Some(&c), Some(&want)) = (b.get(i), offsets.get(next)) {
+        // Jump to the last anchor at or before `want` that lies ahead, with the path it names.
+        let mut jump = None;
+        while let Some(&anchor) = anchors.get(a).filter(|anchor| anchor.0 <= want) {
+            if anchor.0 > i {
+                jump = Some(anchor);
+            }
+            a += 1;
+        }
+        if let Some((at, key, index)) = jump {
+            i = at;
+            stack.clear();
+            stack.push(Frame::Obj(key.as_bytes()));
+            stack.extend(index.map(Frame::Arr));
+            expect_key = false;
+            continue;
+        }
         if i == want {
             let mut path = String::new();
             for frame in &stack {
@@ -852,10 +923,24 @@ mod tests {
             "\"nul\u{0}\"",
             r#""unterminated"#,
             r#""ends in backslash\"#,
+            r#""escaped \\" quote then more""#,
+            r#""\\\\""#,
+            r#""\\\\\"\\""#,
         ];
         for case in cases {
-            let serde_ok = serde_json::from_str::<String>(case).is_ok();
-            assert_eq!(scan_string(case).is_some(), serde_ok, "{case}");
+            // As written (short: read run by run), and after 200 plain bytes (read in bulk).
+            let long = format!("\"{}{}", "x".repeat(200), &case[1..]);
+            for case in [case, long.as_str()] {
+                let serde = serde_json::from_str::<String>(case).ok();
+                let scanned = scan_string(case);
+                assert_eq!(scanned.is_some(), serde.is_some(), "{case}");
+                if let (Some((raw, escaped)), Some(text)) = (scanned, serde) {
+                    let mut unescaped = Vec::new();
+                    unescape_into(&raw, &mut unescaped).expect("valid");
+                    assert_eq!(unescaped, text.as_bytes(), "{case}");
+                    assert_eq!(escaped, raw.contains(&b'\\'), "{case}");
+                }
+            }
         }
         // Invalid UTF-8 inside a string, after an ASCII run longer than one word.
         let mut bytes = b"\"0123456789abcdef".to_vec();
@@ -888,6 +973,52 @@ mod tests {
         }
         let long = "x".repeat(100) + "\u{e9}\"";
         assert!(plain_run(long.as_bytes()).1 != 0);
+    }
+
+    /// The anchors the translators record: top-level members and the items of top-level arrays.
+    fn top_anchors(b: &[u8]) -> Vec<(usize, &'static str, Option<usize>)> {
+        let mut s = Scan::new(b);
+        let mut anchors = Vec::new();
+        s.obj().expect("an object");
+        let mut first = true;
+        while let Some(key) = s.any_key(&mut first).expect("json") {
+            let key: &'static str = Box::leak(key.text().into_owned().into_boxed_str());
+            s.ws();
+            anchors.push((s.i, key, None));
+            if s.peek().expect("json") == b'[' {
+                s.arr().expect("array");
+                let (mut f, mut index) = (true, 0);
+                while s.item(&mut f).expect("json") {
+                    s.ws();
+                    anchors.push((s.i, key, Some(index)));
+                    index += 1;
+                    s.skip(0).expect("json");
+                }
+            } else {
+                s.skip(0).expect("json");
+            }
+        }
+        anchors
+    }
+
+    #[test]
+    fn paths_found_from_anchors_equal_paths_found_from_the_start() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/request");
+        let mut checked = 0;
+        for dir in ["openai_to_anthropic", "anthropic_to_openai"] {
+            for case in std::fs::read_dir(root.join(dir)).expect("golden dir").flatten() {
+                let Ok(b) = std::fs::read(case.path().join("in.json")) else { continue };
+                let anchors = top_anchors(&b);
+                for step in [3, 7, 61] {
+                    let offsets: Vec<usize> = (0..b.len()).step_by(step).collect();
+                    let from_start = paths_at(&b, &offsets, &[]);
+                    assert!(!from_start.is_empty());
+                    assert_eq!(paths_at(&b, &offsets, &anchors), from_start, "{}", case.path().display());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked} golden bodies");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
 use super::super::scan::{
-    dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Str, R,
+    anchor, dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Str, R,
 };
 use super::super::RequestOptions;
 use super::fit_openai_user;
@@ -58,6 +58,7 @@ pub(super) fn translate(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let mut scratch = Scratch::default();
 
     fields(&mut s, REQUEST_KEYS, &mut [], |key, s| {
+        anchor(s.here(), key, None);
         if let Some(why) = refused(key) {
             return Err(s.fault(why));
         }
@@ -243,7 +244,6 @@ fn system_message(s: &mut Scan<'_>, what: &str) -> R<Option<Vec<u8>>> {
 fn text_block<'a>(s: &mut Scan<'a>, what: &str) -> R<Str<'a>> {
     let b = read_block(s)?;
     if !b.kind.is("text") {
-        let what = if what == "system" { "system".to_owned() } else { format!("a {what} message") };
         return Err(Fault::at(b.kind.at(), format!("only text blocks are allowed in {what}")));
     }
     b.drop_all_but(B_TEXT);
@@ -254,8 +254,11 @@ fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     out.extend_from_slice(b",\"tools\":[");
     s.arr()?;
     let (mut first, mut fo) = (true, true);
+    let mut index = 0;
     while s.item(&mut first)? {
         let at = s.here();
+        anchor(at, "tools", Some(index));
+        index += 1;
         let (mut name, mut description, mut schema, mut strict) = (None, None, None, None);
         // `cache_control`, `defer_loading`, `eager_input_streaming`, `input_examples`,
         // `allowed_callers`: no OpenAI counterpart, dropped.
@@ -381,8 +384,11 @@ enum Content<'a> {
 fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()> {
     s.arr()?;
     let (mut first, mut fo) = (true, true);
+    let mut index = 0;
     while s.item(&mut first)? {
         let at = s.here();
+        anchor(at, "messages", Some(index));
+        index += 1;
         let (mut role, mut content, mut written) = (None, None, false);
         fields(s, &["role", "content"], &mut [], |key, s| {
             match key {
@@ -575,7 +581,7 @@ fn blocks(role: Str<'_>, s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scr
         // takes a system message anywhere.
         "system" => {
             sep(out, fo);
-            match system_message(s, "system")? {
+            match system_message(s, "a system message")? {
                 Some(msg) => out.extend_from_slice(&msg),
                 None => out.extend_from_slice(b"{\"role\":\"system\",\"content\":\"\"}"),
             }

@@ -1,7 +1,7 @@
 //! OpenAI chat-completions request → Anthropic messages request, in one pass over the body. The
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
-use super::super::scan::{fields, put_str, put_text, put_uint, sep, Fault, Scan, Str, R};
+use super::super::scan::{anchor, fields, put_str, put_text, put_uint, sep, Fault, Scan, Str, R};
 use super::super::RequestOptions;
 use super::{data_url, is_http_url, put_piece};
 
@@ -84,6 +84,7 @@ pub(super) fn translate(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
     let (mut effort, mut schema) = (None, None);
 
     fields(&mut s, REQUEST_KEYS, &mut [], |key, s| {
+        anchor(s.here(), key, None);
         if let Some(why) = refused(key) {
             return Err(s.fault(why));
         }
@@ -358,8 +359,11 @@ fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<boo
     out.extend_from_slice(b",\"tools\":[");
     s.arr()?;
     let (mut first, mut fo) = (true, true);
+    let mut index = 0;
     while s.item(&mut first)? {
         let tool = s.here();
+        anchor(tool, "tools", Some(index));
+        index += 1;
         let (mut kind, mut function) = (None, None);
         let (mut name, mut description, mut parameters, mut strict) = (None, None, None, None);
         fields(s, &["type", "function"], &mut [], |key, s| {
@@ -590,7 +594,10 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
     // that a following tool or user message joins.
     let mut open_results = false;
     let (mut calls, mut args) = (Vec::new(), Vec::new());
+    let mut index = 0;
     while s.item(&mut first)? {
+        anchor(s.here(), "messages", Some(index));
+        index += 1;
         let m = read_message(s, &mut calls, &mut args)?;
         match m.role {
             Role::System => {
