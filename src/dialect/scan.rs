@@ -671,10 +671,56 @@ thread_local! {
 
     /// Where the values of the top-level members and the items of top-level arrays start, with
     /// their paths (`tools`, or `tools` and 3): [`paths_at`] starts its walk at the last one
-    /// before an offset instead of at the start of the body. Recorded by the translators in the
-    /// order they read the body.
-    static ANCHORS: std::cell::RefCell<Vec<(usize, &'static str, Option<usize>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// before an offset instead of at the start of the body.
+    static ANCHORS: std::cell::RefCell<Anchors> = const { std::cell::RefCell::new(Anchors::new()) };
+}
+
+/// An anchor: an address (an offset once handed to [`paths_at`]), a top-level key and, for an
+/// item of a top-level array, its index.
+type Anchor = (usize, &'static str, Option<usize>);
+
+/// Most anchors kept per request.
+const MAX_ANCHORS: usize = 64;
+
+/// The anchors of the current translation, in body order, in a fixed table (no allocation per
+/// request). When it fills, every second one is dropped and from then on only every `stride`-th
+/// is kept, so they stay spread over the body. Any subset is correct: fewer anchors only mean
+/// longer walks.
+pub(super) struct Anchors {
+    list: [Anchor; MAX_ANCHORS],
+    len: usize,
+    stride: usize,
+    seen: usize,
+}
+
+impl Anchors {
+    const fn new() -> Self {
+        Anchors { list: [(0, "", None); MAX_ANCHORS], len: 0, stride: 1, seen: 0 }
+    }
+
+    fn clear(&mut self) {
+        (self.len, self.stride, self.seen) = (0, 1, 0);
+    }
+
+    fn push(&mut self, anchor: Anchor) {
+        let n = self.seen;
+        self.seen += 1;
+        if n % self.stride != 0 {
+            return;
+        }
+        if self.len == MAX_ANCHORS {
+            for k in 0..MAX_ANCHORS / 2 {
+                self.list[k] = self.list[2 * k];
+            }
+            self.len = MAX_ANCHORS / 2;
+            self.stride *= 2;
+            if n % self.stride != 0 {
+                return;
+            }
+        }
+        self.list[self.len] = anchor;
+        self.len += 1;
+    }
 }
 
 /// Notes that the value at address `at` is the top-level member `key` (`index`: item `index` of
@@ -682,6 +728,18 @@ thread_local! {
 #[inline]
 pub(super) fn anchor(at: usize, key: &'static str, index: Option<usize>) {
     ANCHORS.with_borrow_mut(|a| a.push((at, key, index)));
+}
+
+/// [`paths_at`] over `body`, from the anchors the translation recorded.
+fn paths_from_anchors(body: &[u8], offsets: &[usize]) -> Vec<String> {
+    let base = body.as_ptr() as usize;
+    ANCHORS.with_borrow_mut(|a| {
+        let anchors = &mut a.list[..a.len];
+        for anchor in anchors.iter_mut() {
+            anchor.0 = anchor.0.wrapping_sub(base);
+        }
+        paths_at(body, offsets, anchors)
+    })
 }
 
 /// Notes that the value at address `at` is left out (reported, never silent).
@@ -697,20 +755,10 @@ pub(super) fn translate(
     translate: impl FnOnce() -> R<Vec<u8>>,
 ) -> Result<Translated, TranslateError> {
     DROPPED_AT.with_borrow_mut(Vec::clear);
-    ANCHORS.with_borrow_mut(Vec::clear);
+    ANCHORS.with_borrow_mut(Anchors::clear);
     let base = body.as_ptr() as usize;
-    let anchors = || {
-        let mut anchors: Vec<_> = ANCHORS.with_borrow_mut(|a| {
-            a.drain(..)
-                .map(|(at, key, index)| (at.wrapping_sub(base), key, index))
-                .filter(|a| a.0 < body.len())
-                .collect()
-        });
-        anchors.sort_unstable_by_key(|a| a.0);
-        anchors
-    };
     let out = translate().map_err(|Fault(f)| {
-        let path = f.at.checked_sub(base).and_then(|offset| paths_at(body, &[offset], &anchors()).pop());
+        let path = f.at.checked_sub(base).and_then(|offset| paths_from_anchors(body, &[offset]).pop());
         let param = match (path, f.key) {
             (Some(path), key) if !path.is_empty() && !key.is_empty() => format!("{path}.{key}"),
             (Some(path), "") if !path.is_empty() => path,
@@ -725,13 +773,13 @@ pub(super) fn translate(
     }
     offsets.sort_unstable();
     offsets.dedup();
-    super::settle(out, paths_at(body, &offsets, &anchors()), strict)
+    super::settle(out, paths_from_anchors(body, &offsets), strict)
 }
 
 /// The JSON paths (`messages[1].tool_calls[0].index`) of the values
 /// that start at `offsets` (sorted), in one forward pass over a body the translating pass already
 /// validated: strings are jumped over with memchr, and a stack of keys and indices is the path.
-pub(super) fn paths_at(b: &[u8], offsets: &[usize], anchors: &[(usize, &'static str, Option<usize>)]) -> Vec<String> {
+pub(super) fn paths_at(b: &[u8], offsets: &[usize], anchors: &[Anchor]) -> Vec<String> {
     const STRUCTURAL: [bool; 256] = {
         let mut t = [false; 256];
         let mut k = 0;
@@ -999,6 +1047,19 @@ mod tests {
             }
         }
         anchors
+    }
+
+    #[test]
+    fn anchors_stay_in_order_and_spread_when_thinned() {
+        let mut a = Anchors::new();
+        for n in 0..1000 {
+            a.push((n, "messages", Some(n)));
+        }
+        let kept = &a.list[..a.len];
+        assert!(kept.len() > MAX_ANCHORS / 2 && kept.len() <= MAX_ANCHORS, "{}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0].0 + a.stride == w[1].0), "evenly spaced, in order");
+        assert_eq!(kept[0].0, 0);
+        assert!(kept[kept.len() - 1].0 + a.stride >= 1000, "the last one is near the end");
     }
 
     #[test]

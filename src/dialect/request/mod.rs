@@ -872,6 +872,19 @@ mod tests {
     }
 
     #[test]
+    fn dropped_paths_are_exact_in_long_conversations() {
+        // More messages than anchors are kept: the paths must not depend on which were.
+        let messages: Vec<Value> =
+            (0..300).map(|i| json!({"role": "user", "content": format!("m{i}"), "weight": i})).collect();
+        let body = bytes(&oa(json!({"messages": messages, "frobnicate": true})));
+        let out = openai_to_anthropic(&body, &OPTS).expect("translates");
+        let mut want: Vec<String> = (0..300).map(|i| format!("messages[{i}].weight")).collect();
+        want.push("frobnicate".to_owned());
+        want.sort();
+        assert_eq!(out.dropped, want);
+    }
+
+    #[test]
     fn large_base64_is_carried_through() {
         let data = "QUJD".repeat(1 << 18); // 1 MiB
         let out = o2a(oa(json!({"messages": [{"role": "user", "content": [
