@@ -705,7 +705,7 @@ impl Anchors {
     fn push(&mut self, anchor: Anchor) {
         let n = self.seen;
         self.seen += 1;
-        if n % self.stride != 0 {
+        if !n.is_multiple_of(self.stride) {
             return;
         }
         if self.len == MAX_ANCHORS {
@@ -714,7 +714,7 @@ impl Anchors {
             }
             self.len = MAX_ANCHORS / 2;
             self.stride *= 2;
-            if n % self.stride != 0 {
+            if !n.is_multiple_of(self.stride) {
                 return;
             }
         }
