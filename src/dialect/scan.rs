@@ -515,6 +515,7 @@ pub(super) fn plain_run(s: &[u8]) -> (usize, u64) {
 
 /// The length of the escape sequence at `raw[k]` (a backslash), if it is a valid one: a
 /// surrogate pair is one sequence, and a lone surrogate is invalid (as serde_json has it).
+#[inline(always)]
 fn escape_len(raw: &[u8], k: usize) -> Option<usize> {
     match raw.get(k + 1)? {
         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
@@ -740,6 +741,20 @@ fn paths_from_anchors(body: &[u8], offsets: &[usize]) -> Vec<String> {
         }
         paths_at(body, offsets, anchors)
     })
+}
+
+/// Notes the fields whose bits are set (in `fields`' bit order) as left out, by the addresses
+/// `fields` wrote (for fields a block or part of another kind does not take).
+#[inline]
+pub(super) fn drop_fields(bits: u64, addrs: &[usize]) {
+    if bits == 0 {
+        return;
+    }
+    for (i, &at) in addrs.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            dropped_at(at);
+        }
+    }
 }
 
 /// Notes that the value at address `at` is left out (reported, never silent).

@@ -2,10 +2,11 @@
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
 use super::super::scan::{
-    anchor, dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Str, R,
+    anchor, drop_fields, dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Str, R,
 };
 use super::super::RequestOptions;
 use super::fit_openai_user;
+use super::MESSAGES_PER_ANCHOR;
 
 /// The request's fields this side reads. Any other field is dropped and reported
 /// (`context_management`, `service_tier`, `cache_control`, `inference_geo`, `speed`, ...).
@@ -387,7 +388,10 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
     let mut index = 0;
     while s.item(&mut first)? {
         let at = s.here();
-        anchor(at, "messages", Some(index));
+        // Every eighth message is anchor enough: a path walk then crosses at most seven.
+        if index % MESSAGES_PER_ANCHOR == 0 {
+            anchor(at, "messages", Some(index));
+        }
         index += 1;
         let (mut role, mut content, mut written) = (None, None, false);
         fields(s, &["role", "content"], &mut [], |key, s| {
@@ -418,11 +422,11 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
         match content {
             Content::Blocks(raw) => blocks(role, &mut Scan::new(raw), out, &mut fo, scratch)?,
             Content::Text(t) => {
-                let head: &[u8] = match &*role.text() {
-                    "user" => b"{\"role\":\"user\",\"content\":",
-                    "assistant" => b"{\"role\":\"assistant\",\"content\":",
-                    "system" => b"{\"role\":\"system\",\"content\":",
-                    other => return Err(unknown_role(role, other)),
+                let head: &[u8] = match &*role.bytes() {
+                    b"user" => b"{\"role\":\"user\",\"content\":",
+                    b"assistant" => b"{\"role\":\"assistant\",\"content\":",
+                    b"system" => b"{\"role\":\"system\",\"content\":",
+                    _ => return Err(unknown_role(role)),
                 };
                 sep(out, &mut fo);
                 out.extend_from_slice(head);
@@ -434,8 +438,8 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
     Ok(())
 }
 
-fn unknown_role(role: Str<'_>, other: &str) -> Fault {
-    Fault::at(role.at(), format!("unknown role '{other}' (user, assistant, system)"))
+fn unknown_role(role: Str<'_>) -> Fault {
+    Fault::at(role.at(), format!("unknown role '{}' (user, assistant, system)", role.text()))
 }
 
 /// The block fields read, in `B_*` bit order (`thinking`, `signature`, `data` and
@@ -510,15 +514,6 @@ impl<'a> Block<'a> {
     }
 }
 
-/// Reports as dropped the fields whose bits are set, by their addresses.
-fn drop_fields(bits: u64, addrs: &[usize]) {
-    for (i, &at) in addrs.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            dropped_at(at);
-        }
-    }
-}
-
 fn read_block<'a>(s: &mut Scan<'a>) -> R<Block<'a>> {
     let at = s.here();
     let mut kind = None;
@@ -571,15 +566,15 @@ fn read_block<'a>(s: &mut Scan<'a>) -> R<Block<'a>> {
 
 /// A message's block array (the scanner is at its `[`), written as OpenAI messages.
 fn blocks(role: Str<'_>, s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut Scratch) -> R<()> {
-    match &*role.text() {
-        "user" => user_blocks(s, out, fo, scratch),
-        "assistant" => {
+    match &*role.bytes() {
+        b"user" => user_blocks(s, out, fo, scratch),
+        b"assistant" => {
             sep(out, fo);
             assistant_blocks(s, out, scratch)
         }
         // A mid-conversation system turn (newer Claude models) stays where it stands: OpenAI
         // takes a system message anywhere.
-        "system" => {
+        b"system" => {
             sep(out, fo);
             match system_message(s, "a system message")? {
                 Some(msg) => out.extend_from_slice(&msg),
@@ -587,7 +582,7 @@ fn blocks(role: Str<'_>, s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scr
             }
             Ok(())
         }
-        other => Err(unknown_role(role, other)),
+        _ => Err(unknown_role(role)),
     }
 }
 
@@ -606,15 +601,15 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
     let mut tool_messages = 0;
     while s.item(&mut f)? {
         let b = read_block(s)?;
-        match &*b.kind.text() {
-            "text" => {
+        match &*b.kind.bytes() {
+            b"text" => {
                 b.drop_all_but(B_TEXT);
                 sep(out, &mut fp);
                 out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
                 put_str(out, b.required(b.text, "text")?);
                 out.push(b'}');
             }
-            "image" => {
+            b"image" => {
                 b.drop_all_but(B_SOURCE);
                 let source = b.source()?;
                 sep(out, &mut fp);
@@ -622,7 +617,7 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
                 image_url(source, out)?;
                 out.extend_from_slice(b"}}");
             }
-            "document" => {
+            b"document" => {
                 b.drop_all_but(B_SOURCE | B_CITATIONS | B_TITLE | B_CONTEXT);
                 if b.present & B_CONTEXT != 0 {
                     return Err(Fault::at(b.addrs[11], "document context has no OpenAI counterpart"));
@@ -634,7 +629,7 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
                 sep(out, &mut fp);
                 document(source, b.title, out)?;
             }
-            "tool_result" => {
+            b"tool_result" => {
                 b.drop_all_but(B_TOOL_USE_ID | B_CONTENT | B_IS_ERROR);
                 sep(tools, &mut ft);
                 tools.extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
@@ -654,10 +649,10 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
                 tools.extend_from_slice(b"\"}");
                 tool_messages += 1;
             }
-            other => {
+            _ => {
                 return Err(Fault::at(
                     b.kind.at(),
-                    format!("'{other}' blocks have no OpenAI counterpart in a user message"),
+                    format!("'{}' blocks have no OpenAI counterpart in a user message", b.kind.text()),
                 ))
             }
         }
@@ -849,13 +844,13 @@ fn assistant_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) 
     let mut n_texts = 0;
     while s.item(&mut f)? {
         let b = read_block(s)?;
-        match &*b.kind.text() {
-            "text" => {
+        match &*b.kind.bytes() {
+            b"text" => {
                 b.drop_all_but(B_TEXT);
                 texts.extend_from_slice(b.required(b.text, "text")?.raw);
                 n_texts += 1;
             }
-            "tool_use" => {
+            b"tool_use" => {
                 b.drop_all_but(B_ID | B_NAME | B_INPUT);
                 sep(calls, &mut fc);
                 calls.extend_from_slice(b"{\"id\":");
@@ -868,11 +863,11 @@ fn assistant_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) 
             }
             // Unsigned thinking cannot be replayed to another provider: the block is dropped
             // (its `thinking`, `signature` and `data` are reported).
-            "thinking" | "redacted_thinking" => b.drop_all_but(0),
-            other => {
+            b"thinking" | b"redacted_thinking" => b.drop_all_but(0),
+            _ => {
                 return Err(Fault::at(
                     b.kind.at(),
-                    format!("'{other}' blocks have no OpenAI counterpart in an assistant message"),
+                    format!("'{}' blocks have no OpenAI counterpart in an assistant message", b.kind.text()),
                 ))
             }
         }

@@ -1,8 +1,11 @@
 //! OpenAI chat-completions request → Anthropic messages request, in one pass over the body. The
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
-use super::super::scan::{anchor, fields, put_str, put_text, put_uint, sep, Fault, Scan, Str, R};
+use super::super::scan::{
+    anchor, drop_fields, dropped_at, fields, put_str, put_text, put_uint, sep, unescape_into, Fault, Scan, Str, R,
+};
 use super::super::RequestOptions;
+use super::MESSAGES_PER_ANCHOR;
 use super::{data_url, is_http_url, put_piece};
 
 /// The request's fields this side reads. Any other field is dropped and reported (the dropped
@@ -382,7 +385,7 @@ fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<boo
                                 if structured_outputs {
                                     strict = Some(value);
                                 } else {
-                                    super::super::scan::dropped_at(at);
+                                    dropped_at(at);
                                 }
                             }
                         }
@@ -520,15 +523,6 @@ impl Message<'_> {
     }
 }
 
-/// Reports as dropped the fields whose bits are set, by their addresses.
-fn drop_fields(bits: u64, addrs: &[usize]) {
-    for (i, &at) in addrs.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            super::super::scan::dropped_at(at);
-        }
-    }
-}
-
 fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> R<Message<'a>> {
     calls.clear();
     let at = s.here();
@@ -569,15 +563,15 @@ fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -
     m.addrs = addrs;
     let role = role.ok_or_else(|| Fault::required(at, "role"))?;
     m.role_name = role;
-    m.role = match &*role.text() {
-        "system" | "developer" => Role::System,
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        "tool" => Role::Tool,
-        "function" => {
+    m.role = match &*role.bytes() {
+        b"system" | b"developer" => Role::System,
+        b"user" => Role::User,
+        b"assistant" => Role::Assistant,
+        b"tool" => Role::Tool,
+        b"function" => {
             return Err(Fault::at(role.at(), "the legacy function role is not translated; use tool messages"));
         }
-        other => return Err(Fault::at(role.at(), format!("unknown role '{other}'"))),
+        _ => return Err(Fault::at(role.at(), format!("unknown role '{}'", role.text()))),
     };
     Ok(m)
 }
@@ -596,7 +590,10 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
     let (mut calls, mut args) = (Vec::new(), Vec::new());
     let mut index = 0;
     while s.item(&mut first)? {
-        anchor(s.here(), "messages", Some(index));
+        // Every eighth message is anchor enough: a path walk then crosses at most seven.
+        if index % MESSAGES_PER_ANCHOR == 0 {
+            anchor(s.here(), "messages", Some(index));
+        }
         index += 1;
         let m = read_message(s, &mut calls, &mut args)?;
         match m.role {
@@ -796,12 +793,12 @@ fn text_part<'a>(s: &mut Scan<'a>, what: &str) -> R<Str<'a>> {
 /// A user part as an Anthropic block.
 fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     let p = read_part(s)?;
-    match &*p.kind.text() {
-        "text" => {
+    match &*p.kind.bytes() {
+        b"text" => {
             p.drop_all_but(P_TEXT);
             text_block_into(out, p.required(p.text, "text")?);
         }
-        "image_url" => {
+        b"image_url" => {
             p.drop_all_but(P_IMAGE_URL);
             let (at, url) = p.required(p.image_url, "image_url")?;
             let url = url.ok_or_else(|| Fault::required(at, "url"))?;
@@ -821,7 +818,7 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 return Err(Fault::at(url.at(), "must be an http(s) URL or a data:<media type>;base64,<data> URL"));
             }
         }
-        "file" => {
+        b"file" => {
             p.drop_all_but(P_FILE);
             let FilePart { at, data, name, id } = p.required(p.file, "file")?;
             if let Some(id) = id {
@@ -852,8 +849,8 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
             }
             out.push(b'}');
         }
-        "input_audio" => return Err(Fault::at(p.kind.at(), "Anthropic models do not take audio input")),
-        other => return Err(Fault::at(p.kind.at(), format!("'{other}' parts are not valid in a user message"))),
+        b"input_audio" => return Err(Fault::at(p.kind.at(), "Anthropic models do not take audio input")),
+        _ => return Err(Fault::at(p.kind.at(), format!("'{}' parts are not valid in a user message", p.kind.text()))),
     }
     Ok(())
 }
@@ -910,19 +907,19 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()>
             let mut f = true;
             while ps.item(&mut f)? {
                 let p = read_part(&mut ps)?;
-                let t = match &*p.kind.text() {
-                    "text" => {
+                let t = match &*p.kind.bytes() {
+                    b"text" => {
                         p.drop_all_but(P_TEXT);
                         p.required(p.text, "text")?
                     }
-                    "refusal" => {
+                    b"refusal" => {
                         p.drop_all_but(P_REFUSAL);
                         p.required(p.refusal, "refusal")?
                     }
-                    other => {
+                    _ => {
                         return Err(Fault::at(
                             p.kind.at(),
-                            format!("'{other}' parts are not valid in an assistant message"),
+                            format!("'{}' parts are not valid in an assistant message", p.kind.text()),
                         ))
                     }
                 };
@@ -991,7 +988,8 @@ fn tool_call(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()
     out.extend_from_slice(b",\"input\":");
     let text: &[u8] = if arguments.escaped {
         scratch.clear();
-        let _ = super::super::scan::unescape_into(arguments.raw, scratch);
+        // A string `Scan::string` validated: its escapes resolve.
+        let _ = unescape_into(arguments.raw, scratch);
         scratch
     } else {
         arguments.raw

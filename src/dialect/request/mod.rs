@@ -56,6 +56,10 @@ use std::ops::Range;
 use super::scan::{put_text, Str};
 use super::{RequestOptions, TranslateError, Translated};
 
+/// Messages between two anchors of the dropped-path walk (`scan::anchor`): each anchor costs a
+/// thread-local push on every request, a walk only requests with something dropped or refused.
+const MESSAGES_PER_ANCHOR: usize = 8;
+
 /// OpenAI chat-completions request → Anthropic messages request.
 pub fn openai_to_anthropic(body: &[u8], opts: &RequestOptions<'_>) -> Result<Translated, TranslateError> {
     super::scan::translate(body, opts.strict, || from_openai::translate(body, opts))
