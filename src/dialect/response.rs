@@ -5,24 +5,12 @@
 //! name as the caller asked for it. Error bodies keep their status and message and take the
 //! caller's shape. Pure.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::{anthropic, openai};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, TranslateError};
 use crate::error::{anthropic_type_for_status, error_body, Dialect};
-use crate::usage::{AnthropicUsage, OpenAiUsage};
-
-#[derive(Deserialize)]
-struct AnthropicMessage {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    content: Vec<Value>,
-    #[serde(default)]
-    stop_reason: Option<String>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-}
 
 #[derive(Serialize)]
 struct OpenAiCompletion<'a> {
@@ -64,30 +52,23 @@ fn require_object(body: &[u8]) -> Result<(), TranslateError> {
 /// Anthropic message → OpenAI chat completion.
 pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Result<Vec<u8>, TranslateError> {
     require_object(body)?;
-    let msg: AnthropicMessage = serde_json::from_slice(body)
+    let msg: anthropic::Message<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
     for block in &msg.content {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let t = block.get("text").and_then(Value::as_str).unwrap_or_default();
-                text.get_or_insert_with(String::new).push_str(t);
-            }
+        match block.kind.get() {
+            Some("text") => text.get_or_insert_with(String::new).push_str(block.text.get().unwrap_or_default()),
             Some("thinking") => {
-                let t = block.get("thinking").and_then(Value::as_str).unwrap_or_default();
-                reasoning.get_or_insert_with(String::new).push_str(t);
+                reasoning.get_or_insert_with(String::new).push_str(block.thinking.get().unwrap_or_default())
             }
             Some("tool_use") => {
-                let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                let input = block.input.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string);
                 tool_calls.push(json!({
-                    "id": block.get("id").cloned().unwrap_or(Value::Null),
+                    "id": block.id.get(),
                     "type": "function",
-                    "function": {
-                        "name": block.get("name").cloned().unwrap_or(Value::Null),
-                        "arguments": input.to_string(),
-                    },
+                    "function": {"name": block.name.get(), "arguments": input},
                 }));
             }
             // redacted_thinking and server-tool blocks have no OpenAI counterpart.
@@ -96,7 +77,7 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
     }
     let usage = openai_usage_json(&msg.usage.unwrap_or_default().to_usage());
     let out = OpenAiCompletion {
-        id: &msg.id,
+        id: msg.id.get().unwrap_or_default(),
         object: "chat.completion",
         created,
         model: caller_model,
@@ -110,56 +91,11 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
                 refusal: None,
             },
             logprobs: None,
-            finish_reason: finish_reason_for(msg.stop_reason.as_deref().unwrap_or("end_turn")),
+            finish_reason: finish_reason_for(msg.stop_reason.get().unwrap_or("end_turn")),
         }],
         usage,
     };
     serde_json::to_vec(&out).map_err(|e| TranslateError::new("response", e.to_string()))
-}
-
-#[derive(Deserialize)]
-struct OpenAiCompletionIn {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    choices: Vec<OpenAiChoiceIn>,
-    #[serde(default)]
-    usage: Option<OpenAiUsage>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiChoiceIn {
-    #[serde(default)]
-    message: Option<OpenAiMessageIn>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct OpenAiMessageIn {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<OpenAiToolCallIn>,
-}
-
-#[derive(Deserialize)]
-struct OpenAiToolCallIn {
-    #[serde(default)]
-    id: String,
-    function: OpenAiFunctionIn,
-}
-
-#[derive(Deserialize)]
-struct OpenAiFunctionIn {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    arguments: String,
 }
 
 #[derive(Serialize)]
@@ -178,48 +114,51 @@ struct AnthropicMessageOut<'a> {
 /// OpenAI chat completion → Anthropic message.
 pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, TranslateError> {
     require_object(body)?;
-    let c: OpenAiCompletionIn = serde_json::from_slice(body)
+    let c: openai::Completion<'_> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new("response", format!("upstream response is not a chat completion: {e}")))?;
-    let choice = c.choices.into_iter().next();
-    let finish = choice.as_ref().and_then(|ch| ch.finish_reason.clone());
-    let message = choice.and_then(|ch| ch.message).unwrap_or_default();
+    let choices = c.choices.unwrap_or_default();
+    let choice = choices.first();
+    let finish = choice.and_then(|ch| ch.finish_reason.get());
+    let no_message = openai::Message::default();
+    let message = choice.and_then(|ch| ch.message.as_ref()).unwrap_or(&no_message);
     let mut content = Vec::new();
-    if let Some(r) = message.reasoning_content.filter(|r| !r.is_empty()) {
+    if let Some(r) = message.reasoning() {
         // No signature exists for OpenAI-side reasoning; the gateway never sends unsigned
         // thinking back to an Anthropic upstream.
         content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
     }
-    if let Some(t) = message.content.filter(|t| !t.is_empty()) {
+    if let Some(t) = message.content.non_empty() {
         content.push(json!({"type": "text", "text": t}));
     }
-    if let Some(t) = message.refusal.filter(|t| !t.is_empty()) {
+    if let Some(t) = message.refusal.non_empty() {
         content.push(json!({"type": "text", "text": t}));
     }
-    for call in message.tool_calls {
-        let input = if call.function.arguments.trim().is_empty() {
+    for call in message.tool_calls.iter().flatten() {
+        let bad =
+            |why: &str| TranslateError::new("choices[0].message.tool_calls", format!("the upstream returned {why}"));
+        let function = call.function.as_ref().ok_or_else(|| bad("a tool call without a function"))?;
+        let arguments = function.arguments.get().unwrap_or_default();
+        let input = if arguments.trim().is_empty() {
             json!({})
         } else {
-            match serde_json::from_str::<Value>(&call.function.arguments) {
+            match serde_json::from_str::<Value>(arguments) {
                 Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(TranslateError::new(
-                        "choices[0].message.tool_calls",
-                        "the upstream returned tool call arguments that are not a JSON object",
-                    ))
-                }
+                _ => return Err(bad("tool call arguments that are not a JSON object")),
             }
         };
-        content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+        let (id, name) = (call.id.get().unwrap_or_default(), function.name.get().unwrap_or_default());
+        content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
     }
     let usage = c.usage.unwrap_or_default().to_usage();
-    let id = if c.id.starts_with("msg_") { c.id } else { format!("msg_{}", c.id) };
+    let id = c.id.get().unwrap_or_default();
+    let id = if id.starts_with("msg_") { id.to_owned() } else { format!("msg_{id}") };
     let out = AnthropicMessageOut {
         id,
         kind: "message",
         role: "assistant",
         model: caller_model,
         content,
-        stop_reason: stop_reason_for(finish.as_deref().unwrap_or("stop")),
+        stop_reason: stop_reason_for(finish.unwrap_or("stop")),
         stop_sequence: None,
         usage: anthropic_usage_json(&usage),
     };

@@ -19,17 +19,17 @@
 //! `message_delta` waits for the usage chunk (or `[DONE]`, or the end of the body).
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sse::{Event, SseDecoder};
+use super::{anthropic, openai, LStr};
 use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
 use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
-use crate::usage::{AnthropicUsage, OpenAiUsage, Usage};
+use crate::usage::{AnthropicUsage, Usage};
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
@@ -61,73 +61,6 @@ impl std::fmt::Debug for dyn StreamTranslator + Sync {
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
-
-/// A string field read leniently: a JSON string gives `Some`, anything else (null, a number, an
-/// object...) is skipped and gives `None`, so an odd field never makes a whole event unreadable.
-#[derive(Debug, Default)]
-struct LStr<'a>(Option<Cow<'a, str>>);
-
-impl LStr<'_> {
-    fn get(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
-
-    /// The string if it is present and not empty.
-    fn non_empty(&self) -> Option<&str> {
-        self.0.as_deref().filter(|s| !s.is_empty())
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for LStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = LStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(LStr(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(LStr(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(LStr(Some(Cow::Owned(v))))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(V)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(LStr(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(LStr(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(LStr(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 /// Just the `type` of an event (to tell an unknown event from a malformed known one).
 #[derive(Deserialize)]
@@ -189,39 +122,17 @@ struct AnEvent<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: LStr<'a>,
     #[serde(default, borrow)]
-    message: Option<AnMessage<'a>>,
+    message: Option<anthropic::Message<'a>>,
     #[serde(default)]
     index: Option<u64>,
     #[serde(default, borrow)]
-    content_block: Option<AnBlock<'a>>,
+    content_block: Option<anthropic::Block<'a>>,
     #[serde(default, borrow)]
     delta: Option<AnDelta<'a>>,
     #[serde(default)]
     usage: Option<AnthropicUsage>,
     #[serde(default)]
     error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct AnMessage<'a> {
-    #[serde(default, borrow)]
-    id: LStr<'a>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-}
-
-#[derive(Deserialize)]
-struct AnBlock<'a> {
-    #[serde(rename = "type", default, borrow)]
-    kind: LStr<'a>,
-    #[serde(default, borrow)]
-    id: LStr<'a>,
-    #[serde(default, borrow)]
-    name: LStr<'a>,
-    #[serde(default, borrow)]
-    text: LStr<'a>,
-    #[serde(default, borrow)]
-    thinking: LStr<'a>,
 }
 
 #[derive(Deserialize)]
@@ -662,60 +573,6 @@ fn is_known_anthropic_event(kind: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // OpenAI upstream → Anthropic caller
 
-#[derive(Deserialize)]
-struct OaIn<'a> {
-    #[serde(default, borrow)]
-    id: LStr<'a>,
-    #[serde(default, borrow)]
-    choices: Option<Vec<OaInChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<OpenAiUsage>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct OaInChoice<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default, borrow)]
-    delta: Option<OaInDelta<'a>>,
-    #[serde(default, borrow)]
-    finish_reason: LStr<'a>,
-}
-
-#[derive(Deserialize)]
-struct OaInDelta<'a> {
-    #[serde(default, borrow)]
-    content: LStr<'a>,
-    #[serde(default, borrow)]
-    reasoning_content: LStr<'a>,
-    #[serde(default, borrow)]
-    reasoning: LStr<'a>,
-    #[serde(default, borrow)]
-    refusal: LStr<'a>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<OaInToolCall<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct OaInToolCall<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default, borrow)]
-    id: LStr<'a>,
-    #[serde(default, borrow)]
-    function: Option<OaInFunction<'a>>,
-}
-
-#[derive(Deserialize)]
-struct OaInFunction<'a> {
-    #[serde(default, borrow)]
-    name: LStr<'a>,
-    #[serde(default, borrow)]
-    arguments: LStr<'a>,
-}
-
 #[derive(Serialize)]
 struct AnMessageStart<'a> {
     #[serde(rename = "type")]
@@ -956,7 +813,7 @@ impl OaState {
             self.end(out);
             return;
         }
-        let c: OaIn<'_> = match sonic_rs::from_slice(ev.data) {
+        let c: openai::Completion<'_> = match sonic_rs::from_slice(ev.data) {
             Ok(c) => c,
             Err(_) => {
                 self.fail(out, "api_error", UNREADABLE_MESSAGE);
@@ -1097,7 +954,7 @@ impl OaState {
         }
     }
 
-    fn tool_fragment(&mut self, out: &mut Vec<u8>, tc: &OaInToolCall<'_>) {
+    fn tool_fragment(&mut self, out: &mut Vec<u8>, tc: &openai::ToolCall<'_>) {
         let oa_index = tc.index.unwrap_or(0);
         let id = tc.id.non_empty();
         let current = self.by_index.iter().rev().find(|(i, _)| *i == oa_index).map(|&(_, s)| s);
