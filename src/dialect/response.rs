@@ -231,6 +231,32 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_read_leniently_through_the_shared_wire_types() {
+        // A field of an unexpected type reads as absent; `reasoning` is the other name of
+        // `reasoning_content`.
+        let body = br#"{"id":"x","choices":[{"message":{"content":7,"reasoning":"hmm","refusal":null},"finish_reason":"stop"}]}"#;
+        let out = v(&openai_to_anthropic(body, "m").expect("lenient"));
+        assert_eq!(out["content"], json!([{"type": "thinking", "thinking": "hmm", "signature": ""}]));
+        assert_eq!(out["id"], "msg_x");
+        // A tool call without its function cannot be translated faithfully.
+        let body = br#"{"choices":[{"message":{"tool_calls":[{"id":"c"}]},"finish_reason":"tool_calls"}]}"#;
+        assert_eq!(
+            openai_to_anthropic(body, "m").map_err(|e| e.param),
+            Err("choices[0].message.tool_calls".to_owned())
+        );
+        // Anthropic blocks: a tool_use without input gets `{}`, unknown blocks are skipped.
+        let body = br#"{"id":"m1","content":[{"type":"server_tool_use","id":"s"},{"type":"tool_use","id":"t","name":"f"},{"type":"text","text":5}],"stop_reason":"tool_use"}"#;
+        let out = v(&anthropic_to_openai(body, "m", 0).expect("lenient"));
+        let message = &out["choices"][0]["message"];
+        assert_eq!(
+            message["tool_calls"],
+            json!([{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}])
+        );
+        assert_eq!(message["content"], "");
+        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(openai_to_anthropic(b"\xff", "m").is_err());
         assert!(anthropic_to_openai(b"[]", "m", 0).is_err());
