@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Dialect;
 use crate::usage::Usage;
@@ -266,25 +266,48 @@ pub fn stop_reason_for(finish_reason: &str) -> &'static str {
     }
 }
 
+/// OpenAI's usage object, in the order OpenAI writes its members.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct OpenAiUsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+}
+
+#[derive(Serialize, Debug, PartialEq, Eq)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
 /// OpenAI usage object for counts in `Usage`'s convention (OpenAI's prompt includes the cache).
-pub fn openai_usage_json(u: &Usage) -> serde_json::Value {
+pub fn openai_usage_json(u: &Usage) -> OpenAiUsageOut {
     let prompt = u.input + u.cache_read + u.cache_write;
-    serde_json::json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": u.output,
-        "total_tokens": prompt + u.output,
-        "prompt_tokens_details": {"cached_tokens": u.cache_read},
-    })
+    OpenAiUsageOut {
+        prompt_tokens: prompt,
+        completion_tokens: u.output,
+        total_tokens: prompt + u.output,
+        prompt_tokens_details: CachedTokens { cached_tokens: u.cache_read },
+    }
+}
+
+/// Anthropic's usage object, in the order Anthropic writes its members.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct AnthropicUsageOut {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
 }
 
 /// Anthropic usage object for counts in `Usage`'s convention (which is Anthropic's own).
-pub fn anthropic_usage_json(u: &Usage) -> serde_json::Value {
-    serde_json::json!({
-        "input_tokens": u.input,
-        "cache_creation_input_tokens": u.cache_write,
-        "cache_read_input_tokens": u.cache_read,
-        "output_tokens": u.output,
-    })
+pub fn anthropic_usage_json(u: &Usage) -> AnthropicUsageOut {
+    AnthropicUsageOut {
+        input_tokens: u.input,
+        cache_creation_input_tokens: u.cache_write,
+        cache_read_input_tokens: u.cache_read,
+        output_tokens: u.output,
+    }
 }
 
 #[cfg(test)]

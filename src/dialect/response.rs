@@ -9,7 +9,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{anthropic, openai};
-use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, TranslateError};
+use super::{
+    anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, AnthropicUsageOut, OpenAiUsageOut,
+    TranslateError,
+};
 use crate::error::{anthropic_type_for_status, error_body, Dialect};
 
 #[derive(Serialize)]
@@ -18,27 +21,41 @@ struct OpenAiCompletion<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [OpenAiChoice; 1],
-    usage: Value,
+    choices: [OpenAiChoice<'a>; 1],
+    usage: OpenAiUsageOut,
 }
 
 #[derive(Serialize)]
-struct OpenAiChoice {
+struct OpenAiChoice<'a> {
     index: u32,
-    message: OpenAiMessage,
+    message: OpenAiMessage<'a>,
     logprobs: Option<()>,
     finish_reason: &'static str,
 }
 
 #[derive(Serialize)]
-struct OpenAiMessage {
+struct OpenAiMessage<'a> {
     role: &'static str,
     content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<Value>,
+    tool_calls: Vec<OpenAiToolCall<'a>>,
     refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct OpenAiToolCall<'a> {
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OpenAiFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiFunction<'a> {
+    name: Option<&'a str>,
+    arguments: String,
 }
 
 /// serde reads a struct from a JSON array too; a response must be an object.
@@ -65,11 +82,11 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
             }
             Some("tool_use") => {
                 let input = block.input.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string);
-                tool_calls.push(json!({
-                    "id": block.id.get(),
-                    "type": "function",
-                    "function": {"name": block.name.get(), "arguments": input},
-                }));
+                tool_calls.push(OpenAiToolCall {
+                    id: block.id.get(),
+                    kind: "function",
+                    function: OpenAiFunction { name: block.name.get(), arguments: input },
+                });
             }
             // redacted_thinking and server-tool blocks have no OpenAI counterpart.
             _ => {}
@@ -105,10 +122,30 @@ struct AnthropicMessageOut<'a> {
     kind: &'static str,
     role: &'static str,
     model: &'a str,
-    content: Vec<Value>,
+    content: Vec<AnthropicBlockOut<'a>>,
     stop_reason: &'static str,
     stop_sequence: Option<()>,
-    usage: Value,
+    usage: AnthropicUsageOut,
+}
+
+/// A content block, `type` first as Anthropic writes it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicBlockOut<'a> {
+    /// No signature exists for OpenAI-side reasoning; the gateway never sends unsigned thinking
+    /// back to an Anthropic upstream.
+    Thinking {
+        thinking: &'a str,
+        signature: &'static str,
+    },
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
 }
 
 /// OpenAI chat completion → Anthropic message.
@@ -123,15 +160,13 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
     let message = choice.and_then(|ch| ch.message.as_ref()).unwrap_or(&no_message);
     let mut content = Vec::new();
     if let Some(r) = message.reasoning() {
-        // No signature exists for OpenAI-side reasoning; the gateway never sends unsigned
-        // thinking back to an Anthropic upstream.
-        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+        content.push(AnthropicBlockOut::Thinking { thinking: r, signature: "" });
     }
     if let Some(t) = message.content.non_empty() {
-        content.push(json!({"type": "text", "text": t}));
+        content.push(AnthropicBlockOut::Text { text: t });
     }
     if let Some(t) = message.refusal.non_empty() {
-        content.push(json!({"type": "text", "text": t}));
+        content.push(AnthropicBlockOut::Text { text: t });
     }
     for call in message.tool_calls.iter().flatten() {
         let bad =
@@ -147,7 +182,7 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
             }
         };
         let (id, name) = (call.id.get().unwrap_or_default(), function.name.get().unwrap_or_default());
-        content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        content.push(AnthropicBlockOut::ToolUse { id, name, input });
     }
     let usage = c.usage.unwrap_or_default().to_usage();
     let id = c.id.get().unwrap_or_default();
@@ -254,6 +289,23 @@ mod tests {
         );
         assert_eq!(message["content"], "");
         assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn answers_keep_the_caller_dialect_key_order() {
+        // Compared as bytes: the members in the order each provider writes them.
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        let out = String::from_utf8(openai_to_anthropic(body, "m").expect("translates")).expect("utf-8");
+        assert_eq!(
+            out,
+            r#"{"id":"msg_x","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"c","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":2}}"#
+        );
+        let body = br#"{"id":"m1","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":6,"cache_read_input_tokens":4,"output_tokens":2}}"#;
+        let out = String::from_utf8(anthropic_to_openai(body, "m", 7).expect("translates")).expect("utf-8");
+        assert_eq!(
+            out,
+            r#"{"id":"m1","object":"chat.completion","created":7,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}}}"#
+        );
     }
 
     #[test]

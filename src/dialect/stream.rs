@@ -21,13 +21,14 @@
 use std::borrow::Cow;
 
 use serde::de::IgnoredAny;
-use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sse::{Event, SseDecoder};
 use super::{anthropic, openai, LStr};
-use super::{anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for};
+use super::{
+    anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, AnthropicUsageOut, OpenAiUsageOut,
+};
 use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
 use crate::usage::{AnthropicUsage, Usage};
 
@@ -79,37 +80,6 @@ fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
     }
 }
 
-/// A JSON object serialized with `keys` first, in that order, then its other members (the usage
-/// helpers build `serde_json::Value`s, whose keys are sorted; the providers send another order).
-struct Ordered<'a> {
-    value: &'a Value,
-    keys: &'static [&'static str],
-}
-
-impl Serialize for Ordered<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let Value::Object(m) = self.value else {
-            return self.value.serialize(s);
-        };
-        let mut map = s.serialize_map(Some(m.len()))?;
-        for k in self.keys {
-            if let Some(v) = m.get(*k) {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        for (k, v) in m {
-            if !self.keys.contains(&k.as_str()) {
-                map.serialize_entry(k, v)?;
-            }
-        }
-        map.end()
-    }
-}
-
-const OPENAI_USAGE_ORDER: &[&str] = &["prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"];
-const ANTHROPIC_USAGE_ORDER: &[&str] =
-    &["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"];
-
 fn is_blank(data: &[u8]) -> bool {
     data.iter().all(u8::is_ascii_whitespace)
 }
@@ -157,7 +127,7 @@ struct OaChunk<'a> {
     model: &'a str,
     choices: &'a [OaChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Ordered<'a>>,
+    usage: Option<OpenAiUsageOut>,
 }
 
 #[derive(Serialize)]
@@ -437,7 +407,6 @@ impl AnState {
                 self.finish_chunk(out, "stop");
                 if self.include_usage {
                     let usage = openai_usage_json(&self.usage);
-                    let usage = Ordered { value: &usage, keys: OPENAI_USAGE_ORDER };
                     out.extend_from_slice(b"data: ");
                     write_json(
                         out,
@@ -647,11 +616,11 @@ struct AnBlockStop {
 }
 
 #[derive(Serialize)]
-struct AnMessageDelta<'a> {
+struct AnMessageDelta {
     #[serde(rename = "type")]
     kind: &'static str,
     delta: AnStop,
-    usage: Ordered<'a>,
+    usage: AnthropicUsageOut,
 }
 
 #[derive(Serialize)]
@@ -1091,11 +1060,7 @@ impl OaState {
         frame(
             out,
             "message_delta",
-            &AnMessageDelta {
-                kind: "message_delta",
-                delta: AnStop { stop_reason, stop_sequence: None },
-                usage: Ordered { value: &usage, keys: ANTHROPIC_USAGE_ORDER },
-            },
+            &AnMessageDelta { kind: "message_delta", delta: AnStop { stop_reason, stop_sequence: None }, usage },
         );
         out.extend_from_slice(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
         self.done = true;
