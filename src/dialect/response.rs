@@ -6,7 +6,8 @@
 //! caller's shape. Pure.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::{anthropic, openai};
 use super::{
@@ -144,7 +145,7 @@ enum AnthropicBlockOut<'a> {
     ToolUse {
         id: &'a str,
         name: &'a str,
-        input: Value,
+        input: Box<RawValue>,
     },
 }
 
@@ -173,13 +174,11 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
             |why: &str| TranslateError::new("choices[0].message.tool_calls", format!("the upstream returned {why}"));
         let function = call.function.as_ref().ok_or_else(|| bad("a tool call without a function"))?;
         let arguments = function.arguments.get().unwrap_or_default();
-        let input = if arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(arguments) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => return Err(bad("tool call arguments that are not a JSON object")),
-            }
+        // Copied as the model wrote it (its keys in its order), once known to be one JSON object.
+        let arguments = if arguments.trim().is_empty() { "{}" } else { arguments.trim() };
+        let input = match RawValue::from_string(arguments.to_owned()) {
+            Ok(raw) if raw.get().starts_with('{') => raw,
+            _ => return Err(bad("tool call arguments that are not a JSON object")),
         };
         let (id, name) = (call.id.get().unwrap_or_default(), function.name.get().unwrap_or_default());
         content.push(AnthropicBlockOut::ToolUse { id, name, input });
@@ -242,6 +241,7 @@ pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dial
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn v(b: &[u8]) -> Value {
         serde_json::from_slice(b).expect("json")
@@ -294,11 +294,11 @@ mod tests {
     #[test]
     fn answers_keep_the_caller_dialect_key_order() {
         // Compared as bytes: the members in the order each provider writes them.
-        let body = br#"{"id":"x","choices":[{"message":{"content":"hi","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"b\":2,\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}"#;
         let out = String::from_utf8(openai_to_anthropic(body, "m").expect("translates")).expect("utf-8");
         assert_eq!(
             out,
-            r#"{"id":"msg_x","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"c","name":"f","input":{"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":2}}"#
+            r#"{"id":"msg_x","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"c","name":"f","input":{"b":2,"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":2}}"#
         );
         let body = br#"{"id":"m1","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":6,"cache_read_input_tokens":4,"output_tokens":2}}"#;
         let out = String::from_utf8(anthropic_to_openai(body, "m", 7).expect("translates")).expect("utf-8");
