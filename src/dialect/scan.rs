@@ -116,6 +116,13 @@ impl<'a> Str<'a> {
     }
 }
 
+impl Default for Str<'_> {
+    /// The empty string.
+    fn default() -> Self {
+        Str { quoted: b"\"\"", raw: b"", escaped: false }
+    }
+}
+
 /// A validating cursor over JSON bytes.
 pub(super) struct Scan<'a> {
     pub b: &'a [u8],
@@ -743,20 +750,6 @@ fn paths_from_anchors(body: &[u8], offsets: &[usize]) -> Vec<String> {
     })
 }
 
-/// Notes the fields whose bits are set (in `fields`' bit order) as left out, by the addresses
-/// `fields` wrote (for fields a block or part of another kind does not take).
-#[inline]
-pub(super) fn drop_fields(bits: u64, addrs: &[usize]) {
-    if bits == 0 {
-        return;
-    }
-    for (i, &at) in addrs.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            dropped_at(at);
-        }
-    }
-}
-
 /// Notes that the value at address `at` is left out (reported, never silent).
 pub(super) fn dropped_at(at: usize) {
     DROPPED_AT.with_borrow_mut(|d| d.push(at));
@@ -948,6 +941,69 @@ pub(super) fn fields<'a>(
 fn escaped_key_index(key: Str<'_>, keys: &[&str]) -> Option<usize> {
     let text = key.text();
     keys.iter().position(|k| *k == text)
+}
+
+/// An object read with [`fields`] before its kind is known (a message's role, a block's or a
+/// part's `type`): where it stands, the fields present (bits in its key table's order) and where
+/// each one's value stands, so that once the kind is known, the fields it does not take are
+/// reported and the missing ones named.
+#[derive(Clone, Copy)]
+pub(super) struct Seen<const N: usize> {
+    /// The object's address.
+    pub at: usize,
+    present: u64,
+    addrs: [usize; N],
+}
+
+impl<const N: usize> Default for Seen<N> {
+    /// Nothing read yet (a value about to be overwritten by [`Seen::read`]).
+    fn default() -> Self {
+        Seen { at: 0, present: 0, addrs: [0; N] }
+    }
+}
+
+impl<const N: usize> Seen<N> {
+    /// Reads the object at the cursor with [`fields`] against `keys` (at most `N` of them).
+    #[inline(always)]
+    pub(super) fn read<'a>(
+        s: &mut Scan<'a>,
+        keys: &[&'static str],
+        on_field: impl FnMut(&'static str, &mut Scan<'a>) -> R<()>,
+    ) -> R<Self> {
+        let mut seen = Seen { at: s.here(), present: 0, addrs: [0; N] };
+        seen.present = fields(s, keys, &mut seen.addrs, on_field)?;
+        Ok(seen)
+    }
+
+    /// Whether the field `bit` is present.
+    pub(super) fn has(&self, bit: u64) -> bool {
+        self.present & bit != 0
+    }
+
+    /// The address of the field `bit`'s value (the object's own when the field is absent).
+    pub(super) fn addr(&self, bit: u64) -> usize {
+        self.addrs.get(bit.trailing_zeros() as usize).copied().filter(|_| self.has(bit)).unwrap_or(self.at)
+    }
+
+    /// Reports as left out the fields present other than `keep` and the first key (the `type` or
+    /// `role` every key table lists first).
+    #[inline]
+    pub(super) fn drop_all_but(&self, keep: u64) {
+        let bits = self.present & !(keep | 1);
+        if bits == 0 {
+            return;
+        }
+        for (i, &at) in self.addrs.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                dropped_at(at);
+            }
+        }
+    }
+
+    /// `value`, or a fault naming `key` as required in this object.
+    pub(super) fn required<T>(&self, value: Option<T>, key: &'static str) -> R<T> {
+        value.ok_or_else(|| Fault::required(self.at, key))
+    }
 }
 
 /// Writes `,` before every item but the first.

@@ -2,7 +2,7 @@
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
 use super::super::scan::{
-    anchor, drop_fields, dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Str, R,
+    anchor, dropped_at, fields, put_json_as_string, put_str, put_text, put_uint, sep, Fault, Scan, Seen, Str, R,
 };
 use super::super::RequestOptions;
 use super::fit_openai_user;
@@ -247,8 +247,8 @@ fn text_block<'a>(s: &mut Scan<'a>, what: &str) -> R<Str<'a>> {
     if !b.kind.is("text") {
         return Err(Fault::at(b.kind.at(), format!("only text blocks are allowed in {what}")));
     }
-    b.drop_all_but(B_TEXT);
-    b.required(b.text, "text")
+    b.seen.drop_all_but(B_TEXT);
+    b.seen.required(b.text, "text")
 }
 
 fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
@@ -480,8 +480,9 @@ enum BlockContent<'a> {
 }
 
 /// Any content block, read before it is written (its keys may come in any order).
+#[derive(Default)]
 struct Block<'a> {
-    at: usize,
+    seen: Seen<12>,
     kind: Str<'a>,
     text: Option<Str<'a>>,
     /// `None` inside: the field is there but not an object.
@@ -494,47 +495,21 @@ struct Block<'a> {
     is_error: Option<bool>,
     citations: Option<&'a [u8]>,
     title: Option<Str<'a>>,
-    addrs: [usize; 12],
-    present: u64,
 }
 
 impl<'a> Block<'a> {
-    /// Reports the fields present other than `keep` (they are left out).
-    fn drop_all_but(&self, keep: u64) {
-        drop_fields(self.present & !(keep | 1), &self.addrs);
-    }
-
-    fn required<T>(&self, value: Option<T>, key: &'static str) -> R<T> {
-        value.ok_or_else(|| Fault::required(self.at, key))
-    }
-
     /// The `source`, which must be an object.
     fn source(&self) -> R<Source<'a>> {
-        self.required(self.source, "source")?.ok_or_else(|| Fault::at(self.addrs[2], "must be an object"))
+        self.seen
+            .required(self.source, "source")?
+            .ok_or_else(|| Fault::at(self.seen.addr(B_SOURCE), "must be an object"))
     }
 }
 
 fn read_block<'a>(s: &mut Scan<'a>) -> R<Block<'a>> {
-    let at = s.here();
+    let mut b = Block::default();
     let mut kind = None;
-    let mut b = Block {
-        at,
-        kind: Str { quoted: b"\"\"", raw: b"", escaped: false },
-        text: None,
-        source: None,
-        id: None,
-        name: None,
-        input: None,
-        tool_use_id: None,
-        content: None,
-        is_error: None,
-        citations: None,
-        title: None,
-        addrs: [0; 12],
-        present: 0,
-    };
-    let mut addrs = [0; 12];
-    b.present = fields(s, BLOCK_KEYS, &mut addrs, |key, s| {
+    b.seen = Seen::read(s, BLOCK_KEYS, |key, s| {
         match key {
             "type" => kind = Some(s.string()?),
             "text" => b.text = Some(s.string()?),
@@ -559,8 +534,7 @@ fn read_block<'a>(s: &mut Scan<'a>) -> R<Block<'a>> {
         }
         Ok(())
     })?;
-    b.addrs = addrs;
-    b.kind = kind.ok_or_else(|| Fault::required(at, "type"))?;
+    b.kind = b.seen.required(kind, "type")?;
     Ok(b)
 }
 
@@ -603,14 +577,14 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
         let b = read_block(s)?;
         match &*b.kind.bytes() {
             b"text" => {
-                b.drop_all_but(B_TEXT);
+                b.seen.drop_all_but(B_TEXT);
                 sep(out, &mut fp);
                 out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                put_str(out, b.required(b.text, "text")?);
+                put_str(out, b.seen.required(b.text, "text")?);
                 out.push(b'}');
             }
             b"image" => {
-                b.drop_all_but(B_SOURCE);
+                b.seen.drop_all_but(B_SOURCE);
                 let source = b.source()?;
                 sep(out, &mut fp);
                 out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
@@ -618,22 +592,22 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
                 out.extend_from_slice(b"}}");
             }
             b"document" => {
-                b.drop_all_but(B_SOURCE | B_CITATIONS | B_TITLE | B_CONTEXT);
-                if b.present & B_CONTEXT != 0 {
-                    return Err(Fault::at(b.addrs[11], "document context has no OpenAI counterpart"));
+                b.seen.drop_all_but(B_SOURCE | B_CITATIONS | B_TITLE | B_CONTEXT);
+                if b.seen.has(B_CONTEXT) {
+                    return Err(Fault::at(b.seen.addr(B_CONTEXT), "document context has no OpenAI counterpart"));
                 }
                 if b.citations.is_some_and(citations_enabled) {
-                    return Err(Fault::at(b.addrs[9], "OpenAI chat completions cannot cite documents"));
+                    return Err(Fault::at(b.seen.addr(B_CITATIONS), "OpenAI chat completions cannot cite documents"));
                 }
                 let source = b.source()?;
                 sep(out, &mut fp);
                 document(source, b.title, out)?;
             }
             b"tool_result" => {
-                b.drop_all_but(B_TOOL_USE_ID | B_CONTENT | B_IS_ERROR);
+                b.seen.drop_all_but(B_TOOL_USE_ID | B_CONTENT | B_IS_ERROR);
                 sep(tools, &mut ft);
                 tools.extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
-                put_str(tools, b.required(b.tool_use_id, "tool_use_id")?);
+                put_str(tools, b.seen.required(b.tool_use_id, "tool_use_id")?);
                 tools.extend_from_slice(b",\"content\":\"");
                 if b.is_error == Some(true) {
                     tools.extend_from_slice(b"Error: ");
@@ -641,7 +615,7 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
                 match b.content {
                     None => {}
                     Some(BlockContent::Other) => {
-                        return Err(Fault::at(b.addrs[7], "must be a string or an array of text blocks"))
+                        return Err(Fault::at(b.seen.addr(B_CONTENT), "must be a string or an array of text blocks"))
                     }
                     Some(BlockContent::Text(t)) => tools.extend_from_slice(t.raw),
                     Some(BlockContent::Blocks(inner)) => tool_result_texts(inner, tools)?,
@@ -732,36 +706,18 @@ const S_DATA: u64 = 1 << 2;
 const S_URL: u64 = 1 << 3;
 
 /// An image or document `source`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Source<'a> {
-    at: usize,
+    seen: Seen<6>,
     kind: Option<Str<'a>>,
     media: Option<Str<'a>>,
     data: Option<Str<'a>>,
     url: Option<Str<'a>>,
-    addrs: [usize; 6],
-    present: u64,
-}
-
-impl<'a> Source<'a> {
-    fn kind(&self) -> R<Str<'a>> {
-        self.kind.ok_or_else(|| Fault::required(self.at, "type"))
-    }
-
-    fn required(&self, value: Option<Str<'a>>, key: &'static str) -> R<Str<'a>> {
-        value.ok_or_else(|| Fault::required(self.at, key))
-    }
-
-    fn drop_all_but(&self, keep: u64) {
-        drop_fields(self.present & !(keep | 1), &self.addrs);
-    }
 }
 
 fn read_source<'a>(s: &mut Scan<'a>) -> R<Source<'a>> {
-    let at = s.here();
-    let mut src = Source { at, kind: None, media: None, data: None, url: None, addrs: [0; 6], present: 0 };
-    let mut addrs = [0; 6];
-    src.present = fields(s, SOURCE_KEYS, &mut addrs, |key, s| {
+    let mut src = Source::default();
+    src.seen = Seen::read(s, SOURCE_KEYS, |key, s| {
         match key {
             "type" => src.kind = Some(s.string()?),
             "media_type" => src.media = Some(s.string()?),
@@ -771,18 +727,17 @@ fn read_source<'a>(s: &mut Scan<'a>) -> R<Source<'a>> {
         }
         Ok(())
     })?;
-    src.addrs = addrs;
     Ok(src)
 }
 
 /// An image `source` as an OpenAI image URL string (a data URL for base64).
 fn image_url(source: Source<'_>, out: &mut Vec<u8>) -> R<()> {
-    let kind = source.kind()?;
+    let kind = source.seen.required(source.kind, "type")?;
     match &*kind.text() {
         "base64" => {
-            source.drop_all_but(S_MEDIA_TYPE | S_DATA);
-            let media = source.required(source.media, "media_type")?;
-            let data = source.required(source.data, "data")?;
+            source.seen.drop_all_but(S_MEDIA_TYPE | S_DATA);
+            let media = source.seen.required(source.media, "media_type")?;
+            let data = source.seen.required(source.data, "data")?;
             // Raw (escaped) string contents mean the same inside another JSON string.
             out.extend_from_slice(b"\"data:");
             out.extend_from_slice(media.raw);
@@ -791,8 +746,8 @@ fn image_url(source: Source<'_>, out: &mut Vec<u8>) -> R<()> {
             out.push(b'"');
         }
         "url" => {
-            source.drop_all_but(S_URL);
-            put_str(out, source.required(source.url, "url")?);
+            source.seen.drop_all_but(S_URL);
+            put_str(out, source.seen.required(source.url, "url")?);
         }
         other => return Err(Fault::at(kind.at(), format!("'{other}' image sources have no OpenAI counterpart"))),
     }
@@ -802,15 +757,15 @@ fn image_url(source: Source<'_>, out: &mut Vec<u8>) -> R<()> {
 /// A document as an OpenAI part: a base64 PDF as a `file` part named after its title, a plain
 /// text document as a text part (its title dropped).
 fn document(source: Source<'_>, title: Option<Str<'_>>, out: &mut Vec<u8>) -> R<()> {
-    let kind = source.kind()?;
+    let kind = source.seen.required(source.kind, "type")?;
     match &*kind.text() {
         "base64" => {
-            source.drop_all_but(S_MEDIA_TYPE | S_DATA);
-            let media = source.required(source.media, "media_type")?;
+            source.seen.drop_all_but(S_MEDIA_TYPE | S_DATA);
+            let media = source.seen.required(source.media, "media_type")?;
             if !media.text().eq_ignore_ascii_case("application/pdf") {
                 return Err(Fault::at(media.at(), "OpenAI takes base64 documents as PDF only"));
             }
-            let data = source.required(source.data, "data")?;
+            let data = source.seen.required(source.data, "data")?;
             out.extend_from_slice(b"{\"type\":\"file\",\"file\":{\"filename\":");
             match title {
                 Some(t) => put_str(out, t),
@@ -821,12 +776,12 @@ fn document(source: Source<'_>, title: Option<Str<'_>>, out: &mut Vec<u8>) -> R<
             out.extend_from_slice(b"\"}}");
         }
         "text" => {
-            source.drop_all_but(S_MEDIA_TYPE | S_DATA);
+            source.seen.drop_all_but(S_MEDIA_TYPE | S_DATA);
             if let Some(t) = title {
                 dropped_at(t.at());
             }
             out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-            put_str(out, source.required(source.data, "data")?);
+            put_str(out, source.seen.required(source.data, "data")?);
             out.push(b'}');
         }
         other => return Err(Fault::at(kind.at(), format!("'{other}' document sources have no OpenAI counterpart"))),
@@ -846,24 +801,24 @@ fn assistant_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) 
         let b = read_block(s)?;
         match &*b.kind.bytes() {
             b"text" => {
-                b.drop_all_but(B_TEXT);
-                texts.extend_from_slice(b.required(b.text, "text")?.raw);
+                b.seen.drop_all_but(B_TEXT);
+                texts.extend_from_slice(b.seen.required(b.text, "text")?.raw);
                 n_texts += 1;
             }
             b"tool_use" => {
-                b.drop_all_but(B_ID | B_NAME | B_INPUT);
+                b.seen.drop_all_but(B_ID | B_NAME | B_INPUT);
                 sep(calls, &mut fc);
                 calls.extend_from_slice(b"{\"id\":");
-                put_str(calls, b.required(b.id, "id")?);
+                put_str(calls, b.seen.required(b.id, "id")?);
                 calls.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
-                put_str(calls, b.required(b.name, "name")?);
+                put_str(calls, b.seen.required(b.name, "name")?);
                 calls.extend_from_slice(b",\"arguments\":");
-                put_json_as_string(calls, b.required(b.input, "input")?);
+                put_json_as_string(calls, b.seen.required(b.input, "input")?);
                 calls.extend_from_slice(b"}}");
             }
             // Unsigned thinking cannot be replayed to another provider: the block is dropped
             // (its `thinking`, `signature` and `data` are reported).
-            b"thinking" | b"redacted_thinking" => b.drop_all_but(0),
+            b"thinking" | b"redacted_thinking" => b.seen.drop_all_but(0),
             _ => {
                 return Err(Fault::at(
                     b.kind.at(),

@@ -2,7 +2,7 @@
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
 
 use super::super::scan::{
-    anchor, drop_fields, dropped_at, fields, put_str, put_text, put_uint, sep, unescape_into, Fault, Scan, Str, R,
+    anchor, dropped_at, fields, put_str, put_text, put_uint, sep, unescape_into, Fault, Scan, Seen, Str, R,
 };
 use super::super::RequestOptions;
 use super::MESSAGES_PER_ANCHOR;
@@ -496,7 +496,7 @@ const M_FUNCTION_CALL: u64 = 1 << 6;
 
 /// One OpenAI message, read before it is written (its keys may come in any order).
 struct Message<'a> {
-    at: usize,
+    seen: Seen<7>,
     role: Role,
     /// The role as the caller wrote it (`system` or `developer` both hoist).
     role_name: Str<'a>,
@@ -507,42 +507,21 @@ struct Message<'a> {
     tool_calls: Option<usize>,
     tool_call_id: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
-    /// Addresses of the fields present, by `MESSAGE_KEYS` index.
-    addrs: [usize; 7],
-    present: u64,
 }
 
 impl Message<'_> {
-    /// Reports the fields present that this role does not take (they are left out).
-    fn drop_all_but(&self, allowed: u64) {
-        drop_fields(self.present & !(allowed | 1), &self.addrs);
-    }
-
     fn content(&self) -> R<Content<'_>> {
-        self.content.ok_or_else(|| Fault::required(self.at, "content"))
+        self.seen.required(self.content, "content")
     }
 }
 
 fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> R<Message<'a>> {
     calls.clear();
-    let at = s.here();
-    let mut m = Message {
-        at,
-        role: Role::User,
-        role_name: Str { quoted: b"\"user\"", raw: b"user", escaped: false },
-        content: None,
-        tool_calls: None,
-        tool_call_id: None,
-        refusal: None,
-        addrs: [0; 7],
-        present: 0,
-    };
-    let mut role = None;
-    let mut addrs = [0; 7];
-    m.present = fields(s, MESSAGE_KEYS, &mut addrs, |key, s| {
+    let (mut role, mut content, mut tool_calls, mut tool_call_id, mut refusal) = (None, None, None, None, None);
+    let seen = Seen::read(s, MESSAGE_KEYS, |key, s| {
         match key {
             "role" => role = Some(s.string()?),
-            "content" => m.content = Some(read_content(s)?),
+            "content" => content = Some(read_content(s)?),
             "tool_calls" => {
                 s.arr()?;
                 let (mut f, mut fo, mut n) = (true, true, 0);
@@ -551,29 +530,27 @@ fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -
                     tool_call(s, calls, args)?;
                     n += 1;
                 }
-                m.tool_calls = Some(n);
+                tool_calls = Some(n);
             }
-            "tool_call_id" => m.tool_call_id = Some(s.string()?),
-            "refusal" => m.refusal = Some(s.string()?),
+            "tool_call_id" => tool_call_id = Some(s.string()?),
+            "refusal" => refusal = Some(s.string()?),
             // audio, function_call: refused on assistant messages, dropped on others.
             _ => s.skip(0)?,
         }
         Ok(())
     })?;
-    m.addrs = addrs;
-    let role = role.ok_or_else(|| Fault::required(at, "role"))?;
-    m.role_name = role;
-    m.role = match &*role.bytes() {
+    let role_name = seen.required(role, "role")?;
+    let role = match &*role_name.bytes() {
         b"system" | b"developer" => Role::System,
         b"user" => Role::User,
         b"assistant" => Role::Assistant,
         b"tool" => Role::Tool,
         b"function" => {
-            return Err(Fault::at(role.at(), "the legacy function role is not translated; use tool messages"));
+            return Err(Fault::at(role_name.at(), "the legacy function role is not translated; use tool messages"));
         }
-        _ => return Err(Fault::at(role.at(), format!("unknown role '{}'", role.text()))),
+        _ => return Err(Fault::at(role_name.at(), format!("unknown role '{}'", role_name.text()))),
     };
-    Ok(m)
+    Ok(Message { seen, role, role_name, content, tool_calls, tool_call_id, refusal })
 }
 
 /// Messages: system and developer texts are hoisted into `system`; tool results (and a user
@@ -598,7 +575,7 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
         let m = read_message(s, &mut calls, &mut args)?;
         match m.role {
             Role::System => {
-                m.drop_all_but(M_CONTENT);
+                m.seen.drop_all_but(M_CONTENT);
                 match m.content()? {
                     Content::Text(t) => {
                         if !t.raw.is_empty() {
@@ -622,7 +599,7 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                 }
             }
             Role::User => {
-                m.drop_all_but(M_CONTENT);
+                m.seen.drop_all_but(M_CONTENT);
                 let content = m.content()?;
                 if open_results {
                     user_content(content, out, true)?;
@@ -636,12 +613,18 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                 open_results = false;
             }
             Role::Assistant => {
-                m.drop_all_but(M_CONTENT | M_TOOL_CALLS | M_REFUSAL | M_AUDIO | M_FUNCTION_CALL);
-                if m.present & M_AUDIO != 0 {
-                    return Err(Fault::at(m.addrs[5], "earlier audio replies cannot be sent to an Anthropic model"));
+                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALLS | M_REFUSAL | M_AUDIO | M_FUNCTION_CALL);
+                if m.seen.has(M_AUDIO) {
+                    return Err(Fault::at(
+                        m.seen.addr(M_AUDIO),
+                        "earlier audio replies cannot be sent to an Anthropic model",
+                    ));
                 }
-                if m.present & M_FUNCTION_CALL != 0 {
-                    return Err(Fault::at(m.addrs[6], "legacy function_call is not translated; use tool_calls"));
+                if m.seen.has(M_FUNCTION_CALL) {
+                    return Err(Fault::at(
+                        m.seen.addr(M_FUNCTION_CALL),
+                        "legacy function_call is not translated; use tool_calls",
+                    ));
                 }
                 if open_results {
                     out.extend_from_slice(b"]}");
@@ -651,8 +634,8 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                 assistant(&m, &calls, out)?;
             }
             Role::Tool => {
-                m.drop_all_but(M_CONTENT | M_TOOL_CALL_ID);
-                let id = m.tool_call_id.ok_or_else(|| Fault::required(m.at, "tool_call_id"))?;
+                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALL_ID);
+                let id = m.seen.required(m.tool_call_id, "tool_call_id")?;
                 let content = m.content()?;
                 if open_results {
                     out.push(b',');
@@ -715,33 +698,18 @@ struct FilePart<'a> {
 
 /// One OpenAI content part, read before it is written.
 struct Part<'a> {
-    at: usize,
+    seen: Seen<6>,
     kind: Str<'a>,
     text: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
     /// `image_url`: where it stands, and its `url`.
     image_url: Option<(usize, Option<Str<'a>>)>,
     file: Option<FilePart<'a>>,
-    addrs: [usize; 6],
-    present: u64,
-}
-
-impl<'a> Part<'a> {
-    /// Reports the payload fields present other than `keep` (they are left out).
-    fn drop_all_but(&self, keep: u64) {
-        drop_fields(self.present & !(keep | 1), &self.addrs);
-    }
-
-    fn required<T>(&self, value: Option<T>, key: &'static str) -> R<T> {
-        value.ok_or_else(|| Fault::required(self.at, key))
-    }
 }
 
 fn read_part<'a>(s: &mut Scan<'a>) -> R<Part<'a>> {
-    let at = s.here();
     let (mut kind, mut text, mut refusal, mut image_url, mut file) = (None, None, None, None, None);
-    let mut addrs = [0; 6];
-    let present = fields(s, PART_KEYS, &mut addrs, |key, s| {
+    let seen = Seen::read(s, PART_KEYS, |key, s| {
         match key {
             "type" => kind = Some(s.string()?),
             "text" => text = Some(s.string()?),
@@ -776,8 +744,8 @@ fn read_part<'a>(s: &mut Scan<'a>) -> R<Part<'a>> {
         }
         Ok(())
     })?;
-    let kind = kind.ok_or_else(|| Fault::required(at, "type"))?;
-    Ok(Part { at, kind, text, refusal, image_url, file, addrs, present })
+    let kind = seen.required(kind, "type")?;
+    Ok(Part { seen, kind, text, refusal, image_url, file })
 }
 
 /// A part that must be text (system, developer and tool messages): its text.
@@ -786,8 +754,8 @@ fn text_part<'a>(s: &mut Scan<'a>, what: &str) -> R<Str<'a>> {
     if !p.kind.is("text") {
         return Err(Fault::at(p.kind.at(), format!("only text parts are allowed in {what}")));
     }
-    p.drop_all_but(P_TEXT);
-    p.required(p.text, "text")
+    p.seen.drop_all_but(P_TEXT);
+    p.seen.required(p.text, "text")
 }
 
 /// A user part as an Anthropic block.
@@ -795,12 +763,12 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     let p = read_part(s)?;
     match &*p.kind.bytes() {
         b"text" => {
-            p.drop_all_but(P_TEXT);
-            text_block_into(out, p.required(p.text, "text")?);
+            p.seen.drop_all_but(P_TEXT);
+            text_block_into(out, p.seen.required(p.text, "text")?);
         }
         b"image_url" => {
-            p.drop_all_but(P_IMAGE_URL);
-            let (at, url) = p.required(p.image_url, "image_url")?;
+            p.seen.drop_all_but(P_IMAGE_URL);
+            let (at, url) = p.seen.required(p.image_url, "image_url")?;
             let url = url.ok_or_else(|| Fault::required(at, "url"))?;
             // Bytes, not text: a megabyte of base64 is not validated as UTF-8 a second time.
             let text = url.bytes();
@@ -819,8 +787,8 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
             }
         }
         b"file" => {
-            p.drop_all_but(P_FILE);
-            let FilePart { at, data, name, id } = p.required(p.file, "file")?;
+            p.seen.drop_all_but(P_FILE);
+            let FilePart { at, data, name, id } = p.seen.required(p.file, "file")?;
             if let Some(id) = id {
                 return Err(Fault::at(
                     id,
@@ -894,7 +862,7 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()>
         return Ok(());
     }
     if m.content.is_none() && calls.is_none() && m.refusal.is_none() {
-        return Err(Fault::under(m.at, "content", "an assistant message needs content or tool_calls"));
+        return Err(Fault::under(m.seen.at, "content", "an assistant message needs content or tool_calls"));
     }
     let start = out.len();
     out.push(b'[');
@@ -909,12 +877,12 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()>
                 let p = read_part(&mut ps)?;
                 let t = match &*p.kind.bytes() {
                     b"text" => {
-                        p.drop_all_but(P_TEXT);
-                        p.required(p.text, "text")?
+                        p.seen.drop_all_but(P_TEXT);
+                        p.seen.required(p.text, "text")?
                     }
                     b"refusal" => {
-                        p.drop_all_but(P_REFUSAL);
-                        p.required(p.refusal, "refusal")?
+                        p.seen.drop_all_but(P_REFUSAL);
+                        p.seen.required(p.refusal, "refusal")?
                     }
                     _ => {
                         return Err(Fault::at(
