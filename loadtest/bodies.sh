@@ -20,13 +20,7 @@ trap cm_cleanup EXIT
 trap 'exit 130' INT TERM
 
 OUT=/tmp/cheapmodel-bodies.md
-while (($#)); do
-  case $1 in
-    --out) OUT=${2:?--out FILE}; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) cm_die "unknown argument: $1" ;;
-  esac
-done
+cm_parse_out_args "$@"
 cm_need haproxy wrk taskset curl python3 timeout
 [[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $CM_BARE_BIN ]] ||
   cm_die "build first: cargo build --release --bins --example bare_pingora"

@@ -112,6 +112,18 @@ cm_duration_s() {
   echo "$d"
 }
 
+# The arguments every report script takes: --out FILE (sets OUT: set its default first) and
+# -h/--help (prints the script's header comment). Anything else is an error.
+cm_parse_out_args() {
+  while (($#)); do
+    case $1 in
+      --out) OUT=${2:?--out FILE}; shift 2 ;;
+      -h | --help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
+      *) cm_die "unknown argument: $1" ;;
+    esac
+  done
+}
+
 cm_need() {
   local t
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || cm_die "missing tool: $t"; done

@@ -17,13 +17,7 @@ trap cm_cleanup EXIT
 trap 'exit 130' INT TERM
 
 OUT=/tmp/cheapmodel-state-latency.md
-while (($#)); do
-  case $1 in
-    --out) OUT=${2:?--out FILE}; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) cm_die "unknown argument: $1" ;;
-  esac
-done
+cm_parse_out_args "$@"
 cm_need k6 redis-server taskset curl python3 timeout
 [[ -x $CM_BIN && -x $CM_MOCK_BIN ]] || cm_die "build first: cargo build --release --bins"
 (($(nproc) >= 2)) || cm_die "needs at least 2 CPUs"
