@@ -274,6 +274,11 @@ impl StreamMeter {
         self.reading.usage
     }
 
+    /// The stream's dialect (a same-dialect stream: the caller's too).
+    pub fn dialect(&self) -> Dialect {
+        self.reading.dialect
+    }
+
     /// Whether any usage was reported.
     pub fn saw_usage(&self) -> bool {
         self.reading.saw_usage

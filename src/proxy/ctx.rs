@@ -1,31 +1,14 @@
 //! Per-request state carried between Pingora hooks: the upstream leg being carried out (`leg`: a
-//! forward plan or a task's media download) and
-//! what the response side learns. Imports: `plan`, `registry`, `usage`, `dialect`, `error`.
+//! forward plan or a task's media download) and what the response side learns (`response`, the
+//! `ResponseBody` chosen from the upstream's head). Imports: `plan`, `registry`, `error`,
+//! `proxy::response`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::dialect::stream::StreamTranslator;
 use crate::error::{Dialect, GatewayError};
 use crate::plan::{ForwardPlan, Mode};
 use crate::registry::{Key, Model, Snapshot};
-use crate::usage::StreamMeter;
-
-/// How the response body is metered.
-#[derive(Debug, Default)]
-pub enum ResponseMeter {
-    /// Not decided yet, or nothing to meter.
-    #[default]
-    None,
-    /// A JSON body: its chunks are kept (refcounted, not copied) and read once at the end.
-    Json { chunks: Vec<Bytes>, len: usize },
-    /// A same-dialect SSE stream, read as it passes.
-    Stream(Box<StreamMeter>),
-    /// A translated SSE stream: the translator reads the usage as it translates.
-    Translate(Box<dyn StreamTranslator + Sync>),
-}
 
 /// The one upstream exchange a request can have: both kinds go through Pingora (pooled
 /// connections, the same timeouts, streamed bodies), so they share the proxy hooks.
@@ -74,8 +57,8 @@ pub struct RequestCtx {
     pub ttfb: Option<Duration>,
     /// When the upstream body ended.
     pub upstream_done: Option<Instant>,
-    /// Response metering.
-    pub meter: ResponseMeter,
+    /// What the response body goes through (chosen when the upstream's head arrives).
+    pub response: super::response::ResponseBody,
     /// The response is an SSE stream.
     pub sse: bool,
     /// The upstream's response status.
@@ -107,7 +90,7 @@ impl RequestCtx {
             upstream_started: None,
             ttfb: None,
             upstream_done: None,
-            meter: ResponseMeter::None,
+            response: super::response::ResponseBody::Pass,
             sse: false,
             upstream_status: 0,
             local: None,

@@ -1,12 +1,14 @@
 //! Pingora glue: `Gateway` implements `ProxyHttp` and carries out the request plan (`crate::plan`
 //! decides what to do; `admit` reads the body when the plan asks for it, runs task calls and the
 //! token estimate, and leaves the upstream leg in `ctx.leg`). Each hook delegates to the modules
-//! that hold the logic (usage, body IO in `body`, header rewrite in `upstream`, local answers in
-//! `respond`). The only module that imports `pingora::proxy`.
+//! that hold the logic (body IO in `body`, header rewrite in `upstream`, local answers in
+//! `respond`, the response body and its usage in `response`). The only module that imports
+//! `pingora::proxy`.
 
 pub mod body;
 pub mod ctx;
 pub mod respond;
+pub mod response;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,12 +32,10 @@ use crate::metrics;
 use crate::plan::{self, Decision, Mode};
 use crate::registry::Registry;
 use crate::tasks::{self, Tasks};
-use crate::usage::{self, StreamMeter, Usage};
+use crate::usage::Usage;
 use body::BodyError;
-use ctx::{RequestCtx, ResponseMeter, UpstreamLeg};
-
-/// The largest JSON response body kept for reading usage (bigger ones pass unmetered).
-const MAX_METERED_JSON: usize = 16 * 1024 * 1024;
+use ctx::{RequestCtx, UpstreamLeg};
+use response::{Framing, ResponseBody};
 
 /// Settings fixed for the life of the process.
 #[derive(Debug, Clone)]
@@ -384,56 +384,30 @@ impl ProxyHttp for Gateway {
         if let Some(started) = ctx.upstream_started {
             ctx.ttfb = Some(started.elapsed());
         }
-        let Some(UpstreamLeg::Forward(forward)) = &ctx.leg else {
-            ctx.upstream_status = resp.status.as_u16();
-            if ctx.download().is_some() && !resp.status.is_success() {
-                // The upstream's own error is rewritten into the gateway's, as every task call's.
+        ctx.upstream_status = resp.status.as_u16();
+        ctx.response = match &ctx.leg {
+            Some(UpstreamLeg::Forward(forward)) => {
+                ctx.sse = resp
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now())
+            }
+            Some(UpstreamLeg::Download(_)) => ResponseBody::for_download(ctx.upstream_status),
+            None => ResponseBody::Pass,
+        };
+        match ctx.response.framing() {
+            Framing::AsIs => {}
+            Framing::LengthUnknown => {
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+            }
+            Framing::Rewritten { json } => {
+                // h2 callers: Pingora drops Transfer-Encoding itself.
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-                ctx.meter = ResponseMeter::Json { chunks: Vec::new(), len: 0 };
-            }
-            return Ok(());
-        };
-        let dialect = forward.model.upstream.dialect;
-        ctx.sse = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let success = resp.status.is_success();
-        ctx.upstream_status = resp.status.as_u16();
-        let translate = match forward.mode {
-            Mode::Translate { caller, upstream, caller_wants_usage } => Some((caller, upstream, caller_wants_usage)),
-            Mode::Passthrough { .. } => None,
-        };
-        ctx.meter = match translate {
-            Some((_, upstream, caller_wants_usage)) if ctx.sse && success => {
-                let name = &forward.model.name;
-                ResponseMeter::Translate(match upstream {
-                    Dialect::Anthropic => {
-                        Box::new(dialect::stream::AnthropicToOpenAi::new(name, caller_wants_usage, unix_now()))
-                    }
-                    Dialect::OpenAi => Box::new(dialect::stream::OpenAiToAnthropic::new(name)),
-                })
-            }
-            // A translated error (even one sent as a stream) is read whole and translated at its end.
-            Some(_) => ResponseMeter::Json { chunks: Vec::new(), len: 0 },
-            None if ctx.sse => {
-                let injected_usage = matches!(forward.mode, Mode::Passthrough { injected_usage: true });
-                let meter = StreamMeter::new(dialect, injected_usage);
-                if meter.rewrites() {
-                    resp.remove_header(&http::header::CONTENT_LENGTH);
+                if json {
+                    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
                 }
-                ResponseMeter::Stream(Box::new(meter))
-            }
-            None => ResponseMeter::Json { chunks: Vec::new(), len: 0 },
-        };
-        if translate.is_some() {
-            // The body changes length: let the framing be chunked (h2 drops Transfer-Encoding).
-            resp.remove_header(&http::header::CONTENT_LENGTH);
-            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            if !matches!(ctx.meter, ResponseMeter::Translate(_)) {
-                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             }
         }
         Ok(())
@@ -483,77 +457,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if ctx.download().is_some() {
-            download_error_body(body, end_of_stream, ctx);
-            return Ok(None);
-        }
-        let translation = ctx.translation();
-        let translating = translation.is_some();
-        match &mut ctx.meter {
-            ResponseMeter::None => {}
-            ResponseMeter::Json { chunks, len } => {
-                if let Some(b) = body {
-                    *len += b.len();
-                    // A translated body is needed whole; a metered one only up to a cap.
-                    if translating || *len <= MAX_METERED_JSON {
-                        chunks.push(b.clone());
-                    }
-                }
-                if translating {
-                    *body = None;
-                    if end_of_stream {
-                        // Kept whole so `logging` meters it without joining the chunks again.
-                        let whole = Bytes::from(chunks.concat());
-                        *body = Some(Bytes::from(translate_json_body(
-                            translation,
-                            // The field, not `ctx.model()`: `ctx.meter` is borrowed.
-                            match &ctx.leg {
-                                Some(UpstreamLeg::Forward(forward)) => Some(&*forward.model),
-                                _ => None,
-                            },
-                            ctx.upstream_status,
-                            &whole,
-                        )));
-                        *chunks = vec![whole];
-                    }
-                }
-            }
-            ResponseMeter::Translate(translator) => {
-                let mut out = Vec::new();
-                if let Some(b) = body.as_ref() {
-                    translator.feed(b, &mut out);
-                }
-                if end_of_stream {
-                    translator.finish(&mut out);
-                }
-                *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
-            }
-            ResponseMeter::Stream(meter) => {
-                let mut out = Vec::new();
-                if let Some(b) = body.as_ref() {
-                    meter.feed(b, &mut out);
-                }
-                if end_of_stream {
-                    meter.finish(&mut out);
-                    if !meter.finished() {
-                        // The upstream ended without finishing its stream: say so, never fake success.
-                        out.extend_from_slice(&GatewayError::UpstreamUnavailable.stream_event(ctx.caller));
-                        meter.mark_finished();
-                    }
-                }
-                if meter.rewrites() || end_of_stream && !out.is_empty() {
-                    if !meter.rewrites() {
-                        if let Some(b) = body.as_ref() {
-                            let mut joined = Vec::with_capacity(b.len() + out.len());
-                            joined.extend_from_slice(b);
-                            joined.extend_from_slice(&out);
-                            out = joined;
-                        }
-                    }
-                    *body = if out.is_empty() { None } else { Some(Bytes::from(out)) };
-                }
-            }
-        }
+        ctx.response.feed(body, end_of_stream);
         Ok(None)
     }
 
@@ -588,19 +492,7 @@ impl ProxyHttp for Gateway {
                     code = 0;
                 }
             } else if ctx.sse {
-                let tail = match &mut ctx.meter {
-                    ResponseMeter::Stream(meter) if !meter.finished() => {
-                        meter.mark_finished();
-                        Some(err.stream_event(ctx.caller))
-                    }
-                    ResponseMeter::Translate(t) if !t.done() => {
-                        // The translator closes what it opened and ends with its error event.
-                        let mut out = Vec::new();
-                        t.finish(&mut out);
-                        Some(Bytes::from(out))
-                    }
-                    _ => None,
-                };
+                let tail = ctx.response.cut_off(&err, ctx.caller);
                 if let Some(tail) = tail {
                     let _ = session.write_response_body(Some(tail), true).await;
                 }
@@ -619,18 +511,7 @@ impl ProxyHttp for Gateway {
         let m = metrics::get();
         let (usage, cost) = match ctx.model().cloned() {
             Some(model) => {
-                let kept_whole = ctx.translation().is_some();
-                let usage = match &mut ctx.meter {
-                    ResponseMeter::None => Usage::default(),
-                    ResponseMeter::Json { chunks, len } if *len <= MAX_METERED_JSON || kept_whole => {
-                        let whole = if chunks.len() == 1 { chunks[0].clone() } else { Bytes::from(chunks.concat()) };
-                        usage::from_json_body(model.upstream.dialect, &whole).unwrap_or_default()
-                    }
-                    // Too large to have been kept whole: unmetered.
-                    ResponseMeter::Json { .. } => Usage::default(),
-                    ResponseMeter::Stream(meter) => meter.usage(),
-                    ResponseMeter::Translate(translator) => translator.usage(),
-                };
+                let usage = ctx.response.usage();
                 let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
                 let handles = model.metrics.get(name, &model.upstream.name);
@@ -710,47 +591,6 @@ impl ProxyHttp for Gateway {
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
     }
-}
-
-/// A task media download's body: passed as it comes, unless the upstream answered an error
-/// (`upstream_response_filter` then set a JSON meter), which is kept, capped, and replaced at its
-/// end by the gateway's own error.
-fn download_error_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
-    let ResponseMeter::Json { chunks, len } = &mut ctx.meter else { return };
-    if let Some(b) = body.take() {
-        *len += b.len();
-        if *len <= MAX_METERED_JSON {
-            chunks.push(b);
-        }
-    }
-    if end_of_stream {
-        let answer = tasks::upstream_error(ctx.upstream_status, &chunks.concat());
-        *body = Some(answer.body);
-    }
-}
-
-/// Translates a complete upstream JSON body (success or error) into the caller's dialect.
-fn translate_json_body(
-    translation: Option<(Dialect, Dialect)>,
-    model: Option<&crate::registry::Model>,
-    status: u16,
-    body: &[u8],
-) -> Vec<u8> {
-    let (Some((caller, upstream)), Some(model)) = (translation, model) else {
-        return body.to_vec();
-    };
-    if !(200..300).contains(&status) {
-        return dialect::response::error_to_caller(status, body, upstream, caller);
-    }
-    let translated = match upstream {
-        Dialect::Anthropic => dialect::response::anthropic_to_openai(body, &model.name, unix_now()),
-        Dialect::OpenAi => dialect::response::openai_to_anthropic(body, &model.name),
-    };
-    // The 200 is already on its way: a body that cannot be translated becomes an error body.
-    translated.unwrap_or_else(|e| {
-        log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
-        GatewayError::UpstreamUnavailable.body(caller).to_vec()
-    })
 }
 
 /// The gateway's own base URL as the caller reached it (for result URLs it serves).
