@@ -1,4 +1,5 @@
 //! Chat routes: OpenAI chat completions and Anthropic messages, JSON and SSE, and tool-calling turns.
+//! Imports: `http`, `record`, `replies`, `strict` (through `main`). Nothing of the gateway's crate.
 
 use super::*;
 
@@ -219,57 +220,19 @@ pub(crate) async fn openai_chat(stream: &mut TcpStream, req: &Req<'_>, bufs: &mu
     }
     let model = model_json(&v);
     let u = echo_usage(req, OPENAI_USAGE);
-    let total = u.input.saturating_add(u.output);
     if let Some(turn) = tool_turn(req, &v, false) {
         return openai_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
     }
 
+    let replies = super::replies::get();
+    let include_usage = is_true(v.pointer("/stream_options/include_usage"));
+    let fill = super::replies::Fill { model: &model, usage: u, usage_null: include_usage };
     if !is_true(v.get("stream")) {
         bufs.body.clear();
-        let _ = write!(
-            bufs.body,
-            concat!(
-                "{{\"id\":\"chatcmpl-mock123\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":{model},",
-                "\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\",\"refusal\":null}},",
-                "\"logprobs\":null,\"finish_reason\":\"stop\"}}],",
-                "\"usage\":{{\"prompt_tokens\":{pt},\"completion_tokens\":{ct},\"total_tokens\":{tt},",
-                "\"prompt_tokens_details\":{{\"cached_tokens\":{cached},\"audio_tokens\":0}},",
-                "\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,",
-                "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}},",
-                "\"system_fingerprint\":\"fp_mock\"}}"
-            ),
-            model = model,
-            content = CONTENT,
-            pt = u.input,
-            ct = u.output,
-            tt = total,
-            cached = u.cache_read,
-        );
+        replies.openai_json.render(&mut bufs.body, &fill);
         return respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await;
     }
-
-    let include_usage = is_true(v.pointer("/stream_options/include_usage"));
-    let pre = format!(
-        "data: {{\"id\":\"chatcmpl-mock123\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":{model},\"system_fingerprint\":\"fp_mock\",\"choices\":["
-    );
-    let tail = if include_usage { "],\"usage\":null}\n\n" } else { "]}\n\n" };
-    let mut events = Vec::with_capacity(OPENAI_PIECES.len() + 4);
-    events.push(format!(
-        "{pre}{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
-    ));
-    for piece in OPENAI_PIECES {
-        events.push(format!(
-            "{pre}{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"logprobs\":null,\"finish_reason\":null}}{tail}"
-        ));
-    }
-    events.push(format!("{pre}{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}{tail}"));
-    if include_usage {
-        events.push(format!(
-            "{pre}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"completion_tokens_details\":{{\"reasoning_tokens\":0}}}}}}\n\n",
-            u.input, u.output, total, u.cache_read
-        ));
-    }
-    events.push("data: [DONE]\n\n".to_string());
+    let events = replies.openai_stream(&fill);
     let delay = delay_from(req, "x-mock-event-delay-ms");
     respond_sse(stream, &mut bufs.out, req, &events, delay, cut).await
 }
@@ -288,53 +251,14 @@ pub(crate) async fn anthropic_messages(stream: &mut TcpStream, req: &Req<'_>, bu
         return anthropic_tool_turn(stream, req, bufs, cut, &v, &turn, &u).await;
     }
 
+    let replies = super::replies::get();
+    let fill = super::replies::Fill { model: &model, usage: u, usage_null: false };
     if !is_true(v.get("stream")) {
         bufs.body.clear();
-        let _ = write!(
-            bufs.body,
-            concat!(
-                "{{\"id\":\"msg_mock123\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model},",
-                "\"content\":[{{\"type\":\"text\",\"text\":\"{content}\"}}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,",
-                "\"usage\":{{\"input_tokens\":{it},\"cache_creation_input_tokens\":{cw},\"cache_read_input_tokens\":{cr},\"output_tokens\":{ot}}}}}"
-            ),
-            model = model,
-            content = CONTENT,
-            it = u.input,
-            cw = u.cache_write,
-            cr = u.cache_read,
-            ot = u.output,
-        );
+        replies.anthropic_json.render(&mut bufs.body, &fill);
         return respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await;
     }
-
-    let mut events = Vec::with_capacity(ANTHROPIC_PIECES.len() + 6);
-    events.push(format!(
-        concat!(
-            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_mock123\",\"type\":\"message\",",
-            "\"role\":\"assistant\",\"model\":{model},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,",
-            "\"usage\":{{\"input_tokens\":{it},\"cache_creation_input_tokens\":{cw},\"cache_read_input_tokens\":{cr},\"output_tokens\":1}}}}}}\n\n"
-        ),
-        model = model,
-        it = u.input,
-        cw = u.cache_write,
-        cr = u.cache_read,
-    ));
-    events.push(
-        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
-            .to_string(),
-    );
-    events.push("event: ping\ndata: {\"type\":\"ping\"}\n\n".to_string());
-    for piece in ANTHROPIC_PIECES {
-        events.push(format!(
-            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n"
-        ));
-    }
-    events.push("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string());
-    events.push(format!(
-        "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n",
-        u.output
-    ));
-    events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string());
+    let events = replies.anthropic_stream(&fill);
     let delay = delay_from(req, "x-mock-event-delay-ms");
     respond_sse(stream, &mut bufs.out, req, &events, delay, cut).await
 }

@@ -1,5 +1,6 @@
 //! A hand-sized HTTP/1.1 server: head parsing (httparse), bodies (Content-Length and chunked),
 //! connection handling, responses and SSE, and the raw-socket faults.
+//! Imports: `main`'s limits and `httparse`. Nothing of the gateway's crate.
 
 use super::*;
 

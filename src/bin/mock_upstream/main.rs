@@ -12,7 +12,8 @@
 //! It exits on SIGTERM / SIGINT.
 //!
 //! Modules: `http` (parsing, connections, responses, raw-socket faults), `record` (what it
-//! received), `chat` (OpenAI and Anthropic chat, JSON and SSE, tool turns), `strict` (what the
+//! received), `chat` (OpenAI and Anthropic chat, JSON and SSE, tool turns), `replies` (the canned
+//! chat replies, from `tests/fixtures/upstream/`, shared with the goldens), `strict` (what the
 //! real providers refuse), `media` (task APIs in three styles); `main` holds the options.
 //!
 //! Routes:
@@ -44,6 +45,10 @@
 //! * `x-mock-fault: garbage|reset|cut-stream|hang`. `cut-stream` on a
 //!   non-streaming request writes the head and half the body, then closes.
 //! * `x-mock-echo-usage: input,output,cache_read,cache_write`.
+//!
+//! Imports: nothing of the gateway's crate: the mock stands for the providers and must not share
+//! the gateway's code (a bug in one would hide in the other). The fixtures it serves are files
+//! (`replies`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -75,10 +80,6 @@ const MAX_DELAY_MS: u64 = 86_400_000;
 const SHRINK_ABOVE: usize = 1024 * 1024;
 const INITIAL_BUF: usize = 16 * 1024;
 
-const CONTENT: &str = "Hello from the mock upstream!";
-const OPENAI_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream!"];
-const ANTHROPIC_PIECES: [&str; 2] = ["Hello", " from the mock upstream!"];
-
 #[derive(Parser, Debug)]
 #[command(name = "mock-upstream", about = "Recording mock of the OpenAI and Anthropic HTTP APIs")]
 struct Args {
@@ -97,6 +98,7 @@ mod chat;
 mod http;
 mod media;
 mod record;
+mod replies;
 mod strict;
 
 use chat::*;

@@ -1,4 +1,5 @@
 //! Media generation (images, video, audio) in three upstream styles.
+//! Imports: `http`, `record` (through `main`). Nothing of the gateway's crate.
 
 use super::*;
 

@@ -1,4 +1,5 @@
 //! Recording what the mock received (`/__mock/requests`).
+//! Imports: `http` (the parsed request). Nothing of the gateway's crate.
 
 use super::*;
 

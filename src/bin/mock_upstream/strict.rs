@@ -1,4 +1,5 @@
 //! What the real providers refuse, so that a translation they would reject fails our tests.
+//! Imports: nothing of the gateway's crate.
 
 use super::*;
 
