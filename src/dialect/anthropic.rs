@@ -3,20 +3,28 @@
 //! `message_start` and `content_block_start` carry. Read leniently: every field is optional, and
 //! a string field of another type reads as absent ([`LStr`]). Requests are not read through types
 //! at all (`request/`).
+//!
+//! A `tool_use` block's `input` is a type parameter: a JSON answer keeps it as the upstream's own
+//! text (`&RawValue`, so the OpenAI `arguments` keep the model's key order), while a stream, whose
+//! blocks start with `input: {}` and stream it as deltas, skips it (`IgnoredAny`). serde_json's
+//! raw values cannot be filled by sonic-rs, which reads the streams.
+//! Imports: `usage` (the usage wire type). Not `proxy`, `plan`, `metrics` or Pingora.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::LStr;
 use crate::usage::AnthropicUsage;
 
 /// A message: a JSON answer, or the one a stream's `message_start` opens.
 #[derive(Deserialize)]
-pub(super) struct Message<'a> {
+// Written out: serde would otherwise ask `Input: Default` for the defaulted fields.
+#[serde(bound(deserialize = "Input: Deserialize<'de>"))]
+pub(super) struct Message<'a, Input = IgnoredAny> {
     #[serde(default, borrow)]
     pub id: LStr<'a>,
     #[serde(default, borrow)]
-    pub content: Vec<Block<'a>>,
+    pub content: Vec<Block<'a, Input>>,
     #[serde(default, borrow)]
     pub stop_reason: LStr<'a>,
     #[serde(default)]
@@ -25,7 +33,8 @@ pub(super) struct Message<'a> {
 
 /// A content block (of any type: the fields of the ones the gateway translates).
 #[derive(Deserialize)]
-pub(super) struct Block<'a> {
+#[serde(bound(deserialize = "Input: Deserialize<'de>"))]
+pub(super) struct Block<'a, Input = IgnoredAny> {
     #[serde(rename = "type", default, borrow)]
     pub kind: LStr<'a>,
     #[serde(default, borrow)]
@@ -38,5 +47,5 @@ pub(super) struct Block<'a> {
     pub thinking: LStr<'a>,
     /// A `tool_use` block's input (a stream's block starts with `{}` and streams it as deltas).
     #[serde(default)]
-    pub input: Option<Value>,
+    pub input: Option<Input>,
 }

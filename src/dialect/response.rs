@@ -4,6 +4,8 @@
 //! (OpenAI's prompt tokens include cached ones, Anthropic's input tokens do not), and the model
 //! name as the caller asked for it. Error bodies keep their status and message and take the
 //! caller's shape. Pure.
+//! Imports: `error` (error shapes), `usage`, the wire types (`openai`, `anthropic`). Not `proxy`,
+//! `plan`, `metrics` or Pingora.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -56,7 +58,8 @@ struct OpenAiToolCall<'a> {
 #[derive(Serialize)]
 struct OpenAiFunction<'a> {
     name: Option<&'a str>,
-    arguments: String,
+    /// A JSON string literal (`scan::put_json_as_string`).
+    arguments: Box<RawValue>,
 }
 
 /// serde reads a struct from a JSON array too; a response must be an object.
@@ -70,7 +73,7 @@ fn require_object(body: &[u8]) -> Result<(), TranslateError> {
 /// Anthropic message → OpenAI chat completion.
 pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Result<Vec<u8>, TranslateError> {
     require_object(body)?;
-    let msg: anthropic::Message<'_> = serde_json::from_slice(body)
+    let msg: anthropic::Message<'_, &RawValue> = serde_json::from_slice(body)
         .map_err(|e| TranslateError::new("response", format!("upstream response is not an Anthropic message: {e}")))?;
     let mut text: Option<String> = None;
     let mut reasoning: Option<String> = None;
@@ -82,7 +85,14 @@ pub fn anthropic_to_openai(body: &[u8], caller_model: &str, created: u64) -> Res
                 reasoning.get_or_insert_with(String::new).push_str(block.thinking.get().unwrap_or_default())
             }
             Some("tool_use") => {
-                let input = block.input.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string);
+                // The model's own text, compacted by the rule the request translator uses: its
+                // key order is kept.
+                let input = block.input.map_or("{}", RawValue::get);
+                let mut literal = Vec::with_capacity(input.len() + 16);
+                super::scan::put_json_as_string(&mut literal, input.as_bytes());
+                // Valid UTF-8 and one JSON string by construction; checked, never assumed.
+                let literal = String::from_utf8(literal).ok().and_then(|l| RawValue::from_string(l).ok());
+                let input = literal.ok_or_else(|| TranslateError::new("response", "unreadable tool_use input"))?;
                 tool_calls.push(OpenAiToolCall {
                     id: block.id.get(),
                     kind: "function",
@@ -300,11 +310,11 @@ mod tests {
             out,
             r#"{"id":"msg_x","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"c","name":"f","input":{"b":2,"a":1}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":6,"cache_creation_input_tokens":0,"cache_read_input_tokens":4,"output_tokens":2}}"#
         );
-        let body = br#"{"id":"m1","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"f","input":{"a":1}}],"stop_reason":"tool_use","usage":{"input_tokens":6,"cache_read_input_tokens":4,"output_tokens":2}}"#;
+        let body = br#"{"id":"m1","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"f","input":{ "b": 2, "a": {"d": 1, "c": "x \"y\""} }}],"stop_reason":"tool_use","usage":{"input_tokens":6,"cache_read_input_tokens":4,"output_tokens":2}}"#;
         let out = String::from_utf8(anthropic_to_openai(body, "m", 7).expect("translates")).expect("utf-8");
         assert_eq!(
             out,
-            r#"{"id":"m1","object":"chat.completion","created":7,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}}}"#
+            r#"{"id":"m1","object":"chat.completion","created":7,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{\"b\":2,\"a\":{\"d\":1,\"c\":\"x \\\"y\\\"\"}}"}}],"refusal":null},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}}}"#
         );
     }
 
