@@ -1,5 +1,8 @@
 //! The `cheapmodel` command line: run (default), `check`, `hash-key`, `new-key`, `usage`.
 //! Pingora's own flags (`-d` daemon, `-u` upgrade, `-t` test) are kept as they are.
+//! Imports: everything it wires (`config`, `registry`, `reload`, `proxy`, `tasks`, `ledger`,
+//! `limits`, `metrics`, `access_log`, `auth`, `memory`, `money`) and Pingora's server: the wiring
+//! point, so the one module besides `main` that may import them all.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! Request path: `proxy` (Pingora glue) → `auth` (key from header bytes) → `proxy::body` (read the
 //! body once) → `peek` (model/stream without a DOM) → `registry` (pinned upstream) →
 //! `proxy::upstream` (minimal header rewrite) → `usage`/`cost`/`metrics`/`access_log` on the way back.
+//! Imports: the module list only.
 
 /// Access log (one JSON line per request, off the request thread).
 pub mod access_log;

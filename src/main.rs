@@ -1,4 +1,5 @@
 //! `cheapmodel`: wiring only; see `cli`.
+//! Imports: `cli` only.
 
 use clap::Parser;
 

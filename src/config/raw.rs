@@ -1,6 +1,8 @@
 //! Serde mirror of the YAML config file. No logic and no pingora types: `config::load` validates
 //! this into a `registry::Snapshot`. `deny_unknown_fields` everywhere so a typo is an error that
 //! names its field path, never a silently ignored setting.
+//! Imports: `ledger` and `limits` (their own config sections). Not `registry`, `proxy` or Pingora:
+//! no logic here.
 
 use std::collections::BTreeMap;
 

@@ -3,6 +3,7 @@
 //! (GitHub's `bpe-openai`, exact o200k token counts for text), marked as an estimate by the proxy.
 //! Text, tool definitions and tool inputs are counted exactly as o200k text; images and documents,
 //! whose real cost depends on pixels and pages the gateway does not decode, get a flat allowance.
+//! Imports: nothing of the gateway's. Not `proxy`, `plan`, `metrics` or Pingora.
 
 use serde_json::Value;
 

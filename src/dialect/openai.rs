@@ -4,6 +4,7 @@
 //! string field of another type reads as absent ([`LStr`]), so an odd field from an upstream
 //! never makes a whole answer or event unreadable. Requests are not read through types at all
 //! (`request/`).
+//! Imports: `usage` (the usage wire type). Not `proxy`, `plan`, `metrics` or Pingora.
 
 use serde::Deserialize;
 use serde_json::Value;

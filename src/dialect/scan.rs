@@ -12,6 +12,8 @@
 //! ([`Scan::drop_value`]), a refusal is a [`Fault`] at an address, and both become paths in one
 //! forward pass ([`paths_at`]) only when there is something to report. Addresses (not offsets) so
 //! that sub-scanners over slices of the body (message contents read later) mean the same thing.
+//! Imports: `peek` (the string-end scan it shares with the model peek). Not `proxy`, `plan`,
+//! `metrics` or Pingora.
 
 use std::borrow::Cow;
 

@@ -11,6 +11,7 @@
 //!
 //! This is the gateway's only SSE parser: the stream translators and the same-dialect meter
 //! (`usage::StreamMeter`) both read through it.
+//! Imports: nothing of the gateway's. Not `proxy`, `metrics` or Pingora.
 
 /// The most an event may hold across chunks (its data lines and its unfinished line). Past it the
 /// decoder drops that event, skips to its end (the next blank line) and goes on with the next one

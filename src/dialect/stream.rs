@@ -17,6 +17,8 @@
 //! `input_json_delta`, stop) when the stream finishes, and so is text or reasoning that arrives
 //! after a tool block opened. OpenAI sends usage after the `finish_reason` chunk, so
 //! `message_delta` waits for the usage chunk (or `[DONE]`, or the end of the body).
+//! Imports: `error`, `usage`, `sse`, the wire types (`openai`, `anthropic`). Not `proxy`, `plan`,
+//! `metrics` or Pingora.
 
 use std::borrow::Cow;
 

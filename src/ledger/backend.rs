@@ -6,6 +6,8 @@
 //! blocking `postgres` client (rust-postgres, the maintained pure-Rust driver under tokio-postgres).
 //! The writer is one thread with one connection, so no pool is needed; reports open their own
 //! short-lived connection.
+//! Imports: `cost`, `money`, `usage`, and the ledger's `Row` and `sqlite_insert`. Not `proxy`,
+//! `metrics` or Pingora.
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! days (both ends inclusive). One SQL text for both databases (`totals_sql`), one parser of its
 //! rows, one set of field names for the command line (`cheapmodel usage`) and `GET /v1/usage`.
 //! Sums come back as text and are parsed as `i128`, so a total is never rounded or wrapped.
+//! Imports: `money`, `ledger::backend`. Not `proxy`, `metrics` or Pingora.
 
 use serde_json::Value;
 

@@ -4,6 +4,8 @@
 //! is idempotent, so a replay cut short is simply replayed again) and then empties it. A file whose
 //! lock nobody holds belongs to a process that is gone (a crash, an upgrade's old process): it is
 //! replayed and removed by whichever process gets its lock first.
+//! Imports: `auth::hex` (file names) and the ledger's `Row`. Not `backend`, `proxy`, `metrics` or
+//! Pingora.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

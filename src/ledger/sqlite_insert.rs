@@ -7,6 +7,7 @@
 //! the step, and the bindings are cleared before `run` returns, so no pointer outlives the row.
 //!
 //! This is the ledger's only `unsafe` code; the rest of `backend` uses rusqlite's safe API.
+//! Imports: `ledger::backend`'s row layout. Nothing else of the gateway's.
 
 use std::ffi::{c_int, CStr};
 use std::ptr::NonNull;

@@ -1,6 +1,8 @@
 //! The ledger's writer thread: batches rows from the queue, writes them to the database, spools
 //! them when it cannot, replays the spool when it can again, and counts what landed (`account`).
 //! Blocking IO on purpose: it runs on its own thread, never on Pingora's.
+//! Imports: `metrics` (the ledger's counters), `ledger::backend`, `ledger::spool`. Not `proxy` or
+//! Pingora.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -12,6 +12,7 @@
 //! Limit of the trick: without a Content-Length the tail cannot be aimed at, so a body over
 //! 64 KiB without one (chunked HTTP/1.1, h2 without `content-length`) is answered 411, never left
 //! hanging. See `../shared/PINGORA.md` §1.4; re-run the body-size tests on every pingora bump.
+//! Imports: `error`, Pingora's session. Not `dialect`, `ledger` or `metrics`.
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;

@@ -1,4 +1,6 @@
 //! Responses the gateway writes itself: errors in the caller's dialect, `/v1/models`, `/healthz`.
+//! Imports: `error`, `registry`, Pingora's session. Not `dialect` (error bodies come from `error`),
+//! `ledger` or `metrics`.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;

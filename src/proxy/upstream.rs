@@ -5,6 +5,7 @@
 //! a default `anthropic-version` for Anthropic upstreams when the caller sent none, `x-request-id`,
 //! `Expect` (already answered by the gateway) and `Accept-Encoding` (identity, so usage can be
 //! read from the response without decompressing it). Every other header passes unchanged.
+//! Imports: `error`, `registry`, Pingora's headers and peers. Not `dialect`, `ledger` or `metrics`.
 
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;

@@ -1,6 +1,8 @@
 //! A small HTTP client for the task legs the gateway drives itself (submit and poll),
 //! on Pingora's connector so it shares the proxy's TLS stack (rustls) and connection pooling.
 //! Replies are read whole and bounded; every call has a total deadline.
+//! Imports: `registry`, `proxy::upstream` (the peer and the upstream's key), Pingora's connector.
+//! Not `dialect`, `ledger` or `metrics`.
 
 use std::time::Duration;
 

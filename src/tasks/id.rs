@@ -4,6 +4,7 @@
 //! sha256), and the MAC is HMAC-SHA256 with the task secret. Any gateway instance with the same
 //! secret can answer a poll without shared state, a restart keeps relayed tasks alive, and a
 //! forged or altered id fails the MAC. Pure.
+//! Imports: `auth::hex`. Nothing that does IO.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;

@@ -1,6 +1,7 @@
 //! Where the gateway keeps the tasks it runs itself (OpenAI's synchronous image and speech calls)
 //! and their results. `TaskStore` is the seam for a shared store (several instances); the
 //! embedded `MemoryStore` is bounded in entries and bytes and forgets results after a TTL.
+//! Imports: the task types of `tasks`. Not `proxy`, `ledger` or Pingora.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

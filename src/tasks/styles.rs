@@ -2,6 +2,7 @@
 //! portable request and map it to an upstream's body; read an upstream's submit and poll answers
 //! into one `TaskState`. Upstream status words never leak: each style's words are mapped to
 //! pending | processing | completed | failed, anything unknown counts as processing.
+//! Imports: `registry` (the upstream's style). Not `proxy`, `ledger`, `metrics` or Pingora.
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,7 @@
 //! OpenAI chat-completions request → Anthropic messages request, in one pass over the body. The
 //! rules, and what is dropped or refused, are listed in `request/mod.rs` and the README.
+//! Imports: `scan` and `request/mod.rs`'s shared helpers. Not the answer or stream translators,
+//! `proxy` or Pingora.
 
 use super::super::scan::{
     anchor, dropped_at, fields, put_str, put_text, put_uint, sep, unescape_into, Fault, Scan, Seen, Str, R,

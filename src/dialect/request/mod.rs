@@ -46,6 +46,8 @@
 //! - Text blocks are joined: system and tool-result texts with `"\n\n"` (separate items),
 //!   assistant texts with nothing (pieces of one reply, e.g. split by citations).
 //! - `max_tokens` is required (as Anthropic requires it).
+//!
+//! Imports: `scan`. Not the answer or stream translators, `proxy`, `plan` or Pingora.
 
 mod from_anthropic;
 mod from_openai;
