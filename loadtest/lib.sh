@@ -3,7 +3,8 @@
 
 CM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CM_LT="$CM_ROOT/loadtest"
-CM_BIN="$CM_ROOT/target/release/cheapmodel"
+# CM_BIN may name another build of the gateway (an A/B against an older commit's binary).
+CM_BIN="${CM_BIN:-$CM_ROOT/target/release/cheapmodel}"
 CM_MOCK_BIN="$CM_ROOT/target/release/mock-upstream"
 CM_PIDS=()
 
