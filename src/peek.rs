@@ -47,7 +47,7 @@ pub struct Peek<'a> {
 pub const MAX_DEPTH: usize = 128;
 
 /// The index after `i` and the whitespace there.
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while b.get(i).is_some_and(u8::is_ascii_whitespace) {
         i += 1;
     }
@@ -269,7 +269,16 @@ pub fn top_level_value_near_end<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]>
 /// the members after it lead exactly to the object's closing brace, the last byte but whitespace.
 /// A key nested anywhere deeper leaves a bracket to close first, and fails that test.
 fn member_at_end<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let ws = |i: usize| skip_ws(b, i);
+    let start = member_value_near_end(b, key)?;
+    let end = end_of_value(b, start);
+    let value = b.get(start..end).filter(|v| !v.is_empty())?;
+    closes_top_level_object(b, end).then_some(value)
+}
+
+/// Where the value of the last `"key":` in `b` starts, if that key can be a member of the
+/// top-level object (the first half of `member_at_end`'s test: an unescaped quote opens it). The
+/// caller crosses the value, then asks `closes_top_level_object` about the rest.
+pub fn member_value_near_end(b: &[u8], key: &[u8]) -> Option<usize> {
     // memrchr on the key's first byte, not `memmem::rfind`: the key is usually a few hundred
     // bytes from the end, and building a searcher per call costs more than that walk.
     let first = *key.first()?;
@@ -282,27 +291,30 @@ fn member_at_end<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     if !matches!(b[before], b',' | b'{') {
         return None;
     }
-    let colon = ws(at + key.len() + 1);
+    let colon = skip_ws(b, at + key.len() + 1);
     if b.get(colon) != Some(&b':') {
         return None;
     }
-    let start = ws(colon + 1);
-    let end = end_of_value(b, start);
-    let value = b.get(start..end).filter(|v| !v.is_empty())?;
-    // The members after it, to the closing brace.
+    Some(skip_ws(b, colon + 1))
+}
+
+/// Whether the members from `end` (just after a member's value) lead exactly to the top-level
+/// object's closing brace, the last byte but whitespace (the second half of `member_at_end`).
+pub fn closes_top_level_object(b: &[u8], end: usize) -> bool {
+    let ws = |i: usize| skip_ws(b, i);
     let mut i = ws(end);
     while b.get(i) == Some(&b',') {
         i = ws(i + 1);
         if b.get(i) != Some(&b'"') {
-            return None;
+            return false;
         }
         i = ws(end_of_string(b, i));
         if b.get(i) != Some(&b':') {
-            return None;
+            return false;
         }
         i = ws(end_of_value(b, ws(i + 1)));
     }
-    (b.get(i) == Some(&b'}') && ws(i + 1) == b.len()).then_some(value)
+    b.get(i) == Some(&b'}') && ws(i + 1) == b.len()
 }
 
 /// The `(raw key, raw value)` pairs of the top-level object of `b`, in order (keys as written,

@@ -78,11 +78,18 @@ fn json_count(value: &[u8]) -> Option<Option<u64>> {
     if value == b"null" {
         return Some(None);
     }
-    let plain = !value.is_empty() && value.iter().all(u8::is_ascii_digit) && (value.len() == 1 || value[0] != b'0');
-    if !plain {
+    if value.is_empty() || value.len() > 1 && value[0] == b'0' {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok().map(Some)
+    let mut n: u64 = 0;
+    for &c in value {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        // Past u64: not a count serde would take either.
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(Some(n))
 }
 
 /// The counts of `wanted` members of a usage object, in one structural pass; `None` when one of
@@ -164,9 +171,7 @@ impl Usage {
     /// Anthropic reports usage in pieces (`message_start`, then cumulative `message_delta`):
     /// a field that is present replaces the earlier value.
     fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
-        const WANTED: [&[u8]; 4] =
-            [b"input_tokens", b"output_tokens", b"cache_read_input_tokens", b"cache_creation_input_tokens"];
-        if let Some([input, output, cache_read, cache_write]) = counts(raw_usage.as_bytes(), WANTED) {
+        if let Some([input, output, cache_read, cache_write]) = counts(raw_usage.as_bytes(), ANTHROPIC_COUNTS) {
             self.merge_anthropic(input, output, cache_read, cache_write);
             return true;
         }
@@ -206,11 +211,17 @@ impl Usage {
 
 /// Usage of a complete (non-streaming) JSON response body, if it has any.
 ///
-/// The top-level `usage` value is located by a structural scan (`peek::top_level_value`), not a
-/// validating walk over `choices` / `content` (under callgrind that walk was about 9% of a whole
-/// request's instructions); the usage object itself is read strictly.
+/// Both dialects put `usage` at the end of an answer, so it is looked for there first
+/// (`peek::member_value_near_end`) and read in the same pass that crosses it (`read_counts`); the
+/// members after it must then close the top-level object. A usage object the one pass cannot read
+/// (a count that is not a plain integer, an escaped key), or a `usage` that is not top-level, goes
+/// the general way: located by a structural scan (`peek::top_level_value`), then read strictly.
+/// Neither walks `choices` / `content` (under callgrind that walk was about 9% of a whole
+/// request's instructions).
 pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
-    // Both dialects put `usage` at the end of an answer: looked for there first.
+    if let Some(u) = usage_at_end(dialect, body) {
+        return Some(u);
+    }
     let raw = crate::peek::top_level_value_near_end(body, b"usage")?;
     if raw.first() != Some(&b'{') {
         return None;
@@ -222,6 +233,89 @@ pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
         Dialect::Anthropic => u.apply_anthropic(raw),
     };
     ok.then_some(u)
+}
+
+/// The fast path of `from_json_body`: one pass over the last top-level `usage` object.
+fn usage_at_end(dialect: Dialect, body: &[u8]) -> Option<Usage> {
+    let start = crate::peek::member_value_near_end(body, b"usage")?;
+    let (usage, end) = match dialect {
+        Dialect::OpenAi => {
+            let (mut top, mut cached) = ([None; 2], [None; 1]);
+            let nested: Nested<'_> = (b"prompt_tokens_details", &[b"cached_tokens"], &mut cached);
+            let end = read_counts(body, start, &[b"prompt_tokens", b"completion_tokens"], &mut top, Some(nested))?;
+            (Usage::from_openai(top[0], top[1], cached[0]), end)
+        }
+        Dialect::Anthropic => {
+            let mut c = [None; 4];
+            let end = read_counts(body, start, &ANTHROPIC_COUNTS, &mut c, None)?;
+            let mut u = Usage::default();
+            u.merge_anthropic(c[0], c[1], c[2], c[3]);
+            (u, end)
+        }
+    };
+    crate::peek::closes_top_level_object(body, end).then_some(usage)
+}
+
+/// Anthropic's counts, in `merge_anthropic`'s order.
+const ANTHROPIC_COUNTS: [&[u8]; 4] =
+    [b"input_tokens", b"output_tokens", b"cache_read_input_tokens", b"cache_creation_input_tokens"];
+
+/// A member whose object holds counts too: its key, the counts wanted in it, where they go.
+type Nested<'a> = (&'a [u8], &'a [&'a [u8]], &'a mut [Option<u64>]);
+
+/// One pass over the object that opens at `b[i]`: each `wanted` member's count into `out` (at its
+/// index; `null` is absent), and the same for the members of the `nested` object (which may be
+/// `null`). Returns the index after the object. `None` when a wanted member is not a plain count,
+/// a key is escaped or the object is malformed: the strict reader then decides, so this pass never
+/// takes what serde would refuse. A repeated member: the last one counts (as `apply_openai_fast`).
+fn read_counts(
+    b: &[u8],
+    mut i: usize,
+    wanted: &[&[u8]],
+    out: &mut [Option<u64>],
+    mut nested: Option<Nested<'_>>,
+) -> Option<usize> {
+    use crate::peek::skip_ws;
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = crate::peek::string_end(b, i)?;
+        let key = &b[i + 1..key_end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        if let Some(k) = wanted.iter().position(|w| *w == key) {
+            let len = b[i..].iter().position(|c| matches!(c, b',' | b'}') || c.is_ascii_whitespace())?;
+            out[k] = json_count(&b[i..i + len])?;
+            i += len;
+        } else if let Some((_, inner, inner_out)) = nested.as_mut().filter(|n| n.0 == key) {
+            i = match b.get(i) {
+                Some(b'n') if b[i..].starts_with(b"null") => i + 4,
+                _ => read_counts(b, i, inner, inner_out, None)?,
+            };
+        } else {
+            i = crate::peek::end_of_value(b, i);
+        }
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return Some(i + 1),
+            _ => return None,
+        }
+    }
 }
 
 use sonic_rs::JsonValueTrait;
@@ -608,6 +702,64 @@ mod tests {
             "data: [DONE]\n\n",
         );
         assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+    }
+
+    #[test]
+    fn the_one_pass_reader_at_the_end_agrees_with_the_general_path() {
+        // Each body: the one pass (`usage_at_end`) either declines or gives exactly what locating
+        // `usage` and reading it strictly gives; and the bodies it should read, it reads.
+        let openai = [
+            (
+                true,
+                r#"{"id":"c","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":7,"total_tokens":28,"prompt_tokens_details":{"cached_tokens":5,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},"system_fingerprint":"fp"}"#,
+            ),
+            (
+                true,
+                r#"{ "usage" : { "prompt_tokens" : 7 , "completion_tokens" : null , "prompt_tokens_details" : null } } "#,
+            ),
+            (true, r#"{"usage":{}}"#),
+            (true, r#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1},"prompt_tokens":9}}"#),
+            (false, r#"{"usage":{"prompt_tokens":1.5,"completion_tokens":2}}"#),
+            (false, r#"{"usage":{"prompt_tokens":-1}}"#),
+            (true, r#"{"usage":{"prompt_tokens":18446744073709551615}}"#),
+            (false, r#"{"usage":{"prompt_tokens":18446744073709551616}}"#),
+            (false, r#"{"usage":{"prompt_\u0074okens":4}}"#),
+            (false, r#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":"2"}}}"#),
+            (false, r#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":[1]}}"#),
+            // Not top-level, or not closed: the general path decides.
+            (false, r#"{"a":{"usage":{"prompt_tokens":9}}}"#),
+            (false, r#"{"usage":{"prompt_tokens":2},"a":{"usage":{"prompt_tokens":9}}}"#),
+            (false, r#"{"usage":{"prompt_tokens":2}"#),
+            (false, r#"{"usage":{"prompt_tokens":2,}}"#),
+        ];
+        let anthropic = [
+            (
+                true,
+                r#"{"id":"m","content":[],"usage":{"input_tokens":12,"cache_creation_input_tokens":3,"cache_read_input_tokens":4,"output_tokens":9,"cache_creation":{"ephemeral_5m_input_tokens":3},"service_tier":"standard"}}"#,
+            ),
+            (true, r#"{"usage":{"output_tokens":9}}"#),
+            (false, r#"{"usage":{"input_tokens":2.0}}"#),
+            (false, r#"{"usage":{"input_tokens":01}}"#),
+        ];
+        for (dialect, cases) in [(Dialect::OpenAi, &openai[..]), (Dialect::Anthropic, &anthropic[..])] {
+            for (read_in_one_pass, body) in cases {
+                let fast = usage_at_end(dialect, body.as_bytes());
+                assert_eq!(fast.is_some(), *read_in_one_pass, "{body}");
+                let general = crate::peek::top_level_value_near_end(body.as_bytes(), b"usage").and_then(|raw| {
+                    let mut u = Usage::default();
+                    let raw = std::str::from_utf8(raw).ok()?;
+                    let ok = match dialect {
+                        Dialect::OpenAi => u.apply_openai(raw),
+                        Dialect::Anthropic => u.apply_anthropic(raw),
+                    };
+                    (ok && raw.starts_with('{')).then_some(u)
+                });
+                if let Some(fast) = fast {
+                    assert_eq!(Some(fast), general, "{body}");
+                }
+                assert_eq!(from_json_body(dialect, body.as_bytes()), general, "{body}");
+            }
+        }
     }
 
     #[test]
