@@ -3,11 +3,13 @@
 //! says one is needed, then carries the [`Decision`] out; every rule about *what* to do with a
 //! request lives here, once.
 //!
-//! Two steps, because a body is read only from an authenticated caller on a route that takes one:
-//! [`plan_head`] (route and auth, from the head alone), then [`plan_body`]. [`plan`] runs both, for
-//! callers that already hold the body (the unit tests below).
+//! [`route`] classifies the method and path once, giving the route and the caller's dialect
+//! together (the glue shapes every answer in that dialect, a refused route's included). Then two
+//! steps, because a body is read only from an authenticated caller on a route that takes one:
+//! [`plan_head`] (auth and what the head alone decides), then [`plan_body`]. [`plan`] runs all
+//! three, for callers that already hold the body (the unit tests below).
 //!
-//! Owns: routing (`route`, the caller's dialect), the auth order, model routing and allow-lists,
+//! Owns: routing (`route`, with the caller's dialect), the auth order, model routing and allow-lists,
 //! the count_tokens policy, the same-dialect body rewrite and the translation decision. May import
 //! auth, peek, registry, dialect, error and the media route types; never `pingora::proxy`,
 //! metrics or IO. Admission limits (per-key budgets) belong here too, beside auth and routing.
@@ -139,33 +141,41 @@ pub struct Caller {
     pub digest: [u8; 32],
 }
 
-/// The caller's dialect, for its errors: the endpoint's, else the `anthropic-version` header.
-pub fn caller_dialect(req: &RequestHeader) -> Dialect {
-    let p = req.uri.path().trim_end_matches('/');
-    if p == "/v1/messages" || p.starts_with("/v1/messages/") {
-        Dialect::Anthropic
-    } else if p == "/v1/chat/completions" {
-        Dialect::OpenAi
-    } else if req.headers.contains_key("anthropic-version") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
+/// What a request's method and path name, classified once: the route (or why there is none) and
+/// the caller's dialect, which every answer to it is shaped in, a refusal of the route included.
+#[derive(Debug)]
+pub struct Routed {
+    /// The endpoint's dialect (`/v1/messages...` is Anthropic's, `/v1/chat/completions` OpenAI's);
+    /// elsewhere Anthropic's when the `anthropic-version` header says so, else OpenAI's.
+    pub caller: Dialect,
+    /// The route, or the error that answers the request.
+    pub route: Result<Route, GatewayError>,
 }
 
 /// Classifies the method and path. A trailing slash names the same endpoint (the upstream gets
 /// the canonical path, `upstream::rewrite_request`).
-pub fn route(req: &RequestHeader) -> Result<Route, GatewayError> {
+pub fn route(req: &RequestHeader) -> Routed {
+    let path = req.uri.path();
+    let trimmed = path.trim_end_matches('/');
+    let caller = if trimmed == "/v1/messages" || trimmed.starts_with("/v1/messages/") {
+        Dialect::Anthropic
+    } else if trimmed == "/v1/chat/completions" || !req.headers.contains_key("anthropic-version") {
+        Dialect::OpenAi
+    } else {
+        Dialect::Anthropic
+    };
+    Routed { caller, route: classify(req, path, trimmed) }
+}
+
+fn classify(req: &RequestHeader, path: &str, trimmed: &str) -> Result<Route, GatewayError> {
     // A reverse proxy has no business with absolute-form targets (`POST http://host/...`): refuse
     // them rather than guess which host was meant. (h2's :scheme/:authority are not that.)
     if !req.raw_path().starts_with(b"/") {
         return Err(GatewayError::BadRequest("Absolute-form request targets are not accepted: send the path only."));
     }
-    let path = req.uri.path();
     let method = &req.method;
     let not_found = || GatewayError::NotFound { method: method.to_string(), path: path.to_string() };
     let not_allowed = || GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() };
-    let trimmed = path.trim_end_matches('/');
     if let Some(rest) = trimmed.strip_prefix("/v1/tasks/") {
         let (id, content) = match rest.strip_suffix("/content") {
             Some(id) => (id, true),
@@ -216,9 +226,9 @@ fn usage_query(req: &RequestHeader, key: &Key) -> Result<crate::ledger::report::
     Ok(q)
 }
 
-/// Step one: route and authenticate from the head alone.
-pub fn plan_head(req: &RequestHeader, snapshot: &Snapshot) -> Head {
-    let route = match route(req) {
+/// Step one: authenticate and decide from the head alone, on the request's `route` (`route()`).
+pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapshot: &Snapshot) -> Head {
+    let route = match route {
         Ok(Route::Health) => return Head::Done(Decision::Local(Local::Health), None),
         Ok(r) => r,
         Err(e) => {
@@ -254,7 +264,7 @@ pub fn plan_body(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Byt
 
 /// Both steps, for a caller that holds the body already.
 pub fn plan(req: &RequestHeader, snapshot: &Snapshot, body: &Bytes) -> Decision {
-    match plan_head(req, snapshot) {
+    match plan_head(req, route(req).route, snapshot) {
         Head::Done(d, _) => d,
         Head::NeedsBody(route, caller) => plan_body(&route, &caller, snapshot, body),
     }
@@ -419,6 +429,10 @@ keys:
         r
     }
 
+    fn head(r: &RequestHeader, s: &Snapshot) -> Head {
+        plan_head(r, route(r).route, s)
+    }
+
     fn decide(method: &str, path: &str, key: Option<&str>, body: &str) -> Decision {
         plan(&req(method, path, key), &snapshot(), &Bytes::from(body.to_owned()))
     }
@@ -455,20 +469,28 @@ keys:
         ];
         for (method, path, want, dialect) in cases {
             let r = req(method, path, None);
-            assert_eq!(route(&r).as_ref(), Ok(want), "{method} {path}");
-            assert_eq!(caller_dialect(&r), *dialect, "{method} {path}");
+            let routed = route(&r);
+            assert_eq!(routed.route.as_ref(), Ok(want), "{method} {path}");
+            assert_eq!(routed.caller, *dialect, "{method} {path}");
         }
     }
 
     #[test]
     fn route_rejections() {
-        let not_found = |p: &str| matches!(route(&req("GET", p, None)), Err(GatewayError::NotFound { .. }));
+        let not_found = |p: &str| matches!(route(&req("GET", p, None)).route, Err(GatewayError::NotFound { .. }));
         assert!(not_found("/v1/nothing"));
         assert!(not_found("/v1/tasks/"));
         assert!(not_found("/v1/tasks/a/b"));
-        assert!(matches!(route(&req("GET", "/v1/chat/completions", None)), Err(GatewayError::MethodNotAllowed { .. })));
-        assert!(matches!(route(&req("POST", "/v1/tasks/t", None)), Err(GatewayError::MethodNotAllowed { .. })));
-        assert!(matches!(route(&req("POST", "http://evil/v1/messages", None)), Err(GatewayError::BadRequest(_))));
+        let refused = |m: &str, p: &str| route(&req(m, p, None)).route.err();
+        assert!(matches!(refused("GET", "/v1/chat/completions"), Some(GatewayError::MethodNotAllowed { .. })));
+        assert!(matches!(refused("POST", "/v1/tasks/t"), Some(GatewayError::MethodNotAllowed { .. })));
+        assert!(matches!(refused("POST", "http://evil/v1/messages"), Some(GatewayError::BadRequest(_))));
+        // A refused route is still answered in the caller's dialect.
+        assert_eq!(route(&req("POST", "/v1/messages/nothing", None)).caller, Dialect::Anthropic);
+        assert_eq!(route(&req("POST", "http://evil/v1/messages", None)).caller, Dialect::Anthropic);
+        let mut models = req("GET", "/v1/models/", None);
+        models.insert_header("anthropic-version", "2023-06-01").expect("insert");
+        assert_eq!(route(&models).caller, Dialect::Anthropic, "no endpoint dialect: the header decides");
     }
 
     #[test]
@@ -485,10 +507,10 @@ keys:
     #[test]
     fn the_body_is_needed_only_after_auth_on_body_routes() {
         let s = snapshot();
-        assert!(matches!(plan_head(&req("POST", "/v1/messages", None), &s), Head::Done(Decision::Reject(_), None)));
-        assert!(matches!(plan_head(&req("POST", "/v1/messages", Some(KEY)), &s), Head::NeedsBody(Route::Chat(_), _)));
+        assert!(matches!(head(&req("POST", "/v1/messages", None), &s), Head::Done(Decision::Reject(_), None)));
+        assert!(matches!(head(&req("POST", "/v1/messages", Some(KEY)), &s), Head::NeedsBody(Route::Chat(_), _)));
         assert!(matches!(
-            plan_head(&req("GET", "/v1/tasks/t1", Some(KEY)), &s),
+            head(&req("GET", "/v1/tasks/t1", Some(KEY)), &s),
             Head::Done(Decision::Task(TaskCall::Poll(_), _), Some(_))
         ));
     }

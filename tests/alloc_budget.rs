@@ -98,7 +98,7 @@ fn chat_body(model: &str, stream: bool) -> Bytes {
 /// whether it was translated.
 fn plan_and_rewrite(snapshot: &cheapmodel::registry::Snapshot, body: &Bytes) -> ([u64; 3], bool) {
     let mut req = sdk_request(b"/v1/chat/completions", body.len(), ("authorization", format!("Bearer {KEY}")));
-    let (head, planned) = count(|| plan::plan_head(&req, snapshot));
+    let (head, planned) = count(|| plan::plan_head(&req, plan::route(&req).route, snapshot));
     let Head::NeedsBody(route, caller) = planned else { panic!("needs a body") };
     let (body_n, decision) = count(|| plan::plan_body(&route, &caller, snapshot, body));
     let Decision::Forward(forward) = decision else { panic!("forward") };

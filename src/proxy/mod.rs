@@ -83,11 +83,16 @@ impl Gateway {
     /// Plans the request (`plan`), reading the body when the head says one is needed, and
     /// carries out what needs IO: task calls and the token estimate. Leaves a forward in
     /// `ctx.forward`; returns the error to answer, if any.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<GatewayError>, BodyError> {
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: Result<plan::Route, GatewayError>,
+    ) -> Result<Option<GatewayError>, BodyError> {
         let snapshot = self.registry.current();
         ctx.snapshot = Some(snapshot.clone());
         let mut body = Bytes::new();
-        let (decision, caller) = match plan::plan_head(session.req_header(), &snapshot) {
+        let (decision, caller) = match plan::plan_head(session.req_header(), route, &snapshot) {
             plan::Head::Done(decision, caller) => (decision, caller),
             plan::Head::NeedsBody(route, caller) => {
                 body = body::read_full_body(session, snapshot.max_request_body).await?;
@@ -302,10 +307,13 @@ impl ProxyHttp for Gateway {
     /// model, or answers an error itself (`Ok(true)`).
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Instant::now();
-        ctx.caller = plan::caller_dialect(session.req_header());
+        // One classification of the path: the dialect every answer takes, and the route `admit`
+        // plans on.
+        let routed = plan::route(session.req_header());
+        ctx.caller = routed.caller;
         (ctx.request_id, ctx.request_id_from_caller) = self.request_ids.for_request(session.req_header());
         session.set_read_timeout(Some(self.settings.client_read_timeout));
-        let outcome = match self.admit(session, ctx).await {
+        let outcome = match self.admit(session, ctx, routed.route).await {
             Ok(o) => o,
             Err(BodyError::Reject(e)) => Some(e),
             Err(BodyError::Io(e)) => return Err(e),
