@@ -47,8 +47,6 @@ pub struct RequestCtx {
     pub key: Option<Arc<Key>>,
     /// Where the request goes upstream, once decided (`None`: answered by the gateway itself).
     pub leg: Option<UpstreamLeg>,
-    /// The caller asked for a stream.
-    pub stream: bool,
     /// The gateway's own error, if it answered one.
     pub error: Option<GatewayError>,
     /// When the upstream leg started (peer chosen).
@@ -85,7 +83,6 @@ impl RequestCtx {
             request_id_from_caller: false,
             key: None,
             leg: None,
-            stream: false,
             error: None,
             upstream_started: None,
             ttfb: None,

@@ -186,7 +186,6 @@ impl Gateway {
                     }
                     ctx.dropped = dialect::dropped_header_value(&forward.dropped);
                 }
-                ctx.stream = forward.stream;
                 ctx.leg = Some(UpstreamLeg::Forward(forward));
             }
         }
