@@ -96,7 +96,12 @@ pub fn rewrite_request(
     // A static value: no allocation per request.
     req.insert_header(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"))?;
     let mut len = itoa::Buffer::new();
-    req.insert_header(http::header::CONTENT_LENGTH, len.format(body_len))?;
+    let len = len.format(body_len);
+    // The caller's own header when it already says so (a body passed as it came): one header
+    // write less, and the name keeps the caller's spelling.
+    if req.headers.get(http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() != len.as_bytes()) {
+        req.insert_header(http::header::CONTENT_LENGTH, len)?;
+    }
     req.insert_header("x-request-id", request_id)?;
     Ok(())
 }
@@ -123,6 +128,37 @@ pub fn rewrite_download(req: &mut RequestHeader, upstream: &Upstream, path: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wire(req: &RequestHeader) -> String {
+        let mut out = Vec::new();
+        req.header_to_h1_wire(&mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_content_length_that_still_holds_is_left_as_the_caller_wrote_it() {
+        let yaml = r#"
+server: { listen: ["127.0.0.1:1"] }
+upstreams: { openai: { url: "http://127.0.0.1:9", dialect: openai } }
+models: { gpt-5.5: { upstream: openai } }
+keys: []
+"#;
+        let snapshot = crate::config::load_str(yaml, &|_| None).expect("test config").snapshot;
+        let upstream = &snapshot.model("gpt-5.5").expect("model").upstream;
+        let caller = || {
+            let mut r = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("header");
+            r.append_header("content-length", "42").expect("append");
+            r
+        };
+        let mut same = caller();
+        rewrite_request(&mut same, upstream, 42, "req_1", false).expect("rewrite");
+        let same = wire(&same);
+        assert!(same.contains("content-length: 42\r\n") && !same.contains("Content-Length"), "{same}");
+        let mut spliced = caller();
+        rewrite_request(&mut spliced, upstream, 45, "req_1", false).expect("rewrite");
+        let spliced = wire(&spliced);
+        assert!(spliced.contains("Content-Length: 45\r\n") && !spliced.contains(": 42"), "{spliced}");
+    }
 
     #[test]
     fn paths_go_under_the_base_path() {
