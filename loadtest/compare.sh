@@ -10,7 +10,8 @@
 # Layout on 2 cores: the proxy under test alone on CPU 1 with one worker (nginx worker_processes 1,
 # haproxy nbthread 1, gateway threads: 1); mock-upstream (--threads 1 --no-record), wrk and k6 on CPU 0.
 # Per target: (a) wrk -t1 -c64 closed-loop throughput, (b) proxy CPU time per request from
-# /proc/PID/stat around the wrk run, (c) k6 constant-arrival-rate 500 req/s latency p50/p90/p99,
+# /proc/PID/stat around the wrk run, (c) k6 constant-arrival-rate 500 req/s latency p50/p90/p99
+# and the proxy's CPU per request at that rate (idle-time cost: wake-ups, timers),
 # (d) proxy RSS idle (before any load) and peak (VmHWM). Plus SSE time-to-first-event, direct vs
 # gateway, with x-mock-event-delay-ms: 20 (median of 20 requests each). When
 # target/release/examples/bare_pingora exists (loadtest/bare_pingora.rs), it is measured too, as
@@ -47,6 +48,9 @@ HZ=$(getconf CLK_TCK)
 T_START=$(date +%s)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }      # utime + stime, all threads
+# CPU time of every live thread of PID in nanoseconds (schedstat): the k6 phase runs a few thousand
+# requests, too few for the 10 ms ticks of /proc/PID/stat to resolve.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # "busy0 total0 busy1 total1 proc0 proc1" in ticks for CPU 0 and CPU 1
 # (busy = user+nice+system+irq+softirq+steal; proc = user+nice+system, i.e. time charged to processes)
@@ -81,7 +85,7 @@ probe() {
 
 # measure NAME URL PROXY_PID(or -)
 measure() {
-  local name=$1 url=$2 pid=$3 rss_idle=null hwm=null cpu_us=null t0 t1 wrk_line k6rc=0 s0 s1
+  local name=$1 url=$2 pid=$3 rss_idle=null hwm=null cpu_us=null t0 t1 wrk_line k6rc=0 s0 s1 n0=0 n1=0
   cm_log "[$name] $url"
   [[ $pid != - ]] && rss_idle=$(status_kb "$pid" VmRSS)      # idle: before any request
   probe "$url" || cm_die "[$name] probe request failed"
@@ -112,7 +116,7 @@ measure() {
   fi
   cm_log "[$name] wrk: $wrk_line cpu_us_per_req=$cpu_us cpu0/cpu1/other busy%=$busy"
   sleep 1
-  [[ $pid != - ]] && t0=$(cpu_ticks "$pid")
+  [[ $pid != - ]] && t0=$(cpu_ticks "$pid") && n0=$(cpu_ns "$pid")
   m0=$(cpu_ticks "$MOCK_REAL_PID")
   s0=$(cpu_stat)
   k6rc=$(
@@ -125,13 +129,14 @@ measure() {
   )
   s1=$(cpu_stat)
   m1=$(cpu_ticks "$MOCK_REAL_PID")
-  [[ $pid != - ]] && t1=$(cpu_ticks "$pid")
+  [[ $pid != - ]] && t1=$(cpu_ticks "$pid") && n1=$(cpu_ns "$pid")
   k6other=$(busy_pct "$s0" "$s1" "$((m1 - m0 + t1 - t0))" "$WORK/$name.k6-times" | awk '{print $3}')
   [[ -s $WORK/$name.k6.json ]] || cm_die "[$name] k6 failed: $(tail -n 20 "$WORK/$name.k6.log")"
   [[ $pid != - ]] && hwm=$(status_kb "$pid" VmHWM)
-  python3 - "$name" "$wrk_line" "$WORK/$name.k6.json" "$cpu_us" "$rss_idle" "$hwm" "$k6rc" "$busy" "$k6other" >>"$RES" <<'PY'
+  python3 - "$name" "$wrk_line" "$WORK/$name.k6.json" "$cpu_us" "$rss_idle" "$hwm" "$k6rc" "$busy" "$k6other" \
+    "$((n1 - n0))" >>"$RES" <<'PY'
 import json, sys
-name, wrk, k6f, cpu, idle, hwm, k6rc, busy, k6other = sys.argv[1:]
+name, wrk, k6f, cpu, idle, hwm, k6rc, busy, k6other, rate_ns = sys.argv[1:]
 m = json.load(open(k6f))["metrics"]
 d = m["http_req_duration"]
 j = lambda v: None if v == "null" else float(v)
@@ -140,7 +145,9 @@ print(json.dumps({"name": name, "wrk": json.loads(wrk), "cpu_us": j(cpu), "rss_i
                   "rss_peak_kb": j(hwm), "k6": {"p50": d["med"], "p90": d["p(90)"], "p99": d["p(99)"],
                   "reqs": m["http_reqs"]["count"], "rate": m["http_reqs"]["rate"],
                   "failed": m["http_req_failed"]["value"], "checks": m["checks"]["value"], "rc": int(k6rc),
-                  "other": int(k6other)}}))
+                  "other": int(k6other),
+                  # the proxy's CPU per request at the constant rate (None for `direct`: no proxy)
+                  "cpu_us": int(rate_ns) / 1000 / m["http_reqs"]["count"] if int(rate_ns) > 0 else None}}))
 PY
   cm_log "[$name] k6 ${RATE}/s: $(tail -n1 "$RES" | python3 -c 'import json,sys; k=json.load(sys.stdin)["k6"]; print("p50=%.3fms p90=%.3fms p99=%.3fms failed=%.2f%% other=%d%%" % (k["p50"], k["p90"], k["p99"], k["failed"]*100, k["other"]))')"
 }

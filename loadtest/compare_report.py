@@ -41,26 +41,27 @@ L.append(f"Request: OpenAI JSON chat completion (gpt-5.5), POST /v1/chat/complet
          f"one worker; mock-upstream (1 thread), wrk and k6 on CPU 0. wrk -t1 -c64 -d{dur}s; k6 constant-arrival-rate "
          f"{rate} req/s for {dur}s. Run took {elapsed}s.")
 L.append("")
-L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
-L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | CPU µs/req @{rate}/s | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 direct_p99 = rows.get("direct", {}).get("k6", {}).get("p99")
 for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway", "gateway-noledger", "gateway-limited"):
     r = rows.get(n)
     if not r:
         if n not in ("pingora-bare", "gateway-noledger", "gateway-limited"):
-            L.append(f"| {n} | (not measured) ||||||||||")
+            L.append(f"| {n} | (not measured) |||||||||||")
         continue
     w, k = r["wrk"], r["k6"]
     added = "—" if n == "direct" or direct_p99 is None else f"{k['p99'] - direct_p99:+.3f}"
-    L.append(f"| {n} | {f1(w['rps'],0)} | {w['non2xx'] + w['errors']} | {'/'.join(map(str, r['busy']))} | {f1(r['cpu_us'])} | {k['p50']:.3f} | {k['p90']:.3f} | "
+    L.append(f"| {n} | {f1(w['rps'],0)} | {w['non2xx'] + w['errors']} | {'/'.join(map(str, r['busy']))} | {f1(r['cpu_us'])} | "
+             f"{f1(k.get('cpu_us'))} | {k['p50']:.3f} | {k['p90']:.3f} | "
              f"{k['p99']:.3f} | {added} | {k['failed']*100:.2f}% / {k.get('other', '?')} | {mb(r['rss_idle_kb'])} | {mb(r['rss_peak_kb'])} |")
 L.append("")
 g = rows.get("gateway")
 if g:
     L.append("Gateway relative to the plain proxies (throughput and CPU: >1× means the gateway is higher):")
     L.append("")
-    L.append("| gateway ÷ | wrk req/s | CPU µs/req | added p99 (ms, gateway vs it) | RSS peak |")
-    L.append("|---|---:|---:|---:|---:|")
+    L.append(f"| gateway ÷ | wrk req/s | CPU µs/req | CPU µs/req @{rate}/s | added p99 (ms, gateway vs it) | RSS peak |")
+    L.append("|---|---:|---:|---:|---:|---:|")
     for n in ("haproxy", "nginx", "pingora-bare", "gateway-noledger"):
         b = rows.get(n)
         if not b:
@@ -68,7 +69,8 @@ if g:
         gp = g["k6"]["p99"] - direct_p99 if direct_p99 is not None else None
         bp = b["k6"]["p99"] - direct_p99 if direct_p99 is not None else None
         ap = "—" if gp is None else f"{gp:+.3f} vs {bp:+.3f}"
-        L.append(f"| {n} | {ratio(g['wrk']['rps'], b['wrk']['rps'])} | {ratio(g['cpu_us'], b['cpu_us'])} | {ap} | "
+        L.append(f"| {n} | {ratio(g['wrk']['rps'], b['wrk']['rps'])} | {ratio(g['cpu_us'], b['cpu_us'])} | "
+                 f"{ratio(g['k6'].get('cpu_us'), b['k6'].get('cpu_us'))} | {ap} | "
                  f"{ratio(g['rss_peak_kb'], b['rss_peak_kb'])} |")
     L.append("")
 lim, nol = rows.get("gateway-limited"), rows.get("gateway-noledger")
