@@ -5,10 +5,10 @@
 //! at all (`request/`).
 //!
 //! A `tool_use` block's `input` is a type parameter: a JSON answer keeps it as the upstream's own
-//! text (`&RawValue`, so the OpenAI `arguments` keep the model's key order), while a stream, whose
-//! blocks start with `input: {}` and stream it as deltas, skips it (`IgnoredAny`). serde_json's
-//! raw values cannot be filled by sonic-rs, which reads the streams.
-//! Imports: `usage` (the usage wire type). Not `proxy`, `plan`, `metrics` or Pingora.
+//! text (serde_json's `&RawValue`, so the OpenAI `arguments` keep the model's key order); a stream,
+//! read with sonic-rs, which cannot fill a serde_json raw value, keeps it as sonic-rs's own
+//! `LazyValue` (its blocks start with `input: {}` and stream it as deltas, but one may start with
+//! the whole input). Where it is not needed it is skipped (`IgnoredAny`, the default).
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;

@@ -97,8 +97,10 @@ struct AnEvent<'a> {
     message: Option<anthropic::Message<'a>>,
     #[serde(default)]
     index: Option<u64>,
+    /// The block's `input` kept as its raw text: a `tool_use` block normally starts with `{}` and
+    /// streams its input as deltas, but one that starts with its whole input has no deltas.
     #[serde(default, borrow)]
-    content_block: Option<anthropic::Block<'a>>,
+    content_block: Option<anthropic::Block<'a, sonic_rs::LazyValue<'a>>>,
     #[serde(default, borrow)]
     delta: Option<AnDelta<'a>>,
     #[serde(default)]
@@ -331,10 +333,18 @@ impl AnState {
                     }
                     "tool_use" => {
                         let k = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
+                        // An input given whole at the start (not `{}`) stands if no delta follows.
+                        let start_input = b
+                            .input
+                            .as_ref()
+                            .map(|v| v.as_raw_str().trim())
+                            .filter(|raw| raw.starts_with('{') && !is_empty_object(raw))
+                            .map(str::to_owned);
                         self.tools.push(ToolBlock {
                             index: e.index.unwrap_or(u64::MAX),
                             has_args: false,
                             closed: false,
+                            start_input,
                         });
                         let call = OaToolCall {
                             index: k,
@@ -471,8 +481,10 @@ impl AnState {
         t.closed = true;
         if !t.has_args {
             t.has_args = true;
+            let start_input = t.start_input.take();
             let index = u32::try_from(k).unwrap_or(u32::MAX);
-            let call = OaToolCall { index, id: None, kind: None, function: OaFunction { name: None, arguments: "{}" } };
+            let arguments = start_input.as_deref().unwrap_or("{}");
+            let call = OaToolCall { index, id: None, kind: None, function: OaFunction { name: None, arguments } };
             self.chunk(out, OaDelta { tool_calls: Some([call]), ..OaDelta::default() }, None);
         }
     }
@@ -526,6 +538,14 @@ struct ToolBlock {
     has_args: bool,
     /// Its `content_block_stop` came.
     closed: bool,
+    /// The input its `content_block_start` carried, when not `{}`: its arguments if no
+    /// `input_json_delta` comes (Anthropic's own streams always send deltas).
+    start_input: Option<String>,
+}
+
+/// `{ }` with whitespace inside: an empty input too.
+fn is_empty_object(raw: &str) -> bool {
+    raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')).is_some_and(|inner| inner.trim().is_empty())
 }
 
 fn is_known_anthropic_event(kind: &str) -> bool {
