@@ -5,10 +5,11 @@
 //! at all (`request/`).
 //!
 //! A `tool_use` block's `input` is a type parameter: a JSON answer keeps it as the upstream's own
-//! text (serde_json's `&RawValue`, so the OpenAI `arguments` keep the model's key order); a stream,
-//! read with sonic-rs, which cannot fill a serde_json raw value, keeps it as sonic-rs's own
-//! `LazyValue` (its blocks start with `input: {}` and stream it as deltas, but one may start with
-//! the whole input). Where it is not needed it is skipped (`IgnoredAny`, the default).
+//! text (serde_json's `&RawValue`, so the OpenAI `arguments` keep the model's key order); a stream
+//! skips it (`IgnoredAny`, the default): its blocks start with `input: {}` and stream the input as
+//! deltas, and the rare one that starts with its whole input is read apart (`dialect::stream`).
+//! Not sonic-rs's `LazyValue` here: deserialized through serde, it does not check that the bytes
+//! are UTF-8 (the stream fuzz target found it).
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;

@@ -97,10 +97,8 @@ struct AnEvent<'a> {
     message: Option<anthropic::Message<'a>>,
     #[serde(default)]
     index: Option<u64>,
-    /// The block's `input` kept as its raw text: a `tool_use` block normally starts with `{}` and
-    /// streams its input as deltas, but one that starts with its whole input has no deltas.
     #[serde(default, borrow)]
-    content_block: Option<anthropic::Block<'a, sonic_rs::LazyValue<'a>>>,
+    content_block: Option<anthropic::Block<'a>>,
     #[serde(default, borrow)]
     delta: Option<AnDelta<'a>>,
     #[serde(default)]
@@ -334,12 +332,12 @@ impl AnState {
                     "tool_use" => {
                         let k = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
                         // An input given whole at the start (not `{}`) stands if no delta follows.
-                        let start_input = b
-                            .input
-                            .as_ref()
-                            .map(|v| v.as_raw_str().trim())
-                            .filter(|raw| raw.starts_with('{') && !is_empty_object(raw))
-                            .map(str::to_owned);
+                        // Read apart, and only here: `sonic_rs::get` checks the bytes are UTF-8,
+                        // while serde's `LazyValue` would take them on trust.
+                        let start_input = sonic_rs::get(ev.data, ["content_block", "input"])
+                            .ok()
+                            .map(|v| v.as_raw_str().trim().to_owned())
+                            .filter(|raw| raw.starts_with('{') && !is_empty_object(raw));
                         self.tools.push(ToolBlock {
                             index: e.index.unwrap_or(u64::MAX),
                             has_args: false,
@@ -1133,6 +1131,30 @@ mod tests {
         t.feed(input.as_bytes(), &mut out);
         t.finish(&mut out);
         String::from_utf8(out).expect("translators emit UTF-8")
+    }
+
+    #[test]
+    fn a_tool_input_at_the_start_that_is_not_utf8_is_not_taken_on_trust() {
+        // The fuzz target's find (regressions/stream_anthropic_to_openai-start-input-invalid-utf8.bin):
+        // read through serde as a sonic-rs `LazyValue`, these bytes became a `&str` unchecked.
+        let mut input = b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{\"city\":\"Pa".to_vec();
+        input.extend_from_slice(b"\xf4\xf4\xf4");
+        input.extend_from_slice(
+            b"\"}}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        input.extend_from_slice(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        let mut t = AnthropicToOpenAi::new("m", false, 0);
+        let mut out = Vec::new();
+        t.feed(&input, &mut out);
+        t.finish(&mut out);
+        // The event cannot be read as it is: the stream ends with the dialect's error event, and
+        // no byte of the bad input reaches the caller.
+        let out = String::from_utf8(out).expect("translators emit UTF-8");
+        assert!(out.contains("could not be read") && !out.contains("city"), "{out}");
+        // A valid one is kept.
+        let valid = String::from_utf8_lossy(&input).replace('\u{fffd}', "é");
+        let out = run(&mut AnthropicToOpenAi::new("m", false, 0), &valid);
+        assert!(out.contains(r#""arguments":"{\"city\":\"Paééé\"}""#), "{out}");
     }
 
     fn oa(s: &str) -> String {
