@@ -10,6 +10,7 @@
 //! deltas, and the rare one that starts with its whole input is read apart (`dialect::stream`).
 //! Not sonic-rs's `LazyValue` here: deserialized through serde, it does not check that the bytes
 //! are UTF-8 (the stream fuzz target found it).
+//! Imports: `usage` (the usage wire type). Not `proxy`, `plan`, `metrics` or Pingora.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
