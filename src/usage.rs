@@ -92,18 +92,6 @@ fn json_count(value: &[u8]) -> Option<Option<u64>> {
     Some(Some(n))
 }
 
-/// The counts of `wanted` members of a usage object, in one structural pass; `None` when one of
-/// them is not a plain count.
-fn counts<const N: usize>(raw: &[u8], wanted: [&[u8]; N]) -> Option<[Option<u64>; N]> {
-    let mut out = [None; N];
-    for (key, value) in crate::peek::top_level_entries(raw) {
-        if let Some(i) = wanted.iter().position(|w| *w == key) {
-            out[i] = json_count(value)?;
-        }
-    }
-    Some(out)
-}
-
 impl AnthropicUsage {
     /// In `Usage`'s convention (Anthropic's own: `input_tokens` already excludes the cache).
     pub(crate) fn to_usage(&self) -> Usage {
@@ -131,34 +119,17 @@ impl Usage {
         }
     }
 
-    /// OpenAI's usage object, on the structural fast path when its members are plain integers.
-    fn apply_openai_fast(&mut self, raw: &[u8]) -> Option<()> {
-        let (mut prompt, mut completion, mut cached) = (None, None, None);
-        for (key, value) in crate::peek::top_level_entries(raw) {
-            match key {
-                b"prompt_tokens" => prompt = json_count(value)?,
-                b"completion_tokens" => completion = json_count(value)?,
-                b"prompt_tokens_details" if value != b"null" => {
-                    if value.first() != Some(&b'{') {
-                        return None;
-                    }
-                    [cached] = counts(value, [b"cached_tokens"])?;
-                }
-                _ => {}
-            }
-        }
-        self.set_openai(Usage::from_openai(prompt, completion, cached));
-        Some(())
-    }
-
     /// OpenAI reports usage once, whole: it replaces what was read before (`cache_write`, which
     /// OpenAI has no count of, is left alone).
     fn set_openai(&mut self, u: Usage) {
         (self.input, self.output, self.cache_read) = (u.input, u.output, u.cache_read);
     }
 
+    /// OpenAI's usage object: read in one structural pass when its counts are plain integers,
+    /// strictly (serde) otherwise.
     fn apply_openai(&mut self, raw_usage: &str) -> bool {
-        if self.apply_openai_fast(raw_usage.as_bytes()).is_some() {
+        if let Some(u) = whole_value(raw_usage.as_bytes(), read_openai) {
+            self.set_openai(u);
             return true;
         }
         let Ok(u) = sonic_rs::from_str::<OpenAiUsage>(raw_usage) else {
@@ -171,7 +142,7 @@ impl Usage {
     /// Anthropic reports usage in pieces (`message_start`, then cumulative `message_delta`):
     /// a field that is present replaces the earlier value.
     fn apply_anthropic(&mut self, raw_usage: &str) -> bool {
-        if let Some([input, output, cache_read, cache_write]) = counts(raw_usage.as_bytes(), ANTHROPIC_COUNTS) {
+        if let Some([input, output, cache_read, cache_write]) = whole_value(raw_usage.as_bytes(), read_anthropic) {
             self.merge_anthropic(input, output, cache_read, cache_write);
             return true;
         }
@@ -239,21 +210,39 @@ pub fn from_json_body(dialect: Dialect, body: &[u8]) -> Option<Usage> {
 fn usage_at_end(dialect: Dialect, body: &[u8]) -> Option<Usage> {
     let start = crate::peek::member_value_near_end(body, b"usage")?;
     let (usage, end) = match dialect {
-        Dialect::OpenAi => {
-            let (mut top, mut cached) = ([None; 2], [None; 1]);
-            let nested: Nested<'_> = (b"prompt_tokens_details", &[b"cached_tokens"], &mut cached);
-            let end = read_counts(body, start, &[b"prompt_tokens", b"completion_tokens"], &mut top, Some(nested))?;
-            (Usage::from_openai(top[0], top[1], cached[0]), end)
-        }
+        Dialect::OpenAi => read_openai(body, start)?,
         Dialect::Anthropic => {
-            let mut c = [None; 4];
-            let end = read_counts(body, start, &ANTHROPIC_COUNTS, &mut c, None)?;
+            let ([input, output, cache_read, cache_write], end) = read_anthropic(body, start)?;
             let mut u = Usage::default();
-            u.merge_anthropic(c[0], c[1], c[2], c[3]);
+            u.merge_anthropic(input, output, cache_read, cache_write);
             (u, end)
         }
     };
     crate::peek::closes_top_level_object(body, end).then_some(usage)
+}
+
+/// OpenAI's usage object that opens at `b[i]`, in one pass (`read_counts`): its counts in
+/// `Usage`'s convention, and the index after it.
+fn read_openai(b: &[u8], i: usize) -> Option<(Usage, usize)> {
+    let (mut top, mut cached) = ([None; 2], [None; 1]);
+    let nested: Nested<'_> = (b"prompt_tokens_details", &[b"cached_tokens"], &mut cached);
+    let end = read_counts(b, i, &[b"prompt_tokens", b"completion_tokens"], &mut top, Some(nested))?;
+    Some((Usage::from_openai(top[0], top[1], cached[0]), end))
+}
+
+/// Anthropic's usage object that opens at `b[i]`, in one pass: the counts it has (a stream's
+/// `message_delta` has only some), in `merge_anthropic`'s order, and the index after it.
+fn read_anthropic(b: &[u8], i: usize) -> Option<([Option<u64>; 4], usize)> {
+    let mut counts = [None; 4];
+    let end = read_counts(b, i, &ANTHROPIC_COUNTS, &mut counts, None)?;
+    Some((counts, end))
+}
+
+/// `read` over a raw usage value on its own (a stream event's `usage`): the value must be all of it.
+fn whole_value<T>(raw: &[u8], read: impl Fn(&[u8], usize) -> Option<(T, usize)>) -> Option<T> {
+    use crate::peek::skip_ws;
+    let (value, end) = read(raw, skip_ws(raw, 0))?;
+    (skip_ws(raw, end) == raw.len()).then_some(value)
 }
 
 /// Anthropic's counts, in `merge_anthropic`'s order.
@@ -267,7 +256,7 @@ type Nested<'a> = (&'a [u8], &'a [&'a [u8]], &'a mut [Option<u64>]);
 /// index; `null` is absent), and the same for the members of the `nested` object (which may be
 /// `null`). Returns the index after the object. `None` when a wanted member is not a plain count,
 /// a key is escaped or the object is malformed: the strict reader then decides, so this pass never
-/// takes what serde would refuse. A repeated member: the last one counts (as `apply_openai_fast`).
+/// takes what serde would refuse. A repeated member: the last one counts.
 fn read_counts(
     b: &[u8],
     mut i: usize,
@@ -775,8 +764,9 @@ mod tests {
             r#"{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":"2"}}"#,
         ];
         for raw in openai {
-            let mut fast = Usage::default();
-            let fast_ok = fast.apply_openai_fast(raw.as_bytes()).is_some();
+            let fast = whole_value(raw.as_bytes(), read_openai);
+            let fast_ok = fast.is_some();
+            let fast = fast.unwrap_or_default();
             let mut slow = Usage::default();
             let slow_ok = sonic_rs::from_str::<OpenAiUsage>(raw).is_ok() && {
                 let u: OpenAiUsage = sonic_rs::from_str(raw).expect("checked");
