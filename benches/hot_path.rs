@@ -17,6 +17,8 @@
 //!   fed one event per `feed` and in 1400-byte pieces, passthrough (`new(d, false)`) and, for
 //!   OpenAI, strip mode (`new(OpenAi, true)`). Throughput is in events. Baseline: splitting the
 //!   same bytes into lines with memchr.
+//! - `request_id`: `proxy::request_id::RequestIds::fresh` (a new id per request without a caller's
+//!   `x-request-id`). Baseline: the `format!("req_{:016x}{:016x}")` it replaced.
 //! - `sse_parts` (diagnostic): the per-line steps of `StreamMeter` for OpenAI (copy of the private
 //!   `usage::contains`, the same test with memmem, `sonic_rs::get(data, ["usage"])`) and
 //!   Anthropic (`sonic_rs::get(data, ["type"])`), per data line.
@@ -559,9 +561,25 @@ fn config() -> Criterion {
         .warm_up_time(Duration::from_millis(500))
 }
 
+fn bench_request_id(c: &mut Criterion) {
+    let ids = cheapmodel::proxy::request_id::RequestIds::new();
+    let prefix = 0x5eed_u64;
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let mut g = c.benchmark_group("request_id");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_format", |b| {
+        b.iter(|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("req_{:016x}{:016x}", black_box(prefix), n)
+        })
+    });
+    g.bench_function("fresh", |b| b.iter(|| black_box(&ids).fresh()));
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_auth, bench_peek, bench_sse, bench_sse_parts
+    targets = bench_auth, bench_peek, bench_sse, bench_sse_parts, bench_request_id
 }
 criterion_main!(benches);

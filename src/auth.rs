@@ -32,13 +32,18 @@ pub fn key_digest(key: &[u8]) -> [u8; 32] {
 
 /// Lowercase hex of a digest (what `cheapmodel hash-key` prints).
 pub fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
+    push_hex(&mut s, digest);
     s
+}
+
+/// Appends `bytes` to `out` as lowercase hex, two digits a byte.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
 }
 
 /// The registered key for this request, or 401.

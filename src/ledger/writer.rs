@@ -107,8 +107,8 @@ impl Writer {
         }
     }
 
-    fn show_spool(&self) {
-        metrics::ledger().spool_bytes.set(self.spool.as_ref().map_or(0, Spool::total_bytes) as i64);
+    fn show_spool(&mut self) {
+        metrics::ledger().spool_bytes.set(self.spool.as_mut().map_or(0, Spool::total_bytes) as i64);
     }
 
     /// Writes one batch (plus anything stashed) to the database, or else to the spool.
@@ -167,7 +167,7 @@ impl Writer {
 
     /// Moves spooled rows into the database once it answers again.
     fn replay(&mut self) {
-        if !self.spool.as_ref().is_some_and(Spool::has_backlog) {
+        if !self.spool.as_mut().is_some_and(Spool::has_backlog) {
             return;
         }
         if self.database().is_none() {

@@ -7,11 +7,11 @@
 
 pub mod body;
 pub mod ctx;
+pub mod request_id;
 pub mod respond;
 pub mod response;
 pub mod upstream;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +35,7 @@ use crate::tasks::{self, Tasks};
 use crate::usage::Usage;
 use body::BodyError;
 use ctx::{RequestCtx, UpstreamLeg};
+use request_id::RequestIds;
 use response::{Framing, ResponseBody};
 
 /// Settings fixed for the life of the process.
@@ -621,42 +622,6 @@ fn unix_now() -> u64 {
 
 fn unix_now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Request ids: the caller's `x-request-id` when it is sane, else a fresh one.
-struct RequestIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let mut seed = [0u8; 8];
-        // The prefix only needs to differ between processes; time is the fallback.
-        if getrandom::getrandom(&mut seed).is_err() {
-            seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64).to_le_bytes();
-        }
-        RequestIds { prefix: u64::from_le_bytes(seed), counter: AtomicU64::new(0) }
-    }
-
-    /// The request's id, and whether it is the caller's own.
-    fn for_request(&self, req: &RequestHeader) -> (String, bool) {
-        if let Some(v) = req.headers.get("x-request-id") {
-            let b = v.as_bytes();
-            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-                if let Ok(s) = std::str::from_utf8(b) {
-                    return (s.to_string(), true);
-                }
-            }
-        }
-        (self.fresh(), false)
-    }
-
-    /// A new id, unique across processes (the ledger's row id).
-    fn fresh(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("req_{:016x}{:016x}", self.prefix, n)
-    }
 }
 
 #[cfg(test)]
