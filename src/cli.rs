@@ -262,6 +262,11 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     }
     conf.grace_period_seconds = server_cfg.grace_period_seconds.or(Some(30));
     conf.graceful_shutdown_timeout_seconds = server_cfg.graceful_shutdown_timeout_seconds.or(Some(10));
+    // Every timeout of a second or more on Tokio's timer, not Pingora's "fast" one: the fast timer
+    // keeps each entry until its deadline even when the IO finished long before (a 60 s read
+    // timeout per request), and its clock thread wakes 100 times a second. Measured in
+    // loadtest/README.md ("Timeouts on Tokio's timer").
+    conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
     if opt.test {
         println!("ok");
         return 0;
