@@ -105,6 +105,8 @@ def base_config(mock: Mock, listen_port: int, metrics_port: int, **server_overri
             "dead": {"url": f"http://127.0.0.1:{dead}", "dialect": "openai", "connect_timeout_ms": 500},
             "slow": {"url": mock.url, "dialect": "openai", "read_timeout_ms": 700},
             "slow-anthropic": {"url": mock.url, "dialect": "anthropic", "read_timeout_ms": 700},
+            # 1 s and more runs on Tokio's timer, less on Pingora's fast timer (src/cli.rs).
+            "slow-1s": {"url": mock.url, "dialect": "openai", "read_timeout_ms": 1000},
             "evolink": {"url": mock.url + "/flat/v1", "dialect": "task", "api_key_env": "TEST_UPSTREAM_OPENAI_KEY"},
             "apimart": {"url": mock.url + "/wrapped/v1", "dialect": "task-wrapped"},
         },
@@ -128,6 +130,7 @@ def base_config(mock: Mock, listen_port: int, metrics_port: int, **server_overri
             "dead-model": {"upstream": "dead"},
             "slow-model": {"upstream": "slow"},
             "slow-claude": {"upstream": "slow-anthropic"},
+            "slow-model-1s": {"upstream": "slow-1s"},
         },
         "keys": [
             {"name": "team-a", "sha256": sha256_hex(KEY_A)},
