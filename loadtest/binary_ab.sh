@@ -5,6 +5,7 @@
 #   cp target/release/cheapmodel /tmp/cheapmodel.before     # on the old commit
 #   A_BIN=/tmp/cheapmodel.before B_BIN=target/release/cheapmodel bash loadtest/binary_ab.sh
 #   ROUNDS=4 DUR=10 MODES="idle rate" ... bash loadtest/binary_ab.sh
+#   B_SETS="ledger.url=none" ... bash loadtest/binary_ab.sh    # config overrides for one side
 #
 # Each round starts each build fresh (the demo config, one worker on CPU 1, the SQLite ledger; the
 # mock, wrk and k6 on CPU 0) and measures, per MODES (default: all three):
@@ -34,13 +35,16 @@ RES=$W/results.txt
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 runs() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $3} END {printf "%.0f\n", s}'; }
 
-# one LABEL BIN: one fresh gateway from BIN through every mode; appends "LABEL FIGURE VALUE" lines.
+# one LABEL BIN [KEY=VALUE...]: one fresh gateway from BIN (config overrides KEY=VALUE) through
+# every mode; appends "LABEL FIGURE VALUE" lines.
 one() {
-  local label=$1 bin=$2 port wrapper pid c0 c1 r0 r1 out n
+  local label=$1 bin=$2 port wrapper pid c0 c1 r0 r1 out n kv sets=()
+  shift 2
+  for kv in "$@"; do sets+=(--set "$kv"); done
   port=$(cm_free_port)
   mkdir -p "$W/$label"
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$label/g.yaml" --mock "$CM_MOCK_ADDR" \
-    --listen "127.0.0.1:$port" --workdir "$W/$label" --set server.threads=1 --set server.access_log=false
+    --listen "127.0.0.1:$port" --workdir "$W/$label" --set server.threads=1 --set server.access_log=false "${sets[@]}"
   cm_spawn "$W/$label/log" taskset -c 1 "$bin" --config "$W/$label/g.yaml"
   wrapper=$CM_LAST_PID
   pid=$(cm_child "$wrapper")
@@ -85,8 +89,10 @@ print('$label rate_us_per_req', round(($c1 - $c0) / 1000 / n, 2))" >>"$RES"
 
 for r in $(seq 1 "$ROUNDS"); do
   cm_log "round $r of $ROUNDS"
-  one "A$r" "$A_BIN"
-  one "B$r" "$B_BIN"
+  # shellcheck disable=SC2086 # KEY=VALUE words
+  one "A$r" "$A_BIN" ${A_SETS:-}
+  # shellcheck disable=SC2086
+  one "B$r" "$B_BIN" ${B_SETS:-}
 done
 cat "$RES"
 python3 - "$RES" <<'PY'

@@ -515,14 +515,15 @@ impl Backend for Postgres {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cost::MediaUnits;
     use crate::money::Money;
     use crate::usage::Usage;
     use std::sync::Arc;
 
-    fn row(id: &str, request_id: &str) -> Row {
+    /// A request row (shared with the spool's tests).
+    pub(in crate::ledger) fn row(id: &str, request_id: &str) -> Row {
         Row {
             id: id.into(),
             request_id: request_id.into(),

@@ -167,3 +167,50 @@ fn replay_file(file: &File, batch: usize, write: &mut WriteBatch<'_>) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::backend::tests::row;
+
+    /// Replays every spool file through `spool`, collecting the ids written.
+    fn replay_ids(spool: &mut Spool) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut write = |rows: &[Row], _: &[PendingTask]| -> Result<(), String> {
+            ids.extend(rows.iter().map(|r| r.id.clone()));
+            Ok(())
+        };
+        spool.replay(100, &mut write).expect("replay");
+        ids
+    }
+
+    #[test]
+    fn a_dead_process_spool_is_replayed_and_removed_and_a_live_one_is_left() {
+        let dir = std::env::temp_dir().join(format!("cm-spool-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // A process that is gone: its file, unlocked. One that is alive: its spool, locked.
+        let mut dead = Spool::open(&dir).expect("open");
+        dead.append(&[row("req_dead_1", "req_dead_1"), row("req_dead_2", "req_dead_2")], &[]).expect("append");
+        let dead_path = dead.path.clone();
+        let dead_bytes = dead.len;
+        drop(dead);
+        let mut alive = Spool::open(&dir).expect("open");
+        alive.append(&[row("req_alive", "req_alive")], &[]).expect("append");
+
+        let mut spool = Spool::open(&dir).expect("open");
+        assert!(spool.has_backlog(), "another process's file is a backlog");
+        assert_eq!(spool.total_bytes(), dead_bytes + alive.len, "both other files are counted");
+        assert_eq!(replay_ids(&mut spool), ["req_dead_1", "req_dead_2"], "only the unlocked file is replayed");
+        assert!(!dead_path.exists(), "a replayed file is removed");
+        // The replay forgot the listing: the removed file no longer counts, at once.
+        assert_eq!(spool.total_bytes(), alive.len);
+
+        // Its own rows: counted at once, replayed, then the file is emptied.
+        spool.append(&[row("req_own", "req_own")], &[]).expect("append");
+        assert!(spool.total_bytes() > alive.len);
+        assert_eq!(replay_ids(&mut spool), ["req_own"]);
+        assert_eq!(spool.total_bytes(), alive.len);
+        drop((spool, alive));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
