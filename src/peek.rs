@@ -2,8 +2,8 @@
 //!
 //! One pass over the body: the top-level object's members are walked; the values the router needs
 //! (`model`, `stream`, `stream_options`, the output cap) are read, and every other value is crossed
-//! structurally: a string with one `memchr` for its closing quote (an even run of backslashes
-//! before it), a container by its brackets, whose kinds must match and whose nesting is bounded
+//! structurally: a string by its closing quote (`next_quote`: SSE2 over the next 32 bytes, then
+//! `memchr`; the first quote after an even run of backslashes), a container by its brackets, whose kinds must match and whose nesting is bounded
 //! by `MAX_DEPTH` (a too-deep body is a 400, and nothing here recurses). The whole body must be
 //! UTF-8 (`simdutf8`). Every top-level key is visited, so a body that names `model` twice is caught:
 //! JSON parsers disagree on which duplicate wins, and the gateway must route and authorize on the
@@ -59,7 +59,7 @@ pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn skip_value(b: &[u8], i: usize, depth: usize) -> Result<usize, GatewayError> {
     match b.get(i) {
         None => Err(GatewayError::InvalidJson),
-        Some(b'"') => string_end(b, i).ok_or(GatewayError::InvalidJson),
+        Some(b'"') => string_end(b, i).ok_or_else(invalid),
         Some(b'{' | b'[') => skip_container(b, i, depth),
         Some(_) => {
             // A number or a literal: up to the next structural byte (not validated; see above).
@@ -85,7 +85,7 @@ fn skip_container(b: &[u8], i: usize, depth: usize) -> Result<usize, GatewayErro
     while let Some(&c) = b.get(j) {
         match c {
             b'"' => {
-                j = string_end(b, j).ok_or(GatewayError::InvalidJson)?;
+                j = string_end(b, j).ok_or_else(invalid)?;
                 continue;
             }
             b'{' | b'[' => {
@@ -128,7 +128,7 @@ pub fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
             if body.get(i) != Some(&b'"') {
                 return Err(GatewayError::InvalidJson);
             }
-            let key_end = string_end(body, i).ok_or(GatewayError::InvalidJson)?;
+            let key_end = string_end(body, i).ok_or_else(invalid)?;
             let raw_key = &text[i + 1..key_end - 1];
             // An escaped key (`"mod\u0065l"`) is `model` too: decoded, rarely.
             let key: Cow<'_, str> = if raw_key.contains('\\') {
@@ -230,7 +230,7 @@ pub fn splice(body: &[u8], edits: &mut [Edit<'_>]) -> Vec<u8> {
 pub fn string_end(b: &[u8], i: usize) -> Option<usize> {
     let mut from = i + 1;
     loop {
-        let quote = from + memchr::memchr(b'"', b.get(from..)?)?;
+        let quote = next_quote(b, from)?;
         from = quote + 1;
         // The run stops at the opening quote at the latest.
         let backslashes = b[i + 1..quote].iter().rev().take_while(|&&c| c == b'\\').count();
@@ -238,6 +238,38 @@ pub fn string_end(b: &[u8], i: usize) -> Option<usize> {
             return Some(from);
         }
     }
+}
+
+/// The index of the first `"` at or after `from`. Most strings in a body are short (a quote every
+/// 25 bytes in an agent's request), and for those `memchr`'s setup costs more than the search
+/// (callgrind: 37 instructions a call): the next 32 bytes are tried with two SSE2 compares first,
+/// and only a longer stretch goes to `memchr`.
+#[inline]
+fn next_quote(b: &[u8], from: usize) -> Option<usize> {
+    let rest = b.get(from..)?;
+    #[cfg(target_arch = "x86_64")]
+    if rest.len() >= 32 {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        // SAFETY: SSE2 is part of every x86_64 CPU; both unaligned 16-byte loads lie within `rest`,
+        // which is at least 32 bytes long.
+        let quotes = unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let low = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(rest.as_ptr().cast()), quote));
+            let high = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(rest.as_ptr().add(16).cast()), quote));
+            (low as u32) | ((high as u32) << 16)
+        };
+        if quotes != 0 {
+            return Some(from + quotes.trailing_zeros() as usize);
+        }
+        return memchr::memchr(b'"', &rest[32..]).map(|at| from + 32 + at);
+    }
+    memchr::memchr(b'"', rest).map(|at| from + at)
+}
+
+/// A malformed body (made only when one is found: `ok_or` would build and drop an error for every
+/// string crossed, 6% of the peek of an agent's request).
+fn invalid() -> GatewayError {
+    GatewayError::InvalidJson
 }
 
 /// `string_end` for bytes only located, not validated: an unclosed string runs to the end.
@@ -349,6 +381,43 @@ pub fn top_level_entries(b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `string_end` as the definition says it: byte by byte, a backslash escapes the next byte.
+    fn string_end_by_bytes(b: &[u8], i: usize) -> Option<usize> {
+        let mut j = i + 1;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'"' => return Some(j + 1),
+                _ => j += 1,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn string_end_agrees_with_a_byte_by_byte_scan_across_the_sse2_window() {
+        // Strings of 0 to 99 bytes (either side of the 32-byte window) drawn from an alphabet
+        // heavy in quotes and backslashes, so that escaped quotes and runs of backslashes fall
+        // on, before and after the window's edge; a fixed xorshift seed keeps it repeatable.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"ab\\\\\\\"\"x ";
+        for _ in 0..20_000 {
+            let len = (next() % 100) as usize;
+            let mut b = vec![b'"'];
+            b.extend((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]));
+            if next() % 2 == 0 {
+                b.extend_from_slice(b"\",\"after\":1}");
+            }
+            assert_eq!(string_end(&b, 0), string_end_by_bytes(&b, 0), "{:?}", String::from_utf8_lossy(&b));
+        }
+    }
 
     #[test]
     fn finds_model_and_stream_anywhere() {
