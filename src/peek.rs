@@ -3,11 +3,11 @@
 //! One pass over the body: the top-level object's members are walked; the values the router needs
 //! (`model`, `stream`, `stream_options`, the output cap) are read, and every other value is crossed
 //! structurally: a string by its closing quote (`next_quote`: SSE2 over the next 32 bytes, then
-//! `memchr`; the first quote after an even run of backslashes), a container by its brackets, whose kinds must match and whose nesting is bounded
-//! by `MAX_DEPTH` (a too-deep body is a 400, and nothing here recurses). The whole body must be
-//! UTF-8 (`simdutf8`). Every top-level key is visited, so a body that names `model` twice is caught:
-//! JSON parsers disagree on which duplicate wins, and the gateway must route and authorize on the
-//! value the upstream reads.
+//! `memchr`; the first quote after an even run of backslashes), a container by its brackets,
+//! whose kinds must match and whose nesting is bounded by `MAX_DEPTH` (a too-deep body is a 400,
+//! and nothing here recurses). The whole body must be UTF-8 (`simdutf8`). Every top-level key is
+//! visited, so a body that names `model` twice is caught: JSON parsers disagree on which duplicate
+//! wins, and the gateway must route and authorize on the value the upstream reads.
 //!
 //! Why values it crosses are not validated further (a bad literal or a missing comma deep inside
 //! `messages`): the gateway does not need them. A same-dialect upstream reads the body itself and
