@@ -31,17 +31,23 @@ W=$(mktemp -d /tmp/cheapmodel-bodies.XXXXXX)
 RES=$W/results.jsonl
 : >"$RES"
 HZ=$(getconf CLK_TCK)
+# Every target gets the mock's same short plain answer. Without this header the mock answers a
+# request whose last message carries a tool result with that result's text: the translated body's
+# last Anthropic message does (OpenAI's trailing `tool` and `user` messages merge into one), the
+# same-dialect body's last message does not, so the translated run alone would carry (and
+# translate) a 14 KB answer.
+NO_TOOLS="x-mock-no-tools: 1"
 python3 "$CM_LT/chat_bodies.py" --agent "$W" gpt-5.5 claude-sonnet-4-5-20250929
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 
 # run TARGET PORT PID BODY: one wrk run (after a probe that must answer 200), appended to $RES.
 run() {
   local target=$1 port=$2 pid=$3 body=$4 code t0 t1 line
-  code=$(curl -sS -o "$W/probe.out" -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+  code=$(curl -sS -o "$W/probe.out" -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' -H "$NO_TOOLS" \
     -H 'Authorization: Bearer cm_demo_key_not_secret' --data-binary "@$W/$body.json" \
     "http://127.0.0.1:$port/v1/chat/completions")
   [[ $code == 200 ]] || cm_die "$target $body: probe answered $code: $(head -c 300 "$W/probe.out")"
-  export CM_PATH=/v1/chat/completions CM_DIALECT=openai CM_BODY=$W/$body.json
+  export CM_PATH=/v1/chat/completions CM_DIALECT=openai CM_BODY=$W/$body.json CM_HEADER=$NO_TOOLS
   taskset -c 0 timeout 20 wrk -t1 -c8 -d1s -s "$CM_LT/route.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
   t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c8 -d"${DUR}s" -s "$CM_LT/route.lua" "http://127.0.0.1:$port" \
