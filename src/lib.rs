@@ -20,6 +20,8 @@ pub mod cost;
 pub mod dialect;
 /// Gateway errors and their dialect-shaped bodies.
 pub mod error;
+/// The closing quote of a JSON string, 64 bytes at a time (shared by `peek` and the translator).
+pub mod json_string;
 /// The durable usage ledger (SQLite / Postgres, spool, reports).
 pub mod ledger;
 /// Per-key and per-model limits and budgets.

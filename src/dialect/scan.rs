@@ -12,12 +12,13 @@
 //! ([`Scan::drop_value`]), a refusal is a [`Fault`] at an address, and both become paths in one
 //! forward pass ([`paths_at`]) only when there is something to report. Addresses (not offsets) so
 //! that sub-scanners over slices of the body (message contents read later) mean the same thing.
-//! Imports: `peek` (the string-end scan it shares with the model peek). Not `proxy`, `plan`,
-//! `metrics` or Pingora.
+//! Imports: `json_string` (the string scan it shares with the model peek), `peek`. Not `proxy`,
+//! `plan`, `metrics` or Pingora.
 
 use std::borrow::Cow;
 
 use super::{TranslateError, Translated};
+use crate::json_string::{closing_quote_checked, Unclosed};
 
 /// Why a request cannot be translated: the value concerned (by its address in the body) and, when
 /// the fault is a missing field, that field's name under it. Becomes a [`TranslateError`] naming
@@ -300,36 +301,40 @@ impl<'a> Scan<'a> {
         Ok(Str { quoted: &self.b[start - 1..self.i], raw, escaped })
     }
 
-    /// A long string with escapes, from `start` (after its opening quote): its end
-    /// found with memchr (the first quote after an even run of backslashes), then control
-    /// characters and non-ASCII checked in one pass the compiler vectorizes, and each escape
-    /// found with memchr and checked. Each step costs per string, not per escape or per byte.
+    /// A long string with escapes, from `start` (after its opening quote): its end and its escapes
+    /// found 64 bytes at a time (`json_string`), each escape checked where it stands, then control
+    /// characters and non-ASCII checked in one pass the compiler vectorizes. The cost is per block
+    /// and per escape, with no search restarted at each escaped quote or backslash.
     #[inline(never)]
     fn string_in_bulk(&mut self, start: usize) -> R<Str<'a>> {
         let b = self.b;
         let fault = |why: &'static str| Fault::at(b.as_ptr() as usize + start - 1, why);
-        let mut from = start;
-        let end = loop {
-            let Some(q) = memchr::memchr(b'"', &b[from..]) else { return Err(fault("unterminated string")) };
-            let q = from + q;
-            let backslashes = b[start..q].iter().rev().take_while(|&&c| c == b'\\').count();
-            if backslashes % 2 == 0 {
-                break q;
+        // Where the last `\u` escape checked ends: a surrogate pair's second half is checked
+        // with its first.
+        let mut checked_to = 0;
+        let end = match closing_quote_checked(b, start, |k| {
+            if k < checked_to {
+                return true;
             }
-            from = q + 1;
+            match escape_len(b, k) {
+                Some(len) => {
+                    checked_to = k + len;
+                    true
+                }
+                None => false,
+            }
+        }) {
+            Ok(end) => end,
+            Err(Unclosed::Unterminated) => return Err(fault("unterminated string")),
+            Err(Unclosed::Refused) => return Err(fault("invalid escape in a string")),
         };
         let raw = &b[start..end];
         let (min, or) = raw.iter().fold((u8::MAX, 0u8), |(min, or), &c| (min.min(c), or | c));
         if min < 0x20 {
             return Err(fault("control character in a string"));
         }
-        let mut escaped = false;
-        let mut j = 0;
-        while let Some(p) = memchr::memchr(b'\\', &raw[j..]) {
-            escaped = true;
-            j += p;
-            j += escape_len(raw, j).ok_or_else(|| fault("invalid escape in a string"))?;
-        }
+        // Only called with an escape in the first `BULK_AFTER` bytes.
+        let escaped = true;
         if or & 0x80 != 0 && simdutf8::basic::from_utf8(raw).is_err() {
             return Err(fault("not valid UTF-8"));
         }

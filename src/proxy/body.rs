@@ -7,7 +7,8 @@
 //! bytes still to come fit in 64 KiB. Pingora then replays that never-truncated tail through
 //! `request_body_filter(Some(tail), end_of_stream = true)` exactly once per upstream attempt, and
 //! `replay` swaps the whole buffered (or rewritten) body in its place: one `Bytes` clone, no copy.
-//! The caller-side cost is one copy of the body (socket chunks into one buffer).
+//! The caller-side cost is one copy of the body (socket chunks into one buffer), none when it
+//! arrives in one chunk.
 //!
 //! Limit of the trick: without a Content-Length the tail cannot be aimed at, so a body over
 //! 64 KiB without one (chunked HTTP/1.1, h2 without `content-length`) is answered 411, never left
@@ -52,7 +53,9 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
     if expects_continue {
         session.write_continue_response().await.map_err(BodyError::Io)?;
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(max));
+    let mut buf = Gather { first: None, rest: BytesMut::new(), capacity: declared.unwrap_or(8 * 1024).min(max) };
+    // Bytes read with retry buffering on: what Pingora's retry buffer holds, unless it overflowed.
+    let mut tail = 0;
     loop {
         let remaining_fits = match declared {
             Some(n) => n.saturating_sub(buf.len()) <= RETRY_BUF_LIMIT,
@@ -66,16 +69,53 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
                 if buf.len() + chunk.len() > max {
                     return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
                 }
-                buf.extend_from_slice(&chunk);
+                if remaining_fits {
+                    tail += chunk.len();
+                }
+                buf.push(chunk);
             }
             None => break,
         }
     }
-    if !buf.is_empty() && session.get_retry_buffer().is_none() {
+    // Pingora replays its retry buffer unless it is empty or truncated. Asked without
+    // `get_retry_buffer`, which answers with a copy of the buffer (up to 64 KiB per request).
+    if buf.len() > 0 && (tail == 0 || session.retry_buffer_truncated()) {
         // Pingora would replay nothing and the upstream would wait for a body forever.
         return Err(BodyError::Reject(GatewayError::LengthRequired));
     }
-    Ok(buf.freeze())
+    Ok(buf.finish())
+}
+
+/// A body's chunks in one buffer. Pingora hands each chunk out as its own copy, so a body that
+/// arrives in one chunk (a short chat, read with its header) is kept as that chunk: no second
+/// copy, no second allocation. The buffer is made at the second chunk, sized for the whole body.
+struct Gather {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    /// The expected size (Content-Length, capped).
+    capacity: usize,
+}
+
+impl Gather {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.reserve(self.capacity.max(first.len() + chunk.len()));
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&chunk);
+    }
+
+    fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
 }
 
 /// A body that could not be read. A timeout keeps Pingora's error (answered "did not arrive in
