@@ -9,7 +9,8 @@
 //!   prompt, long user/assistant/tool turns with code, quotes, backslashes, non-ASCII, tool calls
 //!   whose arguments are escaped JSON, a tools array with JSON schemas, `"model"` as the LAST key).
 //!   Baseline: `memchr::memmem::find(body, "\"model\"")` (a plain substring scan of the same
-//!   bytes).
+//!   bytes). Also `agent_85KB`: a coding agent's request (`common/agent_body.rs`, the body
+//!   `loadtest/bodies.sh` sends), `model` first, mostly file text with an escape on every line.
 //! - `sse`: `usage::StreamMeter` over a recorded-shape OpenAI stream (role chunk, 200 content
 //!   chunks, finish chunk, all with `"usage":null`, usage-only chunk, `[DONE]`: 204 events,
 //!   60 986 B) and an Anthropic stream (message_start, content_block_start, ping, 200
@@ -68,6 +69,9 @@ use cheapmodel::peek::peek;
 use cheapmodel::registry::{Key, Snapshot};
 use cheapmodel::usage::{StreamMeter, Usage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+#[path = "common/agent_body.rs"]
+mod agent_body;
 
 // The SDK's request head (the key among ~15 headers), shared with `tests/alloc_budget.rs`.
 #[path = "../tests/common/sdk_request.rs"]
@@ -292,7 +296,19 @@ fn bench_peek(c: &mut Criterion) {
 
     dump(bodies.iter().map(|(n, b)| (format!("body_{n}.json"), b.as_slice())));
 
+    // A coding agent's request (`common/agent_body.rs`): `model` first, then mostly file text
+    // with an escape on every line.
+    let agent = agent_body::agent_request("gpt-5.5", 85 * 1024);
+    assert_eq!(peek(&agent).expect("peek ok").model, "gpt-5.5");
+
     let mut g = c.benchmark_group("peek");
+    g.throughput(Throughput::Bytes(agent.len() as u64));
+    g.bench_with_input(BenchmarkId::new("baseline_memmem_model", "agent_85KB"), &agent, |b, body| {
+        b.iter(|| memchr::memmem::find(black_box(body), b"\"model\""))
+    });
+    g.bench_with_input(BenchmarkId::new("peek", "agent_85KB"), &agent, |b, body| {
+        b.iter(|| peek(black_box(body)).map(|p| p.model_span))
+    });
     for (name, body) in &bodies {
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_with_input(BenchmarkId::new("baseline_memmem_model", name), body, |b, body| {

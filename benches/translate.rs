@@ -15,6 +15,9 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
+#[path = "common/agent_body.rs"]
+mod agent_body;
+
 /// An OpenAI chat request of about `size` bytes: system prompt, turns, a tool call round trip, tools.
 fn openai_request(size: usize) -> Vec<u8> {
     let mut messages = vec![json!({"role": "system", "content": "You are a careful assistant. Answer briefly."})];
@@ -190,5 +193,28 @@ fn bench_claude_code(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_requests, bench_documents, bench_streams, bench_claude_code);
+/// A coding agent's ~85 KB OpenAI request (`common/agent_body.rs`, the body `loadtest/bodies.sh`
+/// sends: tool results of file text with an escape on every line) translated for an Anthropic
+/// model, against a serde_json parse of the same bytes.
+fn bench_agent(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request_agent_85kb");
+    g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    let oa = agent_body::agent_request("claude-sonnet-4-5-20250929", 85 * 1024);
+    let opts = RequestOptions {
+        upstream_model: "claude-sonnet-4-5-20250929",
+        default_max_tokens: 4096,
+        strict: false,
+        structured_outputs: false,
+    };
+    g.throughput(Throughput::Bytes(oa.len() as u64));
+    g.bench_function("baseline_parse_only", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json"))
+    });
+    g.bench_function("openai_to_anthropic", |b| {
+        b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_requests, bench_documents, bench_streams, bench_claude_code, bench_agent);
 criterion_main!(benches);

@@ -1074,6 +1074,34 @@ mod tests {
         assert!(Scan::new(&bytes).string().is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Strings of escapes, quotes and text across 64-byte blocks, read run by run and in bulk
+        /// (after 130 plain bytes), are accepted, refused and unescaped as serde_json does.
+        #[test]
+        fn long_strings_are_validated_like_serde_json(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                // Valid pieces, and rarely (about one string in three) an invalid one.
+                300 => proptest::sample::select(vec![
+                    "a", "word ", "\\\"", "\\\\", "\\n", "\\/", "\\u00e9", "\\ud83d\\ude00", "\u{e9}",
+                ]),
+                1 => proptest::sample::select(vec!["\\ud83d", "\\ude00", "\\x", "\\u12g4", "\"", "\\", "\t"]),
+            ], 0..120),
+            bulk in proptest::bool::ANY,
+        ) {
+            let text: String = pieces.concat();
+            let case = format!("\"{}{text}\"", if bulk { "x".repeat(130) } else { String::new() });
+            let serde = serde_json::from_str::<String>(&case).ok();
+            let scanned = scan_string(&case);
+            proptest::prop_assert_eq!(scanned.is_some(), serde.is_some(), "{}", case);
+            if let (Some((raw, _)), Some(text)) = (scanned, serde) {
+                let mut unescaped = Vec::new();
+                unescape_into(&raw, &mut unescaped).expect("valid");
+                proptest::prop_assert_eq!(unescaped, text.into_bytes());
+            }
+        }
+    }
+
     #[test]
     fn plain_run_stops_at_the_first_special_byte_at_every_offset() {
         for special in [b'"', b'\\', 0x00, 0x1f] {
