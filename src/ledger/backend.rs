@@ -191,8 +191,8 @@ impl<'a> RowParams<'a> {
 /// The embedded default: one SQLite file, WAL mode, `synchronous=FULL` (a committed batch survives
 /// a power cut), a busy timeout so that two instances can share a file.
 pub struct Sqlite {
-    /// One prepared insert per `SQLITE_ROWS_PER_INSERT` size, in that order. Dropped (finalized)
-    /// before the connection: see `Drop`.
+    /// One prepared insert per `SQLITE_ROWS_PER_INSERT` size, in that order; empty until the first
+    /// write. Dropped (finalized) before the connection: see `Drop`.
     inserts: Vec<SqliteInsert>,
     conn: rusqlite::Connection,
 }
@@ -228,11 +228,20 @@ impl Sqlite {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(|e| e.to_string())?;
         let mut s = Sqlite { inserts: Vec::new(), conn };
         s.migrate()?;
-        for rows in SQLITE_ROWS_PER_INSERT {
-            // SAFETY: the connection is open, and `Sqlite` finalizes its statements before it.
-            s.inserts.push(unsafe { SqliteInsert::prepare(s.conn.handle(), rows)? });
-        }
         Ok(s)
+    }
+
+    /// The prepared inserts, made at the first write: most connections only read (the task
+    /// settler's every 10 s, `cheapmodel usage`), and preparing every size costs more than their
+    /// query.
+    fn prepare_inserts(&mut self) -> Result<(), String> {
+        if self.inserts.is_empty() {
+            for rows in SQLITE_ROWS_PER_INSERT {
+                // SAFETY: the connection is open, and `Sqlite` finalizes its statements before it.
+                self.inserts.push(unsafe { SqliteInsert::prepare(self.conn.handle(), rows)? });
+            }
+        }
+        Ok(())
     }
 
     fn migrate(&mut self) -> Result<(), String> {
@@ -265,6 +274,7 @@ impl Sqlite {
 
 impl Backend for Sqlite {
     fn write(&mut self, rows: &[Row], pending: &[PendingTask], fresh: bool) -> Result<Vec<bool>, String> {
+        self.prepare_inserts()?;
         let Sqlite { inserts, conn } = self;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         let mut inserted = vec![false; rows.len()];
