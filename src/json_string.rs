@@ -31,37 +31,72 @@ const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
 /// The index of the closing quote of the string whose text begins at `from` (just after its
 /// opening quote): the first `"` not escaped by an odd run of backslashes. `None` when the bytes
 /// end first.
+///
+/// With AVX2 (two 32-byte compares per block) where the CPU has it, else SSE2 (four 16-byte ones;
+/// every x86_64 CPU has SSE2). `is_x86_feature_detected!` reads a cached flag.
 #[inline]
 pub fn closing_quote(b: &[u8], from: usize) -> Option<usize> {
-    scan::<false>(b, from, |_| true).ok()
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { closing_quote_avx2(b, from) };
+        }
+        scan::<false, Sse2>(b, from, |_| true).ok()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    scan::<false, Portable>(b, from, |_| true).ok()
 }
 
 /// [`closing_quote`], and `escape(k)` is called, in order, for the backslash at each `k` that
 /// begins an escape before the closing quote (the second backslash of `\\` begins none). When it
 /// answers false the scan stops with [`Unclosed::Refused`]. A string unterminated in its last
 /// block is `Unterminated` before any escape of that block is checked.
+///
+/// SSE2 only: in text with an escape every few bytes the checks dominate, and the AVX2 build of
+/// this loop measured 4.5% slower (`cargo bench --bench translate -- request_agent_85kb`: 24.65
+/// against 23.59 µs).
 #[inline]
 pub fn closing_quote_checked(b: &[u8], from: usize, escape: impl FnMut(usize) -> bool) -> Result<usize, Unclosed> {
-    scan::<true>(b, from, escape)
+    #[cfg(target_arch = "x86_64")]
+    return scan::<true, Sse2>(b, from, escape);
+    #[cfg(not(target_arch = "x86_64"))]
+    scan::<true, Portable>(b, from, escape)
 }
 
-/// Both of the above: `CHECK` says whether escapes are reported (without, the loop over them is
-/// not compiled in at all).
+/// `scan` compiled with AVX2 on, so that `Avx2::classify`'s intrinsics are inlined into it.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn closing_quote_avx2(b: &[u8], from: usize) -> Option<usize> {
+    scan::<false, Avx2>(b, from, |_| true).ok()
+}
+
+/// Both entry points, for one way of classifying a block: `CHECK` says whether escapes are
+/// reported (without, the loop over them is not compiled in at all).
 #[inline(always)]
-fn scan<const CHECK: bool>(b: &[u8], from: usize, mut escape: impl FnMut(usize) -> bool) -> Result<usize, Unclosed> {
+fn scan<const CHECK: bool, C: Classify>(
+    b: &[u8],
+    from: usize,
+    mut escape: impl FnMut(usize) -> bool,
+) -> Result<usize, Unclosed> {
     let mut pos = from;
     let mut next_is_escaped = 0u64;
     while pos < b.len() {
         let (quotes, backslashes, last) = match b.get(pos..pos + BLOCK) {
+            // SAFETY: `C` is only used where the CPU has its instructions (`closing_quote`).
             Some(block) => {
-                let (q, s) = classify(block);
+                let (q, s) = unsafe { C::classify(block) };
                 (q, s, false)
             }
             None => {
                 // The tail: padded with zeros, which are neither quotes nor backslashes.
                 let mut padded = [0u8; BLOCK];
                 padded[..b.len() - pos].copy_from_slice(&b[pos..]);
-                let (q, s) = classify(&padded);
+                // SAFETY: as above.
+                let (q, s) = unsafe { C::classify(&padded) };
                 (q, s, true)
             }
         };
@@ -88,36 +123,70 @@ fn scan<const CHECK: bool>(b: &[u8], from: usize, mut escape: impl FnMut(usize) 
     Err(Unclosed::Unterminated)
 }
 
-/// Bit `n` set where byte `n` of `block` (64 bytes) is `"`, and where it is `\`.
-#[inline]
+/// Bit `n` set where byte `n` of a 64-byte block is `"`, and where it is `\`.
+trait Classify {
+    /// # Safety
+    /// `block` holds at least 64 bytes, and the CPU has the instructions the implementation uses.
+    unsafe fn classify(block: &[u8]) -> (u64, u64);
+}
+
 #[cfg(target_arch = "x86_64")]
-fn classify(block: &[u8]) -> (u64, u64) {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-    assert!(block.len() >= BLOCK);
-    let (mut quotes, mut backslashes) = (0u64, 0u64);
-    // SAFETY: SSE2 is part of every x86_64 CPU; the four unaligned 16-byte loads lie within
-    // `block`, which is at least 64 bytes long (asserted above).
-    unsafe {
+struct Sse2;
+
+#[cfg(target_arch = "x86_64")]
+impl Classify for Sse2 {
+    #[inline(always)]
+    unsafe fn classify(block: &[u8]) -> (u64, u64) {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        debug_assert!(block.len() >= BLOCK);
+        let (mut quotes, mut backslashes) = (0u64, 0u64);
         let quote = _mm_set1_epi8(b'"' as i8);
         let backslash = _mm_set1_epi8(b'\\' as i8);
         for k in 0..BLOCK / 16 {
+            // In bounds: `block` holds at least 64 bytes (the caller's promise).
             let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast());
             quotes |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16) << (16 * k);
             backslashes |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)) as u16) << (16 * k);
         }
+        (quotes, backslashes)
     }
-    (quotes, backslashes)
 }
 
-#[inline]
-#[cfg(not(target_arch = "x86_64"))]
-fn classify(block: &[u8]) -> (u64, u64) {
-    let (mut quotes, mut backslashes) = (0u64, 0u64);
-    for (n, &c) in block[..BLOCK].iter().enumerate() {
-        quotes |= u64::from(c == b'"') << n;
-        backslashes |= u64::from(c == b'\\') << n;
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Classify for Avx2 {
+    /// Inlined into `scan_avx2`, which turns AVX2 on for these intrinsics.
+    #[inline(always)]
+    unsafe fn classify(block: &[u8]) -> (u64, u64) {
+        use std::arch::x86_64::{_mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8};
+        debug_assert!(block.len() >= BLOCK);
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        // In bounds: `block` holds at least 64 bytes (the caller's promise).
+        let low = _mm256_loadu_si256(block.as_ptr().cast());
+        let high = _mm256_loadu_si256(block.as_ptr().add(32).cast());
+        let mask = |v, c| u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, c)) as u32);
+        (mask(low, quote) | (mask(high, quote) << 32), mask(low, backslash) | (mask(high, backslash) << 32))
     }
-    (quotes, backslashes)
+}
+
+/// Any CPU: byte by byte (the compiler vectorizes what it can).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+struct Portable;
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+impl Classify for Portable {
+    #[inline(always)]
+    unsafe fn classify(block: &[u8]) -> (u64, u64) {
+        let (mut quotes, mut backslashes) = (0u64, 0u64);
+        for (n, &c) in block[..BLOCK].iter().enumerate() {
+            quotes |= u64::from(c == b'"') << n;
+            backslashes |= u64::from(c == b'\\') << n;
+        }
+        (quotes, backslashes)
+    }
 }
 
 /// From one block's backslash bits: the bytes escaped (the byte after each escaping backslash,
@@ -179,6 +248,32 @@ mod tests {
                 (None, reference(b, from).1)
             }
             Err(Unclosed::Refused) => unreachable!("the check never refuses"),
+        }
+    }
+
+    #[test]
+    fn every_classifier_agrees_with_the_portable_one() {
+        let mut block = [b'a'; BLOCK];
+        for (n, c) in block.iter_mut().enumerate() {
+            *c = match n % 7 {
+                0 => b'"',
+                3 | 4 => b'\\',
+                _ => b'a' + (n % 26) as u8,
+            };
+        }
+        // SAFETY: 64 bytes; SSE2 is on every x86_64 CPU, AVX2 is checked.
+        let portable = unsafe { Portable::classify(&block) };
+        assert_eq!(portable.0.count_ones(), 10);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(unsafe { Sse2::classify(&block) }, portable);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2(block: &[u8]) -> (u64, u64) {
+                    unsafe { Avx2::classify(block) }
+                }
+                assert_eq!(unsafe { avx2(&block) }, portable);
+            }
         }
     }
 
