@@ -53,7 +53,9 @@
 //! UTF-8 with simdutf8, and no longer validates values it does not read): in the same sitting
 //! against `--baseline` of the version before (a depth-guard pass, then sonic-rs's validating
 //! object iterator), `peek` took 66.5%, 77.2% and 70.9% less time at 1 KiB, 100 KiB and 5 MiB.
-//! Target "peek at >= 1 GB/s": holds at every size.
+//! Target "peek at >= 1 GB/s": holds at every size. Later that day strings with escapes were
+//! crossed 64 bytes at a time (`json_string`): -5.7%, -61.3% and -59.8% more at 1 KiB, 100 KiB and
+//! 5 MiB, and -38.8% on `agent_85KB` (benches/README.md).
 //! The sse rows are from 2026-12-06, after the meter moved onto `dialect::sse::SseDecoder` (the
 //! only SSE parser); against `--baseline` of its own line splitter in the same sitting, relative to
 //! the memchr baseline of each run: +2% and +8% (OpenAI passthrough, per event / 1400 B), +2% and
