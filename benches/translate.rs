@@ -169,51 +169,39 @@ fn bench_streams(c: &mut Criterion) {
     g.finish();
 }
 
-/// The Claude Code request recorded in `tests/fixtures/claude_code/` (Anthropic caller, gpt-5.5:
-/// adaptive thinking, effort, a mid-conversation system turn, 12 tool schemas), against a
-/// serde_json parse of the same bytes. Target (issue "Real clients"): at most 0.35x the parse.
-fn bench_claude_code(c: &mut Criterion) {
-    let mut g = c.benchmark_group("request_claude_code");
+/// A request translator, as the benches call it.
+type Translate =
+    fn(&[u8], &RequestOptions<'_>) -> Result<cheapmodel::dialect::Translated, cheapmodel::dialect::TranslateError>;
+
+/// One recorded-size request translated one way (`name`, by `translate`, for `upstream_model`),
+/// against a serde_json parse of the same bytes, in the group `group`.
+fn one_way(c: &mut Criterion, group: &str, body: &[u8], upstream_model: &str, name: &str, translate: Translate) {
+    let mut g = c.benchmark_group(group);
     g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude_code/messages_request.json");
-    let an = std::fs::read(path).expect("recorded Claude Code request");
-    let opts = RequestOptions {
-        upstream_model: "gpt-5.5",
-        default_max_tokens: 4096,
-        strict: false,
-        structured_outputs: false,
-    };
-    g.throughput(Throughput::Bytes(an.len() as u64));
+    let opts = RequestOptions { upstream_model, default_max_tokens: 4096, strict: false, structured_outputs: false };
+    g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("baseline_parse_only", |b| {
-        b.iter(|| serde_json::from_slice::<Value>(black_box(&an)).expect("json"))
+        b.iter(|| serde_json::from_slice::<Value>(black_box(body)).expect("json"))
     });
-    g.bench_function("anthropic_to_openai", |b| {
-        b.iter(|| request::anthropic_to_openai(black_box(&an), &opts).expect("ok"))
-    });
+    g.bench_function(name, |b| b.iter(|| translate(black_box(body), &opts).expect("ok")));
     g.finish();
 }
 
+/// The Claude Code request recorded in `tests/fixtures/claude_code/` (Anthropic caller, gpt-5.5:
+/// adaptive thinking, effort, a mid-conversation system turn, 12 tool schemas). Target (issue
+/// "Real clients"): at most 0.35x the parse.
+fn bench_claude_code(c: &mut Criterion) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude_code/messages_request.json");
+    let an = std::fs::read(path).expect("recorded Claude Code request");
+    one_way(c, "request_claude_code", &an, "gpt-5.5", "anthropic_to_openai", request::anthropic_to_openai);
+}
+
 /// A coding agent's ~85 KB OpenAI request (`common/agent_body.rs`, the body `loadtest/bodies.sh`
-/// sends: tool results of file text with an escape on every line) translated for an Anthropic
-/// model, against a serde_json parse of the same bytes.
+/// sends: tool results of file text with an escape on every line) for an Anthropic model.
 fn bench_agent(c: &mut Criterion) {
-    let mut g = c.benchmark_group("request_agent_85kb");
-    g.sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
     let oa = agent_body::agent_request("claude-sonnet-4-5-20250929", 85 * 1024);
-    let opts = RequestOptions {
-        upstream_model: "claude-sonnet-4-5-20250929",
-        default_max_tokens: 4096,
-        strict: false,
-        structured_outputs: false,
-    };
-    g.throughput(Throughput::Bytes(oa.len() as u64));
-    g.bench_function("baseline_parse_only", |b| {
-        b.iter(|| serde_json::from_slice::<Value>(black_box(&oa)).expect("json"))
-    });
-    g.bench_function("openai_to_anthropic", |b| {
-        b.iter(|| request::openai_to_anthropic(black_box(&oa), &opts).expect("ok"))
-    });
-    g.finish();
+    let model = "claude-sonnet-4-5-20250929";
+    one_way(c, "request_agent_85kb", &oa, model, "openai_to_anthropic", request::openai_to_anthropic);
 }
 
 criterion_group!(benches, bench_requests, bench_documents, bench_streams, bench_claude_code, bench_agent);
