@@ -5,9 +5,10 @@
 //! structurally: a string by its closing quote (`string_end`: the first quote, found with SSE2
 //! over the next 32 bytes, then `memchr`; a string with an escaped quote is crossed 64 bytes at a
 //! time by `json_string`), a container by its brackets, whose kinds must match and whose nesting
-//! is bounded by `MAX_DEPTH` (a too-deep body is a 400, and nothing here recurses). The whole body must be UTF-8 (`simdutf8`). Every top-level key is
-//! visited, so a body that names `model` twice is caught: JSON parsers disagree on which duplicate
-//! wins, and the gateway must route and authorize on the value the upstream reads.
+//! is bounded by `MAX_DEPTH` (a too-deep body is a 400, and nothing here recurses). The whole body
+//! must be UTF-8 (`simdutf8`). Every top-level key is visited, so a body that names `model` twice
+//! is caught: JSON parsers disagree on which duplicate wins, and the gateway must route and
+//! authorize on the value the upstream reads.
 //!
 //! Why values it crosses are not validated further (a bad literal or a missing comma deep inside
 //! `messages`): the gateway does not need them. A same-dialect upstream reads the body itself and
