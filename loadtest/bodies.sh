@@ -5,6 +5,7 @@
 #
 #   bash loadtest/bodies.sh [--out FILE]          # default /tmp/cheapmodel-bodies.md
 #   DURATION=10 bash loadtest/bodies.sh           # seconds per wrk run (default 5)
+#   ROUNDS=3 bash loadtest/bodies.sh              # every target ROUNDS times, alternated; medians
 #
 # Bodies (chat_bodies.py --agent): an OpenAI-dialect coding agent's request of ~85 KB (25 tool
 # schemas, a long system prompt, tool-call rounds with file contents) and one of ~1 MB; "same" names
@@ -26,7 +27,8 @@ cm_need haproxy wrk taskset curl python3 timeout
   cm_die "build first: cargo build --release --bins --example bare_pingora"
 DURATION=${DURATION:-5}
 DUR=$(cm_duration_s)
-CM_MAX_SECONDS=$((DUR * 60 + 600))
+ROUNDS=${ROUNDS:-1}
+CM_MAX_SECONDS=$(((DUR * 60 + 600) * ROUNDS))
 W=$(mktemp -d /tmp/cheapmodel-bodies.XXXXXX)
 RES=$W/results.jsonl
 : >"$RES"
@@ -39,6 +41,11 @@ HZ=$(getconf CLK_TCK)
 NO_TOOLS="x-mock-no-tools: 1"
 python3 "$CM_LT/chat_bodies.py" --agent "$W" gpt-5.5 claude-sonnet-4-5-20250929
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
+
+# The targets one after the other, ROUNDS times: HAProxy's own CPU per request moves by up to a
+# third between runs on this machine, so one round can flip a ratio near 1.0x; the report gives
+# each target's median over the rounds, and the rounds' range.
+ROUND=0
 
 # run TARGET PORT PID BODY: one wrk run (after a probe that must answer 200), appended to $RES.
 run() {
@@ -55,12 +62,12 @@ run() {
   t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   line=$(sed -n 's/^WRK_JSON //p' "$W/wrk.out")
   [[ -n $line ]] || cm_die "$target $body: wrk failed: $(cat "$W/wrk.out")"
-  printf '{"target":"%s","body":"%s","bytes":%d,"cpu_ticks":%d,"hz":%d,"wrk":%s}\n' "$target" "$body" \
-    "$(stat -c %s "$W/$body.json")" "$((t1 - t0))" "$HZ" "$line" >>"$RES"
+  printf '{"target":"%s","body":"%s","round":%d,"bytes":%d,"cpu_ticks":%d,"hz":%d,"wrk":%s}\n' "$target" "$body" \
+    "$ROUND" "$(stat -c %s "$W/$body.json")" "$((t1 - t0))" "$HZ" "$line" >>"$RES"
   cm_log "$target $body: $line"
 }
 
-for size in 85k 1m; do
+for ROUND in $(seq 1 "$ROUNDS"); do for size in 85k 1m; do
   cm_start_haproxy_route "$W/haproxy" 1200000
   run haproxy "$CM_PORT" "$(cm_child "$CM_WRAPPER")" "openai-$size-same"
   cm_stop "$CM_WRAPPER"
@@ -72,22 +79,34 @@ for size in 85k 1m; do
   run gateway "$CM_PORT" "$gpid" "openai-$size-same"
   run gateway-translated "$CM_PORT" "$gpid" "openai-$size-translated"
   cm_stop "$CM_WRAPPER"
-done
+done; done
 cm_cleanup
 
-python3 - "$RES" "$OUT" "$DUR" <<'PY'
-import json, sys, time
+python3 - "$RES" "$OUT" "$DUR" "$ROUNDS" <<'PY'
+import json, statistics, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1])]
+rounds = int(sys.argv[4])
 def cpu_us(r):
     return r["cpu_ticks"] / r["hz"] * 1e6 / max(r["wrk"]["requests"], 1)
-base = {r["body"].split("-")[1]: cpu_us(r) for r in rows if r["target"] == "haproxy"}
-out = [f"**Agent-sized requests** ({time.strftime('%Y-%m-%d %H:%M')}, `bash loadtest/bodies.sh`: each proxy on CPU 1 "
-       f"with one worker, wrk -t1 -c8 for {sys.argv[3]} s and the mock on CPU 0; one run)", "",
-       "| target | body | req/s | CPU µs/req | vs HAProxy | non-2xx + errors |", "|---|---|---:|---:|---:|---:|"]
+# (target, body) -> its rows, in the order first run
+runs = {}
 for r in rows:
-    w, size = r["wrk"], r["body"].split("-")[1]
-    out.append(f'| {r["target"]} | {size} ({r["bytes"]:,} B) | {w["rps"]:,.0f} | {cpu_us(r):.1f} | '
-               f'{cpu_us(r) / base[size]:.2f}x | {w["non2xx"] + w["errors"]} |')
+    runs.setdefault((r["target"], r["body"]), []).append(r)
+size = lambda body: body.split("-")[1]
+median = lambda rs: statistics.median(cpu_us(r) for r in rs)
+base = {size(b): median(rs) for (t, b), rs in runs.items() if t == "haproxy"}
+what = "one run" if rounds == 1 else f"{rounds} rounds alternated, medians (range)"
+out = [f"**Agent-sized requests** ({time.strftime('%Y-%m-%d %H:%M')}, `bash loadtest/bodies.sh`: each proxy on CPU 1 "
+       f"with one worker, wrk -t1 -c8 for {sys.argv[3]} s and the mock on CPU 0; {what})", "",
+       "| target | body | req/s | CPU µs/req | vs HAProxy | non-2xx + errors |", "|---|---|---:|---:|---:|---:|"]
+for (target, body), rs in runs.items():
+    s = size(body)
+    cpu = f"{median(rs):.1f}"
+    if len(rs) > 1:
+        cpu += f" ({min(map(cpu_us, rs)):.1f}-{max(map(cpu_us, rs)):.1f})"
+    rps = statistics.median(r["wrk"]["rps"] for r in rs)
+    bad = sum(r["wrk"]["non2xx"] + r["wrk"]["errors"] for r in rs)
+    out.append(f'| {target} | {s} ({rs[0]["bytes"]:,} B) | {rps:,.0f} | {cpu} | {median(rs) / base[s]:.2f}x | {bad} |')
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
