@@ -4,7 +4,7 @@
 //! scan that stops at every quote and counts the backslashes before it stops every ~25 bytes
 //! there, and a scan that also stops at every backslash (to check the escapes) twice as often.
 //! This one classifies 64 bytes at once instead: which bytes are quotes and which backslashes
-//! (SSE2 compares), then which of them are escaped, with simdjson's carry trick over the
+//! (SSE2 or AVX2 compares), then which of them are escaped, with simdjson's carry trick over the
 //! backslash bits (an odd run of backslashes escapes the byte after it; the run may cross a
 //! block). A string then costs a few dozen instructions per 64 bytes whatever it holds, and only
 //! the escapes the caller wants to look at cost more.
