@@ -2,9 +2,8 @@
 //!
 //! One pass over the body: the top-level object's members are walked; the values the router needs
 //! (`model`, `stream`, `stream_options`, the output cap) are read, and every other value is crossed
-//! structurally: a string by its closing quote (`string_end`: the first quote, found with SSE2
-//! over the next 32 bytes, then `memchr`; a string with an escaped quote is crossed 64 bytes at a
-//! time by `json_string`), a container by its brackets, whose kinds must match and whose nesting
+//! structurally: a string by its closing quote (`json_string`: the first quote, unless a
+//! backslash stands before it; then 64 bytes at a time), a container by its brackets, whose kinds must match and whose nesting
 //! is bounded by `MAX_DEPTH` (a too-deep body is a 400, and nothing here recurses). The whole body
 //! must be UTF-8 (`simdutf8`). Every top-level key is visited, so a body that names `model` twice
 //! is caught: JSON parsers disagree on which duplicate wins, and the gateway must route and
@@ -226,43 +225,9 @@ pub fn splice(body: &[u8], edits: &mut [Edit<'_>]) -> Vec<u8> {
 // as it is; a body another pass already validated), with the same structural scan as `peek`.
 
 /// The index after the closing quote of the string whose opening quote is at `i`, or `None` when
-/// it is not closed. The closing quote is the first `"` not escaped by an odd run of backslashes.
-/// Most strings hold no escaped quote: the first quote found ends them, unless a backslash stands
-/// before it. Then the string is text with escapes (a file, a prompt), crossed 64 bytes at a time
-/// (`json_string`) instead of stopping at every escaped quote.
+/// it is not closed (`json_string::closing_quote`).
 pub fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    let quote = next_quote(b, i + 1)?;
-    // `quote - 1` is at least `i`, the opening quote.
-    if b[quote - 1] != b'\\' {
-        return Some(quote + 1);
-    }
     crate::json_string::closing_quote(b, i + 1).map(|q| q + 1)
-}
-
-/// The index of the first `"` at or after `from`. Most strings in a body are short (a quote every
-/// 25 bytes in an agent's request), and for those `memchr`'s setup costs more than the search
-/// (callgrind: 37 instructions a call): the next 32 bytes are tried with two SSE2 compares first,
-/// and only a longer stretch goes to `memchr`.
-#[inline]
-fn next_quote(b: &[u8], from: usize) -> Option<usize> {
-    let rest = b.get(from..)?;
-    #[cfg(target_arch = "x86_64")]
-    if rest.len() >= 32 {
-        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-        // SAFETY: SSE2 is part of every x86_64 CPU; both unaligned 16-byte loads lie within `rest`,
-        // which is at least 32 bytes long.
-        let quotes = unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let low = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(rest.as_ptr().cast()), quote));
-            let high = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(rest.as_ptr().add(16).cast()), quote));
-            (low as u32) | ((high as u32) << 16)
-        };
-        if quotes != 0 {
-            return Some(from + quotes.trailing_zeros() as usize);
-        }
-        return memchr::memchr(b'"', &rest[32..]).map(|at| from + 32 + at);
-    }
-    memchr::memchr(b'"', rest).map(|at| from + at)
 }
 
 /// A malformed body (made only when one is found: `ok_or` would build and drop an error for every

@@ -333,7 +333,7 @@ impl<'a> Scan<'a> {
         if min < 0x20 {
             return Err(fault("control character in a string"));
         }
-        // Only called with an escape in the first `BULK_AFTER` bytes.
+        // Only called at a backslash past `BULK_AFTER` bytes: the string holds an escape.
         let escaped = true;
         if or & 0x80 != 0 && simdutf8::basic::from_utf8(raw).is_err() {
             return Err(fault("not valid UTF-8"));
