@@ -143,6 +143,10 @@ fn usage(path: &std::path::Path, query: report::Query, format: UsageFormat) -> i
             return 2;
         }
     }
+    if query.is_reversed() {
+        eprintln!("--from must not be after --to");
+        return 2;
+    }
     let raw = match config::load_ledger(path) {
         Ok(l) => l,
         Err(e) => {

@@ -67,6 +67,8 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: String },
     /// The request line or headers are not acceptable (absolute-form URI, bad header value...).
     BadRequest(&'static str),
+    /// The caller stopped sending its body for `server.client_read_timeout_ms`.
+    BodyTimeout,
     /// The upstream could not be reached, reset the connection or answered garbage.
     UpstreamUnavailable,
     /// The upstream did not answer within its configured timeouts.
@@ -102,6 +104,7 @@ impl GatewayError {
             | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::BodyTimeout => 408,
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::LedgerUnavailable | GatewayError::LimitsUnavailable => 503,
@@ -130,6 +133,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BodyTimeout => "body_timeout",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::LedgerUnavailable => "ledger_unavailable",
@@ -155,11 +159,12 @@ impl GatewayError {
             GatewayError::DuplicateField(f) => format!("{f}: the field appears more than once in the request body"),
             GatewayError::WrongType(f, t) => format!("{f}: expected {t}"),
             GatewayError::UnknownModel(m) => format!("The model `{m}` does not exist or you do not have access to it."),
-            GatewayError::WrongKind(m, k) => format!("The model `{m}` is a {k} model and cannot be used on this endpoint."),
+            GatewayError::WrongKind(m, k) => format!("The model `{m}` is for {k} requests and cannot be used on this endpoint."),
             GatewayError::Untranslatable { param, message } => format!("{param}: {message}"),
             GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
             GatewayError::MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}"),
             GatewayError::BadRequest(why) => (*why).to_string(),
+            GatewayError::BodyTimeout => "The request body did not arrive in time: the connection went quiet before the whole body came in.".into(),
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
             GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
             GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
@@ -190,6 +195,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => {
                 ("invalid_request_error", None, None)
             }
+            GatewayError::BodyTimeout => ("invalid_request_error", Some("request_timeout"), None),
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
             GatewayError::LedgerUnavailable => ("server_error", Some("ledger_unavailable"), None),
@@ -242,7 +248,8 @@ impl GatewayError {
 /// Anthropic's documented error type for an HTTP status.
 pub fn anthropic_type_for_status(status: u16) -> &'static str {
     match status {
-        400 | 405 | 411 => "invalid_request_error",
+        // 408: the caller's body stalled; Anthropic's `timeout_error` is its own (504) side.
+        400 | 405 | 408 | 411 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",

@@ -223,6 +223,9 @@ fn usage_query(req: &RequestHeader, key: &Key) -> Result<crate::ledger::report::
         }
         *slot = Some(value.to_string());
     }
+    if q.is_reversed() {
+        return Err(GatewayError::BadRequest("from must not be after to."));
+    }
     Ok(q)
 }
 

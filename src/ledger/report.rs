@@ -47,6 +47,15 @@ pub struct Query {
     pub key: Option<String>,
 }
 
+impl Query {
+    /// `from` is a later day than `to`: no day can match, and the caller almost surely swapped
+    /// them, so both readers refuse it rather than answer an empty total. Days are `YYYY-MM-DD`,
+    /// so text order is day order.
+    pub fn is_reversed(&self) -> bool {
+        matches!((&self.from, &self.to), (Some(from), Some(to)) if from > to)
+    }
+}
+
 /// The summed measures, in output order: (output field name, ledger column).
 pub const MEASURES: [(&str, &str); 8] = [
     ("requests", "requests"),

@@ -64,7 +64,7 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
         if remaining_fits {
             session.enable_retry_buffering();
         }
-        match session.read_request_body().await.map_err(unreadable)? {
+        match session.read_request_body().await.map_err(|e| unreadable(&e))? {
             Some(chunk) => {
                 if buf.len() + chunk.len() > max {
                     return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
@@ -118,12 +118,14 @@ impl Gather {
     }
 }
 
-/// A body that could not be read. A timeout keeps Pingora's error (answered "did not arrive in
-/// time"); anything else is the caller's framing (a chunk size that is not hex or overflows, a
-/// body shorter than its Content-Length before the caller half-closed): a 400, not a 500.
-fn unreadable(e: Box<pingora::Error>) -> BodyError {
+/// A body that could not be read: the caller's doing either way, so answered in its dialect. A
+/// caller that went quiet (`server.client_read_timeout_ms`) gets 408; anything else is its framing
+/// (a chunk size that is not hex or overflows, a body shorter than its Content-Length before the
+/// caller half-closed): a 400. Pingora's error would reach `fail_to_proxy` without a source (the
+/// body read does not mark it downstream) and be answered as the gateway's own 500.
+fn unreadable(e: &pingora::Error) -> BodyError {
     match e.etype() {
-        pingora::ErrorType::ReadTimedout => BodyError::Io(e),
+        pingora::ErrorType::ReadTimedout => BodyError::Reject(GatewayError::BodyTimeout),
         _ => BodyError::Reject(GatewayError::BadRequest(
             "The request body could not be read: invalid chunked framing, or fewer bytes than Content-Length.",
         )),

@@ -486,9 +486,7 @@ impl ProxyHttp for Gateway {
                 | ErrorType::TLSHandshakeTimedout,
             ) => Some(GatewayError::UpstreamTimeout),
             (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
-            (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
-                Some(GatewayError::BadRequest("The request body did not arrive in time."))
-            }
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GatewayError::BodyTimeout),
             (ErrorSource::Downstream, _) => None,
             _ => Some(GatewayError::Internal),
         };

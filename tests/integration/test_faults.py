@@ -87,9 +87,28 @@ def test_slow_caller_is_dropped_and_gateway_keeps_serving(gateway, mock):
     data = s.recv(65536)   # the gateway gives up on the body (client_read_timeout_ms = 2000)
     assert time.time() - t0 < 6
     s.close()
+    # The caller's fault, answered as such in its dialect: 408, not the gateway's own 500.
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), data
+    assert b"connection: close" in head.lower(), head
+    assert json.loads(body)["error"]["code"] == "request_timeout", body
     assert mock.requests() == []
     r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
     assert r.status_code == 200
+
+
+def test_slow_caller_gets_408_in_the_anthropic_dialect_too(gateway, mock):
+    mock.clear()
+    s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + KEY_A.encode() +
+              b"\r\nContent-Length: 100\r\n\r\n{\"model\":\"claude-sonnet-4-5-20250929\"")
+    data = s.recv(65536)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), data
+    assert json.loads(body) == {"type": "error", "error": {"type": "invalid_request_error", "message": (
+        "The request body did not arrive in time: the connection went quiet before the whole body came in.")}}
+    assert mock.requests() == []
 
 
 def test_half_closed_caller(gateway, mock):

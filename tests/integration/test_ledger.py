@@ -185,6 +185,9 @@ def test_mixed_run_ledger_metric_and_report_agree_exactly(own_mock, tmp_path):
         today = time.strftime("%Y-%m-%d", time.gmtime())
         assert json.loads(usage_cli(g.config_path, "--format", "json", "--from", "2000-01-01", "--to", "2000-01-02")) == []
         assert json.loads(usage_cli(g.config_path, "--format", "json", "--from", today, "--to", today))[0]["requests"] == sent
+        swapped = subprocess.run([GATEWAY_BIN, "usage", "--config", str(g.config_path), "--from", today,
+                                  "--to", "2000-01-01"], capture_output=True, text=True, timeout=30)
+        assert swapped.returncode == 2 and "--from must not be after --to" in swapped.stderr, swapped
     finally:
         g.stop()
 
@@ -213,6 +216,10 @@ def test_usage_endpoint_shows_only_the_callers_own_usage(own_mock, tmp_path):
         assert r.json()["data"] == []
         r = httpx.get(g.url + "/v1/usage", params={"from": "yesterday"}, headers=openai_headers(KEY_A), timeout=10)
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        # A swapped range is refused, not answered with an empty total that looks like "no usage".
+        r = httpx.get(g.url + "/v1/usage", params={"from": today, "to": "2000-01-01"},
+                      headers=anthropic_headers(KEY_A), timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "from must not be after to.", r.text
         assert httpx.get(g.url + "/v1/usage", timeout=10).status_code == 401
         r = httpx.get(g.url + "/v1/usage", headers=anthropic_headers("cm_nope"), timeout=10)
         assert r.status_code == 401
