@@ -33,6 +33,8 @@ pub enum Route {
     Health,
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`).
+    Model(String),
     /// Chat traffic to forward; the dialect is the endpoint's.
     Chat(Dialect),
     /// Anthropic `count_tokens`: forwarded to Anthropic upstreams, estimated for OpenAI ones.
@@ -67,6 +69,8 @@ pub enum Local {
     Health,
     /// The models the caller's key may use.
     Models,
+    /// One model the caller's key may use, by name.
+    Model(String),
     /// An estimate of the body's input tokens (`count_tokens` on an OpenAI-dialect model, which
     /// has no such endpoint upstream).
     EstimateTokens,
@@ -176,6 +180,15 @@ fn classify(req: &RequestHeader, path: &str, trimmed: &str) -> Result<Route, Gat
     let method = &req.method;
     let not_found = || GatewayError::NotFound { method: method.to_string(), path: path.to_string() };
     let not_allowed = || GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() };
+    if let Some(name) = trimmed.strip_prefix("/v1/models/") {
+        if name.is_empty() || name.contains('/') {
+            return Err(not_found());
+        }
+        if method != http::Method::GET {
+            return Err(not_allowed());
+        }
+        return Ok(Route::Model(name.to_string()));
+    }
     if let Some(rest) = trimmed.strip_prefix("/v1/tasks/") {
         let (id, content) = match rest.strip_suffix("/content") {
             Some(id) => (id, true),
@@ -246,6 +259,12 @@ pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapsh
     };
     let decision = match route {
         Route::Models => Decision::Local(Local::Models),
+        // The chat path's answers for the same name: 404 unregistered, 403 not on the key's list.
+        Route::Model(name) => match snapshot.model(&name) {
+            None => Decision::Reject(GatewayError::UnknownModel(name)),
+            Some(_) if !caller.key.allows(&name) => Decision::Reject(GatewayError::ModelNotAllowed(name)),
+            Some(_) => Decision::Local(Local::Model(name)),
+        },
         Route::TaskPoll(id) => Decision::Task(TaskCall::Poll(id), caller.clone()),
         Route::TaskContent(id) => Decision::Task(TaskCall::Content(id), caller.clone()),
         Route::Usage => match usage_query(req, &caller.key) {
@@ -460,6 +479,7 @@ keys:
             ("GET", "/healthz", Route::Health, Dialect::OpenAi),
             ("HEAD", "/healthz", Route::Health, Dialect::OpenAi),
             ("GET", "/v1/models", Route::Models, Dialect::OpenAi),
+            ("GET", "/v1/models/gpt-5.5", Route::Model("gpt-5.5".into()), Dialect::OpenAi),
             ("POST", "/v1/chat/completions", Route::Chat(Dialect::OpenAi), Dialect::OpenAi),
             ("POST", "/v1/chat/completions/", Route::Chat(Dialect::OpenAi), Dialect::OpenAi),
             ("POST", "/v1/messages", Route::Chat(Dialect::Anthropic), Dialect::Anthropic),
@@ -505,6 +525,25 @@ keys:
         assert_eq!(rejected(decide("GET", "/v1/nothing", None, "")), GatewayError::MissingKey);
         assert!(matches!(rejected(decide("GET", "/v1/nothing", Some(KEY), "")), GatewayError::NotFound { .. }));
         assert!(matches!(decide("GET", "/v1/models", Some(KEY), ""), Decision::Local(Local::Models)));
+    }
+
+    #[test]
+    fn one_model_is_answered_as_the_chat_path_would_treat_its_name() {
+        assert_eq!(rejected(decide("GET", "/v1/models/gpt-5.5", None, "")), GatewayError::MissingKey);
+        assert!(matches!(
+            decide("GET", "/v1/models/gpt-5.5", Some(KEY), ""),
+            Decision::Local(Local::Model(m)) if m == "gpt-5.5"
+        ));
+        assert_eq!(rejected(decide("GET", "/v1/models/gpt", Some(KEY), "")), GatewayError::UnknownModel("gpt".into()));
+        assert_eq!(
+            rejected(decide("GET", "/v1/models/claude-strict", Some(KEY_GPT_ONLY), "")),
+            GatewayError::ModelNotAllowed("claude-strict".into())
+        );
+        assert!(matches!(rejected(decide("GET", "/v1/models/a/b", Some(KEY), "")), GatewayError::NotFound { .. }));
+        assert!(matches!(
+            rejected(decide("DELETE", "/v1/models/gpt-5.5", Some(KEY), "")),
+            GatewayError::MethodNotAllowed { .. }
+        ));
     }
 
     #[test]

@@ -103,7 +103,17 @@ impl Gateway {
         ctx.key = caller.as_ref().map(|c| c.key.clone());
         match decision {
             Decision::Reject(e) => return Ok(Some(e)),
-            Decision::Local(plan::Local::Health | plan::Local::Models) => {}
+            Decision::Local(plan::Local::Health) => {}
+            Decision::Local(plan::Local::Models) => match &caller {
+                Some(c) => {
+                    ctx.local = Some(tasks::Answer::ok_json(respond::models_body(&snapshot, &c.key, ctx.caller)))
+                }
+                // `plan_head` answers /v1/models only to an authenticated caller.
+                None => return Ok(Some(GatewayError::MissingKey)),
+            },
+            Decision::Local(plan::Local::Model(name)) => {
+                ctx.local = Some(tasks::Answer::ok_json(respond::model_body(&name, ctx.caller)));
+            }
             Decision::Local(plan::Local::Usage(query)) => match self.usage(query).await {
                 Ok(answer) => ctx.local = Some(answer),
                 Err(e) => return Ok(Some(e)),
@@ -112,11 +122,7 @@ impl Gateway {
                 let counted = estimate_tokens(body).await;
                 match counted {
                     Ok(n) => {
-                        ctx.local = Some(tasks::Answer {
-                            status: 200,
-                            body: Bytes::from(format!("{{\"input_tokens\":{n}}}")),
-                            content_type: "application/json".into(),
-                        });
+                        ctx.local = Some(tasks::Answer::ok_json(Bytes::from(format!("{{\"input_tokens\":{n}}}"))));
                         ctx.token_estimate = true;
                     }
                     Err(e) => return Ok(Some(GatewayError::Untranslatable { param: e.param, message: e.message })),
@@ -211,7 +217,7 @@ impl Gateway {
             Err(_) => return Err(GatewayError::Internal),
         };
         let body = format!("{{\"object\":\"list\",\"data\":{}}}", ledger::report::to_json(&rows));
-        Ok(tasks::Answer { status: 200, body: Bytes::from(body), content_type: "application/json".into() })
+        Ok(tasks::Answer::ok_json(Bytes::from(body)))
     }
 }
 
@@ -334,12 +340,8 @@ impl ProxyHttp for Gateway {
         if ctx.leg.is_some() {
             return Ok(false);
         }
-        // Local answers: /healthz and /v1/models.
-        let (status, body) = match (&ctx.key, &ctx.snapshot) {
-            (Some(key), Some(snap)) => (200, respond::models_body(snap, key, ctx.caller)),
-            _ => (200, Bytes::from_static(br#"{"status":"ok"}"#)),
-        };
-        respond::json(session, status, body, &ctx.request_id).await?;
+        // The one local answer left: /healthz.
+        respond::json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &ctx.request_id).await?;
         Ok(true)
     }
 

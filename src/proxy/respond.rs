@@ -84,21 +84,30 @@ pub async fn error(session: &mut Session, dialect: Dialect, err: &GatewayError, 
 pub fn models_body(snapshot: &Snapshot, key: &Key, dialect: Dialect) -> Bytes {
     let mut names: Vec<&str> = snapshot.models.keys().map(String::as_str).filter(|m| key.allows(m)).collect();
     names.sort_unstable();
+    let data: Vec<serde_json::Value> = names.iter().map(|n| model_object(n, dialect)).collect();
     let v = match dialect {
-        Dialect::OpenAi => serde_json::json!({
-            "object": "list",
-            "data": names.iter().map(|n| serde_json::json!({
-                "id": n, "object": "model", "created": 0, "owned_by": "cheapmodel"
-            })).collect::<Vec<_>>(),
-        }),
+        Dialect::OpenAi => serde_json::json!({ "object": "list", "data": data }),
         Dialect::Anthropic => serde_json::json!({
-            "data": names.iter().map(|n| serde_json::json!({
-                "type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"
-            })).collect::<Vec<_>>(),
+            "data": data,
             "has_more": false,
             "first_id": names.first(),
             "last_id": names.last(),
         }),
     };
     Bytes::from(v.to_string())
+}
+
+/// `GET /v1/models/{id}`: one model, in the caller's shape (`plan` checked the key may use it).
+pub fn model_body(name: &str, dialect: Dialect) -> Bytes {
+    Bytes::from(model_object(name, dialect).to_string())
+}
+
+/// A model as each dialect's models API describes one.
+fn model_object(name: &str, dialect: Dialect) -> serde_json::Value {
+    match dialect {
+        Dialect::OpenAi => serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "cheapmodel" }),
+        Dialect::Anthropic => serde_json::json!({
+            "type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"
+        }),
+    }
 }

@@ -48,6 +48,22 @@ def test_openai_sdk_models_and_errors(oai):
         bad.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": "x"}])
 
 
+def test_both_sdks_list_and_retrieve_models(oai, claude):
+    # models.retrieve is GET /v1/models/{id}: the same answer per name as the chat path gives.
+    listed = [m.id for m in oai.models.list()]
+    one = oai.models.retrieve("gpt-5.5")
+    assert (one.id, one.object) == ("gpt-5.5", "model") and one.id in listed
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.models.retrieve("gpt")
+    assert e.value.code == "model_not_found"
+    assert [m.id for m in claude.models.list()] == listed
+    info = claude.models.retrieve("claude-sonnet-4-5-20250929")
+    assert (info.id, info.type) == ("claude-sonnet-4-5-20250929", "model")
+    with pytest.raises(anthropic.NotFoundError) as e:
+        claude.models.retrieve("claude")
+    assert e.value.body["error"]["type"] == "not_found_error"
+
+
 def test_anthropic_sdk_non_stream(claude):
     m = claude.messages.create(model="claude-sonnet-4-5-20250929", max_tokens=64, messages=[{"role": "user", "content": "Hello"}])
     assert m.content[0].text == "Hello from the mock upstream!"
