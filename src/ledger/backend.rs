@@ -359,7 +359,8 @@ impl Backend for Sqlite {
 /// SELECT ... ON CONFLICT (id) DO NOTHING`: the cheapest way to hand Postgres many rows, and the
 /// conflict rule keeps it idempotent. Migrations run under an advisory lock so that instances
 /// starting together apply them once. Every statement is bounded by `statement_timeout`, so a slow
-/// database sends the batch to the spool instead of stalling the writer.
+/// database sends the batch to the spool instead of stalling the writer, and TCP keepalives and
+/// a user timeout do the same for a connection that went dark.
 pub struct Postgres {
     client: postgres::Client,
 }
@@ -370,6 +371,17 @@ impl Postgres {
         let mut config: postgres::Config = url.parse().map_err(|e| format!("ledger.url: {e}"))?;
         config.connect_timeout(Duration::from_secs(5));
         config.options("-c statement_timeout=5000");
+        // `statement_timeout` bounds the server's work, not a connection that went dark (a
+        // partition, a host that vanished): the blocking client would wait on it for the kernel's
+        // defaults (hours for an idle socket, ~15 min for unacknowledged data) while the queue
+        // fills. These turn such a connection into an error within ~15 s, and the batch goes to
+        // the spool.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(15));
         let client = config.connect(postgres::NoTls).map_err(|e| format!("postgres: {e}"))?;
         let mut p = Postgres { client };
         p.migrate()?;

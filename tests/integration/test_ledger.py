@@ -485,6 +485,34 @@ export default function () {{
         g.stop()
 
 
+def tcp_timers_to(port):
+    """(timer kind, ticks until it fires) of each established 127.0.0.1 socket whose remote port is
+    `port`, from /proc/net/tcp: kind 2 is the keepalive timer, 0 none; ticks are USER_HZ."""
+    timers = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "01" and int(f[2].split(":")[1], 16) == port:
+            kind, ticks = f[5].split(":")
+            timers.append((int(kind, 16), int(ticks, 16)))
+    return timers
+
+
+def test_the_postgres_connection_detects_a_dead_peer_in_seconds(own_mock, tmp_path, postgres):
+    # statement_timeout bounds what the server does; a connection that goes dark (a partition, a
+    # vanished host) is found by TCP keepalives, which the kernel would otherwise start after 2 h.
+    g = start_gateway(own_mock, tmp_path / "gw", ledger={"url": postgres.url, "spool_dir": str(tmp_path / "spool")})
+    try:
+        deadline = time.time() + 15
+        while not tcp_timers_to(postgres.port):
+            assert time.time() < deadline, "the ledger writer never connected to Postgres"
+            time.sleep(0.2)
+        time.sleep(1)  # idle, so the keepalive timer is the one armed
+        timers = tcp_timers_to(postgres.port)
+        assert all(kind == 2 and ticks <= 5 * os.sysconf("SC_CLK_TCK") for kind, ticks in timers), timers
+    finally:
+        g.stop()
+
+
 def test_usage_before_anything_was_billed_is_empty_and_creates_nothing(tmp_path):
     config = tmp_path / "gw.yaml"
     config.write_text('server:\n  listen: ["127.0.0.1:1"]\n')
