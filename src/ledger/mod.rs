@@ -14,6 +14,7 @@
 //! Imports: `money`, `usage`, `cost`, `metrics`, `error` (nothing of `proxy` or `plan`).
 
 pub mod backend;
+pub mod database;
 pub mod report;
 pub mod spool;
 mod sqlite_insert;

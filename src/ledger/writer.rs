@@ -1,18 +1,19 @@
-//! The ledger's writer thread: batches rows from the queue, writes them to the database, spools
-//! them when it cannot, replays the spool when it can again, and counts what landed (`account`).
+//! The ledger's writer thread: batches rows from the queue, writes them to the database (through
+//! `database`, which also counts what landed), spools them when the database fails or does not
+//! answer in time, and replays the spool when it answers again.
 //! Blocking IO on purpose: it runs on its own thread, never on Pingora's.
-//! Imports: `metrics` (the ledger's counters), `ledger::backend`, `ledger::spool`. Not `proxy` or
-//! Pingora.
+//! Imports: `metrics` (the ledger's counters), `ledger::database` (the connection, on its own
+//! thread), `ledger::spool`. Not `proxy` or Pingora.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::backend::{self, Backend};
+use super::database::{Batch, CallError, Database};
 use super::spool::Spool;
-use super::{account_batch, PendingTask, Record, Row};
+use super::{PendingTask, Record, Row};
 use crate::metrics;
 
 /// Rows per batch: a batch is written when it has this many rows or when the interval ends.
@@ -24,9 +25,8 @@ const MAX_STASH: usize = 1_000_000;
 
 /// State of the writer thread.
 pub struct Writer {
-    url: String,
-    db: Option<Box<dyn Backend>>,
-    next_connect: Instant,
+    /// The connection's own thread; `None` only when that thread could not be started (logged).
+    db: Option<Database>,
     /// `None` when the spool directory could not be opened at start (logged, counted).
     spool: Option<Spool>,
     /// Rows neither written nor spooled yet (the spool failed too).
@@ -39,31 +39,35 @@ pub struct Writer {
 impl Writer {
     /// A writer for `url`, spooling to `spool`.
     pub fn new(url: String, spool: Option<Spool>, failing: Arc<AtomicBool>, depth: Arc<AtomicUsize>) -> Self {
-        Writer { url, db: None, next_connect: Instant::now(), spool, stash: (Vec::new(), Vec::new()), failing, depth }
+        let db = Database::start(url)
+            .map_err(|e| {
+                log::error!("ledger: {e}; rows go to the spool only");
+                metrics::ledger().errors.with_label_values(&["database"]).inc();
+            })
+            .ok();
+        Writer { db, spool, stash: (Vec::new(), Vec::new()), failing, depth }
     }
 
-    fn database(&mut self) -> Option<&mut Box<dyn Backend>> {
-        if self.db.is_none() && Instant::now() >= self.next_connect {
-            match backend::connect(&self.url) {
-                Ok(db) => {
-                    log::info!("ledger: connected to {}", redact(&self.url));
-                    self.db = Some(db);
-                }
-                Err(e) => {
-                    log::error!("ledger: cannot open {}: {e}", redact(&self.url));
-                    metrics::ledger().errors.with_label_values(&["database"]).inc();
-                    self.next_connect = Instant::now() + Duration::from_secs(1);
-                }
+    /// One database call; a failure is logged and counted here, once per failure (the calls
+    /// that are only waiting for a connection or for a stalled call stay quiet).
+    fn call(&mut self, call: impl FnOnce(&mut Database) -> Result<(), CallError>, what: &str) -> bool {
+        let Some(db) = self.db.as_mut() else { return false };
+        match call(db) {
+            Ok(()) => true,
+            Err(CallError::Waiting) => false,
+            Err(CallError::Failed(e)) => {
+                log::error!("ledger: {what}: {e}");
+                metrics::ledger().errors.with_label_values(&["database"]).inc();
+                false
             }
         }
-        self.db.as_mut()
     }
 
     /// Runs until shut down or until every sender is gone.
     pub fn run(mut self, queue: Receiver<Record>, interval: Duration) {
-        // Connect (and migrate) at once, so that a bad URL is logged at start; and here, on this
+        // Connect (and migrate) at once, so that a bad URL is logged at start; on the database
         // thread: the blocking Postgres client must not run on an async runtime's thread.
-        if self.database().is_none() && self.spool.is_none() {
+        if !self.call(Database::connect, "connect") && self.spool.is_none() {
             self.failing.store(true, Ordering::Relaxed);
         }
         let mut rows = Vec::new();
@@ -113,7 +117,10 @@ impl Writer {
 
     /// Writes one batch (plus anything stashed) to the database, or else to the spool.
     fn flush(&mut self, mut rows: Vec<Row>, mut pending: Vec<PendingTask>) {
-        if !self.stash.0.is_empty() || !self.stash.1.is_empty() {
+        // Stashed rows went to a call that failed, or missed its deadline and may land yet: not
+        // fresh.
+        let fresh = self.stash.0.is_empty() && self.stash.1.is_empty();
+        if !fresh {
             let (r, p) = std::mem::take(&mut self.stash);
             rows.splice(0..0, r);
             pending.splice(0..0, p);
@@ -125,23 +132,15 @@ impl Writer {
         // cannot repeat (each request id is made once, by this process), so only tasks are looked at.
         let mut seen = HashSet::new();
         rows.retain(|r| !r.task || seen.insert(r.id.clone()));
-        if let Some(db) = self.database() {
-            match db.write(&rows, &pending, true) {
-                Ok(inserted) => {
-                    account_batch(rows.iter().zip(inserted).filter(|(_, new)| *new).map(|(r, _)| r));
-                    self.failing.store(false, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    log::error!("ledger: write of {} rows failed, spooling them: {e}", rows.len());
-                    metrics::ledger().errors.with_label_values(&["database"]).inc();
-                    self.db = None;
-                    self.next_connect = Instant::now() + Duration::from_secs(1);
-                }
-            }
+        let count = rows.len();
+        // Shared with the database thread, which keeps it while a call is in doubt.
+        let batch = Arc::new(Batch { rows, pending, fresh });
+        if self.call(|db| db.write(batch.clone()), &format!("write of {count} rows failed, spooling them")) {
+            self.failing.store(false, Ordering::Relaxed);
+            return;
         }
         let spooled = match self.spool.as_mut() {
-            Some(spool) => spool.append(&rows, &pending),
+            Some(spool) => spool.append(&batch.rows, &batch.pending),
             None => Err("no spool directory".into()),
         };
         match spooled {
@@ -150,6 +149,11 @@ impl Writer {
                 self.show_spool();
             }
             Err(e) => {
+                let Batch { mut rows, pending, .. } = Arc::try_unwrap(batch).unwrap_or_else(|shared| Batch {
+                    rows: shared.rows.clone(),
+                    pending: shared.pending.clone(),
+                    fresh: false,
+                });
                 log::error!("ledger: cannot write the spool either ({e}); {} rows held in memory", rows.len());
                 metrics::ledger().errors.with_label_values(&["spool"]).inc();
                 self.failing.store(true, Ordering::Relaxed);
@@ -167,23 +171,19 @@ impl Writer {
 
     /// Moves spooled rows into the database once it answers again.
     fn replay(&mut self) {
-        if !self.spool.as_mut().is_some_and(Spool::has_backlog) {
-            return;
-        }
-        if self.database().is_none() {
+        if !self.spool.as_mut().is_some_and(Spool::has_backlog) || !self.call(Database::connect, "connect") {
             return;
         }
         let (Some(db), Some(spool)) = (self.db.as_mut(), self.spool.as_mut()) else { return };
         let mut write = |rows: &[Row], pending: &[PendingTask]| -> Result<(), String> {
-            let inserted = db.write(rows, pending, false)?;
-            account_batch(rows.iter().zip(inserted).filter(|(_, new)| *new).map(|(r, _)| r));
-            Ok(())
+            let batch = Batch { rows: rows.to_vec(), pending: pending.to_vec(), fresh: false };
+            db.write(Arc::new(batch)).map_err(|e| match e {
+                CallError::Waiting => "the database is not answering".to_string(),
+                CallError::Failed(e) => e,
+            })
         };
-        let result = spool.replay(BATCH_ROWS, &mut write);
-        if let Err(e) = result {
+        if let Err(e) = spool.replay(BATCH_ROWS, &mut write) {
             log::warn!("ledger: spool replay stopped, will retry: {e}");
-            self.db = None;
-            self.next_connect = Instant::now() + Duration::from_secs(1);
         }
     }
 }

@@ -513,6 +513,98 @@ def test_the_postgres_connection_detects_a_dead_peer_in_seconds(own_mock, tmp_pa
         g.stop()
 
 
+def pg_freeze(pg, sig):
+    """SIGSTOP / SIGCONT the cluster's postmaster and every backend: a database whose host still
+    answers TCP (and keepalives) but which does nothing, like one stuck on a stalled disk."""
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            pids.append(int(stat.parent.name))
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def chats(g, n):
+    for _ in range(n):
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), timeout=10,
+                       headers=openai_headers(**{"x-mock-echo-usage": "10,1,0,0"}))
+        assert r.status_code == 200, r.text
+
+
+def wait_spooled(g, timeout):
+    deadline = time.time() + timeout
+    while g.metric("cheapmodel_ledger_spool_bytes") == 0:
+        assert time.time() < deadline, "nothing was spooled while the database was frozen"
+        time.sleep(0.2)
+
+
+def test_a_frozen_postgres_sends_rows_to_the_spool_and_each_lands_and_counts_once(own_mock, tmp_path, postgres):
+    g = start_gateway(own_mock, tmp_path / "gw", ledger={"url": postgres.url, "spool_dir": str(tmp_path / "spool")})
+    try:
+        chats(g, 10)
+        assert wait_rows(postgres.count, 10) == 10
+        pg_freeze(postgres, signal.SIGSTOP)
+        try:
+            chats(g, 20)
+            # The call in flight misses its 10 s deadline; its rows, and every batch after it, go
+            # to the spool instead of waiting in memory behind it.
+            wait_spooled(g, 25)
+        finally:
+            pg_freeze(postgres, signal.SIGCONT)
+        chats(g, 5)
+        served = served_chats(own_mock)
+        assert served == 35
+        assert wait_rows(postgres.count, served, timeout=60) == served
+        time.sleep(1)
+        assert postgres.count() == served
+        deadline = time.time() + 15
+        while g.metric("cheapmodel_ledger_spool_bytes") != 0 and time.time() < deadline:
+            time.sleep(0.2)
+        assert g.metric("cheapmodel_ledger_spool_bytes") == 0
+        # The call that missed its deadline may have landed when the database woke, and the replay
+        # then skipped its rows: the metrics still count each row once.
+        report = json.loads(usage_cli(g.config_path, "--format", "json"), parse_float=Decimal)
+        assert report[0]["requests"] == served
+        assert report[0]["cost_usd"] == exact_metric(g, "cheapmodel_cost_usd_total")
+        assert exact_metric(g, "cheapmodel_tokens_total", type="input") == 10 * served
+    finally:
+        g.stop()
+
+
+def test_a_crash_while_postgres_is_frozen_loses_only_the_last_window(own_mock, tmp_path, postgres):
+    ledger = {"url": postgres.url, "spool_dir": str(tmp_path / "spool")}
+    g = start_gateway(own_mock, tmp_path / "gw", ledger=ledger)
+    try:
+        chats(g, 10)
+        assert wait_rows(postgres.count, 10) == 10
+        pg_freeze(postgres, signal.SIGSTOP)
+        try:
+            chats(g, 20)
+            wait_spooled(g, 25)
+            time.sleep(1)  # past the last flush window
+            g.proc.kill()   # rows held only in memory behind the frozen call would die here
+            g.proc.wait(timeout=10)
+        finally:
+            pg_freeze(postgres, signal.SIGCONT)
+    finally:
+        g.stop()
+    # The next process finds the dead one's spool and replays it.
+    g2 = start_gateway(own_mock, tmp_path / "gw2", ledger=ledger)
+    try:
+        served = served_chats(own_mock)
+        assert served == 30
+        assert wait_rows(postgres.count, served, timeout=60) == served
+        time.sleep(1)
+        assert postgres.count() == served
+    finally:
+        g2.stop()
+
+
 def test_usage_before_anything_was_billed_is_empty_and_creates_nothing(tmp_path):
     config = tmp_path / "gw.yaml"
     config.write_text('server:\n  listen: ["127.0.0.1:1"]\n')
