@@ -75,6 +75,8 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// `ledger.on_failure: reject` and the ledger can take no more rows (queue full, spool unwritable).
     LedgerUnavailable,
+    /// `/v1/usage`: the ledger's database failed or did not answer in time.
+    ReportUnavailable,
     /// The shared limits state (Redis) is unreachable and `server.on_state_error` is `deny`.
     LimitsUnavailable,
     /// A key's or model's limit (`what`: requests, tokens, concurrency); retry after the seconds.
@@ -107,7 +109,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => 408,
             GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
-            GatewayError::LedgerUnavailable | GatewayError::LimitsUnavailable => 503,
+            GatewayError::LedgerUnavailable | GatewayError::ReportUnavailable | GatewayError::LimitsUnavailable => 503,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExhausted { .. } => 429,
             GatewayError::Internal => 500,
         }
@@ -137,6 +139,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::LedgerUnavailable => "ledger_unavailable",
+            GatewayError::ReportUnavailable => "report_unavailable",
             GatewayError::LimitsUnavailable => "limits_unavailable",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::BudgetExhausted { .. } => "budget_exhausted",
@@ -168,6 +171,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
             GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
             GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
+            GatewayError::ReportUnavailable => "The usage ledger cannot be read right now. Retry shortly.".into(),
             GatewayError::LimitsUnavailable => "The gateway cannot check this key's limits right now. Retry shortly.".into(),
             GatewayError::RateLimited { what: "concurrency", model_wide, retry_after_s } => format!("Too many requests in flight for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::RateLimited { what, model_wide, retry_after_s } => format!("Rate limit reached: {what} per minute for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
@@ -198,7 +202,9 @@ impl GatewayError {
             GatewayError::BodyTimeout => ("invalid_request_error", Some("request_timeout"), None),
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
-            GatewayError::LedgerUnavailable => ("server_error", Some("ledger_unavailable"), None),
+            GatewayError::LedgerUnavailable | GatewayError::ReportUnavailable => {
+                ("server_error", Some("ledger_unavailable"), None)
+            }
             GatewayError::LimitsUnavailable => ("server_error", Some("limits_unavailable"), None),
             GatewayError::RateLimited { what: "tokens", .. } => ("tokens", Some("rate_limit_exceeded"), None),
             GatewayError::RateLimited { .. } => ("requests", Some("rate_limit_exceeded"), None),

@@ -201,25 +201,49 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// `GET /v1/usage`: the report runs on a blocking thread with its own connection.
+    /// `GET /v1/usage`: the report runs on a blocking thread with its own connection, at most
+    /// `REPORTS_AT_ONCE` at a time, and the caller waits at most the ledger's call deadline: a
+    /// frozen database then costs a 503 and a few parked threads, not a hung request per caller
+    /// and Tokio's whole blocking pool (which `count_tokens` and reloads need too).
     async fn usage(&self, query: ledger::report::Query) -> Result<tasks::Answer, GatewayError> {
+        static REPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REPORTS_AT_ONCE);
         let Some(url) = self.ledger.url().map(str::to_string) else {
             return Err(GatewayError::NotFound { method: "GET".into(), path: "/v1/usage".into() });
         };
-        let rows = match tokio::task::spawn_blocking(move || ledger::report::totals(&url, &query)).await {
-            Ok(Ok(rows)) => rows,
+        let report = async {
+            let permit = REPORTS.acquire().await;
+            // The permit goes with the thread, so that a report stuck past the deadline keeps its
+            // place until it ends.
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                ledger::report::totals(&url, &query)
+            })
+            .await
+        };
+        let rows = match tokio::time::timeout(ledger::database::CALL_DEADLINE, report).await {
+            Ok(Ok(Ok(rows))) => rows,
             // Nothing billed yet: the database file is made by the first write.
-            Ok(Err(e)) if e.starts_with("no ledger at") => Vec::new(),
-            Ok(Err(e)) => {
+            Ok(Ok(Err(e))) if e.starts_with("no ledger at") => Vec::new(),
+            Ok(Ok(Err(e))) => {
                 log::warn!("/v1/usage: {e}");
-                return Err(GatewayError::LedgerUnavailable);
+                return Err(GatewayError::ReportUnavailable);
             }
-            Err(_) => return Err(GatewayError::Internal),
+            Ok(Err(_)) => return Err(GatewayError::Internal),
+            Err(_) => {
+                log::warn!(
+                    "/v1/usage: the ledger did not answer within {} s",
+                    ledger::database::CALL_DEADLINE.as_secs()
+                );
+                return Err(GatewayError::ReportUnavailable);
+            }
         };
         let body = format!("{{\"object\":\"list\",\"data\":{}}}", ledger::report::to_json(&rows));
         Ok(tasks::Answer::ok_json(Bytes::from(body)))
     }
 }
+
+/// `/v1/usage` reports running at once (each holds a blocking thread and a database connection).
+const REPORTS_AT_ONCE: usize = 4;
 
 /// A limiter refusal as the error the caller gets.
 fn refusal_error(refusal: Refusal) -> GatewayError {

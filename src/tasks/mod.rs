@@ -581,29 +581,49 @@ impl Tasks {
         // Task id → (when it is due, how long its wait before that turn was, key name).
         let mut schedule: HashMap<String, (Instant, Duration, Arc<str>)> = HashMap::new();
         let mut reloaded: Option<Instant> = None;
+        // The read of the pending list, while it has not answered.
+        let mut listing: Option<tokio::task::JoinHandle<Result<Vec<PendingTask>, String>>> = None;
         loop {
-            if reloaded.is_none_or(|t| t.elapsed() >= SETTLE_RELOAD) {
+            let mut patience = Duration::ZERO;
+            if listing.is_none() && reloaded.is_none_or(|t| t.elapsed() >= SETTLE_RELOAD) {
                 reloaded = Some(Instant::now());
                 let url = url.clone();
-                let listed = tokio::task::spawn_blocking(move || {
+                listing = Some(tokio::task::spawn_blocking(move || {
                     crate::ledger::backend::connect(&url).and_then(|mut db| db.pending_tasks())
-                })
-                .await;
-                match listed {
-                    Ok(Ok(list)) => {
-                        // Entries are only removed once final: a task another instance settled
-                        // costs one more poll here, which answers final and bills nothing twice.
-                        for p in &list {
-                            let age = Duration::from_secs(unix_now().saturating_sub(p.created_s as u64));
-                            let first = SETTLE_FIRST.saturating_sub(age);
-                            schedule.entry(p.id.clone()).or_insert((
-                                Instant::now() + first,
-                                SETTLE_FIRST,
-                                p.key.clone(),
-                            ));
+                }));
+                patience = crate::ledger::database::CALL_DEADLINE;
+            }
+            // A frozen database must not stop the settling of the tasks already known (nor the
+            // shutdown): past the deadline the read is only looked at once a turn, and no second
+            // one starts until it ends.
+            if let Some(handle) = listing.as_mut() {
+                match tokio::time::timeout(patience, handle).await {
+                    Ok(listed) => {
+                        listing = None;
+                        match listed {
+                            Ok(Ok(list)) => {
+                                // Entries are only removed once final: a task another instance
+                                // settled costs one more poll here, which answers final and bills
+                                // nothing twice.
+                                for p in &list {
+                                    let age = Duration::from_secs(unix_now().saturating_sub(p.created_s as u64));
+                                    let first = SETTLE_FIRST.saturating_sub(age);
+                                    schedule.entry(p.id.clone()).or_insert((
+                                        Instant::now() + first,
+                                        SETTLE_FIRST,
+                                        p.key.clone(),
+                                    ));
+                                }
+                            }
+                            Ok(Err(e)) => log::warn!("task settler: cannot read pending tasks: {e}"),
+                            Err(_) => {}
                         }
                     }
-                    Ok(Err(e)) => log::warn!("task settler: cannot read pending tasks: {e}"),
+                    Err(_) if patience > Duration::ZERO => {
+                        log::warn!(
+                            "task settler: the ledger did not list pending tasks in time; settling the known ones"
+                        )
+                    }
                     Err(_) => {}
                 }
             }

@@ -526,7 +526,10 @@ def pg_freeze(pg, sig):
         if int(fields[1]) == postmaster:
             pids.append(int(stat.parent.name))
     for pid in pids:
-        os.kill(pid, sig)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # a backend that ended since the listing (a report's or the settler's connection)
 
 
 def chats(g, n):
@@ -554,6 +557,11 @@ def test_a_frozen_postgres_sends_rows_to_the_spool_and_each_lands_and_counts_onc
             # The call in flight misses its 10 s deadline; its rows, and every batch after it, go
             # to the spool instead of waiting in memory behind it.
             wait_spooled(g, 25)
+            # A report cannot be read meanwhile: a 503 after the same deadline, not a hang.
+            t0 = time.time()
+            r = httpx.get(g.url + "/v1/usage", headers=openai_headers(), timeout=30)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "ledger_unavailable", r.text
+            assert time.time() - t0 < 15
         finally:
             pg_freeze(postgres, signal.SIGCONT)
         chats(g, 5)
@@ -572,6 +580,8 @@ def test_a_frozen_postgres_sends_rows_to_the_spool_and_each_lands_and_counts_onc
         assert report[0]["requests"] == served
         assert report[0]["cost_usd"] == exact_metric(g, "cheapmodel_cost_usd_total")
         assert exact_metric(g, "cheapmodel_tokens_total", type="input") == 10 * served
+        r = httpx.get(g.url + "/v1/usage", headers=openai_headers(), timeout=30)
+        assert r.status_code == 200 and r.json()["data"][0]["requests"] == served, r.text
     finally:
         g.stop()
 
