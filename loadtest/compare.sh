@@ -196,14 +196,9 @@ measure nginx "http://127.0.0.1:$port" "$(cm_child "$wrapper")"
 cm_stop "$wrapper"
 
 # --- haproxy ---------------------------------------------------------------------------------
-port=$(cm_free_port)
-sed -e "s|@WORKDIR@|$WORK|g" -e "s|@LISTEN_PORT@|$port|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-  "$CM_LT/haproxy.cfg" >"$WORK/haproxy.cfg"
-cm_spawn "$WORK/haproxy.log" taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg"
-wrapper=$CM_LAST_PID
-cm_wait_port "$port" 10 || cm_die "haproxy did not start: $(cat "$WORK/haproxy.log")"
-measure haproxy "http://127.0.0.1:$port" "$(cm_child "$wrapper")"
-cm_stop "$wrapper"
+cm_start_haproxy "$WORK/haproxy"
+measure haproxy "http://127.0.0.1:$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+cm_stop "$CM_WRAPPER"
 
 # --- bare Pingora (optional) -----------------------------------------------------------------
 # loadtest/bare_pingora.rs: a ProxyHttp that only picks the peer, i.e. the floor of a Pingora

@@ -185,6 +185,18 @@ cm_pg_stop() {
 # CM_WRAPPER (stop it with cm_stop "$CM_WRAPPER"; cm_child "$CM_WRAPPER" is its pid).
 CM_BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
 
+# cm_start_haproxy WORKDIR: HAProxy as a plain L7 hop (haproxy.cfg: no key check, no routing).
+cm_start_haproxy() {
+  local dir=$1
+  CM_PORT=$(cm_free_port)
+  mkdir -p "$dir"
+  sed -e "s|@WORKDIR@|$dir|g" -e "s|@LISTEN_PORT@|$CM_PORT|g" -e "s|@MOCK_PORT@|${CM_MOCK_ADDR##*:}|g" \
+    "$CM_LT/haproxy.cfg" >"$dir/haproxy.cfg"
+  cm_spawn "$dir/log" taskset -c 1 haproxy -db -f "$dir/haproxy.cfg"
+  CM_WRAPPER=$CM_LAST_PID
+  cm_wait_port "$CM_PORT" 10 || cm_die "haproxy did not start: $(cat "$dir/log")"
+}
+
 # cm_start_haproxy_route WORKDIR BUFSIZE: HAProxy doing the gateway's routing job (haproxy_route.cfg).
 cm_start_haproxy_route() {
   local dir=$1 bufsize=$2

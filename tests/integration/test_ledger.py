@@ -539,8 +539,15 @@ def chats(g, n):
         assert r.status_code == 200, r.text
 
 
-def wait_spooled(g, timeout):
-    deadline = time.time() + timeout
+def freeze_behind_traffic(g, pg):
+    """10 chats that land, then the cluster frozen and 20 more chats, until rows are spooled: the
+    call in flight misses its 10 s deadline, and its rows and every batch after it go to the spool
+    instead of waiting in memory behind it. The caller thaws the cluster (`pg_freeze(SIGCONT)`)."""
+    chats(g, 10)
+    assert wait_rows(pg.count, 10) == 10
+    pg_freeze(pg, signal.SIGSTOP)
+    chats(g, 20)
+    deadline = time.time() + 25
     while g.metric("cheapmodel_ledger_spool_bytes") == 0:
         assert time.time() < deadline, "nothing was spooled while the database was frozen"
         time.sleep(0.2)
@@ -549,14 +556,8 @@ def wait_spooled(g, timeout):
 def test_a_frozen_postgres_sends_rows_to_the_spool_and_each_lands_and_counts_once(own_mock, tmp_path, postgres):
     g = start_gateway(own_mock, tmp_path / "gw", ledger={"url": postgres.url, "spool_dir": str(tmp_path / "spool")})
     try:
-        chats(g, 10)
-        assert wait_rows(postgres.count, 10) == 10
-        pg_freeze(postgres, signal.SIGSTOP)
         try:
-            chats(g, 20)
-            # The call in flight misses its 10 s deadline; its rows, and every batch after it, go
-            # to the spool instead of waiting in memory behind it.
-            wait_spooled(g, 25)
+            freeze_behind_traffic(g, postgres)
             # A report cannot be read meanwhile: a 503 after the same deadline, not a hang.
             t0 = time.time()
             r = httpx.get(g.url + "/v1/usage", headers=openai_headers(), timeout=30)
@@ -590,12 +591,8 @@ def test_a_crash_while_postgres_is_frozen_loses_only_the_last_window(own_mock, t
     ledger = {"url": postgres.url, "spool_dir": str(tmp_path / "spool")}
     g = start_gateway(own_mock, tmp_path / "gw", ledger=ledger)
     try:
-        chats(g, 10)
-        assert wait_rows(postgres.count, 10) == 10
-        pg_freeze(postgres, signal.SIGSTOP)
         try:
-            chats(g, 20)
-            wait_spooled(g, 25)
+            freeze_behind_traffic(g, postgres)
             time.sleep(1)  # past the last flush window
             g.proc.kill()   # rows held only in memory behind the frozen call would die here
             g.proc.wait(timeout=10)

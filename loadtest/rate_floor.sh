@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# CPU µs and wake-ups per request at a steady rate, for HAProxy as a plain hop (haproxy.cfg, as in
+# compare.sh), HAProxy doing the gateway's job (haproxy_route.cfg: key check, buffered body,
+# `model` read with json_query, route), the bare Pingora floor (loadtest/bare_pingora.rs), the
+# gateway with `ledger.url: none` and the gateway as the demo runs it (SQLite ledger): where the
+# moderate-rate cost goes, and how much of it is the floor's rather than the gateway's own.
+#
+#   ROUNDS=2 DUR=10 RATE=500 bash loadtest/rate_floor.sh
+#
+# Each target alone on CPU 1 (one worker), the mock and k6 on CPU 0; a 3 s wrk warm-up first, then
+# k6 constant arrival for DUR seconds. Every thread's CPU and wake-ups from
+# /proc/PID/task/*/schedstat. Needs `cargo build --release --bins --example bare_pingora`.
+set -euo pipefail
+# shellcheck source=loadtest/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap cm_cleanup EXIT
+trap 'exit 130' INT TERM
+cm_need haproxy wrk k6 taskset python3 timeout
+[[ -x $CM_BIN && -x $CM_MOCK_BIN && -x $CM_BARE_BIN ]] ||
+  cm_die "build first: cargo build --release --bins --example bare_pingora"
+DUR=${DUR:-10} RATE=${RATE:-500} ROUNDS=${ROUNDS:-2}
+CM_MAX_SECONDS=$(((DUR + 20) * 5 * ROUNDS + 120))
+W=$(mktemp -d /tmp/cheapmodel-rate-floor.XXXXXX)
+CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
+
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
+runs() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $3} END {printf "%.0f\n", s}'; }
+
+# measure LABEL PORT PID: prints "LABEL cpu_us/req X wakeups/req Y".
+measure() {
+  local label=$1 port=$2 pid=$3 c0 c1 r0 r1 n
+  sleep 1
+  taskset -c 0 timeout 30 wrk -t1 -c64 -d3s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+  sleep 1
+  c0=$(cpu_ns "$pid") r0=$(runs "$pid")
+  BASE_URL=http://127.0.0.1:$port RATE=$RATE DURATION=$DUR VUS=50 taskset -c 0 timeout $((DUR + 30)) \
+    k6 run --quiet --no-color --no-usage-report --summary-export "$W/$label.k6.json" "$CM_LT/openai_json.js" \
+    >"$W/$label.k6.log" 2>&1 || cm_die "$label: k6 failed: $(tail -n 20 "$W/$label.k6.log")"
+  c1=$(cpu_ns "$pid") r1=$(runs "$pid")
+  n=$(python3 -c "import json; print(json.load(open('$W/$label.k6.json'))['metrics']['http_reqs']['count'])")
+  python3 -c "print('$label', round(($c1 - $c0) / 1000 / $n, 2), round(($r1 - $r0) / $n, 3))" | tee -a "$W/results.txt"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  cm_log "round $round of $ROUNDS"
+  cm_start_haproxy "$W/haproxy$round"
+  measure "haproxy" "$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+  cm_stop "$CM_WRAPPER"
+  cm_start_haproxy_route "$W/haproxy-route$round" 65536
+  measure "haproxy-route" "$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+  cm_stop "$CM_WRAPPER"
+  cm_start_bare "$W/bare$round.log"
+  measure "pingora-bare" "$CM_PORT" "$(cm_child "$CM_WRAPPER")"
+  cm_stop "$CM_WRAPPER"
+
+  for variant in noledger ledger; do
+    port=$(cm_free_port)
+    mkdir -p "$W/$variant$round"
+    sets=()
+    [[ $variant == noledger ]] && sets=(--set ledger.url=none)
+    python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$variant$round/g.yaml" --mock "$CM_MOCK_ADDR" \
+      --listen "127.0.0.1:$port" --workdir "$W/$variant$round" --set server.threads=1 \
+      --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
+    cm_spawn "$W/$variant$round/log" taskset -c 1 "$CM_BIN" --config "$W/$variant$round/g.yaml"
+    wrapper=$CM_LAST_PID
+    pid=$(cm_child "$wrapper")
+    cm_wait_port "$port" 30 || cm_die "gateway did not start: $(tail -n 20 "$W/$variant$round/log")"
+    measure "gateway-$variant" "$port" "$pid"
+    kill -INT "$pid"
+    cm_stop "$wrapper"
+  done
+done
+
+# Medians per target, and the gateway's ratios to each baseline.
+python3 - "$W/results.txt" <<'PY'
+import statistics, sys
+cpu, wake = {}, {}
+for line in open(sys.argv[1]):
+    label, c, w = line.split()
+    cpu.setdefault(label, []).append(float(c))
+    wake.setdefault(label, []).append(float(w))
+med = {k: statistics.median(v) for k, v in cpu.items()}
+print(f"{'target':18s} {'CPU us/req':>10s} {'wake-ups/req':>12s}  (medians of {len(cpu['haproxy'])} rounds at the same rate)")
+for k in cpu:
+    print(f"{k:18s} {med[k]:10.2f} {statistics.median(wake[k]):12.3f}")
+for g in ("gateway-ledger", "gateway-noledger"):
+    print(g, " ".join(f"{med[g] / med[b]:.2f}x {b}" for b in ("haproxy", "haproxy-route", "pingora-bare")))
+PY
+echo "files: $W"
