@@ -587,15 +587,20 @@ def test_a_frozen_postgres_sends_rows_to_the_spool_and_each_lands_and_counts_onc
         g.stop()
 
 
-def test_a_crash_while_postgres_is_frozen_loses_only_the_last_window(own_mock, tmp_path, postgres):
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+def test_a_stop_while_postgres_is_frozen_loses_no_spooled_row(own_mock, tmp_path, postgres, stop):
     ledger = {"url": postgres.url, "spool_dir": str(tmp_path / "spool")}
     g = start_gateway(own_mock, tmp_path / "gw", ledger=ledger)
     try:
         try:
             freeze_behind_traffic(g, postgres)
-            time.sleep(1)  # past the last flush window
-            g.proc.kill()   # rows held only in memory behind the frozen call would die here
-            g.proc.wait(timeout=10)
+            if stop == "kill -9":
+                time.sleep(1)  # past the last flush window
+                g.proc.kill()   # rows held only in memory behind the frozen call would die here
+            else:
+                chats(g, 5)  # still queued when the signal comes: the shutdown spools them
+                g.proc.send_signal(signal.SIGTERM)
+            g.proc.wait(timeout=30)  # a frozen database does not hold up the exit either
         finally:
             pg_freeze(postgres, signal.SIGCONT)
     finally:
@@ -604,7 +609,7 @@ def test_a_crash_while_postgres_is_frozen_loses_only_the_last_window(own_mock, t
     g2 = start_gateway(own_mock, tmp_path / "gw2", ledger=ledger)
     try:
         served = served_chats(own_mock)
-        assert served == 30
+        assert served == (30 if stop == "kill -9" else 35)
         assert wait_rows(postgres.count, served, timeout=60) == served
         time.sleep(1)
         assert postgres.count() == served
