@@ -4,9 +4,11 @@
 //! Data flow: the request path builds a `Row` and calls `Ledger::record`, which only pushes it on a
 //! bounded queue (never waits). One writer thread (`writer`) takes rows in batches (every
 //! `flush_interval` or `BATCH_ROWS` rows) and inserts them into the database (`Backend`:
-//! `sqlite` or `postgres`), idempotently on the row's `id`. When the database fails, the batch goes
-//! to an append-only spool file (`spool`, fsync per batch) and is replayed once the database
-//! answers again. Shutdown (`Ledger::shutdown`, after Pingora's runtimes stop) drains the queue.
+//! `sqlite` or `postgres`), idempotently on the row's `id`, through the connection's own thread
+//! (`database`), which it waits on for at most `database::CALL_DEADLINE`. When the database fails
+//! or does not answer in time, the batch goes to an append-only spool file (`spool`, fsync per
+//! batch) and is replayed once the database answers again. Shutdown (`Ledger::shutdown`, after
+//! Pingora's runtimes stop) drains the queue.
 //!
 //! The token and cost metrics count rows as they land in the database (`account`), so that the
 //! ledger and `cheapmodel_cost_usd_total` agree to the last pico-dollar, and a task row that two
