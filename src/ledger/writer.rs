@@ -48,15 +48,16 @@ impl Writer {
         Writer { db, spool, stash: (Vec::new(), Vec::new()), failing, depth }
     }
 
-    /// One database call; a failure is logged and counted here, once per failure (the calls
-    /// that are only waiting for a connection or for a stalled call stay quiet).
-    fn call(&mut self, call: impl FnOnce(&mut Database) -> Result<(), CallError>, what: &str) -> bool {
+    /// One database call; a failure is logged (`what` says what failed) and counted here, once
+    /// per failure (the calls that are only waiting for a connection or for a stalled call stay
+    /// quiet).
+    fn call(&mut self, call: impl FnOnce(&mut Database) -> Result<(), CallError>, what: impl Fn() -> String) -> bool {
         let Some(db) = self.db.as_mut() else { return false };
         match call(db) {
             Ok(()) => true,
             Err(CallError::Waiting) => false,
             Err(CallError::Failed(e)) => {
-                log::error!("ledger: {what}: {e}");
+                log::error!("ledger: {}: {e}", what());
                 metrics::ledger().errors.with_label_values(&["database"]).inc();
                 false
             }
@@ -67,7 +68,7 @@ impl Writer {
     pub fn run(mut self, queue: Receiver<Record>, interval: Duration) {
         // Connect (and migrate) at once, so that a bad URL is logged at start; on the database
         // thread: the blocking Postgres client must not run on an async runtime's thread.
-        if !self.call(Database::connect, "connect") && self.spool.is_none() {
+        if !self.call(Database::connect, || "connect".into()) && self.spool.is_none() {
             self.failing.store(true, Ordering::Relaxed);
         }
         let mut rows = Vec::new();
@@ -135,7 +136,7 @@ impl Writer {
         let count = rows.len();
         // Shared with the database thread, which keeps it while a call is in doubt.
         let batch = Arc::new(Batch { rows, pending, fresh });
-        if self.call(|db| db.write(batch.clone()), &format!("write of {count} rows failed, spooling them")) {
+        if self.call(|db| db.write(batch.clone()), || format!("write of {count} rows failed, spooling them")) {
             self.failing.store(false, Ordering::Relaxed);
             return;
         }
@@ -171,7 +172,7 @@ impl Writer {
 
     /// Moves spooled rows into the database once it answers again.
     fn replay(&mut self) {
-        if !self.spool.as_mut().is_some_and(Spool::has_backlog) || !self.call(Database::connect, "connect") {
+        if !self.spool.as_mut().is_some_and(Spool::has_backlog) || !self.call(Database::connect, || "connect".into()) {
             return;
         }
         let (Some(db), Some(spool)) = (self.db.as_mut(), self.spool.as_mut()) else { return };
