@@ -67,8 +67,8 @@ pub enum Decision {
 pub enum Local {
     /// `{"status":"ok"}`.
     Health,
-    /// The models the caller's key may use.
-    Models,
+    /// The models this key may use.
+    Models(Arc<Key>),
     /// One model the caller's key may use, by name.
     Model(String),
     /// An estimate of the body's input tokens (`count_tokens` on an OpenAI-dialect model, which
@@ -258,7 +258,7 @@ pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapsh
         Err(e) => return Head::Done(Decision::Reject(e), None),
     };
     let decision = match route {
-        Route::Models => Decision::Local(Local::Models),
+        Route::Models => Decision::Local(Local::Models(caller.key.clone())),
         // The chat path's answers for the same name: 404 unregistered, 403 not on the key's list.
         Route::Model(name) => match snapshot.model(&name) {
             None => Decision::Reject(GatewayError::UnknownModel(name)),
@@ -524,7 +524,7 @@ keys:
         // An unknown path tells a stranger nothing: the key is checked first.
         assert_eq!(rejected(decide("GET", "/v1/nothing", None, "")), GatewayError::MissingKey);
         assert!(matches!(rejected(decide("GET", "/v1/nothing", Some(KEY), "")), GatewayError::NotFound { .. }));
-        assert!(matches!(decide("GET", "/v1/models", Some(KEY), ""), Decision::Local(Local::Models)));
+        assert!(matches!(decide("GET", "/v1/models", Some(KEY), ""), Decision::Local(Local::Models(_))));
     }
 
     #[test]

@@ -104,13 +104,9 @@ impl Gateway {
         match decision {
             Decision::Reject(e) => return Ok(Some(e)),
             Decision::Local(plan::Local::Health) => {}
-            Decision::Local(plan::Local::Models) => match &caller {
-                Some(c) => {
-                    ctx.local = Some(tasks::Answer::ok_json(respond::models_body(&snapshot, &c.key, ctx.caller)))
-                }
-                // `plan_head` answers /v1/models only to an authenticated caller.
-                None => return Ok(Some(GatewayError::MissingKey)),
-            },
+            Decision::Local(plan::Local::Models(key)) => {
+                ctx.local = Some(tasks::Answer::ok_json(respond::models_body(&snapshot, &key, ctx.caller)));
+            }
             Decision::Local(plan::Local::Model(name)) => {
                 ctx.local = Some(tasks::Answer::ok_json(respond::model_body(&name, ctx.caller)));
             }
