@@ -43,6 +43,9 @@ pub enum GatewayError {
     BodyTooLarge(usize),
     /// A body over 64 KiB came without Content-Length (see `proxy::body`).
     LengthRequired,
+    /// The body came compressed (`Content-Encoding` other than `identity`): the gateway reads the
+    /// body's JSON to route it, so it cannot take one it would have to forward blind.
+    UnsupportedEncoding(String),
     /// The body is not one well-formed JSON object.
     InvalidJson,
     /// The body has no `model`.
@@ -95,6 +98,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::BodyTooLarge(_) => 413,
             GatewayError::LengthRequired => 411,
+            GatewayError::UnsupportedEncoding(_) => 415,
             GatewayError::InvalidJson
             | GatewayError::MissingModel
             | GatewayError::ModelNotString
@@ -123,6 +127,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
             GatewayError::BodyTooLarge(_) => "body_too_large",
             GatewayError::LengthRequired => "length_required",
+            GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
             GatewayError::InvalidJson => "invalid_json",
             GatewayError::MissingModel => "missing_model",
             GatewayError::ModelNotString => "model_not_string",
@@ -155,6 +160,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(m) => format!("This key is not allowed to use the model `{m}`."),
             GatewayError::BodyTooLarge(max) => format!("Request body is larger than the limit of {max} bytes."),
             GatewayError::LengthRequired => "A request body over 64 KiB must be sent with a Content-Length header.".into(),
+            GatewayError::UnsupportedEncoding(e) => format!("Content-Encoding `{e}` is not supported: send the request body uncompressed."),
             GatewayError::InvalidJson => "The request body is not valid JSON: expected one JSON object.".into(),
             GatewayError::MissingModel => "model: field required".into(),
             GatewayError::ModelNotString => "model: expected a string".into(),
@@ -188,6 +194,9 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => ("invalid_request_error", Some("model_not_allowed"), Some("model")),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", Some("request_too_large"), None),
             GatewayError::LengthRequired => ("invalid_request_error", Some("length_required"), None),
+            GatewayError::UnsupportedEncoding(_) => {
+                ("invalid_request_error", Some("unsupported_content_encoding"), None)
+            }
             GatewayError::InvalidJson | GatewayError::TooDeep => ("invalid_request_error", Some("invalid_json"), None),
             GatewayError::MissingModel | GatewayError::ModelNotString => ("invalid_request_error", None, Some("model")),
             GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),
@@ -255,7 +264,7 @@ impl GatewayError {
 pub fn anthropic_type_for_status(status: u16) -> &'static str {
     match status {
         // 408: the caller's body stalled; Anthropic's `timeout_error` is its own (504) side.
-        400 | 405 | 408 | 411 => "invalid_request_error",
+        400 | 405 | 408 | 411 | 415 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",

@@ -271,9 +271,25 @@ pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapsh
             Ok(q) => Decision::Local(Local::Usage(q)),
             Err(e) => Decision::Reject(e),
         },
-        route => return Head::NeedsBody(route, caller),
+        route => match body_encoding(req) {
+            Ok(()) => return Head::NeedsBody(route, caller),
+            Err(e) => Decision::Reject(e),
+        },
     };
     Head::Done(decision, Some(caller))
+}
+
+/// A body is read as JSON to route it, so a compressed one is refused before it is read: peeked
+/// as it is, it would be answered as invalid JSON. `identity` is no encoding at all.
+fn body_encoding(req: &RequestHeader) -> Result<(), GatewayError> {
+    for value in req.headers.get_all(http::header::CONTENT_ENCODING) {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() && !value.eq_ignore_ascii_case(b"identity") {
+            let shown: String = String::from_utf8_lossy(value).chars().take(64).collect();
+            return Err(GatewayError::UnsupportedEncoding(shown));
+        }
+    }
+    Ok(())
 }
 
 /// Step two: the body read, pick the model and decide how it is sent.
@@ -555,6 +571,32 @@ keys:
             head(&req("GET", "/v1/tasks/t1", Some(KEY)), &s),
             Head::Done(Decision::Task(TaskCall::Poll(_), _), Some(_))
         ));
+    }
+
+    #[test]
+    fn a_compressed_body_is_refused_before_it_is_read() {
+        let s = snapshot();
+        let with = |path: &str, key, encodings: &[&str]| {
+            let mut r = req("POST", path, key);
+            for e in encodings {
+                r.append_header("content-encoding", *e).expect("append");
+            }
+            r
+        };
+        let refused = |r: &RequestHeader| match head(r, &s) {
+            Head::Done(Decision::Reject(e), _) => Some(e),
+            _ => None,
+        };
+        let gzip = GatewayError::UnsupportedEncoding("gzip".into());
+        assert_eq!(refused(&with("/v1/chat/completions", Some(KEY), &["gzip"])), Some(gzip.clone()));
+        assert_eq!(refused(&with("/v1/images/generations", Some(KEY), &["gzip"])), Some(gzip.clone()));
+        // A second header line counts as much as the first.
+        assert_eq!(refused(&with("/v1/messages", Some(KEY), &["identity", "gzip"])), Some(gzip));
+        // The key is still checked first.
+        assert_eq!(refused(&with("/v1/messages", None, &["br"])), Some(GatewayError::MissingKey));
+        for fine in [&["identity"][..], &["IDENTITY"], &[""], &[]] {
+            assert!(matches!(head(&with("/v1/messages", Some(KEY), fine), &s), Head::NeedsBody(..)), "{fine:?}");
+        }
     }
 
     #[test]

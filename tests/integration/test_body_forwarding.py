@@ -1,5 +1,6 @@
 """The body-forwarding mechanism (src/proxy/body.rs): bodies of every size reach the upstream
 byte-exact, over HTTP/1.1 and h2c callers; what cannot be replayed is refused, never left hanging."""
+import gzip
 import hashlib
 import json
 import subprocess
@@ -82,6 +83,30 @@ def test_chunked_large_body_gets_411_not_a_hang(gateway, mock):
     assert r.status_code == 411
     assert r.json()["error"]["code"] == "length_required"
     assert mock.requests() == []
+
+
+def test_compressed_body_gets_415_in_each_dialect_and_the_connection_keeps_serving(gateway, mock):
+    """A gzip body cannot be routed (the gateway reads `model` from the JSON): a clear 415 before
+    the body is read, not "invalid JSON", and nothing reaches the upstream."""
+    mock.clear()
+    cases = [
+        ("/v1/chat/completions", body_of_size(1000), openai_headers()),
+        ("/v1/messages", body_of_size(1000, model="claude-sonnet-4-5-20250929"), anthropic_headers()),
+    ]
+    with httpx.Client(timeout=30) as c:
+        for path, body, headers in cases:
+            r = c.post(gateway.url + path, content=gzip.compress(body), headers={**headers, "content-encoding": "gzip"})
+            assert r.status_code == 415, r.text
+            message = "Content-Encoding `gzip` is not supported: send the request body uncompressed."
+            if path == "/v1/messages":
+                assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+            else:
+                assert r.json()["error"]["code"] == "unsupported_content_encoding"
+                assert r.json()["error"]["message"] == message
+            # `identity` is no encoding: the same body uncompressed is forwarded, on the same client.
+            r = c.post(gateway.url + path, content=body, headers={**headers, "content-encoding": "identity"})
+            assert r.status_code == 200, r.text
+    assert len(mock.requests()) == 2
 
 
 def test_h2_large_body_without_length_gets_411_not_a_hang(gateway, mock):
