@@ -46,6 +46,8 @@ pub enum GatewayError {
     /// The body came compressed (`Content-Encoding` other than `identity`): the gateway reads the
     /// body's JSON to route it, so it cannot take one it would have to forward blind.
     UnsupportedEncoding(String),
+    /// The body is not valid data of the coding its `Content-Encoding` names.
+    BadEncoding(&'static str),
     /// The body is not one well-formed JSON object.
     InvalidJson,
     /// The body has no `model`.
@@ -100,6 +102,7 @@ impl GatewayError {
             GatewayError::LengthRequired => 411,
             GatewayError::UnsupportedEncoding(_) => 415,
             GatewayError::InvalidJson
+            | GatewayError::BadEncoding(_)
             | GatewayError::MissingModel
             | GatewayError::ModelNotString
             | GatewayError::DuplicateField(_)
@@ -128,6 +131,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => "body_too_large",
             GatewayError::LengthRequired => "length_required",
             GatewayError::UnsupportedEncoding(_) => "unsupported_encoding",
+            GatewayError::BadEncoding(_) => "bad_encoding",
             GatewayError::InvalidJson => "invalid_json",
             GatewayError::MissingModel => "missing_model",
             GatewayError::ModelNotString => "model_not_string",
@@ -160,7 +164,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(m) => format!("This key is not allowed to use the model `{m}`."),
             GatewayError::BodyTooLarge(max) => format!("Request body is larger than the limit of {max} bytes."),
             GatewayError::LengthRequired => "A request body over 64 KiB must be sent with a Content-Length header.".into(),
-            GatewayError::UnsupportedEncoding(e) => format!("Content-Encoding `{e}` is not supported: send the request body uncompressed."),
+            GatewayError::UnsupportedEncoding(e) => format!("Content-Encoding `{e}` is not supported: send the request body uncompressed, or as gzip, deflate, br or zstd."),
+            GatewayError::BadEncoding(c) => format!("The request body is not valid `{c}` data, as its Content-Encoding says it is."),
             GatewayError::InvalidJson => "The request body is not valid JSON: expected one JSON object.".into(),
             GatewayError::MissingModel => "model: field required".into(),
             GatewayError::ModelNotString => "model: expected a string".into(),
@@ -197,6 +202,7 @@ impl GatewayError {
             GatewayError::UnsupportedEncoding(_) => {
                 ("invalid_request_error", Some("unsupported_content_encoding"), None)
             }
+            GatewayError::BadEncoding(_) => ("invalid_request_error", Some("invalid_content_encoding"), None),
             GatewayError::InvalidJson | GatewayError::TooDeep => ("invalid_request_error", Some("invalid_json"), None),
             GatewayError::MissingModel | GatewayError::ModelNotString => ("invalid_request_error", None, Some("model")),
             GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 /// Config loading and validation.
 pub mod config;
+pub mod content_encoding;
 /// Cost from usage and price.
 pub mod cost;
 /// Translation between the OpenAI and Anthropic dialects (pure).

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use pingora::http::RequestHeader;
 
 use crate::auth;
+use crate::content_encoding::{self, Codings};
 use crate::dialect;
 use crate::error::{Dialect, GatewayError};
 use crate::peek::{self, Edit};
@@ -132,8 +133,9 @@ pub enum Head {
     /// Decided from the head alone; the caller, once authenticated.
     Done(Decision, Option<Caller>),
     /// An authenticated caller on a route that takes a body: read it (at most
-    /// `Snapshot::max_request_body`), then call [`plan_body`].
-    NeedsBody(Route, Caller),
+    /// `Snapshot::max_request_body`), undo its content codings (`content_encoding::decode`, empty
+    /// for an uncompressed body), then call [`plan_body`].
+    NeedsBody(Route, Caller, Codings),
 }
 
 /// An authenticated caller.
@@ -271,25 +273,14 @@ pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapsh
             Ok(q) => Decision::Local(Local::Usage(q)),
             Err(e) => Decision::Reject(e),
         },
-        route => match body_encoding(req) {
-            Ok(()) => return Head::NeedsBody(route, caller),
+        // A body is read as JSON to route it: a coding the gateway cannot undo is refused before
+        // a byte of it is read.
+        route => match content_encoding::codings(req.headers.get_all(http::header::CONTENT_ENCODING).iter()) {
+            Ok(codings) => return Head::NeedsBody(route, caller, codings),
             Err(e) => Decision::Reject(e),
         },
     };
     Head::Done(decision, Some(caller))
-}
-
-/// A body is read as JSON to route it, so a compressed one is refused before it is read: peeked
-/// as it is, it would be answered as invalid JSON. `identity` is no encoding at all.
-fn body_encoding(req: &RequestHeader) -> Result<(), GatewayError> {
-    for value in req.headers.get_all(http::header::CONTENT_ENCODING) {
-        let value = value.as_bytes().trim_ascii();
-        if !value.is_empty() && !value.eq_ignore_ascii_case(b"identity") {
-            let shown: String = String::from_utf8_lossy(value).chars().take(64).collect();
-            return Err(GatewayError::UnsupportedEncoding(shown));
-        }
-    }
-    Ok(())
 }
 
 /// Step two: the body read, pick the model and decide how it is sent.
@@ -304,7 +295,10 @@ pub fn plan_body(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Byt
 pub fn plan(req: &RequestHeader, snapshot: &Snapshot, body: &Bytes) -> Decision {
     match plan_head(req, route(req).route, snapshot) {
         Head::Done(d, _) => d,
-        Head::NeedsBody(route, caller) => plan_body(&route, &caller, snapshot, body),
+        Head::NeedsBody(route, caller, codings) => match content_encoding::decode(&codings, body.clone(), usize::MAX) {
+            Ok(body) => plan_body(&route, &caller, snapshot, &body),
+            Err(e) => Decision::Reject(e),
+        },
     }
 }
 
@@ -566,7 +560,7 @@ keys:
     fn the_body_is_needed_only_after_auth_on_body_routes() {
         let s = snapshot();
         assert!(matches!(head(&req("POST", "/v1/messages", None), &s), Head::Done(Decision::Reject(_), None)));
-        assert!(matches!(head(&req("POST", "/v1/messages", Some(KEY)), &s), Head::NeedsBody(Route::Chat(_), _)));
+        assert!(matches!(head(&req("POST", "/v1/messages", Some(KEY)), &s), Head::NeedsBody(Route::Chat(_), _, _)));
         assert!(matches!(
             head(&req("GET", "/v1/tasks/t1", Some(KEY)), &s),
             Head::Done(Decision::Task(TaskCall::Poll(_), _), Some(_))
@@ -574,7 +568,7 @@ keys:
     }
 
     #[test]
-    fn a_compressed_body_is_refused_before_it_is_read() {
+    fn content_codings_are_read_from_the_head_and_unknown_ones_refused_before_the_body() {
         let s = snapshot();
         let with = |path: &str, key, encodings: &[&str]| {
             let mut r = req("POST", path, key);
@@ -583,20 +577,33 @@ keys:
             }
             r
         };
-        let refused = |r: &RequestHeader| match head(r, &s) {
-            Head::Done(Decision::Reject(e), _) => Some(e),
-            _ => None,
+        let codings = |r: &RequestHeader| match head(r, &s) {
+            Head::NeedsBody(_, _, codings) => Ok(codings),
+            Head::Done(Decision::Reject(e), _) => Err(e),
+            other => panic!("{other:?}"),
         };
-        let gzip = GatewayError::UnsupportedEncoding("gzip".into());
-        assert_eq!(refused(&with("/v1/chat/completions", Some(KEY), &["gzip"])), Some(gzip.clone()));
-        assert_eq!(refused(&with("/v1/images/generations", Some(KEY), &["gzip"])), Some(gzip.clone()));
+        use content_encoding::Coding;
+        assert_eq!(codings(&with("/v1/chat/completions", Some(KEY), &[])), Ok(vec![]));
+        assert_eq!(codings(&with("/v1/chat/completions", Some(KEY), &["identity"])), Ok(vec![]));
+        assert_eq!(codings(&with("/v1/messages", Some(KEY), &["gzip"])), Ok(vec![Coding::Gzip]));
+        assert_eq!(codings(&with("/v1/images/generations", Some(KEY), &["zstd"])), Ok(vec![Coding::Zstd]));
+        let compress = GatewayError::UnsupportedEncoding("compress".into());
+        assert_eq!(codings(&with("/v1/chat/completions", Some(KEY), &["compress"])), Err(compress.clone()));
         // A second header line counts as much as the first.
-        assert_eq!(refused(&with("/v1/messages", Some(KEY), &["identity", "gzip"])), Some(gzip));
+        assert_eq!(codings(&with("/v1/messages", Some(KEY), &["identity", "compress"])), Err(compress));
         // The key is still checked first.
-        assert_eq!(refused(&with("/v1/messages", None, &["br"])), Some(GatewayError::MissingKey));
-        for fine in [&["identity"][..], &["IDENTITY"], &[""], &[]] {
-            assert!(matches!(head(&with("/v1/messages", Some(KEY), fine), &s), Head::NeedsBody(..)), "{fine:?}");
-        }
+        assert_eq!(codings(&with("/v1/messages", None, &["compress"])), Err(GatewayError::MissingKey));
+        // And the plan of a whole request decodes the body it is given.
+        let body = br#"{"model":"gpt-5.5","messages":[]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, body).expect("gzip");
+        let gz = Bytes::from(gz.finish().expect("gzip"));
+        let f = forwarded(plan(&with("/v1/chat/completions", Some(KEY), &["gzip"]), &s, &gz));
+        assert_eq!(&f.body[..], body);
+        assert_eq!(
+            rejected(plan(&with("/v1/chat/completions", Some(KEY), &["gzip"]), &s, &Bytes::from_static(body))),
+            GatewayError::BadEncoding("gzip")
+        );
     }
 
     #[test]

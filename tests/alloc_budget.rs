@@ -99,12 +99,13 @@ fn chat_body(model: &str, stream: bool) -> Bytes {
 fn plan_and_rewrite(snapshot: &cheapmodel::registry::Snapshot, body: &Bytes) -> ([u64; 3], bool) {
     let mut req = sdk_request(b"/v1/chat/completions", body.len(), ("authorization", format!("Bearer {KEY}")));
     let (head, planned) = count(|| plan::plan_head(&req, plan::route(&req).route, snapshot));
-    let Head::NeedsBody(route, caller) = planned else { panic!("needs a body") };
+    let Head::NeedsBody(route, caller, _) = planned else { panic!("needs a body") };
     let (body_n, decision) = count(|| plan::plan_body(&route, &caller, snapshot, body));
     let Decision::Forward(forward) = decision else { panic!("forward") };
     let translated = matches!(forward.mode, plan::Mode::Translate { .. });
     let (rewrite, done) = count(|| {
-        upstream::rewrite_request(&mut req, &forward.model.upstream, forward.body.len(), "req_0123", translated)
+        let sent = upstream::BodySent { len: forward.body.len(), decoded: false };
+        upstream::rewrite_request(&mut req, &forward.model.upstream, sent, "req_0123", translated)
     });
     done.expect("rewrite");
     ([head, body_n, rewrite], translated)

@@ -13,11 +13,12 @@
 //! Limit of the trick: without a Content-Length the tail cannot be aimed at, so a body over
 //! 64 KiB without one (chunked HTTP/1.1, h2 without `content-length`) is answered 411, never left
 //! hanging. See `../shared/PINGORA.md` §1.4; re-run the body-size tests on every pingora bump.
-//! Imports: `error`, Pingora's session. Not `dialect`, `ledger` or `metrics`.
+//! Imports: `error`, `content_encoding`, Pingora's session. Not `dialect`, `ledger` or `metrics`.
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
+use crate::content_encoding::{self, Codings};
 use crate::error::GatewayError;
 
 /// Mirrors pingora-core's private `BODY_BUF_LIMIT`.
@@ -130,6 +131,15 @@ fn unreadable(e: &pingora::Error) -> BodyError {
             "The request body could not be read: invalid chunked framing, or fewer bytes than Content-Length.",
         )),
     }
+}
+
+/// Undoes a body's content codings (`content_encoding`) on a blocking thread: a small compressed
+/// body can expand to `max` bytes, tens of milliseconds of CPU that must not hold up the other
+/// requests on this runtime thread. Compressed bodies are rare; the hand-off is their cost.
+pub async fn decode(body: Bytes, codings: Codings, max: usize) -> Result<Bytes, GatewayError> {
+    tokio::task::spawn_blocking(move || content_encoding::decode(&codings, body, max))
+        .await
+        .unwrap_or(Err(GatewayError::Internal))
 }
 
 /// `request_body_filter`: replace the replayed tail with the full body, once, at its end.

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub request_id_from_caller: bool,
     /// Authenticated key.
     pub key: Option<Arc<Key>>,
+    /// The caller's body came compressed and the gateway decoded it (the upstream gets it decoded).
+    pub body_decoded: bool,
     /// Where the request goes upstream, once decided (`None`: answered by the gateway itself).
     pub leg: Option<UpstreamLeg>,
     /// The gateway's own error, if it answered one.
@@ -82,6 +84,7 @@ impl RequestCtx {
             request_id: String::new(),
             request_id_from_caller: false,
             key: None,
+            body_decoded: false,
             leg: None,
             error: None,
             upstream_started: None,

@@ -95,8 +95,15 @@ impl Gateway {
         let mut body = Bytes::new();
         let (decision, caller) = match plan::plan_head(session.req_header(), route, &snapshot) {
             plan::Head::Done(decision, caller) => (decision, caller),
-            plan::Head::NeedsBody(route, caller) => {
+            plan::Head::NeedsBody(route, caller, codings) => {
                 body = body::read_full_body(session, snapshot.max_request_body).await?;
+                if !codings.is_empty() {
+                    body = match body::decode(body, codings, snapshot.max_request_body).await {
+                        Ok(decoded) => decoded,
+                        Err(e) => return Ok(Some(e)),
+                    };
+                    ctx.body_decoded = true;
+                }
                 (plan::plan_body(&route, &caller, &snapshot, &body), Some(caller))
             }
         };
@@ -385,7 +392,8 @@ impl ProxyHttp for Gateway {
             }
             Some(UpstreamLeg::Forward(forward)) => {
                 let translated = matches!(forward.mode, Mode::Translate { .. });
-                upstream::rewrite_request(req, &forward.model.upstream, forward.body.len(), &ctx.request_id, translated)
+                let body = upstream::BodySent { len: forward.body.len(), decoded: ctx.body_decoded };
+                upstream::rewrite_request(req, &forward.model.upstream, body, &ctx.request_id, translated)
             }
             None => Err(Error::explain(ErrorType::InternalError, "no model routed")),
         }

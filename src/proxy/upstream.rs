@@ -1,6 +1,7 @@
 //! The upstream leg: the peer for a model, and the minimal rewrite of the request header.
 //!
-//! Only these change: the path (under the upstream's base path), Host, Content-Length, the
+//! Only these change: the path (under the upstream's base path), Host, Content-Length (and
+//! Content-Encoding, when the gateway decoded a compressed body), the
 //! credentials (the caller's `Authorization` / `x-api-key` removed, the upstream's own key set),
 //! a default `anthropic-version` for Anthropic upstreams when the caller sent none, `x-request-id`,
 //! `Expect` (already answered by the gateway) and `Accept-Encoding` (identity, so usage can be
@@ -38,13 +39,20 @@ pub fn upstream_path(base_path: &str, caller_path_and_query: &str) -> String {
     p
 }
 
+/// The body the upstream gets, as the header must describe it.
+pub struct BodySent {
+    pub len: usize,
+    /// The caller's body came compressed and is sent decoded: its `Content-Encoding` goes.
+    pub decoded: bool,
+}
+
 /// Rewrites the request header for `upstream`.
 /// With `translated`, the request goes to the upstream dialect's own endpoint and headers that
 /// belong to the caller's dialect are dropped.
 pub fn rewrite_request(
     req: &mut RequestHeader,
     upstream: &Upstream,
-    body_len: usize,
+    body: BodySent,
     request_id: &str,
     translated: bool,
 ) -> Result<()> {
@@ -96,7 +104,10 @@ pub fn rewrite_request(
     // A static value: no allocation per request.
     req.insert_header(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"))?;
     let mut len = itoa::Buffer::new();
-    let len = len.format(body_len);
+    let len = len.format(body.len);
+    if body.decoded {
+        req.remove_header(&http::header::CONTENT_ENCODING);
+    }
     // The caller's own header when it already says so (a body passed as it came): one header
     // write less, and the name keeps the caller's spelling.
     if req.headers.get(http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() != len.as_bytes()) {
@@ -150,14 +161,24 @@ keys: []
             r.append_header("content-length", "42").expect("append");
             r
         };
+        let sent = |len| BodySent { len, decoded: false };
         let mut same = caller();
-        rewrite_request(&mut same, upstream, 42, "req_1", false).expect("rewrite");
+        rewrite_request(&mut same, upstream, sent(42), "req_1", false).expect("rewrite");
         let same = wire(&same);
         assert!(same.contains("content-length: 42\r\n") && !same.contains("Content-Length"), "{same}");
         let mut spliced = caller();
-        rewrite_request(&mut spliced, upstream, 45, "req_1", false).expect("rewrite");
+        rewrite_request(&mut spliced, upstream, sent(45), "req_1", false).expect("rewrite");
         let spliced = wire(&spliced);
         assert!(spliced.contains("Content-Length: 45\r\n") && !spliced.contains(": 42"), "{spliced}");
+        // A body the gateway decoded goes without its coding; one it did not keeps the header.
+        for decoded in [true, false] {
+            let mut gzipped = caller();
+            gzipped.append_header("content-encoding", "gzip").expect("append");
+            rewrite_request(&mut gzipped, upstream, BodySent { len: 300, decoded }, "req_1", false).expect("rewrite");
+            let gzipped = wire(&gzipped);
+            assert_eq!(gzipped.contains("content-encoding"), !decoded, "{gzipped}");
+            assert!(gzipped.contains("Content-Length: 300\r\n"), "{gzipped}");
+        }
     }
 
     #[test]

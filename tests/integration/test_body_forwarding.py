@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import subprocess
+import zlib
 
 import httpx
 import pytest
@@ -85,25 +86,68 @@ def test_chunked_large_body_gets_411_not_a_hang(gateway, mock):
     assert mock.requests() == []
 
 
-def test_compressed_body_gets_415_in_each_dialect_and_the_connection_keeps_serving(gateway, mock):
-    """A gzip body cannot be routed (the gateway reads `model` from the JSON): a clear 415 before
-    the body is read, not "invalid JSON", and nothing reaches the upstream."""
+def _header(record, name):
+    return [v for n, v in record["headers"] if n.lower() == name]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+@pytest.mark.parametrize("size", [1000, 200_000])
+def test_compressed_body_is_routed_and_forwarded_decoded(gateway, mock, coding, size):
+    """A compressed body is decoded to read `model`, and the upstream gets the JSON itself
+    (no Content-Encoding, its own Content-Length): every upstream takes an identity body."""
+    body = body_of_size(size, model="claude-sonnet-4-5-20250929")
+    compressed = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    assert len(compressed) < size
+    r = httpx.post(gateway.url + "/v1/messages", content=compressed,
+                   headers={**anthropic_headers(), "content-encoding": coding}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = mock.last()
+    assert got["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert _header(got, "content-encoding") == []
+    assert _header(got, "content-length") == [str(size)]
+
+
+def test_compressed_body_translated_and_in_the_ledger_like_any_other(gateway, mock):
+    """An OpenAI caller's gzip body to a Claude model is decoded, then translated."""
+    body = json.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 20,
+                       "messages": [{"role": "user", "content": "hello"}]}).encode()
+    r = httpx.post(gateway.url + "/v1/chat/completions", content=gzip.compress(body),
+                   headers={**openai_headers(), "content-encoding": "gzip"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "chat.completion"
+    sent = json.loads(mock.last()["body"])
+    assert sent["messages"] == [{"role": "user", "content": "hello"}] and sent["max_tokens"] == 20
+
+
+def test_compressed_body_refusals_in_each_dialect_and_the_connection_keeps_serving(gateway, mock):
+    """A coding the gateway cannot undo gets 415 before the body is read; a body that is not what
+    its coding says gets 400; a bomb stops at max_request_body (413); nothing reaches the upstream,
+    and the same connection serves the next request."""
     mock.clear()
     cases = [
         ("/v1/chat/completions", body_of_size(1000), openai_headers()),
         ("/v1/messages", body_of_size(1000, model="claude-sonnet-4-5-20250929"), anthropic_headers()),
     ]
-    with httpx.Client(timeout=30) as c:
+    bomb = gzip.compress(b" " * (33 * 1024 * 1024))  # over the suite's 32 MiB max_request_body
+    with httpx.Client(timeout=60) as c:
         for path, body, headers in cases:
-            r = c.post(gateway.url + path, content=gzip.compress(body), headers={**headers, "content-encoding": "gzip"})
+            anthropic = path == "/v1/messages"
+            r = c.post(gateway.url + path, content=body, headers={**headers, "content-encoding": "compress"})
             assert r.status_code == 415, r.text
-            message = "Content-Encoding `gzip` is not supported: send the request body uncompressed."
-            if path == "/v1/messages":
+            message = ("Content-Encoding `compress` is not supported: send the request body uncompressed, "
+                       "or as gzip, deflate, br or zstd.")
+            if anthropic:
                 assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
             else:
                 assert r.json()["error"]["code"] == "unsupported_content_encoding"
                 assert r.json()["error"]["message"] == message
-            # `identity` is no encoding: the same body uncompressed is forwarded, on the same client.
+            r = c.post(gateway.url + path, content=body, headers={**headers, "content-encoding": "gzip"})
+            assert r.status_code == 400, r.text
+            if not anthropic:
+                assert r.json()["error"]["code"] == "invalid_content_encoding"
+            r = c.post(gateway.url + path, content=bomb, headers={**headers, "content-encoding": "gzip"})
+            assert r.status_code == 413, r.text
+            # `identity` is no coding: the same body as it is, on the same client.
             r = c.post(gateway.url + path, content=body, headers={**headers, "content-encoding": "identity"})
             assert r.status_code == 200, r.text
     assert len(mock.requests()) == 2
