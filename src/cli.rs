@@ -277,7 +277,18 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     }
     metrics::get();
     access_log::init(server_cfg.access_log);
-    let registry = Arc::new(registry::Registry::new(loaded.snapshot));
+    let ledger_settings = config::ledger_settings(&loaded.ledger, &path);
+    let mut snapshot = loaded.snapshot;
+    if let (None, Some(url)) = (&server_cfg.task_secret_env, &ledger_settings.url) {
+        match ledger::pin_task_secret(url, &snapshot.task_secret) {
+            Ok(pinned) => snapshot.task_secret = pinned,
+            Err(e) => log::warn!(
+                "ledger: cannot read the pinned task secret ({e}); task ids are signed with one derived from \
+                 the keys until the next start (set server.task_secret_env to need neither)"
+            ),
+        }
+    }
+    let registry = Arc::new(registry::Registry::new(snapshot));
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
@@ -286,7 +297,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         server_cfg.task_store_max_bytes,
         Duration::from_secs(server_cfg.task_ttl_seconds),
     );
-    let ledger = Arc::new(Ledger::new(config::ledger_settings(&loaded.ledger, &path)));
+    let ledger = Arc::new(Ledger::new(ledger_settings));
     let clock = limits::Clock::from_env();
     let shared =
         match server_cfg.state.as_deref().map(|url| limits::shared::Shared::new(url, server_cfg.on_state_error, clock))

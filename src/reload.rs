@@ -41,7 +41,14 @@ impl Reloader {
         let m = metrics::get();
         match loaded {
             Ok(Ok(l)) => {
-                self.registry.replace(l.snapshot);
+                let mut snapshot = l.snapshot;
+                // The task secret outlives a reload unless the file names one of its own: derived
+                // from the keys (or pinned in the ledger at start), it would otherwise change with
+                // every key added or removed and void every task id already handed out.
+                if l.server.task_secret_env.is_none() {
+                    snapshot.task_secret = self.registry.current().task_secret.clone();
+                }
+                self.registry.replace(snapshot);
                 m.reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded ({why}): {}", self.path.display());
                 true

@@ -87,7 +87,8 @@ pub struct RawServer {
     pub client_read_timeout_ms: u64,
     /// Environment variable holding the secret that signs task ids. Instances that share it (and
     /// a restarted instance) can answer each other's polls. Unset: derived from the config's
-    /// key hashes, stable until the keys change.
+    /// key hashes and pinned in the ledger's database at the first start (`ledger::pin_task_secret`);
+    /// reloads keep the running one.
     #[serde(default)]
     pub task_secret_env: Option<String>,
     /// How long finished tasks the gateway ran itself are kept.

@@ -52,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
     )",
     // 2: the report index, Postgres only.
     "{POSTGRES_ONLY}CREATE INDEX IF NOT EXISTS ledger_day_key ON ledger (day, key)",
+    // 3: values pinned once for every instance that shares the database (`pin_setting`).
+    "CREATE TABLE IF NOT EXISTS cheapmodel_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// A migration's text for one database.
@@ -79,6 +81,9 @@ pub trait Backend: Send {
     fn query(&mut self, sql: &str, params: &[String]) -> Result<Vec<Vec<String>>, String>;
     /// Every task still to settle.
     fn pending_tasks(&mut self) -> Result<Vec<PendingTask>, String>;
+    /// The value stored under `name`, storing `value` first when there is none: the first
+    /// instance to ask pins it for every later one.
+    fn pin_setting(&mut self, name: &str, value: &str) -> Result<String, String>;
 }
 
 /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies the migrations.
@@ -343,6 +348,18 @@ impl Backend for Sqlite {
         rows.collect::<Result<Vec<Vec<String>>, _>>().map_err(|e| e.to_string())
     }
 
+    fn pin_setting(&mut self, name: &str, value: &str) -> Result<String, String> {
+        self.conn
+            .execute(
+                "INSERT INTO cheapmodel_settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                [name, value],
+            )
+            .map_err(|e| e.to_string())?;
+        self.conn
+            .query_row("SELECT value FROM cheapmodel_settings WHERE name = ?1", [name], |r| r.get(0))
+            .map_err(|e| e.to_string())
+    }
+
     fn pending_tasks(&mut self) -> Result<Vec<PendingTask>, String> {
         let mut stmt = self.conn.prepare("SELECT id, key, created_s FROM pending_tasks").map_err(|e| e.to_string())?;
         let rows = stmt
@@ -525,6 +542,20 @@ impl Backend for Postgres {
             .iter()
             .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect())
             .collect())
+    }
+
+    fn pin_setting(&mut self, name: &str, value: &str) -> Result<String, String> {
+        self.client
+            .execute(
+                "INSERT INTO cheapmodel_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )
+            .map_err(|e| e.to_string())?;
+        let row = self
+            .client
+            .query_one("SELECT value FROM cheapmodel_settings WHERE name = $1", &[&name])
+            .map_err(|e| e.to_string())?;
+        Ok(row.get(0))
     }
 
     fn pending_tasks(&mut self) -> Result<Vec<PendingTask>, String> {

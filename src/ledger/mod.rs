@@ -372,9 +372,46 @@ pub fn default_url(config: &Path) -> String {
     format!("sqlite://{}", dir.join(format!("{stem}.ledger.sqlite")).display())
 }
 
+/// The task-id secret every instance on the ledger's database signs with: the first instance to
+/// start pins its own (`derived`, from the config's key hashes) and every later start, reload or
+/// instance keeps that one, so adding or removing a key no longer voids the task ids already
+/// handed out, across restarts included. Bounded by `database::CALL_DEADLINE`, on a thread of its
+/// own (a frozen database must not hold start-up for longer).
+pub fn pin_task_secret(url: &str, derived: &[u8]) -> Result<Vec<u8>, String> {
+    let (url, hex) = (url.to_string(), crate::auth::hex(derived));
+    let (done, answer) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("ledger-pin".into())
+        .spawn(move || {
+            let _ = done.send(backend::connect(&url).and_then(|mut db| db.pin_setting("task_secret", &hex)));
+        })
+        .map_err(|e| e.to_string())?;
+    let pinned = answer.recv_timeout(database::CALL_DEADLINE).map_err(|_| "the database did not answer in time")??;
+    unhex(&pinned).ok_or_else(|| "the pinned task secret is not hex".to_string())
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.is_empty() {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_task_secret_pinned_is_the_one_every_later_start_gets() {
+        let dir = std::env::temp_dir().join(format!("cm-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("l.sqlite").display());
+        assert_eq!(pin_task_secret(&url, &[1, 2, 0xab]), Ok(vec![1, 2, 0xab]));
+        assert_eq!(pin_task_secret(&url, &[9; 32]), Ok(vec![1, 2, 0xab]), "pinned by the first");
+        assert!(pin_task_secret("mysql://x", &[1]).is_err());
+        assert_eq!(unhex("zz"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn days_are_utc_calendar_days() {

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import (GATEWAY_BIN, KEY_A, KEY_B, PRICE_CLAUDE, PRICE_GPT, UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY,
-                      Gateway, anthropic_headers, base_config, chat_body, claude_body, free_port, openai_headers)
+                      Gateway, anthropic_headers, base_config, chat_body, claude_body, free_port, openai_headers, sha256_hex)
 from pg import Postgres
 from test_tasks import poll, poll_until_done, submit
 
@@ -483,6 +483,32 @@ export default function () {{
         assert report[0]["cost_usd"] == exact_metric(g, "cheapmodel_cost_usd_total")
     finally:
         g.stop()
+
+
+def test_instances_on_one_postgres_with_different_keys_share_the_pinned_task_secret(own_mock, tmp_path, postgres):
+    """The first instance pins its task secret in Postgres; one started later with another key set
+    (a key added since) signs and checks ids with the same secret, so either answers the other's."""
+    ledger = {"url": postgres.url, "spool_dir": str(tmp_path / "spool")}
+    a = start_gateway(own_mock, tmp_path / "a", ledger=ledger)
+    b = None
+    try:
+        b_dir = tmp_path / "b"
+        b_dir.mkdir()
+        config = base_config(own_mock, free_port(), free_port())
+        config["ledger"] = ledger
+        config["keys"].append({"name": "team-new", "sha256": sha256_hex("cm_new_key_added_later_0002")})
+        b = Gateway(config, b_dir)
+        assert postgres.sql("SELECT COUNT(*) FROM cheapmodel_settings WHERE name = 'task_secret'") == "1"
+        from_a = submit(a, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"}).json()
+        from_b = submit(b, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x"}).json()
+        for g, t in ((b, from_a), (a, from_b)):
+            done, _ = poll_until_done(g, t["id"])
+            assert done["status"] == "completed", done
+        assert "pinned task secret" not in a.log_path.read_text() + b.log_path.read_text()
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
 
 
 def tcp_timers_to(port):

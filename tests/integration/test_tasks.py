@@ -2,12 +2,14 @@
 jobs), ownership, signed ids, deadlines, bounded polling, restarts, metering."""
 import base64
 import concurrent.futures
+import copy
+import signal
 import time
 
 import httpx
 import pytest
 
-from conftest import KEY_A, KEY_B, openai_headers
+from conftest import KEY_A, KEY_B, openai_headers, sha256_hex
 
 DOCS_EXAMPLE = {"model": "gpt-image-2", "prompt": "A cinematic wide-angle shot of a futuristic city skyline",
                 "size": "16:9", "resolution": "2k"}
@@ -249,6 +251,38 @@ def test_restart_keeps_relayed_tasks(fresh_gateway):
     done, _ = poll_until_done(g2, t["id"])
     assert done["status"] == "completed"
     assert done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01)
+
+
+def test_a_key_added_by_reload_and_kept_by_a_restart_voids_no_task_id(fresh_gateway):
+    """The default task secret is derived from the config's key hashes. Adding a key used to change
+    it: every id already handed out answered 404, and tasks still pending were never settled or
+    billed. Now the first start pins the secret in the ledger's database and reloads keep it."""
+    def with_new_key(config):
+        config["keys"].append({"name": "team-new", "sha256": sha256_hex("cm_new_key_added_later_0001")})
+
+    g = fresh_gateway(watch_interval_seconds=0)
+    before = [submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog", "duration": 5}).json(),
+              submit(g, "/v1/images/generations", DOCS_EXAMPLE).json()]
+    cfg = copy.deepcopy(g.config)
+    with_new_key(cfg)
+    g.write_config(cfg)
+    g.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while g.metric("cheapmodel_config_reloads_total", result="ok") < 1:
+        assert time.time() < deadline, "no reload"
+        time.sleep(0.05)
+    after = submit(g, "/v1/images/generations", DOCS_EXAMPLE).json()
+    for t in before + [after]:
+        assert poll(g, t["id"]).status_code == 200, t["id"]
+    g.stop()
+
+    # A new process with the new key set, on the same ledger: the ids of both configurations hold.
+    g2 = fresh_gateway(edit=with_new_key)
+    for t in before + [after]:
+        done, _ = poll_until_done(g2, t["id"])
+        assert done["status"] == "completed", done
+        if t is before[0]:
+            assert done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01)
 
 
 def test_tasks_are_metered_once(fresh_gateway):
