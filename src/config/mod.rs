@@ -389,8 +389,10 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
             Some((name, value))
         }
     };
-    if u.connect_timeout_ms == 0 || u.read_timeout_ms == 0 {
-        return Err(err(format!("{path}.read_timeout_ms"), "timeouts must be at least 1 ms"));
+    for (field, ms) in [("connect_timeout_ms", u.connect_timeout_ms), ("read_timeout_ms", u.read_timeout_ms)] {
+        if ms == 0 {
+            return Err(err(format!("{path}.{field}"), "timeouts must be at least 1 ms"));
+        }
     }
     Ok(Upstream {
         name: Arc::from(name),
@@ -501,6 +503,10 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].models[0]");
         let bad = BASE.replace("9f86", "zz86");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
+        for field in ["connect_timeout_ms", "read_timeout_ms"] {
+            let bad = BASE.replace("dialect: openai", &format!("dialect: openai\n    {field}: 0"));
+            assert_eq!(load_str(&bad, &env).expect_err("bad").path, format!("upstreams.openai.{field}"));
+        }
         let bad = BASE.replace("output_per_mtok: 10.0", "output_per_mtok: -1");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.output_per_mtok");
         let bad = BASE.replace("listen:", "lisen:");

@@ -121,5 +121,10 @@ end
 redis.call('PEXPIRE', KEYS[1], 86400000)
 redis.call('PEXPIRE', KEYS[2], 86400000)
 local tokens_reset_ms = 0
-if oldest then tokens_reset_ms = math.max(0, math.floor(((oldest + 60) * 1000000 - now) / 1000)) end
+if oldest then
+  tokens_reset_ms = math.max(0, math.floor(((oldest + 60) * 1000000 - now) / 1000))
+elseif used + est_tokens > 0 then
+  -- only reservations so far: they count for a whole minute once they settle
+  tokens_reset_ms = 60000
+end
 return {1, remaining, reset_ms, used + est_tokens, tokens_reset_ms}

@@ -506,7 +506,10 @@ fn allowance_of(c: &Counters, s: LimitSettings, now: i64) -> Allowance {
     let tokens = s.tpm.map(|tpm| {
         let used = c.tokens_in_window(now) + c.reserved_tokens;
         let oldest = c.oldest_second(now);
-        let reset = oldest.map_or(0.0, |sec| ((sec + 60) * 1_000_000 - now).max(0) as f64 / 1e6);
+        // Tokens only reserved so far (nothing settled in the window yet) count for a whole minute
+        // once they settle: "0ms" would tell the caller its allowance is back already.
+        let only_reserved = if used > 0 { 60.0 } else { 0.0 };
+        let reset = oldest.map_or(only_reserved, |sec| ((sec + 60) * 1_000_000 - now).max(0) as f64 / 1e6);
         (tpm, tpm.saturating_sub(used), reset)
     });
     Allowance { requests, tokens }
@@ -676,6 +679,16 @@ mod tests {
 
     fn names() -> (Arc<str>, Arc<str>) {
         (Arc::from("team-a"), Arc::from("gpt-5.5"))
+    }
+
+    #[test]
+    fn a_first_reservation_resets_in_a_minute_not_at_once() {
+        let l = limiter(0);
+        let (k, m) = names();
+        let lim = LimitSettings { tpm: Some(100_000), ..Default::default() };
+        let est = Estimate { tokens: 4_112, ..Default::default() };
+        let a = l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), est).expect("admitted");
+        assert_eq!(a.allowance.and_then(|a| a.tokens), Some((100_000, 95_888, 60.0)));
     }
 
     #[test]

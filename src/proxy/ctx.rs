@@ -67,6 +67,8 @@ pub struct RequestCtx {
     pub local: Option<crate::tasks::Answer>,
     /// `local` is a token-count estimate.
     pub token_estimate: bool,
+    /// The local answer sent was the gateway's own error (`tasks::Answer::rejected`), for the metric.
+    pub local_rejected: Option<&'static str>,
     /// What translation left out of the request, as the `x-cheapmodel-dropped` value (empty: nothing).
     pub dropped: String,
     /// The request's lease on its key's and model's limits (settled in `logging`; released when
@@ -95,6 +97,7 @@ impl RequestCtx {
             upstream_status: 0,
             local: None,
             token_estimate: false,
+            local_rejected: None,
             dropped: String::new(),
             admission: None,
         }

@@ -359,6 +359,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Some(answer) = ctx.local.take() {
+            ctx.local_rejected = answer.rejected;
             let extra: &[(&str, &str)] =
                 if ctx.token_estimate { &[("x-cheapmodel-token-count", "estimate")] } else { &[] };
             respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
@@ -597,8 +598,8 @@ impl ProxyHttp for Gateway {
             let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;
             admission.settle(tokens, cost);
         }
-        if let Some(err) = &ctx.error {
-            m.rejected.with_label_values(&[err.reason()]).inc();
+        if let Some(reason) = ctx.error.as_ref().map(GatewayError::reason).or(ctx.local_rejected) {
+            m.rejected.with_label_values(&[reason]).inc();
         }
         let req = session.req_header();
         access_log::write(&access_log::Record {

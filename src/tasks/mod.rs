@@ -132,12 +132,15 @@ pub struct Answer {
     pub body: Bytes,
     /// `content-type`.
     pub content_type: String,
+    /// The gateway's own refusal or failure, as `cheapmodel_rejected_total{reason}` counts it
+    /// (`None`: a success, or the upstream's own error passed on).
+    pub rejected: Option<&'static str>,
 }
 
 impl Answer {
     /// A 200 with a JSON body already rendered.
     pub fn ok_json(body: Bytes) -> Self {
-        Answer { status: 200, body, content_type: "application/json".into() }
+        Answer { status: 200, body, content_type: "application/json".into(), rejected: None }
     }
 
     fn json(status: u16, v: &impl Serialize) -> Self {
@@ -145,6 +148,7 @@ impl Answer {
             status,
             body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
             content_type: "application/json".into(),
+            rejected: None,
         }
     }
 
@@ -153,24 +157,30 @@ impl Answer {
             status,
             body: error_body(Dialect::OpenAi, status, message, (kind, code, param)),
             content_type: "application/json".into(),
+            rejected: None,
         }
+    }
+
+    /// The gateway's own error, counted in `cheapmodel_rejected_total` under its `code`.
+    fn own_error(status: u16, message: &str, kind: &str, code: &'static str, param: Option<&str>) -> Self {
+        Answer { rejected: Some(code), ..Answer::error(status, message, kind, Some(code), param) }
     }
 
     /// The one answer for an unknown, foreign, forged or altered task id.
     fn not_found() -> Self {
-        Answer::error(404, "No such task.", "invalid_request_error", Some("task_not_found"), None)
+        Answer::own_error(404, "No such task.", "invalid_request_error", "task_not_found", None)
     }
 
     fn bad_request(e: &TaskError) -> Self {
-        Answer::error(400, &e.message, "invalid_request_error", Some("invalid_parameter"), Some(e.param))
+        Answer::own_error(400, &e.message, "invalid_request_error", "invalid_parameter", Some(e.param))
     }
 
     fn upstream_unavailable() -> Self {
-        Answer::error(
+        Answer::own_error(
             502,
             "The upstream provider could not be reached or answered an invalid response.",
             "server_error",
-            Some("upstream_unavailable"),
+            "upstream_unavailable",
             None,
         )
     }
@@ -367,11 +377,11 @@ impl Tasks {
                     Err(e) => {
                         log::warn!("task submit to {} failed: {e:?}", model.upstream.name);
                         return if e == CallError::Timeout {
-                            Answer::error(
+                            Answer::own_error(
                                 504,
                                 "The upstream provider did not answer in time.",
                                 "server_error",
-                                Some("upstream_timeout"),
+                                "upstream_timeout",
                                 None,
                             )
                         } else {
@@ -392,7 +402,8 @@ impl Tasks {
             Run::SyncJson | Run::SyncBytes => {
                 let mut local = [0u8; 16];
                 if getrandom::getrandom(&mut local).is_err() {
-                    return Answer::error(500, "Internal gateway error.", "server_error", None, None);
+                    let internal = Answer::error(500, "Internal gateway error.", "server_error", None, None);
+                    return Answer { rejected: Some("internal"), ..internal };
                 }
                 task.origin = Origin::Local;
                 task.upstream_id = crate::auth::hex(&local);

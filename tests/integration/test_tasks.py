@@ -211,6 +211,20 @@ def test_bad_media_requests_name_the_field(gateway, mock, path, body, param):
     assert mock.requests() == []
 
 
+def test_task_refusals_count_as_the_gateways_own_errors(fresh_gateway):
+    """cheapmodel_rejected_total counts every answer that is the gateway's own error, the task
+    route's included: an unknown id and a bad media parameter."""
+    g = fresh_gateway()
+    assert poll(g, "task_abc").status_code == 404
+    assert submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "x", "n": 0}).status_code == 400
+    assert g.metric("cheapmodel_rejected_total", reason="task_not_found") == 1
+    assert g.metric("cheapmodel_rejected_total", reason="invalid_parameter") == 1
+    # A task answered as it stands is no rejection.
+    t = submit(g, "/v1/images/generations", DOCS_EXAMPLE).json()
+    assert poll(g, t["id"]).status_code == 200
+    assert g.metric("cheapmodel_rejected_total") == 2
+
+
 def test_kind_must_match_the_endpoint_and_models_must_exist(gateway):
     r = submit(gateway, "/v1/videos/generations", {"model": "gpt-image-2", "prompt": "x"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
