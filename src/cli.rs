@@ -22,6 +22,11 @@ use crate::{access_log, auth, config, limits, metrics, proxy, registry, reload, 
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(name = "cheapmodel", version, about = "Cheap Model LLM API gateway")]
+// Pingora's own help lines for its flags describe its struct, not the flag; `-c` (Pingora's YAML)
+// is ignored by this binary, which builds Pingora's configuration from `--config`.
+#[command(mut_arg("upgrade", |a| a.help("Take over the listeners of the running instance (graceful upgrade; see the README)")))]
+#[command(mut_arg("test", |a| a.help("Load and check the configuration, print ok and exit")))]
+#[command(mut_arg("conf", |a| a.hide(true)))]
 pub struct Cli {
     /// Subcommand; none runs the gateway.
     #[command(subcommand)]
