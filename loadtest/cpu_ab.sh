@@ -11,7 +11,7 @@
 # CPU µs per request is the gateway's user+system time, every thread (/proc/PID/stat), over the
 # requests wrk completed (wrk -t1 -c64, DUR seconds, default 5, after a 2 s warm-up). The last
 # lines give each variant's median over the rounds and its ratio to baseline's median. Each run
-# also gives the ledger writer thread's own share of the gateway's CPU (its /proc task), a
+# also gives the ledger threads' own share of the gateway's CPU (their /proc tasks), a
 # measure of the ledger's cost that needs no second run to compare with.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
@@ -28,13 +28,18 @@ for name in "${names[@]}"; do [[ " $CM_VARIANTS " == *" $name "* ]] || cm_die "u
 CM_MAX_SECONDS=$(((DUR + 10) * ROUNDS * (${#names[@]} + 1) + 300))
 W=$(mktemp -d /tmp/cheapmodel-cpu-ab.XXXXXX)
 HZ=$(getconf CLK_TCK)
-# thread_ticks PID NAME: user+system ticks of the gateway's thread called NAME (0 if none).
+# thread_ticks PID NAME...: user+system ticks of the gateway's threads with those names (0 if none).
+# The ledger is two threads: `ledger-writer` (batches, spool) and `ledger-db` (the database calls).
 thread_ticks() {
-  local t
-  for t in /proc/"$1"/task/*; do
-    [[ $(cat "$t/comm" 2>/dev/null) == "$2" ]] && { awk '{print $14 + $15}' "$t/stat"; return; }
+  local pid=$1 t n sum=0
+  shift
+  for t in /proc/"$pid"/task/*; do
+    n=$(cat "$t/comm" 2>/dev/null) || continue
+    for want in "$@"; do
+      [[ $n == "$want" ]] && sum=$((sum + $(awk '{print $14 + $15}' "$t/stat")))
+    done
   done
-  echo 0
+  echo "$sum"
 }
 [[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
@@ -56,17 +61,17 @@ run() {
   taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
   sleep 0.5 # the warm-up's last ledger rows are written before the count starts
   t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  w0=$(thread_ticks "$pid" ledger-writer)
+  w0=$(thread_ticks "$pid" ledger-writer ledger-db)
   out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
   sleep 0.5 # and the counted requests' rows are written before it ends
   t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  w1=$(thread_ticks "$pid" ledger-writer)
+  w1=$(thread_ticks "$pid" ledger-writer ledger-db)
   n=$(echo "$out" | awk '/requests in/{print $1}')
   [[ -n $n && $n -gt 0 ]] || cm_die "wrk failed: $out"
   echo "$out" | grep -q "Non-2xx" && cm_die "$name: some answers were not 2xx: $out"
   us=$(python3 -c "print(round(($t1 - $t0) * 1e6 / $HZ / $n, 2))")
   echo "$name $us" >>"$W/results"
-  echo "round $2: $name: $n requests, $us CPU µs/request, ledger writer thread $(python3 -c "print(round(100 * ($w1 - $w0) / max($t1 - $t0, 1), 1))")% of it"
+  echo "round $2: $name: $n requests, $us CPU µs/request, ledger threads $(python3 -c "print(round(100 * ($w1 - $w0) / max($t1 - $t0, 1), 1))")% of it"
   cm_stop "$wrapper"
 }
 
