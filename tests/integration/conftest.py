@@ -172,6 +172,16 @@ class Gateway:
         tmp.write_text(yaml.safe_dump(config))
         os.replace(tmp, self.config_path)
 
+    def reload_with(self, config: dict, timeout=10.0):
+        """Writes `config` and sends SIGHUP; returns once the gateway counts one more good reload."""
+        before = self.metric("cheapmodel_config_reloads_total", result="ok")
+        self.write_config(config)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + timeout
+        while self.metric("cheapmodel_config_reloads_total", result="ok") <= before:
+            assert time.time() < deadline, "no reload"
+            time.sleep(0.05)
+
     def metrics_text(self) -> str:
         return httpx.get(self.metrics_url, timeout=10).text
 
