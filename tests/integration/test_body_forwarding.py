@@ -119,6 +119,22 @@ def test_compressed_body_translated_and_in_the_ledger_like_any_other(gateway, mo
     assert sent["messages"] == [{"role": "user", "content": "hello"}] and sent["max_tokens"] == 20
 
 
+@pytest.mark.parametrize("path,body,headers,check", [
+    # A media task: the submit reads the decoded body (the task answers with its id).
+    ("/v1/images/generations", {"model": "gpt-image-2", "prompt": "a city"}, openai_headers(),
+     lambda r: r.json()["id"].startswith("task_")),
+    # A local token estimate counts the decoded body's text, not the compressed bytes.
+    ("/v1/messages/count_tokens", {"model": "gpt-5.5", "messages": [{"role": "user", "content": "hello " * 100}]},
+     anthropic_headers(), lambda r: 100 <= r.json()["input_tokens"] <= 120),
+])
+def test_compressed_body_on_the_other_body_routes(gateway, path, body, headers, check):
+    raw = json.dumps(body).encode()
+    r = httpx.post(gateway.url + path, content=gzip.compress(raw), headers={**headers, "content-encoding": "gzip"},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    assert check(r), r.text
+
+
 def test_compressed_body_refusals_in_each_dialect_and_the_connection_keeps_serving(gateway, mock):
     """A coding the gateway cannot undo gets 415 before the body is read; a body that is not what
     its coding says gets 400; a bomb stops at max_request_body (413); nothing reaches the upstream,
