@@ -86,6 +86,10 @@ pub enum UsageFormat {
 /// Runs the command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
+        Some(Command::HashKey { key }) if key.is_empty() => {
+            eprintln!("hash-key: the key is empty");
+            2
+        }
         Some(Command::HashKey { key }) => {
             println!("{}", auth::hex(&auth::key_digest(key.as_bytes())));
             0

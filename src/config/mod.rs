@@ -75,14 +75,16 @@ pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Sett
 
 /// Reads, parses and validates `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(".", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(path.display().to_string(), format!("cannot read the file: {e}")))?;
     load_str(&text, &|name| std::env::var(name).ok())
 }
 
 /// Only the `ledger:` section of `path`, validated (for `cheapmodel usage`, which needs no upstream
 /// keys in its environment).
 pub fn load_ledger(path: &Path) -> Result<raw::RawLedger, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(".", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(path.display().to_string(), format!("cannot read the file: {e}")))?;
     let de = serde_yaml::Deserializer::from_str(&text);
     let raw: RawConfig =
         serde_path_to_error::deserialize(de).map_err(|e| err(e.path().to_string(), e.inner().to_string()))?;
@@ -95,7 +97,10 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        err(if path.is_empty() { ".".to_string() } else { path }, e.inner().to_string())
+        // serde_yaml's message may start with the path again: say it once.
+        let message = e.inner().to_string();
+        let message = message.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(message);
+        err(if path.is_empty() { ".".to_string() } else { path }, message)
     })?;
     validate(raw, env)
 }
@@ -138,6 +143,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         }
         if m.task_deadline_seconds == 0 {
             return Err(err(format!("{path}.task_deadline_seconds"), "must be at least 1"));
+        }
+        if m.max_output_tokens == Some(0) {
+            // Anthropic refuses `max_tokens: 0`: every translated request would fail upstream.
+            return Err(err(format!("{path}.max_output_tokens"), "must be at least 1"));
         }
         models.insert(
             name.clone(),
@@ -187,12 +196,16 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         }
     }
     let task_secret = match &raw.server.task_secret_env {
-        Some(var) => env(var)
-            .filter(|v| v.len() >= 16)
-            .ok_or_else(|| {
-                err("server.task_secret_env", format!("environment variable {var} must hold at least 16 characters"))
-            })?
-            .into_bytes(),
+        Some(var) => match env(var) {
+            Some(v) if v.len() >= 16 => v.into_bytes(),
+            Some(_) => {
+                return Err(err(
+                    "server.task_secret_env",
+                    format!("environment variable {var} must hold at least 16 characters"),
+                ))
+            }
+            None => return Err(err("server.task_secret_env", format!("environment variable {var} is not set"))),
+        },
         None => {
             // Stable across restarts and shared by instances with the same keys.
             let mut digests: Vec<&[u8; 32]> = keys.keys().collect();
@@ -223,8 +236,15 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
     if s.threads == 0 {
         return Err(err("server.threads", "must be at least 1"));
     }
-    if s.max_request_body == 0 {
-        return Err(err("server.max_request_body", "must be at least 1"));
+    // Zero would not mean "off" for any of these: no body, no stored task, or no read timeout at all.
+    for (field, value) in [
+        ("server.max_request_body", s.max_request_body as u64),
+        ("server.task_store_max_entries", s.task_store_max_entries as u64),
+        ("server.client_read_timeout_ms", s.client_read_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(err(field, "must be at least 1"));
+        }
     }
     if let Some(url) = &s.state {
         let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
@@ -503,6 +523,28 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].models[0]");
         let bad = BASE.replace("9f86", "zz86");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
+        let bad = BASE.replace("upstream: openai\n", "upstream: openai\n    max_output_tokens: 0\n");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.max_output_tokens");
+        for field in ["max_request_body", "task_store_max_entries", "client_read_timeout_ms"] {
+            let bad = BASE.replace("listen:", &format!("{field}: 0\n  listen:"));
+            assert_eq!(load_str(&bad, &env).expect_err("bad").path, format!("server.{field}"));
+        }
+        let bad = BASE.replace("listen:", "threads: many\n  listen:");
+        let e = load_str(&bad, &env).expect_err("bad");
+        assert_eq!(e.path, "server.threads");
+        assert!(!e.message.contains("server.threads"), "the path once: {e}");
+        let secret = |value: Option<&str>| {
+            let cfg = BASE.replace("listen:", "task_secret_env: SECRET\n  listen:");
+            let value = value.map(str::to_string);
+            load_str(&cfg, &move |n| if n == "SECRET" { value.clone() } else { env(n) })
+                .map(|_| ())
+                .map_err(|e| e.message)
+        };
+        assert_eq!(secret(None), Err("environment variable SECRET is not set".into()));
+        assert_eq!(secret(Some("short")), Err("environment variable SECRET must hold at least 16 characters".into()));
+        assert_eq!(secret(Some("sixteen-chars-ok")), Ok(()));
+        let missing = load(Path::new("/nonexistent/cm.yaml")).expect_err("no file");
+        assert_eq!(missing.path, "/nonexistent/cm.yaml");
         for field in ["connect_timeout_ms", "read_timeout_ms"] {
             let bad = BASE.replace("dialect: openai", &format!("dialect: openai\n    {field}: 0"));
             assert_eq!(load_str(&bad, &env).expect_err("bad").path, format!("upstreams.openai.{field}"));

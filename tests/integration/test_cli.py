@@ -32,9 +32,18 @@ def test_check_names_the_failing_field(tmp_path: Path):
     assert r.returncode != 0 and "server" in r.stdout and "thread" in r.stdout
 
 
+def test_check_says_which_file_it_cannot_read(tmp_path: Path):
+    r = run("check", "--config", str(tmp_path / "missing.yaml"))
+    assert r.returncode != 0
+    assert r.stdout.startswith(f"{tmp_path / 'missing.yaml'}: cannot read the file:"), r.stdout
+
+
 def test_hash_key():
     r = run("hash-key", "cm_abc")
     assert r.stdout.strip() == hashlib.sha256(b"cm_abc").hexdigest()
+    # An empty key would hash to a valid-looking entry that no caller can ever send.
+    r = run("hash-key", "")
+    assert r.returncode == 2 and r.stdout == "" and "empty" in r.stderr
 
 
 def test_new_key_is_random_and_its_entry_matches():
