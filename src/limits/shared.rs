@@ -107,6 +107,9 @@ impl Backlog {
     }
 }
 
+/// How long `flush_at_exit` waits for `run` to hand the backlog back.
+const PARK_WAIT: Duration = Duration::from_secs(2);
+
 /// Hands the backlog back to `Shared` however `run` ends (a runtime shutting down drops it
 /// mid-await), so that `flush_at_exit` finds what was not sent.
 struct ParkOnDrop<'a> {
@@ -485,7 +488,19 @@ impl Shared {
     /// `within` has passed (Redis may be restarting too); what is still unsent then is lost to
     /// Redis (the ledger has it) and said in the log.
     pub fn flush_at_exit(&self, within: Duration) {
-        let Some(mut b) = self.backlog.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        // `run` may still hold the backlog for a moment: a runtime stopped by a fast shutdown does
+        // not wait for a worker that is busy (one unwinding a panic in the Redis client's timer,
+        // say), and `run` is dropped, parking the backlog, only when that worker gets to it.
+        let waited = std::time::Instant::now();
+        let mut b = loop {
+            if let Some(b) = self.backlog.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                break b;
+            }
+            if waited.elapsed() >= within.min(PARK_WAIT) {
+                return log::error!("limits state: the sender still held its settlements at exit; the ledger has them");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         b.take_queued();
         if b.unsent.is_empty() {
             return;
