@@ -97,14 +97,20 @@ impl Gateway {
             plan::Head::Done(decision, caller) => (decision, caller),
             plan::Head::NeedsBody(route, caller, codings) => {
                 body = body::read_full_body(session, snapshot.max_request_body).await?;
-                if !codings.is_empty() {
-                    body = match body::decode(body, codings, snapshot.max_request_body).await {
-                        Ok(decoded) => decoded,
-                        Err(e) => return Ok(Some(e)),
-                    };
-                    ctx.body_decoded = true;
-                }
-                (plan::plan_body(&route, &caller, &snapshot, &body), Some(caller))
+                let decoded = if codings.is_empty() {
+                    Ok(())
+                } else {
+                    body::decode(body.clone(), codings, snapshot.max_request_body).await.map(|d| {
+                        body = d;
+                        ctx.body_decoded = true;
+                    })
+                };
+                let decision = match decoded {
+                    Ok(()) => plan::plan_body(&route, &caller, &snapshot, &body),
+                    // Refused like any other body the plan refuses: the caller's key is known.
+                    Err(e) => Decision::Reject(e),
+                };
+                (decision, Some(caller))
             }
         };
         ctx.key = caller.as_ref().map(|c| c.key.clone());
