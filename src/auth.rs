@@ -46,6 +46,21 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Lowercase-hex sha256 digest → bytes.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
 /// The registered key for this request, or 401.
 pub fn authenticate(req: &RequestHeader, snapshot: &Snapshot) -> Result<Arc<Key>, GatewayError> {
     authenticate_with_digest(req, snapshot).map(|(key, _)| key)

@@ -176,8 +176,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         if !names.insert(k.name.clone()) {
             return Err(err(format!("{path}.name"), format!("duplicate key name `{}`", k.name)));
         }
-        let digest =
-            parse_sha256(&k.sha256).ok_or_else(|| err(format!("{path}.sha256"), "expected 64 hex characters"))?;
+        let digest = crate::auth::parse_sha256(&k.sha256)
+            .ok_or_else(|| err(format!("{path}.sha256"), "expected 64 hex characters"))?;
         if let Some(list) = &k.models {
             for (j, m) in list.iter().enumerate() {
                 if !models.contains_key(m) {
@@ -454,21 +454,6 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
         .next()
         .ok_or_else(|| format!("`{host}` resolved to no address"))
-}
-
-/// Lowercase-hex sha256 digest → bytes.
-pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let b = hex.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -387,14 +387,10 @@ pub fn pin_task_secret(url: &str, derived: &[u8]) -> Result<Vec<u8>, String> {
         })
         .map_err(|e| e.to_string())?;
     let pinned = answer.recv_timeout(database::CALL_DEADLINE).map_err(|_| "the database did not answer in time")??;
-    unhex(&pinned).ok_or_else(|| "the pinned task secret is not hex".to_string())
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.is_empty() {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    // The derived secret is a sha256, stored as its hex.
+    crate::auth::parse_sha256(&pinned)
+        .map(Vec::from)
+        .ok_or_else(|| "the pinned task secret is not 64 hex characters".into())
 }
 
 #[cfg(test)]
@@ -406,10 +402,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cm-pin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let url = format!("sqlite://{}", dir.join("l.sqlite").display());
-        assert_eq!(pin_task_secret(&url, &[1, 2, 0xab]), Ok(vec![1, 2, 0xab]));
-        assert_eq!(pin_task_secret(&url, &[9; 32]), Ok(vec![1, 2, 0xab]), "pinned by the first");
-        assert!(pin_task_secret("mysql://x", &[1]).is_err());
-        assert_eq!(unhex("zz"), None);
+        assert_eq!(pin_task_secret(&url, &[7; 32]), Ok(vec![7; 32]));
+        assert_eq!(pin_task_secret(&url, &[9; 32]), Ok(vec![7; 32]), "pinned by the first");
+        assert!(pin_task_secret("mysql://x", &[1; 32]).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 
