@@ -69,7 +69,7 @@ use cheapmodel::auth::{authenticate, key_digest};
 use cheapmodel::error::Dialect;
 use cheapmodel::peek::peek;
 use cheapmodel::registry::{Key, Snapshot};
-use cheapmodel::usage::{StreamMeter, Usage};
+use cheapmodel::usage::{openai_chunk_has_content, StreamMeter, Usage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 #[path = "common/agent_body.rs"]
@@ -561,6 +561,11 @@ fn bench_sse_parts(c: &mut Criterion) {
     });
     g.bench_function("openai/memmem_contains_error", |b| {
         b.iter(|| black_box(&oa_lines).iter().filter(|d| memchr::memmem::find(d, b"\"error\":{").is_some()).count())
+    });
+    // What counting content events (a cut stream's estimate, `usage::StreamTokens`) adds per chunk.
+    assert!(oa_lines.iter().filter(|d| openai_chunk_has_content(d)).count() >= 200);
+    g.bench_function("openai/chunk_has_content", |b| {
+        b.iter(|| black_box(&oa_lines).iter().filter(|d| openai_chunk_has_content(d)).count())
     });
     g.bench_function("openai/sonic_get_usage", |b| {
         b.iter(|| black_box(&oa_lines).iter().filter(|d| sonic_rs::get(d.as_slice(), ["usage"]).is_ok()).count())

@@ -37,6 +37,7 @@ fn row(n: u64, key: &Arc<str>, model: &Arc<str>, upstream: &Arc<str>) -> Row {
         latency_us: 350,
         ttfb_us: Some(200),
         task: false,
+        estimated: false,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `cheapmodel_tasks_total{model,status}`: media tasks submitted (pending) and finished.
     pub tasks: IntCounterVec,
+    /// `cheapmodel_estimated_requests_total{model,key}`: requests billed on an estimate (a stream
+    /// that ended without the upstream's final count), counted as their rows land, like the tokens.
+    pub estimated: IntCounterVec,
     /// `cheapmodel_dropped_params_total{model,param}`: request fields translation left out;
     /// `param` is a name from `dialect::DROPPED_BY_RULE` or `other`.
     pub dropped_params: IntCounterVec,
@@ -110,6 +113,12 @@ fn register() -> Metrics {
             "cheapmodel_tasks_total",
             "Media tasks by model and status (pending at submit, then completed or failed once)",
             &["model", "status"]
+        )
+        .expect("register"),
+        estimated: register_int_counter_vec!(
+            "cheapmodel_estimated_requests_total",
+            "Requests billed on an estimate: streams that ended without the upstream's final usage",
+            &["model", "key"]
         )
         .expect("register"),
         dropped_params: register_int_counter_vec!(

@@ -327,11 +327,52 @@ pub struct StreamMeter {
     stopped: bool,
 }
 
+/// What a stream told about its tokens: enough to bill it whether or not it reached its end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTokens {
+    /// The counts the upstream reported so far.
+    pub reported: Usage,
+    /// The upstream's final count arrived: OpenAI's usage chunk (its only report), or the usage
+    /// of Anthropic's `message_delta` (its `message_start` reports the input only).
+    pub complete: bool,
+    /// Upstream events that carried generated content (text, reasoning, a refusal, tool-call
+    /// arguments). Each holds at least one token.
+    pub content_events: u64,
+}
+
+impl StreamTokens {
+    /// The upstream produced content but its final count never came: the stream was cut (by the
+    /// caller or the upstream), or the upstream does not report usage in streams. Billing it needs
+    /// `estimate`.
+    pub fn needs_estimate(&self) -> bool {
+        !self.complete && self.content_events > 0
+    }
+
+    /// No input class was reported (OpenAI reports nothing before its last chunk): `estimate`
+    /// needs the input counted from the request.
+    pub fn lacks_input(&self) -> bool {
+        let r = self.reported;
+        r.input + r.cache_read + r.cache_write == 0
+    }
+
+    /// What a stream that `needs_estimate` is billed, a lower bound of what the upstream produced: the counts it
+    /// reported, with `input` (counted from the request by the caller, when `lacks_input`) as the
+    /// input, and at least one output token per content event.
+    pub fn estimate(&self, input: u64) -> Usage {
+        let mut u = self.reported;
+        if self.lacks_input() {
+            u.input = input;
+        }
+        u.output = u.output.max(self.content_events);
+        u
+    }
+}
+
 /// What a stream told so far; filled event by event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StreamReading {
     dialect: Dialect,
-    usage: Usage,
+    tokens: StreamTokens,
     saw_usage: bool,
     finished: bool,
 }
@@ -341,7 +382,7 @@ impl StreamMeter {
     pub fn new(dialect: Dialect, strip_injected_usage: bool) -> Self {
         StreamMeter {
             decoder: SseDecoder::new(),
-            reading: StreamReading { dialect, usage: Usage::default(), saw_usage: false, finished: false },
+            reading: StreamReading { dialect, tokens: StreamTokens::default(), saw_usage: false, finished: false },
             strip_injected_usage: strip_injected_usage && dialect == Dialect::OpenAi,
             stopped: false,
         }
@@ -352,9 +393,14 @@ impl StreamMeter {
         self.strip_injected_usage
     }
 
-    /// Usage seen so far.
+    /// Usage reported so far.
     pub fn usage(&self) -> Usage {
-        self.reading.usage
+        self.reading.tokens.reported
+    }
+
+    /// What the stream told about its tokens so far.
+    pub fn tokens(&self) -> StreamTokens {
+        self.reading.tokens
     }
 
     /// The stream's dialect (a same-dialect stream: the caller's too).
@@ -460,12 +506,16 @@ impl StreamReading {
                     self.finished = true;
                     return;
                 }
+                if openai_chunk_has_content(data) {
+                    self.tokens.content_events += 1;
+                }
                 // Every chunk of a stream with usage carries `"usage":null`; only the last one has
                 // an object, so look before parsing.
                 if contains(data, b"\"usage\":{") || contains(data, b"\"usage\": {") {
                     if let Ok(lv) = sonic_rs::get(data, ["usage"]) {
-                        if lv.is_object() && self.usage.apply_openai(lv.as_raw_str()) {
+                        if lv.is_object() && self.tokens.reported.apply_openai(lv.as_raw_str()) {
                             self.saw_usage = true;
+                            self.tokens.complete = true;
                         }
                     }
                 }
@@ -477,12 +527,15 @@ impl StreamReading {
                 match kind.as_str() {
                     Some("message_start") => {
                         if let Ok(lv) = sonic_rs::get(data, ["message", "usage"]) {
-                            self.saw_usage |= self.usage.apply_anthropic(lv.as_raw_str());
+                            self.saw_usage |= self.tokens.reported.apply_anthropic(lv.as_raw_str());
                         }
                     }
+                    Some("content_block_delta") => self.tokens.content_events += 1,
                     Some("message_delta") => {
                         if let Ok(lv) = sonic_rs::get(data, ["usage"]) {
-                            self.saw_usage |= self.usage.apply_anthropic(lv.as_raw_str());
+                            let read = self.tokens.reported.apply_anthropic(lv.as_raw_str());
+                            self.saw_usage |= read;
+                            self.tokens.complete |= read;
                         }
                     }
                     // An upstream error event ends the stream as surely as `message_stop`.
@@ -492,6 +545,24 @@ impl StreamReading {
             }
         }
     }
+}
+
+/// Whether an OpenAI chunk carries generated content: a non-empty `content`, `reasoning_content`,
+/// `reasoning`, `refusal` or tool-call `arguments` string. A byte search, not a parse (this runs on
+/// every chunk of every OpenAI stream): a member name with its quotes and colon cannot occur
+/// unescaped inside a JSON string, so every match is a member.
+pub fn openai_chunk_has_content(data: &[u8]) -> bool {
+    use std::sync::LazyLock;
+    static MEMBERS: LazyLock<[memchr::memmem::Finder<'static>; 5]> = LazyLock::new(|| {
+        [&b"\"content\":"[..], b"\"arguments\":", b"\"reasoning_content\":", b"\"reasoning\":", b"\"refusal\":"]
+            .map(memchr::memmem::Finder::new)
+    });
+    MEMBERS.iter().any(|member| {
+        member.find_iter(data).any(|at| {
+            let value = crate::peek::skip_ws(data, at + member.needle().len());
+            data.get(value) == Some(&b'"') && data.get(value + 1).is_some_and(|&c| c != b'"')
+        })
+    })
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -616,6 +687,60 @@ mod tests {
         assert!(!finished);
         assert_eq!(u.input, 12);
         assert_eq!(u.output, 1);
+    }
+
+    #[test]
+    fn a_stream_without_its_final_count_is_billed_a_lower_bound() {
+        // OpenAI, cut before the usage chunk: the role chunk and the finish chunk carry no content.
+        let role = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+        let cut = &OPENAI_STREAM_WITH_USAGE
+            [..OPENAI_STREAM_WITH_USAGE.find("data: {\"id\":\"c\",\"choices\":[]").expect("usage")];
+        let tool = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\": \"{\\\"a\"}}]}}]}\n\n";
+        let (u, finished, _) = run_all_splits(Dialect::OpenAi, false, &format!("{role}{cut}{tool}"));
+        assert_eq!((u, finished), (Usage::default(), false));
+        let mut m = StreamMeter::new(Dialect::OpenAi, false);
+        m.feed(format!("{role}{cut}{tool}").as_bytes(), &mut Vec::new());
+        let t = m.tokens();
+        assert_eq!((t.complete, t.content_events), (false, 2), "the text chunk and the tool arguments");
+        assert!(t.needs_estimate() && t.lacks_input());
+        assert_eq!(t.estimate(40), Usage { input: 40, output: 2, cache_read: 0, cache_write: 0 });
+        // The whole stream has its count: no estimate.
+        let mut m = StreamMeter::new(Dialect::OpenAi, false);
+        m.feed(OPENAI_STREAM_WITH_USAGE.as_bytes(), &mut Vec::new());
+        assert!(m.tokens().complete && !m.tokens().needs_estimate());
+
+        // Anthropic, cut after two deltas: the input it reported stands, the output is at least
+        // one token per delta.
+        let delta = ANTHROPIC_STREAM.lines().skip(3).take(3).collect::<Vec<_>>().join("\n") + "\n";
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: message_delta").expect("has delta")];
+        let mut m = StreamMeter::new(Dialect::Anthropic, false);
+        m.feed(format!("{cut}{delta}").as_bytes(), &mut Vec::new());
+        let t = m.tokens();
+        assert_eq!((t.complete, t.content_events, t.lacks_input()), (false, 2, false), "{t:?}");
+        assert_eq!(t.estimate(999), Usage { input: 12, output: 2, cache_read: 4, cache_write: 3 });
+    }
+
+    #[test]
+    fn openai_content_is_found_by_member_not_by_text() {
+        for (chunk, has) in [
+            (r#"{"choices":[{"delta":{"content":"Hi"}}]}"#, true),
+            (r#"{"choices":[{"delta":{"content": "Hi"}}]}"#, true),
+            (r#"{"choices":[{"delta":{"reasoning_content":"so"}}]}"#, true),
+            (r#"{"choices":[{"delta":{"reasoning":"so"}}]}"#, true),
+            (r#"{"choices":[{"delta":{"refusal":"no"}}]}"#, true),
+            (r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#, false),
+            (r#"{"choices":[{"delta":{"content":null}}]}"#, false),
+            (r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#, false),
+            (
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":""}}]}}]}"#,
+                false,
+            ),
+            (r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#, false),
+            // A member name inside a string is escaped, so it is not a member.
+            (r#"{"choices":[{"delta":{"role":"x \"content\":\"y"}}]}"#, false),
+        ] {
+            assert_eq!(openai_chunk_has_content(chunk.as_bytes()), has, "{chunk}");
+        }
     }
 
     #[test]

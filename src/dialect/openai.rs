@@ -61,6 +61,16 @@ impl Message<'_> {
     pub fn reasoning(&self) -> Option<&str> {
         self.reasoning_content.non_empty().or(self.reasoning.non_empty())
     }
+
+    /// Generated content: text, reasoning, a refusal or tool-call arguments (the same members
+    /// `usage::openai_chunk_has_content` looks for in a same-dialect stream).
+    pub fn has_content(&self) -> bool {
+        let has_args = |tc: &ToolCall<'_>| tc.function.as_ref().is_some_and(|f| f.arguments.non_empty().is_some());
+        self.content.non_empty().is_some()
+            || self.reasoning().is_some()
+            || self.refusal.non_empty().is_some()
+            || self.tool_calls.iter().flatten().any(has_args)
+    }
 }
 
 /// A tool call, or a piece of one in a stream (`index` says which).

@@ -32,7 +32,7 @@ use super::{
     anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, AnthropicUsageOut, OpenAiUsageOut,
 };
 use crate::error::{AnthropicError, AnthropicErrorInner, OpenAiError, OpenAiErrorInner};
-use crate::usage::{AnthropicUsage, Usage};
+use crate::usage::{AnthropicUsage, StreamTokens, Usage};
 
 /// The message of the error event sent when the upstream body ends before the stream finished.
 pub const CUT_MESSAGE: &str = "The upstream stream ended before it was complete.";
@@ -48,9 +48,10 @@ pub trait StreamTranslator: Send {
     fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>);
     /// The upstream body ended: append whatever closes the stream (or the error event if the upstream never finished).
     fn finish(&mut self, out: &mut Vec<u8>);
-    /// The upstream's token counts so far, in `Usage`'s convention: what the request is billed
-    /// (the translator reads them anyway, so a translated stream is parsed once, not metered twice).
-    fn usage(&self) -> Usage;
+    /// The upstream's token counts so far, in `Usage`'s convention, and what billing a cut stream
+    /// needs (the translator reads them anyway, so a translated stream is parsed once, not
+    /// metered twice).
+    fn tokens(&self) -> StreamTokens;
     /// The caller's stream is closed (its end or its error event went out): nothing more may be
     /// written to it.
     fn done(&self) -> bool;
@@ -58,7 +59,7 @@ pub trait StreamTranslator: Send {
 
 impl std::fmt::Debug for dyn StreamTranslator + Sync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamTranslator").field("usage", &self.usage()).field("done", &self.done()).finish()
+        f.debug_struct("StreamTranslator").field("tokens", &self.tokens()).field("done", &self.done()).finish()
     }
 }
 
@@ -190,6 +191,10 @@ struct AnState {
     done: bool,
     /// Token counts so far (the upstream's, merged as they arrive).
     usage: Usage,
+    /// `message_delta` brought the final counts.
+    usage_complete: bool,
+    /// Upstream events that carried content (`StreamTokens::content_events`).
+    content_events: u64,
     /// The `tool_use` blocks, in order (their position is the OpenAI tool call index).
     tools: Vec<ToolBlock>,
 }
@@ -208,6 +213,8 @@ impl AnthropicToOpenAi {
                 finish_sent: false,
                 done: false,
                 usage: Usage::default(),
+                usage_complete: false,
+                content_events: 0,
                 tools: Vec::new(),
             },
         }
@@ -251,8 +258,12 @@ impl StreamTranslator for AnthropicToOpenAi {
         drive_finish(&mut self.decoder, &mut self.st, out);
     }
 
-    fn usage(&self) -> Usage {
-        self.st.usage
+    fn tokens(&self) -> StreamTokens {
+        StreamTokens {
+            reported: self.st.usage,
+            complete: self.st.usage_complete,
+            content_events: self.st.content_events,
+        }
     }
 
     fn done(&self) -> bool {
@@ -359,6 +370,8 @@ impl AnState {
             }
             "content_block_delta" => {
                 self.start(out);
+                // Counted as the same-dialect meter counts them (`usage::StreamMeter`): every one.
+                self.content_events += 1;
                 let Some(d) = &e.delta else { return };
                 match d.kind.get().unwrap_or("") {
                     "text_delta" => {
@@ -405,6 +418,7 @@ impl AnState {
                 self.start(out);
                 if let Some(u) = &e.usage {
                     self.apply_usage(u);
+                    self.usage_complete = true;
                 }
                 if let Some(sr) = e.delta.as_ref().and_then(|d| d.stop_reason.get()) {
                     self.finish_chunk(out, finish_reason_for(sr));
@@ -710,8 +724,10 @@ struct OaState {
     open: Option<(u32, OpenBlock)>,
     /// From the first `finish_reason`.
     stop_reason: Option<&'static str>,
-    /// From the last usage object.
+    /// From the last usage object (OpenAI sends one, in its last chunk).
     usage: Option<Usage>,
+    /// Upstream chunks that carried content (`StreamTokens::content_events`).
+    content_events: u64,
     /// Tool calls in order of first appearance.
     calls: Vec<Call>,
     /// OpenAI `tool_calls[].index` → slot in `calls` (the latest call with that index).
@@ -738,6 +754,7 @@ impl OpenAiToAnthropic {
                 open: None,
                 stop_reason: None,
                 usage: None,
+                content_events: 0,
                 calls: Vec::new(),
                 by_index: Vec::new(),
                 live: None,
@@ -757,8 +774,12 @@ impl StreamTranslator for OpenAiToAnthropic {
         drive_finish(&mut self.decoder, &mut self.st, out);
     }
 
-    fn usage(&self) -> Usage {
-        self.st.usage.unwrap_or_default()
+    fn tokens(&self) -> StreamTokens {
+        StreamTokens {
+            reported: self.st.usage.unwrap_or_default(),
+            complete: self.st.usage.is_some(),
+            content_events: self.st.content_events,
+        }
     }
 
     fn done(&self) -> bool {
@@ -826,6 +847,11 @@ impl OaState {
         // the message: its id may be empty.
         if c.choices.as_ref().is_some_and(|v| !v.is_empty()) {
             self.start(out);
+        }
+        // Every choice was generated (and is billed), though only the first is translated: counted
+        // as the same-dialect meter counts them (`usage::openai_chunk_has_content`).
+        if c.choices.iter().flatten().filter_map(|choice| choice.delta.as_ref()).any(openai::Message::has_content) {
+            self.content_events += 1;
         }
         for choice in c.choices.iter().flatten() {
             if choice.index.unwrap_or(0) != 0 {

@@ -54,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
     "{POSTGRES_ONLY}CREATE INDEX IF NOT EXISTS ledger_day_key ON ledger (day, key)",
     // 3: values pinned once for every instance that shares the database (`pin_setting`).
     "CREATE TABLE IF NOT EXISTS cheapmodel_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // 4: rows whose tokens are an estimate (a stream that ended without the upstream's final count).
+    "ALTER TABLE ledger ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT FALSE",
 ];
 
 /// A migration's text for one database.
@@ -67,8 +69,8 @@ fn migration(text: &str, postgres: bool) -> Option<String> {
 /// Columns of `ledger`, in insert order.
 pub const COLUMNS: &str = "id, request_id, time_ms, day, key, model, upstream, endpoint, status, stream, translated, \
      input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, images, seconds, requests, cost_pusd, \
-     latency_us, ttfb_us";
-pub const COLUMN_COUNT: usize = 21;
+     latency_us, ttfb_us, estimated";
+pub const COLUMN_COUNT: usize = 22;
 
 /// A ledger database.
 pub trait Backend: Send {
@@ -461,6 +463,7 @@ fn copy_line(out: &mut Vec<u8>, r: &Row, days: &mut DayCache) {
         Some(t) => num(out, t),
         None => out.extend_from_slice(b"\t\\N"),
     }
+    out.extend_from_slice(if r.estimated { b"\tt" } else { b"\tf" });
     out.push(b'\n');
 }
 
@@ -594,6 +597,7 @@ pub(super) mod tests {
             latency_us: 350,
             ttfb_us: None,
             task: false,
+            estimated: false,
         }
     }
 
@@ -603,11 +607,14 @@ pub(super) mod tests {
         copy_line(&mut out, &row("req_1", "req_1"), &mut DayCache::default());
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
-            "req_1\t\\N\t1796508385313\t2026-12-05\tteam-a\tgpt-5.5\topenai\t/v1/chat/completions\t200\tt\tf\t700\t200\t300\t0\t0\t0\t1\t2912500000\t350\t\\N\n"
+            "req_1\t\\N\t1796508385313\t2026-12-05\tteam-a\tgpt-5.5\topenai\t/v1/chat/completions\t200\tt\tf\t700\t200\t300\t0\t0\t0\t1\t2912500000\t350\t\\N\tf\n"
         );
         let mut out = Vec::new();
-        copy_line(&mut out, &row("req_2", "a\\b\tc\nd\re"), &mut DayCache::default());
-        assert!(String::from_utf8(out).expect("utf-8").starts_with("req_2\ta\\\\b\\tc\\nd\\re\t"));
+        let mut estimated = row("req_2", "a\\b\tc\nd\re");
+        estimated.estimated = true;
+        copy_line(&mut out, &estimated, &mut DayCache::default());
+        let line = String::from_utf8(out).expect("utf-8");
+        assert!(line.starts_with("req_2\ta\\\\b\\tc\\nd\\re\t") && line.ends_with("\t\\N\tt\n"), "{line}");
     }
 
     #[test]
@@ -632,6 +639,7 @@ pub(super) mod tests {
                     r.time_ms += (i as i64) * 3_600_000; // crosses day boundaries inside a batch
                     r.cost = Money(i as i64 + 1);
                     r.ttfb_us = (i % 2 == 0).then_some(i as i64);
+                    r.estimated = i % 3 == 1;
                     r
                 })
                 .collect();
@@ -641,7 +649,8 @@ pub(super) mod tests {
         let sums = db
             .query(
                 "SELECT CAST(COUNT(*) AS TEXT), CAST(COUNT(DISTINCT id) AS TEXT), CAST(SUM(cost_pusd) AS TEXT), \
-                 CAST(SUM(ttfb_us) AS TEXT), CAST(COUNT(ttfb_us) AS TEXT), MIN(day), MAX(day) FROM ledger",
+                 CAST(SUM(ttfb_us) AS TEXT), CAST(COUNT(ttfb_us) AS TEXT), MIN(day), MAX(day), \
+                 CAST(SUM(estimated) AS TEXT) FROM ledger",
                 &[],
             )
             .expect("query");
@@ -653,14 +662,16 @@ pub(super) mod tests {
         assert_eq!(sums[0][..2], expected[..]);
         assert_eq!(sums[0][2..5], [cost.to_string(), ttfb.to_string(), ttfbs.to_string()]);
         let last_day = crate::ledger::day_of(row("x", "x").time_ms + 199 * 3_600_000);
-        assert_eq!(sums[0][5..], ["2026-12-05".to_string(), last_day]);
+        assert_eq!(sums[0][5..7], ["2026-12-05".to_string(), last_day]);
+        let estimated: i64 = sizes.iter().map(|&n| (0..n).filter(|i| i % 3 == 1).count() as i64).sum();
+        assert_eq!(sums[0][7], estimated.to_string());
         // One row read back value by value, in `COLUMNS` order.
         let as_text: Vec<String> = COLUMNS.split(", ").map(|c| format!("CAST({} AS TEXT)", c.trim())).collect();
         let one =
             db.query(&format!("SELECT {} FROM ledger WHERE id = 'req_3_1'", as_text.join(", ")), &[]).expect("query");
         assert_eq!(
             one[0].join("|"),
-            "req_3_1||1796511985313|2026-12-05|team-a|gpt-5.5|openai|/v1/chat/completions|200|1|0|700|200|300|0|0|0|1|2|350|"
+            "req_3_1||1796511985313|2026-12-05|team-a|gpt-5.5|openai|/v1/chat/completions|200|1|0|700|200|300|0|0|0|1|2|350||1"
         );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);

@@ -78,6 +78,10 @@ pub struct Row {
     pub ttfb_us: Option<i64>,
     /// A media task row (counted in `cheapmodel_tasks_total` when it lands).
     pub task: bool,
+    /// The tokens are an estimate, a lower bound: a stream that ended without the upstream's final count
+    /// (`usage::StreamTokens::estimate`). Absent from rows spooled by older builds: false.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 impl Row {
@@ -269,6 +273,7 @@ pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
         cost: i64,
         completed: u64,
         failed: u64,
+        estimated: u64,
     }
     // Few distinct series per batch: a linear scan beats hashing.
     let mut series: Vec<Sums<'a>> = Vec::new();
@@ -283,6 +288,7 @@ pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
                     cost: 0,
                     completed: 0,
                     failed: 0,
+                    estimated: 0,
                 });
                 series.len() - 1
             }
@@ -294,6 +300,7 @@ pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
             *t += n;
         }
         s.cost = s.cost.saturating_add(row.cost.0);
+        s.estimated += u64::from(row.estimated);
         if row.task {
             if row.status == 200 {
                 s.completed += 1;
@@ -311,6 +318,9 @@ pub fn account_batch<'a>(rows: impl Iterator<Item = &'a Row>) {
         }
         if s.cost != 0 {
             m.cost.add(s.model, s.key, Money(s.cost));
+        }
+        if s.estimated > 0 {
+            m.estimated.with_label_values(&[s.model, s.key]).inc_by(s.estimated);
         }
         for (status, n) in [("completed", s.completed), ("failed", s.failed)] {
             if n > 0 {

@@ -94,6 +94,7 @@ impl SqliteInsert {
                 Value::Int(r.cost.0),
                 Value::Int(r.latency_us),
                 r.ttfb_us.map_or(Value::Null, Value::Int),
+                Value::Int(i64::from(r.estimated)),
             ];
             for (i, v) in values.iter().enumerate() {
                 let index = (n * COLUMN_COUNT + i + 1) as c_int;

@@ -323,14 +323,41 @@ fn rate_limit_headers(
     Ok(())
 }
 
-/// The local token estimate; a large body is counted off the async threads.
-async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
+/// A local token count (`dialect::count`) of `body`; a large body is counted off the async threads.
+async fn count_off_thread<T: Send + 'static>(
+    body: Bytes,
+    count: impl FnOnce(&[u8]) -> T + Send + 'static,
+    failed: T,
+) -> T {
     if body.len() > 64 * 1024 {
-        tokio::task::spawn_blocking(move || dialect::count::estimate_input_tokens(&body))
-            .await
-            .unwrap_or_else(|_| Err(dialect::TranslateError::new("body", "token count failed")))
+        tokio::task::spawn_blocking(move || count(&body)).await.unwrap_or(failed)
     } else {
-        dialect::count::estimate_input_tokens(&body)
+        count(&body)
+    }
+}
+
+/// The local token estimate for `count_tokens`.
+async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
+    let failed = Err(dialect::TranslateError::new("body", "token count failed"));
+    count_off_thread(body, dialect::count::estimate_input_tokens, failed).await
+}
+
+/// What a forwarded request is billed, and whether it is an estimate: the usage the upstream
+/// reported, or, for a stream that ended without its final count, `StreamTokens::estimate` (its input
+/// counted from the body sent upstream when the upstream reported none).
+async fn billable_usage(response: &ResponseBody, forward: &plan::ForwardPlan) -> (Usage, bool) {
+    match response.stream_tokens() {
+        Some(tokens) if tokens.needs_estimate() => {
+            let input = if tokens.lacks_input() {
+                let upstream = forward.model.upstream.dialect;
+                count_off_thread(forward.body.clone(), move |b| dialect::count::estimate_request_input(upstream, b), 0)
+                    .await
+            } else {
+                0
+            };
+            (tokens.estimate(input), true)
+        }
+        _ => (response.usage(), false),
     }
 }
 
@@ -552,9 +579,10 @@ impl ProxyHttp for Gateway {
         let total = now.duration_since(ctx.started);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = metrics::get();
-        let (usage, cost) = match ctx.model().cloned() {
-            Some(model) => {
-                let usage = ctx.response.usage();
+        let (usage, estimated, cost) = match ctx.forward() {
+            Some(forward) => {
+                let model = forward.model.clone();
+                let (usage, estimated) = billable_usage(&ctx.response, forward).await;
                 let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
                 let handles = model.metrics.get(name, &model.upstream.name);
@@ -594,11 +622,12 @@ impl ProxyHttp for Gateway {
                         latency_us: total.as_micros() as i64,
                         ttfb_us: ctx.ttfb.map(|t| t.as_micros() as i64),
                         task: false,
+                        estimated,
                     });
                 }
-                (usage, cost)
+                (usage, estimated, cost)
             }
-            None => (Usage::default(), crate::money::Money::ZERO),
+            None => (Usage::default(), false, crate::money::Money::ZERO),
         };
         if let Some(admission) = ctx.admission.take() {
             let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;
@@ -627,6 +656,7 @@ impl ProxyHttp for Gateway {
             error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|_| "proxy_error")),
             stream: ctx.sse,
             dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
+            estimated,
         });
     }
 

@@ -20,7 +20,7 @@ use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::plan::{ForwardPlan, Mode};
 use crate::registry::Model;
-use crate::usage::{self, StreamMeter, Usage};
+use crate::usage::{self, StreamMeter, StreamTokens, Usage};
 
 /// The largest JSON response body kept for reading usage (bigger ones pass unmetered).
 pub const MAX_METERED_JSON: usize = 16 * 1024 * 1024;
@@ -186,12 +186,22 @@ impl ResponseBody {
         let (kept, dialect) = match self {
             ResponseBody::Pass | ResponseBody::DownloadError { .. } => return Usage::default(),
             ResponseBody::Stream(meter) => return meter.usage(),
-            ResponseBody::TranslateStream(translator) => return translator.usage(),
+            ResponseBody::TranslateStream(translator) => return translator.tokens().reported,
             ResponseBody::Json { kept, dialect } => (kept, *dialect),
             ResponseBody::TranslateJson { kept, model, .. } => (kept, model.upstream.dialect),
         };
         // Too large to have been kept whole: unmetered.
         kept.whole().and_then(|whole| usage::from_json_body(dialect, &whole)).unwrap_or_default()
+    }
+
+    /// A stream's token report, for billing one cut short (`StreamTokens::needs_estimate`); `None` when
+    /// the body is not a stream.
+    pub fn stream_tokens(&self) -> Option<StreamTokens> {
+        match self {
+            ResponseBody::Stream(meter) => Some(meter.tokens()),
+            ResponseBody::TranslateStream(translator) => Some(translator.tokens()),
+            _ => None,
+        }
     }
 
     /// The upstream leg failed after the caller's stream began: the bytes that end that stream in

@@ -288,6 +288,7 @@ fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key
         latency_us: now_ms.saturating_sub(created_ms).saturating_mul(1000),
         ttfb_us: None,
         task: true,
+        estimated: false,
     }
 }
 

@@ -22,6 +22,7 @@ KNOWN_METRICS = {
     "cheapmodel_rejected_total",
     "cheapmodel_tasks_total",
     "cheapmodel_dropped_params_total",
+    "cheapmodel_estimated_requests_total",
     "cheapmodel_ledger_spool_bytes",
     "cheapmodel_ledger_errors_total",
 }

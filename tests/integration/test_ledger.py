@@ -192,6 +192,59 @@ def test_mixed_run_ledger_metric_and_report_agree_exactly(own_mock, tmp_path):
         g.stop()
 
 
+FOX = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.mark.parametrize("path,headers,body,content", [
+    ("/v1/chat/completions", openai_headers, chat_body("gpt-5.5", stream=True), b'"content":"Hello"'),
+    ("/v1/messages", anthropic_headers, claude_body("gpt-5.5", stream=True), b'"text":"Hello"'),  # translated
+])
+def test_a_stream_cut_before_openais_usage_is_billed_a_flagged_lower_bound(own_mock, tmp_path, path, headers, body,
+                                                                          content):
+    """OpenAI reports a stream's usage only in its last chunk. A caller that leaves before it (an
+    interrupted agent, or one that stops reading at `finish_reason` to dodge the bill) used to be
+    billed 0. Now the row is an estimate, marked as one: the input counted from the body sent
+    upstream, at least one output token per content chunk relayed."""
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        body = dict(body, messages=[{"role": "user", "content": FOX}])
+        # The mock would report 5000 input tokens, at the end the caller never waits for.
+        extra = {"x-mock-event-delay-ms": "300", "x-mock-echo-usage": "5000,300,0,0"}
+        with httpx.stream("POST", g.url + path, json=body, headers=headers(**extra), timeout=10) as r:
+            assert r.status_code == 200
+            seen = b""
+            for chunk in r.iter_raw():
+                seen += chunk
+                if content in seen:
+                    break
+        # The same request read to its end is billed what the upstream reported, exactly.
+        r = httpx.post(g.url + path, json=body, headers=headers(**extra), timeout=10)
+        assert r.status_code == 200 and b"Hello" in r.content
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 2) == 2
+        whole, cut = sorted(ledger_rows(db), key=lambda row: row["estimated"])
+        assert (whole["estimated"], whole["input_tokens"], whole["output_tokens"]) == (0, 5000, 300)
+        assert cut["estimated"] == 1 and cut["stream"] == 1, cut
+        # OpenAI's recipe over o200k: 10 tokens of text, 3 framing the message, 3 priming the reply.
+        assert cut["input_tokens"] == 10 + 3 + 3, cut
+        # The mock's stream has 5 content chunks; the caller saw the first before it left.
+        assert 1 <= cut["output_tokens"] <= 5, cut
+        assert cut["cost_pusd"] == token_cost(PRICE_GPT, cut["input_tokens"], cut["output_tokens"], 0, 0) > 0
+        # Marked wherever the bill shows: the metric, and the access log line.
+        assert g.eventually_metric("cheapmodel_estimated_requests_total", 1, model="gpt-5.5", key="team-a") == 1
+        lines = [line for line in g.access_log() if line.get("model") == "gpt-5.5"]
+        assert [line.get("estimated", False) for line in lines] == [True, False], lines
+        assert lines[0]["output_tokens"] == cut["output_tokens"]
+        # The totals still agree to the pico-dollar.
+        expected = whole["cost_pusd"] + cut["cost_pusd"]
+        deadline = time.time() + 5
+        while exact_metric(g, "cheapmodel_cost_usd_total") * PICO != expected and time.time() < deadline:
+            time.sleep(0.1)
+        assert exact_metric(g, "cheapmodel_cost_usd_total") * PICO == expected
+    finally:
+        g.stop()
+
+
 def test_usage_endpoint_shows_only_the_callers_own_usage(own_mock, tmp_path):
     g = start_gateway(own_mock, tmp_path / "gw")
     try:
