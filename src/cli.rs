@@ -257,6 +257,34 @@ fn restore_spend(limiter: &limits::Limits, snapshot: &registry::Snapshot, ledger
 /// which for LLM streams is seconds to minutes (`loadtest/streams.sh`).
 const DOWNSTREAM_READ_BUFFER: usize = 0;
 
+/// How long a start waits for a listen address another process holds (one that is exiting).
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until every address can be bound, for up to `wait` when one is in use; any other bind
+/// error ends the wait at once. Why not leave it to Pingora: it retries an address in use for 30 s
+/// and then panics in the service's thread, which leaves the process running, its metrics
+/// answering and nothing listening (a unit systemd sees as active).
+fn wait_until_free<'a>(addresses: impl Iterator<Item = &'a String>, wait: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + wait;
+    for addr in addresses {
+        loop {
+            // std sets SO_REUSEADDR, as Pingora does: a closed socket in TIME_WAIT does not count.
+            match std::net::TcpListener::bind(addr.as_str()) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    log::warn!("{addr} is in use by another process; waiting up to {} s", wait.as_secs());
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(format!("{addr} is in use by another process (is another gateway running?)"));
+                }
+                Err(e) => return Err(format!("{addr}: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn serve(path: PathBuf, opt: Opt) -> i32 {
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -283,6 +311,15 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     if opt.test {
         println!("ok");
         return 0;
+    }
+    // A graceful upgrade takes the listening sockets over from the running instance, so its
+    // addresses are in use by design.
+    if !opt.upgrade {
+        let addresses = server_cfg.listen.iter().chain(&server_cfg.metrics);
+        if let Err(e) = wait_until_free(addresses, LISTEN_WAIT) {
+            eprintln!("cannot listen: {e}");
+            return 1;
+        }
     }
     metrics::get();
     access_log::init(server_cfg.access_log);

@@ -1,10 +1,15 @@
 """`cheapmodel check`, `hash-key`, `new-key`."""
 import hashlib
 import re
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
-from conftest import GATEWAY_BIN, ROOT
+import httpx
+
+from conftest import GATEWAY_BIN, ROOT, free_port
 
 
 def run(*args, **kw):
@@ -57,3 +62,52 @@ def test_new_key_is_random_and_its_entry_matches():
         assert "name: team-z" in r.stdout
         keys.add(key)
     assert len(keys) == 3
+
+
+def demo_config_on(tmp_path: Path, listen: int, metrics: int) -> Path:
+    text = (ROOT / "conf/demo.yaml").read_text()
+    text = text.replace("127.0.0.1:8080", f"127.0.0.1:{listen}").replace("127.0.0.1:9100", f"127.0.0.1:{metrics}")
+    f = tmp_path / "demo.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_a_listen_address_in_use_ends_the_start_with_a_clear_error(tmp_path: Path):
+    """Pingora alone retries an address in use for 30 s, then panics in its service thread and
+    leaves the process running with nothing listening. The gateway waits a few seconds for it, then
+    exits 1 naming the address; a start whose address is freed within the wait serves."""
+    listen, metrics = free_port(), free_port()
+    config = demo_config_on(tmp_path, listen, metrics)
+    for held in (listen, metrics):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", held))
+            s.listen()
+            started = time.time()
+            r = run("--config", str(config))
+            assert r.returncode == 1, r.stderr[-2000:]
+            assert f"cannot listen: 127.0.0.1:{held} is in use by another process" in r.stderr, r.stderr[-2000:]
+            assert time.time() - started < 20
+    # Freed one second into the wait: the gateway starts and answers.
+    s = socket.socket()
+    s.bind(("127.0.0.1", listen))
+    s.listen()
+    p = subprocess.Popen([GATEWAY_BIN, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        s.close()
+        deadline = time.time() + 15
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{listen}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline and p.poll() is None, "the gateway did not start once the port was free"
+            time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
