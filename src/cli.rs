@@ -361,17 +361,25 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     let limiter_state = limiter.shared().cloned();
     let gateway = proxy::Gateway::new(
         registry.clone(),
-        proxy::Settings { client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms) },
+        proxy::Settings {
+            client_read_timeout: Duration::from_millis(server_cfg.client_read_timeout_ms),
+            client_idle_timeout: Duration::from_millis(server_cfg.client_idle_timeout_ms),
+        },
         tasks.clone(),
         ledger.clone(),
         limiter,
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
-    let mut service = pingora::proxy::ProxyServiceBuilder::new(&server.configuration, gateway)
-        .name("cheapmodel")
-        .server_options(options)
-        .build();
+    // An HTTP/2 connection with no stream open is idle as a kept-alive HTTP/1 one is (`proxy::idle`).
+    options.h2_idle_timeout = Some(Duration::from_millis(server_cfg.client_idle_timeout_ms));
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    proxy.server_options = Some(options);
+    let app = proxy::idle::IdleTimeout {
+        app: Arc::new(proxy),
+        idle: Duration::from_millis(server_cfg.client_idle_timeout_ms),
+    };
+    let mut service = pingora::services::listening::Service::new("cheapmodel".into(), app);
     for addr in &server_cfg.listen {
         service.add_listener(
             pingora::listeners::ListenerConfig::tcp(addr)

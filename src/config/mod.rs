@@ -241,6 +241,7 @@ fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
         ("server.max_request_body", s.max_request_body as u64),
         ("server.task_store_max_entries", s.task_store_max_entries as u64),
         ("server.client_read_timeout_ms", s.client_read_timeout_ms),
+        ("server.client_idle_timeout_ms", s.client_idle_timeout_ms),
     ] {
         if value == 0 {
             return Err(err(field, "must be at least 1"));
@@ -510,7 +511,8 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
         let bad = BASE.replace("upstream: openai\n", "upstream: openai\n    max_output_tokens: 0\n");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.max_output_tokens");
-        for field in ["max_request_body", "task_store_max_entries", "client_read_timeout_ms"] {
+        for field in ["max_request_body", "task_store_max_entries", "client_read_timeout_ms", "client_idle_timeout_ms"]
+        {
             let bad = BASE.replace("listen:", &format!("{field}: 0\n  listen:"));
             assert_eq!(load_str(&bad, &env).expect_err("bad").path, format!("server.{field}"));
         }

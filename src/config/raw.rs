@@ -85,6 +85,10 @@ pub struct RawServer {
     /// How long the gateway waits on a silent caller while reading its request body (HTTP/1.x).
     #[serde(default = "default_client_read_ms")]
     pub client_read_timeout_ms: u64,
+    /// How long a connection may wait for a request to start (a new one, or a kept-alive one
+    /// between requests) before the gateway closes it.
+    #[serde(default = "default_client_idle_ms")]
+    pub client_idle_timeout_ms: u64,
     /// Environment variable holding the secret that signs task ids. Instances that share it (and
     /// a restarted instance) can answer each other's polls. Unset: derived from the config's
     /// key hashes and pinned in the ledger's database at the first start (`ledger::pin_task_secret`);
@@ -325,6 +329,9 @@ fn default_task_bytes() -> usize {
 }
 fn default_client_read_ms() -> u64 {
     30_000
+}
+fn default_client_idle_ms() -> u64 {
+    60_000
 }
 fn default_connect_ms() -> u64 {
     2000

@@ -68,6 +68,10 @@ pub const MEASURES: [(&str, &str); 8] = [
     ("cost_usd", "cost_pusd"),
 ];
 
+/// Requests billed on an estimate (ledger column `estimated`), summed after `MEASURES`. Shown in the
+/// table only: the JSON and CSV fields are a fixed contract (`MEASURES`).
+const ESTIMATED_SUM: &str = "CASE WHEN estimated THEN 1 ELSE 0 END";
+
 /// One line of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Totals {
@@ -77,6 +81,9 @@ pub struct Totals {
     pub counts: [i128; 7],
     /// Pico-dollars.
     pub cost: i128,
+    /// Of `requests`, those billed on an estimate (a stream that ended without the upstream's
+    /// final count: its tokens are a lower bound).
+    pub estimated: i128,
 }
 
 fn groups(q: &Query) -> Vec<Group> {
@@ -98,6 +105,7 @@ pub fn totals_sql(q: &Query, postgres: bool) -> (String, Vec<String>) {
     for (_, c) in MEASURES {
         select.push(sum(c));
     }
+    select.push(sum(ESTIMATED_SUM));
     let mut conds = Vec::new();
     let mut params = Vec::new();
     for (cond, v) in [("day >=", &q.from), ("day <=", &q.to), ("key =", &q.key)] {
@@ -144,11 +152,12 @@ pub fn totals(url: &str, q: &Query) -> Result<Vec<Totals>, String> {
             *c = num(i)?;
         }
         let cost = num(7)?;
+        let estimated = num(8)?;
         // An empty ledger totals to one line of zeros without grouping: show no line instead.
         if g.is_empty() && counts[0] == 0 {
             continue;
         }
-        out.push(Totals { groups, counts, cost });
+        out.push(Totals { groups, counts, cost, estimated });
     }
     Ok(out)
 }
@@ -173,16 +182,28 @@ pub fn to_json(rows: &[Totals]) -> String {
 
 /// The report as CSV with a header line.
 pub fn to_csv(q: &Query, rows: &[Totals]) -> String {
-    let mut out: Vec<String> = groups(q).iter().map(|g| g.name().to_string()).collect();
-    out.extend(MEASURES.iter().map(|(name, _)| name.to_string()));
-    let mut text = out.join(",") + "\n";
+    lines(q, rows, false).iter().map(|cells| cells.join(",") + "\n").collect()
+}
+
+/// The header and one line per row, CSV-escaped: grouping fields, then `MEASURES`, then (for the
+/// table) `estimated`.
+fn lines(q: &Query, rows: &[Totals], with_estimated: bool) -> Vec<Vec<String>> {
+    let mut header: Vec<String> = groups(q).iter().map(|g| g.name().to_string()).collect();
+    header.extend(MEASURES.iter().map(|(name, _)| name.to_string()));
+    if with_estimated {
+        header.push("estimated".into());
+    }
+    let mut out = vec![header];
     for t in rows {
         let mut cells: Vec<String> = t.groups.iter().map(|(_, v)| csv_cell(v)).collect();
         cells.extend(t.counts.iter().map(|n| n.to_string()));
         cells.push(money::usd_string(t.cost));
-        text += &(cells.join(",") + "\n");
+        if with_estimated {
+            cells.push(t.estimated.to_string());
+        }
+        out.push(cells);
     }
-    text
+    out
 }
 
 fn csv_cell(v: &str) -> String {
@@ -193,10 +214,10 @@ fn csv_cell(v: &str) -> String {
     }
 }
 
-/// The report as an aligned text table.
+/// The report as an aligned text table, with the `estimated` column (requests whose tokens are a
+/// lower bound, `Totals::estimated`).
 pub fn to_table(q: &Query, rows: &[Totals]) -> String {
-    let csv = to_csv(q, rows);
-    let cells: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let cells = lines(q, rows, true);
     let width = cells.first().map_or(0, Vec::len);
     let widths: Vec<usize> =
         (0..width).map(|i| cells.iter().map(|r| r.get(i).map_or(0, |c| c.len())).max().unwrap_or(0)).collect();
@@ -232,12 +253,35 @@ mod tests {
 
     #[test]
     fn json_cost_is_an_exact_number() {
-        let t = Totals { groups: vec![(Group::Model, "m".into())], counts: [2, 10, 5, 0, 0, 0, 0], cost: 1_234_567 };
+        let t = Totals {
+            groups: vec![(Group::Model, "m".into())],
+            counts: [2, 10, 5, 0, 0, 0, 0],
+            cost: 1_234_567,
+            estimated: 1,
+        };
         let json = to_json(&[t]);
         assert!(json.contains("\"cost_usd\": 0.000001234567}"), "{json}");
         let parsed: Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(parsed[0]["model"], "m");
         assert_eq!(parsed[0]["requests"], 2);
         assert_eq!(to_json(&[]), "[]");
+        assert!(!json.contains("estimated"), "the JSON fields are a fixed contract");
+    }
+
+    #[test]
+    fn only_the_table_shows_the_estimated_requests() {
+        let q = Query { by: vec![Group::Model], ..Query::default() };
+        let t =
+            Totals { groups: vec![(Group::Model, "a,b".into())], counts: [3, 1, 2, 0, 0, 0, 0], cost: 5, estimated: 2 };
+        let csv = to_csv(&q, std::slice::from_ref(&t));
+        assert_eq!(
+            csv,
+            "model,requests,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,images,seconds,cost_usd\n\
+             \"a,b\",3,1,2,0,0,0,0,0.000000000005\n"
+        );
+        let table = to_table(&q, &[t]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].ends_with("cost_usd  estimated"), "{table}");
+        assert!(lines[1].starts_with("\"a,b\"") && lines[1].ends_with(" 2"), "{table}");
     }
 }

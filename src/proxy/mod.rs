@@ -2,11 +2,12 @@
 //! decides what to do; `admit` reads the body when the plan asks for it, runs task calls and the
 //! token estimate, and leaves the upstream leg in `ctx.leg`). Each hook delegates to the modules
 //! that hold the logic (body IO in `body`, header rewrite in `upstream`, local answers in
-//! `respond`, the response body and its usage in `response`). The only module that imports
-//! `pingora::proxy`.
+//! `respond`, the response body and its usage in `response`; the accept loop's idle bound in
+//! `idle`). The only module that imports `pingora::proxy`.
 
 pub mod body;
 pub mod ctx;
+pub mod idle;
 pub mod request_id;
 pub mod respond;
 pub mod response;
@@ -43,6 +44,20 @@ use response::{Framing, ResponseBody};
 pub struct Settings {
     /// How long the gateway waits on a silent caller while reading its body (HTTP/1.x).
     pub client_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (HTTP/1.x); the wait for a
+    /// connection's first request is bounded in `idle`.
+    pub client_idle_timeout: Duration,
+}
+
+/// Pingora keeps an HTTP/1.1 connection alive between requests with no time limit (its
+/// `respect_keepalive` makes the wait infinite when the request has no `Keep-Alive: timeout=`),
+/// so an idle caller would hold a file descriptor for ever: bound the wait by `idle`, in whole
+/// seconds (Pingora's unit; 0 would mean no limit). Left alone when the request turned keep-alive
+/// off.
+fn bound_keepalive(session: &mut Session, idle: Duration) {
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(Some(idle.as_secs_f64().ceil().max(1.0) as u64));
+    }
 }
 
 /// Once a graceful stop or upgrade has begun, Pingora closes every keep-alive connection that
@@ -379,6 +394,7 @@ impl ProxyHttp for Gateway {
         ctx.caller = routed.caller;
         (ctx.request_id, ctx.request_id_from_caller) = self.request_ids.for_request(session.req_header());
         session.set_read_timeout(Some(self.settings.client_read_timeout));
+        bound_keepalive(session, self.settings.client_idle_timeout);
         let outcome = match self.admit(session, ctx, routed.route).await {
             Ok(o) => o,
             Err(BodyError::Reject(e)) => Some(e),

@@ -1,6 +1,7 @@
 """Upstream faults become 502/504 in the caller's dialect within the timeouts; a cut stream ends with
 the dialect's error event; slow or broken callers never wedge the gateway."""
 import json
+import re
 import socket
 import time
 
@@ -127,3 +128,57 @@ def test_garbage_and_oversized_headers_do_not_wedge(gateway):
                  b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"]:
         raw_http(gateway.port, junk, timeout=5)
     assert httpx.get(gateway.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_connections_on_which_no_request_starts_are_closed(fresh_gateway):
+    """With h2c on, Pingora waits for a connection's first bytes with no timeout, on a new
+    connection and between the requests of a kept-alive one: a caller could hold file descriptors
+    for ever. `client_idle_timeout_ms` bounds that wait; a request that starts in time is served."""
+    g = fresh_gateway(client_idle_timeout_ms=1500)
+
+    def closed_within(s, seconds):
+        s.settimeout(seconds)
+        t0 = time.time()
+        try:
+            rest = s.recv(65536)
+        except socket.timeout:
+            return None
+        return rest, time.time() - t0
+
+    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() +
+               b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+    body = json.dumps(chat_body()).encode()
+    # Nothing sent at all; a few bytes, then silence (fewer than the 24 Pingora looks at).
+    for first in (b"", b"POST /v1/c"):
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+            s.sendall(first)
+            got = closed_within(s, 8)
+            assert got is not None and got[0] == b"", f"still open after 8 s with {first!r} sent"
+            assert 1.0 < got[1] < 6, got
+    # Kept alive after an answer: closed once idle, not before; a request in time is served.
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        for pause in (0, 0.5):
+            time.sleep(pause)
+            s.sendall(request % len(body) + body)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            rest = head.partition(b"\r\n\r\n")[2]
+            while len(rest) < length:
+                rest += s.recv(65536)
+        got = closed_within(s, 8)
+        assert got is not None and got[0] == b"", "a kept-alive connection stayed open after 8 s idle"
+    # HTTP/2 (h2c, prior knowledge): a connection with no stream open is closed the same way.
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # + SETTINGS
+        s.settimeout(8)
+        t0 = time.time()
+        try:
+            while s.recv(65536):   # the server's SETTINGS, its ack, then GOAWAY and the close
+                pass
+        except socket.timeout:
+            pytest.fail("an idle h2c connection stayed open after 8 s")
+        assert time.time() - t0 < 6
+    assert httpx.get(g.url + "/healthz", timeout=5).status_code == 200

@@ -235,6 +235,10 @@ def test_a_stream_cut_before_openais_usage_is_billed_a_flagged_lower_bound(own_m
         lines = [line for line in g.access_log() if line.get("model") == "gpt-5.5"]
         assert [line.get("estimated", False) for line in lines] == [True, False], lines
         assert lines[0]["output_tokens"] == cut["output_tokens"]
+        # The report's table counts them (its JSON and CSV fields stay the documented ones).
+        table = usage_cli(g.config_path, "--by", "model").splitlines()
+        assert table[0].split()[-2:] == ["cost_usd", "estimated"], table
+        assert table[1].split()[0] == "gpt-5.5" and table[1].split()[1] == "2" and table[1].split()[-1] == "1", table
         # The totals still agree to the pico-dollar.
         expected = whole["cost_pusd"] + cut["cost_pusd"]
         deadline = time.time() + 5
