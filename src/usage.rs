@@ -341,11 +341,13 @@ pub struct StreamTokens {
 }
 
 impl StreamTokens {
-    /// The upstream produced content but its final count never came: the stream was cut (by the
-    /// caller or the upstream), or the upstream does not report usage in streams. Billing it needs
-    /// `estimate`.
+    /// The upstream produced content but its count is missing or cannot be right. Missing: the
+    /// stream was cut (by the caller or the upstream), or the upstream does not report usage in
+    /// streams. Not right: no input tokens (every request has some), or fewer output tokens than
+    /// content events (an upstream that fills its usage with zeros, or leaves a count out).
+    /// Billing it needs `estimate`.
     pub fn needs_estimate(&self) -> bool {
-        !self.complete && self.content_events > 0
+        self.content_events > 0 && (!self.complete || self.lacks_input() || self.reported.output < self.content_events)
     }
 
     /// No input class was reported (OpenAI reports nothing before its last chunk): `estimate`
@@ -708,6 +710,20 @@ mod tests {
         let mut m = StreamMeter::new(Dialect::OpenAi, false);
         m.feed(OPENAI_STREAM_WITH_USAGE.as_bytes(), &mut Vec::new());
         assert!(m.tokens().complete && !m.tokens().needs_estimate());
+        // A final count that cannot be right (zeros; no output count after content) is estimated
+        // too, keeping what it does say.
+        for (usage, want) in [
+            (r#"{"prompt_tokens":0,"completion_tokens":0}"#, Usage { input: 40, output: 2, ..Usage::default() }),
+            (r#"{"prompt_tokens":50}"#, Usage { input: 50, output: 2, ..Usage::default() }),
+            (r#"{"prompt_tokens":50,"completion_tokens":1}"#, Usage { input: 50, output: 2, ..Usage::default() }),
+        ] {
+            let last = format!("data: {{\"id\":\"c\",\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n");
+            let mut m = StreamMeter::new(Dialect::OpenAi, false);
+            m.feed(format!("{role}{cut}{tool}{last}").as_bytes(), &mut Vec::new());
+            let t = m.tokens();
+            assert!(t.complete && t.needs_estimate(), "{usage}: {t:?}");
+            assert_eq!(t.estimate(40), want, "{usage}");
+        }
 
         // Anthropic, cut after two deltas: the input it reported stands, the output is at least
         // one token per delta.

@@ -39,8 +39,7 @@ pub fn estimate_openai_input_tokens(body: &[u8]) -> Result<u64, TranslateError> 
     let v: Value = serde_json::from_slice(body).map_err(|_| TranslateError::new("body", "not a JSON object"))?;
     let tok = bpe_openai::o200k_base();
     let text = |s: &str| tok.count(s) as u64;
-    let messages =
-        v.get("messages").and_then(Value::as_array).ok_or_else(|| TranslateError::new("messages", "field required"))?;
+    let messages = messages_of(&v)?;
     let mut n = MESSAGE_OVERHEAD;
     for m in messages {
         n += MESSAGE_OVERHEAD;
@@ -84,8 +83,7 @@ pub fn estimate_input_tokens(body: &[u8]) -> Result<u64, TranslateError> {
         Some(Value::Array(blocks)) => n += blocks.iter().map(|b| count_block(b, &mut text)).sum::<u64>(),
         _ => {}
     }
-    let messages =
-        v.get("messages").and_then(Value::as_array).ok_or_else(|| TranslateError::new("messages", "field required"))?;
+    let messages = messages_of(&v)?;
     for m in messages {
         n += MESSAGE_OVERHEAD;
         match m.get("content") {
@@ -100,6 +98,14 @@ pub fn estimate_input_tokens(body: &[u8]) -> Result<u64, TranslateError> {
         }
     }
     Ok(n + MESSAGE_OVERHEAD)
+}
+
+/// The body's `messages` array, or the 400 that says what is wrong with it.
+fn messages_of(body: &Value) -> Result<&Vec<Value>, TranslateError> {
+    match body.get("messages") {
+        None => Err(TranslateError::new("messages", "field required")),
+        Some(m) => m.as_array().ok_or_else(|| TranslateError::new("messages", "must be an array")),
+    }
 }
 
 fn count_block(block: &Value, text: &mut impl FnMut(&str) -> u64) -> u64 {
@@ -151,5 +157,7 @@ mod tests {
         assert!(big > small + IMAGE_TOKENS);
         assert!(estimate_input_tokens(b"nope").is_err());
         assert!(estimate_input_tokens(b"{}").is_err());
+        let not_an_array = estimate_input_tokens(br#"{"messages":"x"}"#).expect_err("refused");
+        assert_eq!((not_an_array.param.as_str(), not_an_array.message.as_str()), ("messages", "must be an array"));
     }
 }
