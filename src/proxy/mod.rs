@@ -395,6 +395,9 @@ impl ProxyHttp for Gateway {
         (ctx.request_id, ctx.request_id_from_caller) = self.request_ids.for_request(session.req_header());
         session.set_read_timeout(Some(self.settings.client_read_timeout));
         bound_keepalive(session, self.settings.client_idle_timeout);
+        // A request sent before the previous answer was read is served after it, in order
+        // (RFC 9112 §9.3.2), instead of being dropped with the connection (Pingora's default).
+        session.set_pipelining_enabled(true);
         let outcome = match self.admit(session, ctx, routed.route).await {
             Ok(o) => o,
             Err(BodyError::Reject(e)) => Some(e),

@@ -182,3 +182,34 @@ def test_connections_on_which_no_request_starts_are_closed(fresh_gateway):
             pytest.fail("an idle h2c connection stayed open after 8 s")
         assert time.time() - t0 < 6
     assert httpx.get(g.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_pipelined_requests_are_all_answered_in_order(gateway, mock):
+    """Requests sent back to back on one connection, before any answer was read: each is served,
+    in order, each body going upstream whole (Pingora's default dropped all but the first)."""
+    mock.clear()
+    chat = json.dumps(chat_body()).encode()
+    claude = json.dumps(claude_body()).encode()
+
+    def post(path, auth, body):
+        return (b"POST %s HTTP/1.1\r\nHost: x\r\n%s\r\nContent-Type: application/json\r\n"
+                b"anthropic-version: 2023-06-01\r\nContent-Length: %d\r\n\r\n" % (path, auth, len(body))) + body
+
+    pipeline = (post(b"/v1/chat/completions", b"Authorization: Bearer " + KEY_A.encode(), chat)
+                + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() + b"\r\n\r\n"
+                + post(b"/v1/messages", b"x-api-key: " + KEY_A.encode(), claude))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(pipeline)
+        data = b""
+        deadline = time.time() + 10
+        while data.count(b"HTTP/1.1 ") < 3 or not data.rstrip().endswith(b"}"):
+            assert time.time() < deadline, data
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {data.count(b'HTTP/1.1 ')} answers: {data[-300:]!r}"
+            data += chunk
+    heads = re.findall(rb"HTTP/1\.1 (\d+) ", data)
+    assert heads == [b"200", b"200", b"200"], data
+    assert data.index(b"chat.completion") < data.index(b'"object":"list"') < data.index(b'"type":"message"')
+    received = mock.requests()
+    assert [r["path"] for r in received] == ["/v1/chat/completions", "/v1/messages"], received
+    assert [r["body"] for r in received] == [chat.decode(), claude.decode()], "each body went upstream whole"
