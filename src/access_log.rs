@@ -50,8 +50,8 @@ pub struct Record<'a> {
     /// Request fields translation left out (the `x-cheapmodel-dropped` value), when any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<&'a str>,
-    /// The tokens are an estimate: a stream that ended without the upstream's final count
-    /// (`usage::StreamTokens::estimate`). Written only when true.
+    /// The tokens are an estimate: a stream whose upstream count is missing or cannot be right
+    /// (`usage::StreamTokens::needs_estimate`). Written only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
 }

@@ -371,7 +371,8 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
-    // An HTTP/2 connection with no stream open is idle as a kept-alive HTTP/1 one is (`proxy::idle`).
+    // An HTTP/2 connection with no stream open is idle, as a kept-alive HTTP/1 one between
+    // requests is (`proxy::idle`).
     options.h2_idle_timeout = Some(Duration::from_millis(server_cfg.client_idle_timeout_ms));
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     proxy.server_options = Some(options);

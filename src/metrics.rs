@@ -36,7 +36,8 @@ pub struct Metrics {
     /// `cheapmodel_tasks_total{model,status}`: media tasks submitted (pending) and finished.
     pub tasks: IntCounterVec,
     /// `cheapmodel_estimated_requests_total{model,key}`: requests billed on an estimate (a stream
-    /// that ended without the upstream's final count), counted as their rows land, like the tokens.
+    /// whose upstream count is missing or cannot be right, `usage::StreamTokens::needs_estimate`),
+    /// counted as their rows land, like the tokens.
     pub estimated: IntCounterVec,
     /// `cheapmodel_dropped_params_total{model,param}`: request fields translation left out;
     /// `param` is a name from `dialect::DROPPED_BY_RULE` or `other`.
@@ -117,7 +118,7 @@ fn register() -> Metrics {
         .expect("register"),
         estimated: register_int_counter_vec!(
             "cheapmodel_estimated_requests_total",
-            "Requests billed on an estimate: streams that ended without the upstream's final usage",
+            "Requests billed on an estimate: streams whose upstream usage is missing or cannot be right",
             &["model", "key"]
         )
         .expect("register"),

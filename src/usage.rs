@@ -357,9 +357,9 @@ impl StreamTokens {
         r.input + r.cache_read + r.cache_write == 0
     }
 
-    /// What a stream that `needs_estimate` is billed, a lower bound of what the upstream produced: the counts it
-    /// reported, with `input` (counted from the request by the caller, when `lacks_input`) as the
-    /// input, and at least one output token per content event.
+    /// What a stream that `needs_estimate` is billed, a lower bound of what the upstream produced:
+    /// the counts it reported, with `input` (counted from the request by the caller, when
+    /// `lacks_input`) as the input, and at least one output token per content event.
     pub fn estimate(&self, input: u64) -> Usage {
         let mut u = self.reported;
         if self.lacks_input() {

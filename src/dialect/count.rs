@@ -2,8 +2,9 @@
 //! token counts for text). Two uses, both marked as estimates where they surface:
 //! - `POST /v1/messages/count_tokens` when the model is served by an OpenAI-dialect upstream
 //!   (which has no such endpoint): `estimate_input_tokens`, an Anthropic body;
-//! - the input of a stream that ended before the upstream reported its usage (OpenAI reports it only in
-//!   its last chunk): `estimate_request_input`, the body as sent upstream, in either dialect.
+//! - the input of a stream that ended before the upstream reported its usage (OpenAI reports it
+//!   only in its last chunk): `estimate_request_input`, the body as sent upstream, in either
+//!   dialect.
 //!
 //! Text, tool definitions and tool inputs are counted exactly as o200k text; images and documents,
 //! whose real cost depends on pixels and pages the gateway does not decode, get a flat allowance.

@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
     "{POSTGRES_ONLY}CREATE INDEX IF NOT EXISTS ledger_day_key ON ledger (day, key)",
     // 3: values pinned once for every instance that shares the database (`pin_setting`).
     "CREATE TABLE IF NOT EXISTS cheapmodel_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    // 4: rows whose tokens are an estimate (a stream that ended without the upstream's final count).
+    // 4: rows whose tokens are an estimate (`usage::StreamTokens::needs_estimate`).
     "ALTER TABLE ledger ADD COLUMN estimated BOOLEAN NOT NULL DEFAULT FALSE",
 ];
 

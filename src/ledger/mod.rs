@@ -78,8 +78,9 @@ pub struct Row {
     pub ttfb_us: Option<i64>,
     /// A media task row (counted in `cheapmodel_tasks_total` when it lands).
     pub task: bool,
-    /// The tokens are an estimate, a lower bound: a stream that ended without the upstream's final count
-    /// (`usage::StreamTokens::estimate`). Absent from rows spooled by older builds: false.
+    /// The tokens are an estimate, a lower bound: a stream whose upstream count is missing or cannot
+    /// be right (`usage::StreamTokens::needs_estimate`). Absent from rows spooled by older builds:
+    /// false.
     #[serde(default)]
     pub estimated: bool,
 }

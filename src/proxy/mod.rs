@@ -358,8 +358,8 @@ async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
 }
 
 /// What a forwarded request is billed, and whether it is an estimate: the usage the upstream
-/// reported, or, for a stream that ended without its final count, `StreamTokens::estimate` (its input
-/// counted from the body sent upstream when the upstream reported none).
+/// reported, or, for a stream whose count is missing or cannot be right, `StreamTokens::estimate`
+/// (its input counted from the body sent upstream when the upstream reported none).
 async fn billable_usage(response: &ResponseBody, forward: &plan::ForwardPlan) -> (Usage, bool) {
     match response.stream_tokens() {
         Some(tokens) if tokens.needs_estimate() => {

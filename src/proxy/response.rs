@@ -194,8 +194,8 @@ impl ResponseBody {
         kept.whole().and_then(|whole| usage::from_json_body(dialect, &whole)).unwrap_or_default()
     }
 
-    /// A stream's token report, for billing one cut short (`StreamTokens::needs_estimate`); `None` when
-    /// the body is not a stream.
+    /// A stream's token report, for billing one cut short (`StreamTokens::needs_estimate`); `None`
+    /// when the body is not a stream.
     pub fn stream_tokens(&self) -> Option<StreamTokens> {
         match self {
             ResponseBody::Stream(meter) => Some(meter.tokens()),
