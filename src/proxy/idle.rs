@@ -1,13 +1,14 @@
 //! Closing connections on which no request starts: the one thing the gateway adds to Pingora's
 //! accept loop, as a `ServerApp` that wraps the proxy.
 //!
-//! Why: with h2c on, Pingora tells an HTTP/2 preface from HTTP/1 by waiting for a connection's
-//! first 24 bytes, with no timeout (`pingora-core` `apps/mod.rs`, `try_peek`), and it waits so on a
-//! new connection and between the requests of a kept-alive one. A caller that connects and sends
-//! nothing, or leaves a kept-alive connection open, would hold a file descriptor for as long as it
-//! likes: 20,000 such connections (this host's limit per process) stop the gateway from accepting.
-//! Here the same 24 bytes are waited for at most `idle`, and not at all once the server is shutting
-//! down; Pingora then finds them already read (`Stream` rewinds what was peeked).
+//! Why: with h2c on, Pingora tells an HTTP/2 preface from HTTP/1 by waiting for a new connection's
+//! first 24 bytes, with no timeout (`pingora-core` `apps/mod.rs`, `try_peek`). A caller that
+//! connects and sends nothing would hold a file descriptor for as long as it likes: 20,000 such
+//! connections (this host's limit per process) stop the gateway from accepting. Here the same 24
+//! bytes are waited for at most `idle`, and not at all once the server is shutting down; Pingora
+//! then finds them already read (`Stream` rewinds what was peeked). The waits after the first
+//! request are bounded elsewhere: HTTP/1.1 keep-alive in `proxy::bound_keepalive`, HTTP/2 by
+//! Pingora's `h2_idle_timeout` (`cli`).
 //! Imports: Pingora's `ServerApp` and `Stream`. Nothing of the gateway's.
 
 use std::sync::Arc;
@@ -43,8 +44,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for IdleTimeout<A> {
                 }
             }
             // An idle connection is closed as the server stops; one whose request started is
-            // served (Pingora then answers it with `Connection: close`).
-            _ = watch.changed() => return None,
+            // served (Pingora then answers it with `Connection: close`). Should the watch's sender
+            // ever go, this branch is disabled rather than closing every connection.
+            Ok(()) = watch.changed() => return None,
         }
         self.app.process_new(stream, shutdown).await
     }
