@@ -53,6 +53,9 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// When the upstream leg started (peer chosen).
     pub upstream_started: Option<Instant>,
+    /// The request's head went to a connected upstream (`upstream_request_filter` ran): from here
+    /// on the upstream may process, and its provider bill, the request.
+    pub request_sent: bool,
     /// Upstream response headers, relative to `upstream_started`.
     pub ttfb: Option<Duration>,
     /// When the upstream body ended.
@@ -90,6 +93,7 @@ impl RequestCtx {
             leg: None,
             error: None,
             upstream_started: None,
+            request_sent: false,
             ttfb: None,
             upstream_done: None,
             response: super::response::ResponseBody::Pass,

@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::plan::{self, Decision, Mode};
 use crate::registry::Registry;
 use crate::tasks::{self, Tasks};
-use crate::usage::Usage;
+use crate::usage::{StreamTokens, Usage};
 use body::BodyError;
 use ctx::{RequestCtx, UpstreamLeg};
 use request_id::RequestIds;
@@ -358,22 +358,35 @@ async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
 }
 
 /// What a forwarded request is billed, and whether it is an estimate: the usage the upstream
-/// reported, or, for a stream whose count is missing or cannot be right, `StreamTokens::estimate`
-/// (its input counted from the body sent upstream when the upstream reported none).
-async fn billable_usage(response: &ResponseBody, forward: &plan::ForwardPlan) -> (Usage, bool) {
-    match response.stream_tokens() {
-        Some(tokens) if tokens.needs_estimate() => {
-            let input = if tokens.lacks_input() {
-                let upstream = forward.model.upstream.dialect;
-                count_off_thread(forward.body.clone(), move |b| dialect::count::estimate_request_input(upstream, b), 0)
-                    .await
-            } else {
-                0
-            };
-            (tokens.estimate(input), true)
-        }
-        _ => (response.usage(), false),
-    }
+/// reported, or `StreamTokens::estimate` (its input counted from the body sent upstream when the
+/// upstream reported none) when
+/// - a stream's count is missing or cannot be right (`StreamTokens::needs_estimate`), or
+/// - the caller left before the upstream's answer (`left_unanswered`) had reported any input: the
+///   upstream had the request, and providers bill what they processed, so it is billed at least
+///   its input.
+async fn billable_usage(response: &ResponseBody, forward: &plan::ForwardPlan, left_unanswered: bool) -> (Usage, bool) {
+    let tokens = match response.stream_tokens() {
+        Some(tokens) if tokens.needs_estimate() || (left_unanswered && tokens.lacks_input()) => tokens,
+        // A JSON answer that never came reported nothing.
+        None if left_unanswered => StreamTokens::default(),
+        _ => return (response.usage(), false),
+    };
+    let input = if tokens.lacks_input() {
+        let upstream = forward.model.upstream.dialect;
+        count_off_thread(forward.body.clone(), move |b| dialect::count::estimate_request_input(upstream, b), 0).await
+    } else {
+        0
+    };
+    (tokens.estimate(input), true)
+}
+
+/// The caller went away (`e` is its connection's error) after its request reached the upstream and
+/// before the upstream's answer ended, and that answer was not an error.
+fn left_unanswered(ctx: &RequestCtx, e: Option<&Error>) -> bool {
+    ctx.request_sent
+        && ctx.upstream_done.is_none()
+        && matches!(ctx.upstream_status, 0 | 200..=299)
+        && e.is_some_and(|e| e.esource() == &ErrorSource::Downstream)
 }
 
 #[async_trait]
@@ -439,6 +452,7 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.request_sent = true;
         match &ctx.leg {
             Some(UpstreamLeg::Download(download)) => {
                 upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id)
@@ -601,7 +615,7 @@ impl ProxyHttp for Gateway {
         let (usage, estimated, cost) = match ctx.forward() {
             Some(forward) => {
                 let model = forward.model.clone();
-                let (usage, estimated) = billable_usage(&ctx.response, forward).await;
+                let (usage, estimated) = billable_usage(&ctx.response, forward, left_unanswered(ctx, e)).await;
                 let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
                 let handles = model.metrics.get(name, &model.upstream.name);
@@ -760,5 +774,29 @@ mod tests {
         assert_eq!(h.get("anthropic-ratelimit-tokens-reset").map(|v| v.as_bytes()), Some(&b"2023-11-14T22:13:50Z"[..]));
         assert!(h.get("x-ratelimit-limit-requests").is_none() && h.get("x-ratelimit-remaining-tokens").is_none());
         assert_eq!(wire(&resp).matches("atelimit").count(), 6);
+    }
+
+    #[test]
+    fn only_a_caller_leaving_a_sent_request_before_a_non_error_answer_ended_is_left_unanswered() {
+        let caller_left = Error::new_down(ErrorType::ConnectionClosed);
+        let upstream_failed = Error::new_up(ErrorType::ConnectionClosed);
+        let sent = |status: u16, done: bool| {
+            let mut ctx = RequestCtx::new();
+            ctx.request_sent = true;
+            ctx.upstream_status = status;
+            ctx.upstream_done = done.then(Instant::now);
+            ctx
+        };
+        for status in [0, 200] {
+            assert!(left_unanswered(&sent(status, false), Some(&caller_left)), "{status}");
+        }
+        // The upstream's answer was whole (its count is there), or an error (not billed), or the
+        // leg failed upstream, or nothing failed.
+        assert!(!left_unanswered(&sent(200, true), Some(&caller_left)));
+        assert!(!left_unanswered(&sent(429, false), Some(&caller_left)));
+        assert!(!left_unanswered(&sent(0, false), Some(&upstream_failed)));
+        assert!(!left_unanswered(&sent(0, false), None));
+        // The caller left before the request reached an upstream.
+        assert!(!left_unanswered(&RequestCtx::new(), Some(&caller_left)));
     }
 }

@@ -249,6 +249,42 @@ def test_a_stream_cut_before_openais_usage_is_billed_a_flagged_lower_bound(own_m
         g.stop()
 
 
+@pytest.mark.parametrize("path,headers,body", [
+    ("/v1/chat/completions", openai_headers, chat_body("gpt-5.5")),
+    ("/v1/messages", anthropic_headers, claude_body("gpt-5.5")),  # translated
+    ("/v1/chat/completions", openai_headers, chat_body("gpt-5.5", stream=True)),
+])
+def test_a_caller_that_leaves_before_the_answer_is_billed_its_input_as_an_estimate(own_mock, tmp_path, path, headers,
+                                                                                  body):
+    """The upstream had the request when the caller gave up waiting (a client timeout, a cancelled
+    agent step), and providers bill what they processed. Such a request used to be billed 0; now it
+    is billed its input, counted from the body sent upstream, marked as an estimate."""
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        body = dict(body, messages=[{"role": "user", "content": FOX}])
+        extra = {"x-mock-delay-ms": "3000", "x-mock-echo-usage": "5000,300,0,0"}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(g.url + path, json=body, headers=headers(**extra), timeout=httpx.Timeout(10, read=0.5))
+        # The same request waited for is billed what the upstream reported, exactly.
+        r = httpx.post(g.url + path, json=body, headers=headers(**extra), timeout=10)
+        assert r.status_code == 200
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 2) == 2
+        left, waited = ledger_rows(db)
+        # 10 o200k tokens of text, 3 framing the message, 3 priming the reply (OpenAI's recipe).
+        assert (left["estimated"], left["input_tokens"], left["output_tokens"]) == (1, 10 + 3 + 3, 0), left
+        assert left["cost_pusd"] == token_cost(PRICE_GPT, 16, 0, 0, 0) > 0
+        assert (waited["estimated"], waited["input_tokens"], waited["output_tokens"]) == (0, 5000, 300), waited
+        assert g.eventually_metric("cheapmodel_estimated_requests_total", 1, model="gpt-5.5", key="team-a") == 1
+        deadline = time.time() + 5
+        expected = left["cost_pusd"] + waited["cost_pusd"]
+        while exact_metric(g, "cheapmodel_cost_usd_total") * PICO != expected and time.time() < deadline:
+            time.sleep(0.1)
+        assert exact_metric(g, "cheapmodel_cost_usd_total") * PICO == expected
+    finally:
+        g.stop()
+
+
 def test_usage_endpoint_shows_only_the_callers_own_usage(own_mock, tmp_path):
     g = start_gateway(own_mock, tmp_path / "gw")
     try:
