@@ -105,6 +105,19 @@ pub struct ForwardPlan {
     pub dropped: Vec<String>,
     /// The output cap in the caller's body, if any (`Peek::max_tokens`): the limits' reservation.
     pub max_tokens: Option<u64>,
+    /// Whether the upstream generates (and bills) anything.
+    pub purpose: Purpose,
+}
+
+/// What a forwarded request asks of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A chat completion or message: limited, metered and billed.
+    Generate,
+    /// Anthropic's `count_tokens`: free upstream, generates nothing, and limited by Anthropic apart
+    /// from messages. So it takes nothing from the key's limits or budget and writes no ledger row
+    /// (the metrics and the access log still count it). Claude Code calls it often.
+    CountTokens,
 }
 
 /// How a forwarded request and its response are treated.
@@ -340,6 +353,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
             mode: passthrough,
             dropped: Vec::new(),
             max_tokens: peeked.max_tokens,
+            purpose: Purpose::CountTokens,
         };
         return Ok(Decision::Forward(plan));
     }
@@ -362,6 +376,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
             mode: Mode::Translate { caller: caller_dialect, upstream, caller_wants_usage },
             dropped: translated.dropped,
             max_tokens: peeked.max_tokens,
+            purpose: Purpose::Generate,
         }));
     }
 
@@ -399,6 +414,7 @@ fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) ->
         mode: Mode::Passthrough { injected_usage },
         dropped: Vec::new(),
         max_tokens: peeked.max_tokens,
+        purpose: Purpose::Generate,
     }))
 }
 
@@ -686,6 +702,9 @@ keys:
         let f = forwarded(decide("POST", "/v1/messages/count_tokens", Some(KEY), body));
         assert_eq!(f.mode, Mode::Passthrough { injected_usage: false });
         assert_eq!(&f.body[..], body.as_bytes());
+        assert_eq!(f.purpose, Purpose::CountTokens);
+        let f = forwarded(decide("POST", "/v1/messages", Some(KEY), body));
+        assert_eq!(f.purpose, Purpose::Generate);
     }
 
     #[test]

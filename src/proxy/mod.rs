@@ -30,7 +30,7 @@ use crate::error::{Dialect, GatewayError};
 use crate::ledger::{self, Ledger, Row};
 use crate::limits::{self, Limits, Refusal};
 use crate::metrics;
-use crate::plan::{self, Decision, Mode};
+use crate::plan::{self, Decision, Mode, Purpose};
 use crate::registry::Registry;
 use crate::tasks::{self, Tasks};
 use crate::usage::{StreamTokens, Usage};
@@ -196,7 +196,7 @@ impl Gateway {
                 ctx.local = Some(answer);
             }
             Decision::Forward(forward) => {
-                if let Some(key) = &ctx.key {
+                if let (Some(key), Purpose::Generate) = (&ctx.key, forward.purpose) {
                     let model = &forward.model;
                     if key.limits.any() || key.budget.any() || model.limits.any() {
                         let estimate = limits::estimate(body.len(), forward.max_tokens, model);
@@ -615,7 +615,10 @@ impl ProxyHttp for Gateway {
         let (usage, estimated, cost) = match ctx.forward() {
             Some(forward) => {
                 let model = forward.model.clone();
-                let (usage, estimated) = billable_usage(&ctx.response, forward, left_unanswered(ctx, e)).await;
+                let (usage, estimated) = match forward.purpose {
+                    Purpose::Generate => billable_usage(&ctx.response, forward, left_unanswered(ctx, e)).await,
+                    Purpose::CountTokens => (Usage::default(), false),
+                };
                 let cost = cost::of_request(&usage, &model.price);
                 let name = &*model.name;
                 let handles = model.metrics.get(name, &model.upstream.name);
@@ -634,7 +637,7 @@ impl ProxyHttp for Gateway {
                     None => Duration::ZERO,
                 };
                 handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
-                if let Some(key) = &ctx.key {
+                if let (Some(key), Purpose::Generate) = (&ctx.key, forward.purpose) {
                     self.ledger.record(Row {
                         id: if ctx.request_id_from_caller { self.request_ids.fresh() } else { ctx.request_id.clone() },
                         request_id: ctx.request_id.clone(),

@@ -290,6 +290,7 @@ keys: []
             mode,
             dropped: Vec::new(),
             max_tokens: None,
+            purpose: crate::plan::Purpose::Generate,
         }
     }
 

@@ -192,6 +192,30 @@ def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_ut
         stop(g, state)
 
 
+def test_count_tokens_takes_nothing_from_the_limits_or_the_budget_and_bills_nothing(own_mock, tmp_path, state):
+    """Claude Code counts tokens between messages. Anthropic neither bills `count_tokens` nor counts
+    it against message limits; it used to take the key's rpm, reserve a whole output cap of its tpm
+    (a 429 for a call that generates nothing) and write a ledger row counted as a request."""
+    body = {"model": "claude-sonnet-4-5-20250929", "messages": [{"role": "user", "content": "Hello"}]}
+    edit = lambda c: limited(c, limits={"rpm": 2, "tpm": 5000}, budget={"daily_usd": 1})
+    g = start(own_mock, tmp_path, state, edit)
+    try:
+        for _ in range(5):
+            r = httpx.post(g.url + "/v1/messages/count_tokens", json=body, headers=anthropic_headers(), timeout=10)
+            assert r.status_code == 200 and "input_tokens" in r.json(), r.text
+        assert len([q for q in own_mock.requests() if q["path"].startswith("/v1/messages/count_tokens")]) == 5
+        # The key's first message still has its whole rpm.
+        r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.headers["anthropic-ratelimit-requests-remaining"] == "1"
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 1) == 1
+        time.sleep(0.5)  # a count_tokens row, if any, would have landed with the message's
+        assert [row["endpoint"] for row in ledger_rows(db)] == ["/v1/messages"]
+    finally:
+        stop(g, state)
+
+
 def test_model_limit_covers_every_key(own_mock, tmp_path, state):
     g = start(own_mock, tmp_path, state, lambda c: limited(c, model="gpt-5.5", model_limits={"rpm": 3}))
     try:
