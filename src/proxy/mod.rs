@@ -386,7 +386,14 @@ fn left_unanswered(ctx: &RequestCtx, e: Option<&Error>) -> bool {
     ctx.request_sent
         && ctx.upstream_done.is_none()
         && matches!(ctx.upstream_status, 0 | 200..=299)
-        && e.is_some_and(|e| e.esource() == &ErrorSource::Downstream)
+        && e.is_some_and(caller_left)
+}
+
+/// `e` says the caller closed or dropped its connection (a client timeout, a cancelled call): not
+/// the gateway's failure, so Pingora's error log skips it and the access log says `client_closed`.
+fn caller_left(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
 }
 
 #[async_trait]
@@ -689,11 +696,22 @@ impl ProxyHttp for Gateway {
             cache_read_tokens: usage.cache_read,
             cache_write_tokens: usage.cache_write,
             cost_usd: cost.as_usd_f64(),
-            error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|_| "proxy_error")),
+            error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|e| {
+                if caller_left(e) {
+                    "client_closed"
+                } else {
+                    "proxy_error"
+                }
+            })),
             stream: ctx.sse,
             dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
             estimated,
         });
+    }
+
+    /// A caller that went away is not an error of the gateway's: the access log line says it.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        caller_left(error)
     }
 
     /// Keeps Pingora's per-request error log free of request details that could carry secrets.
@@ -783,6 +801,7 @@ mod tests {
     fn only_a_caller_leaving_a_sent_request_before_a_non_error_answer_ended_is_left_unanswered() {
         let caller_left = Error::new_down(ErrorType::ConnectionClosed);
         let upstream_failed = Error::new_up(ErrorType::ConnectionClosed);
+        let body_timeout = Error::new_down(ErrorType::ReadTimedout);
         let sent = |status: u16, done: bool| {
             let mut ctx = RequestCtx::new();
             ctx.request_sent = true;
@@ -798,6 +817,7 @@ mod tests {
         assert!(!left_unanswered(&sent(200, true), Some(&caller_left)));
         assert!(!left_unanswered(&sent(429, false), Some(&caller_left)));
         assert!(!left_unanswered(&sent(0, false), Some(&upstream_failed)));
+        assert!(!left_unanswered(&sent(0, false), Some(&body_timeout)));
         assert!(!left_unanswered(&sent(0, false), None));
         // The caller left before the request reached an upstream.
         assert!(!left_unanswered(&RequestCtx::new(), Some(&caller_left)));

@@ -275,6 +275,10 @@ def test_a_caller_that_leaves_before_the_answer_is_billed_its_input_as_an_estima
         assert (left["estimated"], left["input_tokens"], left["output_tokens"]) == (1, 10 + 3 + 3, 0), left
         assert left["cost_pusd"] == token_cost(PRICE_GPT, 16, 0, 0, 0) > 0
         assert (waited["estimated"], waited["input_tokens"], waited["output_tokens"]) == (0, 5000, 300), waited
+        # The access log says the caller left; the error log has no "Fail to proxy" line for it.
+        lines = [line for line in g.access_log() if line.get("model") == "gpt-5.5"]
+        assert [(line["status"], line.get("error")) for line in lines] == [(0, "client_closed"), (200, None)], lines
+        assert "Fail to proxy" not in g.log_path.read_text()
         assert g.eventually_metric("cheapmodel_estimated_requests_total", 1, model="gpt-5.5", key="team-a") == 1
         deadline = time.time() + 5
         expected = left["cost_pusd"] + waited["cost_pusd"]
