@@ -532,6 +532,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // Anthropic's SDKs read a response's id from `request-id`: an answer that has none (one
+        // translated from an OpenAI upstream) gets the gateway's. An Anthropic upstream's own stays.
+        if ctx.caller == Dialect::Anthropic && !resp.headers.contains_key("request-id") {
+            resp.insert_header("request-id", ctx.request_id.as_str())?;
+        }
         close_if_shutting_down(session);
         if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
             rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;

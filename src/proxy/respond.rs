@@ -45,7 +45,7 @@ pub async fn json_with(
     status: u16,
     body: Bytes,
     request_id: &str,
-    extra: &[(&'static str, &'static str)],
+    extra: &[(&'static str, &str)],
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     for (k, v) in extra {
@@ -68,16 +68,19 @@ pub async fn json_with(
     Ok(())
 }
 
-/// Writes `err` in `dialect` (with `retry-after` when it has one).
+/// Writes `err` in `dialect` (with `retry-after` when it has one). Anthropic's SDKs take the id
+/// of a failed request from `request-id` (OpenAI's from `x-request-id`), so both carry it.
 pub async fn error(session: &mut Session, dialect: Dialect, err: &GatewayError, request_id: &str) -> Result<()> {
     let status = err.status_in(dialect);
-    match err.retry_after() {
-        Some(s) => {
-            let secs = s.to_string();
-            answer(session, status, err.body(dialect), "application/json", request_id, &[("retry-after", &secs)]).await
-        }
-        None => json(session, status, err.body(dialect), request_id).await,
+    let retry_after = err.retry_after().map(|s| s.to_string());
+    let mut extra: Vec<(&'static str, &str)> = Vec::with_capacity(2);
+    if let Some(secs) = &retry_after {
+        extra.push(("retry-after", secs));
     }
+    if dialect == Dialect::Anthropic && !request_id.is_empty() {
+        extra.push(("request-id", request_id));
+    }
+    json_with(session, status, err.body(dialect), request_id, &extra).await
 }
 
 /// `GET /v1/models`: the models this key may use, in the caller's list shape.

@@ -84,11 +84,20 @@ def test_anthropic_sdk_errors_and_count_tokens(claude, gateway):
     with pytest.raises(anthropic.NotFoundError) as e:
         claude.messages.create(model="claude", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     assert e.value.body["error"]["type"] == "not_found_error"
+    # The SDK finds the request id where Anthropic puts it (`request-id`): the gateway's own.
+    assert e.value.request_id == e.value.response.headers["x-request-id"] and e.value.request_id.startswith("req_")
     bad = anthropic.Anthropic(base_url=gateway.url, api_key="cm_wrong", max_retries=0, timeout=10)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(model="claude-sonnet-4-5-20250929", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     n = claude.messages.count_tokens(model="claude-sonnet-4-5-20250929", messages=[{"role": "user", "content": "x"}])
     assert n.input_tokens == 42
+
+
+def test_anthropic_sdk_gets_the_request_id_of_a_translated_answer(claude):
+    m = claude.messages.with_raw_response.create(model="gpt-5.5", max_tokens=64,
+                                                 messages=[{"role": "user", "content": "Hello"}])
+    assert m.request_id and m.request_id == m.headers["x-request-id"], dict(m.headers)
+    assert m.parse().content[0].text == "Hello from the mock upstream!"
 
 
 def test_anthropic_sdk_with_bearer_auth(gateway):
