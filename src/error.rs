@@ -208,8 +208,8 @@ impl GatewayError {
             GatewayError::DuplicateField(f) | GatewayError::WrongType(f, _) => ("invalid_request_error", None, Some(f)),
             GatewayError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found"), Some("model")),
             GatewayError::WrongKind(..) => ("invalid_request_error", Some("model_not_supported"), Some("model")),
-            GatewayError::Untranslatable { param, .. } => {
-                ("invalid_request_error", Some("unsupported_parameter"), Some(param.as_str()))
+            GatewayError::Untranslatable { param, message } => {
+                ("invalid_request_error", Some(untranslatable_code(message)), Some(param.as_str()))
             }
             GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => {
                 ("invalid_request_error", None, None)
@@ -334,9 +334,55 @@ pub fn error_body(
     Bytes::from(out.unwrap_or_default())
 }
 
+/// OpenAI's `code` for a request translation refused, by the refusal's kind: a missing field
+/// (the translator's message is then `required`), a value of the wrong JSON type (`must be ...`),
+/// or anything else, which has no counterpart upstream. Clients branch on it: one that drops an
+/// `unsupported_parameter` and retries must not be told a missing `messages` is one.
+fn untranslatable_code(message: &str) -> &'static str {
+    if message == "required" {
+        "missing_required_parameter"
+    } else if message.starts_with("must be") {
+        "invalid_type"
+    } else {
+        "unsupported_parameter"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openai_callers_get_openais_code_for_each_kind_of_untranslatable_request() {
+        let opts = crate::dialect::RequestOptions {
+            upstream_model: "claude",
+            default_max_tokens: 1024,
+            strict: false,
+            structured_outputs: false,
+        };
+        let hi = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for (body, param, code) in [
+            (r#"{"model":"m"}"#.to_string(), "messages", "missing_required_parameter"),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}]}"#.into(),
+                "messages[0].content",
+                "missing_required_parameter",
+            ),
+            (format!(r#"{{"model":"m","max_tokens":"x",{hi}}}"#), "max_tokens", "invalid_type"),
+            (format!(r#"{{"model":"m","temperature":"hot",{hi}}}"#), "temperature", "invalid_type"),
+            (format!(r#"{{"model":"m","n":2,{hi}}}"#), "n", "unsupported_parameter"),
+        ] {
+            let e = crate::dialect::translate_request(Dialect::OpenAi, Dialect::Anthropic, body.as_bytes(), &opts)
+                .expect_err(&body);
+            let err = GatewayError::Untranslatable { param: e.param, message: e.message };
+            let v = parse(err.body(Dialect::OpenAi));
+            assert_eq!(
+                (v["error"]["param"].as_str(), v["error"]["code"].as_str()),
+                (Some(param), Some(code)),
+                "{body}"
+            );
+        }
+    }
 
     fn parse(b: Bytes) -> serde_json::Value {
         serde_json::from_slice(&b).expect("error bodies are JSON")
