@@ -78,6 +78,10 @@ pub enum GatewayError {
     UpstreamUnavailable,
     /// The upstream did not answer within its configured timeouts.
     UpstreamTimeout,
+    /// The upstream refused the gateway's own credentials (its status, 401 or 403): the operator's
+    /// configuration, which the caller cannot fix. Its body is not relayed: OpenAI's 401 names the
+    /// key it was sent, masked but with its last characters.
+    UpstreamCredentials(u16),
     /// `ledger.on_failure: reject` and the ledger can take no more rows (queue full, spool unwritable).
     LedgerUnavailable,
     /// `/v1/usage`: the ledger's database failed or did not answer in time.
@@ -93,6 +97,14 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The gateway's own error for an upstream error status that is not the caller's to see: 401
+    /// and 403 refuse the gateway's credentials (the caller's key was checked here), so the caller
+    /// gets `UpstreamCredentials` instead of a key error it cannot fix. Every other upstream error
+    /// passes on.
+    pub fn for_upstream_status(status: u16) -> Option<GatewayError> {
+        matches!(status, 401 | 403).then_some(GatewayError::UpstreamCredentials(status))
+    }
+
     /// HTTP status. Exhaustive on purpose.
     pub fn status(&self) -> u16 {
         match self {
@@ -114,7 +126,7 @@ impl GatewayError {
             GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTimeout => 408,
-            GatewayError::UpstreamUnavailable => 502,
+            GatewayError::UpstreamUnavailable | GatewayError::UpstreamCredentials(_) => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::LedgerUnavailable | GatewayError::ReportUnavailable | GatewayError::LimitsUnavailable => 503,
             GatewayError::RateLimited { .. } | GatewayError::BudgetExhausted { .. } => 429,
@@ -147,6 +159,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => "body_timeout",
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamCredentials(_) => "upstream_credentials",
             GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::ReportUnavailable => "report_unavailable",
             GatewayError::LimitsUnavailable => "limits_unavailable",
@@ -181,6 +194,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => "The request body did not arrive in time: the connection went quiet before the whole body came in.".into(),
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
             GatewayError::UpstreamTimeout => "The upstream provider did not answer in time.".into(),
+            GatewayError::UpstreamCredentials(status) => format!("The upstream provider refused the gateway's own credentials for this model (it answered {status}). Your key is fine: the gateway's operator must fix the upstream's key or its access."),
             GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
             GatewayError::ReportUnavailable => "The usage ledger cannot be read right now. Retry shortly.".into(),
             GatewayError::LimitsUnavailable => "The gateway cannot check this key's limits right now. Retry shortly.".into(),
@@ -217,6 +231,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => ("invalid_request_error", Some("request_timeout"), None),
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),
+            GatewayError::UpstreamCredentials(_) => ("server_error", Some("upstream_credentials_refused"), None),
             GatewayError::LedgerUnavailable | GatewayError::ReportUnavailable => {
                 ("server_error", Some("ledger_unavailable"), None)
             }

@@ -508,6 +508,15 @@ impl ProxyHttp for Gateway {
             Some(UpstreamLeg::Download(_)) => ResponseBody::for_download(ctx.upstream_status),
             None => ResponseBody::Pass,
         };
+        if let Some(err) = ctx.response.replacing() {
+            log::warn!(
+                "upstream {} refused the gateway's credentials ({}): check its key and access",
+                ctx.leg.as_ref().map_or("?", |leg| &*leg.upstream().name),
+                ctx.upstream_status
+            );
+            resp.set_status(err.status())?;
+            ctx.error = Some(err.clone());
+        }
         match ctx.response.framing() {
             Framing::AsIs => {}
             Framing::LengthUnknown => {

@@ -45,6 +45,9 @@ pub enum ResponseBody {
     /// A media download the upstream refused: its error is held (capped) and replaced at its end
     /// by the gateway's own.
     DownloadError { kept: Kept, status: u16 },
+    /// The upstream's answer is the gateway's error instead (`error`; its body in the caller's
+    /// dialect goes out at the end, once): the upstream's own body is dropped unread.
+    Replaced { error: GatewayError, body: Option<Bytes> },
 }
 
 /// Body chunks kept for reading at the end.
@@ -91,6 +94,13 @@ impl ResponseBody {
     pub fn for_forward(forward: &ForwardPlan, status: u16, sse: bool, now: u64) -> Self {
         let upstream = forward.model.upstream.dialect;
         let success = (200..300).contains(&status);
+        if let Some(error) = GatewayError::for_upstream_status(status) {
+            let caller = match forward.mode {
+                Mode::Translate { caller, .. } => caller,
+                Mode::Passthrough { .. } => upstream,
+            };
+            return ResponseBody::Replaced { body: Some(error.body(caller)), error };
+        }
         match forward.mode {
             Mode::Translate { caller_wants_usage, .. } if sse && success => {
                 let name = &forward.model.name;
@@ -117,6 +127,10 @@ impl ResponseBody {
 
     /// The body of a task's media download: relayed as it comes, unless the upstream refused.
     pub fn for_download(status: u16) -> Self {
+        if let Some(error) = GatewayError::for_upstream_status(status) {
+            // Task answers are in the OpenAI shape, whatever the caller.
+            return ResponseBody::Replaced { body: Some(error.body(Dialect::OpenAi)), error };
+        }
         if (200..300).contains(&status) {
             ResponseBody::Pass
         } else {
@@ -131,7 +145,7 @@ impl ResponseBody {
             ResponseBody::Stream(meter) if meter.rewrites() => Framing::LengthUnknown,
             ResponseBody::Stream(_) => Framing::AsIs,
             ResponseBody::TranslateStream(_) => Framing::Rewritten { json: false },
-            ResponseBody::TranslateJson { .. } | ResponseBody::DownloadError { .. } => {
+            ResponseBody::TranslateJson { .. } | ResponseBody::DownloadError { .. } | ResponseBody::Replaced { .. } => {
                 Framing::Rewritten { json: true }
             }
         }
@@ -178,13 +192,25 @@ impl ResponseBody {
                 *body = (!out.is_empty()).then(|| Bytes::from(out));
             }
             ResponseBody::Stream(meter) => feed_stream(meter, body, end),
+            ResponseBody::Replaced { body: ours, .. } => *body = if end { ours.take() } else { None },
+        }
+    }
+
+    /// The gateway's error that replaces the upstream's answer, if it does (`Replaced`): its status
+    /// goes in the head.
+    pub fn replacing(&self) -> Option<&GatewayError> {
+        match self {
+            ResponseBody::Replaced { error, .. } => Some(error),
+            _ => None,
         }
     }
 
     /// The tokens the upstream reported, so far: what the request is billed.
     pub fn usage(&self) -> Usage {
         let (kept, dialect) = match self {
-            ResponseBody::Pass | ResponseBody::DownloadError { .. } => return Usage::default(),
+            ResponseBody::Pass | ResponseBody::DownloadError { .. } | ResponseBody::Replaced { .. } => {
+                return Usage::default()
+            }
             ResponseBody::Stream(meter) => return meter.usage(),
             ResponseBody::TranslateStream(translator) => return translator.tokens().reported,
             ResponseBody::Json { kept, dialect } => (kept, *dialect),

@@ -41,7 +41,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cost::{self, MediaUnits};
-use crate::error::{error_body, Dialect};
+use crate::error::{error_body, Dialect, GatewayError};
 use crate::ledger::{Ledger, PendingTask, Row};
 use crate::limits::Limits;
 use crate::metrics;
@@ -725,6 +725,14 @@ pub struct Download {
 
 /// An upstream's error reply, in the gateway's (OpenAI-shaped) error format.
 pub fn upstream_error(status: u16, body: &[u8]) -> Answer {
+    if let Some(own) = GatewayError::for_upstream_status(status) {
+        return Answer {
+            status: own.status(),
+            body: own.body(Dialect::OpenAi),
+            content_type: "application/json".into(),
+            rejected: Some(own.reason()),
+        };
+    }
     let message = upstream_message(body).unwrap_or_else(|| format!("upstream error {status}"));
     let code = upstream_code(body);
     let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
@@ -734,6 +742,21 @@ pub fn upstream_error(status: u16, body: &[u8]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_refusing_the_gateways_key_is_the_gateways_502_without_the_upstreams_body() {
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-proj-****wxyz.","code":"invalid_api_key"}}"#;
+        for status in [401, 403] {
+            let a = upstream_error(status, body);
+            assert_eq!((a.status, a.rejected), (502, Some("upstream_credentials")));
+            let text = String::from_utf8_lossy(&a.body);
+            assert!(text.contains("upstream_credentials_refused") && !text.contains("wxyz"), "{text}");
+        }
+        // Other upstream errors keep their status and message.
+        let a = upstream_error(429, br#"{"error":{"message":"slow down","code":"rate_limited"}}"#);
+        assert_eq!(a.status, 429);
+        assert!(String::from_utf8_lossy(&a.body).contains("slow down"));
+    }
 
     #[test]
     fn sync_image_results_become_urls() {

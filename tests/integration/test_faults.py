@@ -50,6 +50,30 @@ def test_upstream_errors_pass_through_with_status_and_message(gateway, mock, sta
     assert len(mock.requests()) == 1, "a pinned model must not be retried or failed over"
 
 
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("path,body,headers", [
+    ("/v1/messages", claude_body(), anthropic_headers),
+    ("/v1/chat/completions", chat_body(), openai_headers),
+    ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers),  # translated
+    ("/v1/messages", claude_body("gpt-5.5", stream=True), anthropic_headers),  # translated stream
+])
+def test_an_upstream_refusing_the_gateways_credentials_is_a_502_not_the_callers_key_error(gateway, mock, status, path,
+                                                                                          body, headers):
+    """The caller's key was fine: an upstream 401/403 refuses the gateway's own key (expired, wrong,
+    without access). Relayed, it told every caller their key was bad, and OpenAI's 401 body names the
+    key it got (masked, with its last characters)."""
+    mock.clear()
+    r = httpx.post(gateway.url + path, json=body, headers=headers(**{"x-mock-status": str(status)}), timeout=10)
+    assert r.status_code == 502, r.text
+    assert "mock upstream error" not in r.text and "Your key is fine" in r.text
+    if "messages" in path:
+        assert r.json()["error"]["type"] == "api_error" and r.headers["request-id"] == r.headers["x-request-id"]
+    else:
+        assert r.json()["error"]["code"] == "upstream_credentials_refused"
+    assert len(mock.requests()) == 1
+    assert gateway.metric("cheapmodel_rejected_total", reason="upstream_credentials") >= 1
+
+
 @pytest.mark.parametrize("path,body,headers,tail", [
     ("/v1/messages", claude_body(stream=True), anthropic_headers(), b"event: error\ndata: {\"type\":\"error\""),
     ("/v1/chat/completions", chat_body(stream=True), openai_headers(), b"data: {\"error\""),
