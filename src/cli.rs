@@ -404,7 +404,12 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     server.add_service(pingora::services::background::background_service("memory-return", crate::memory::MemoryReturn));
     server.add_service(pingora::services::background::background_service(
         "config-reload",
-        reload::Reloader { path, registry, interval: Duration::from_secs(server_cfg.watch_interval_seconds) },
+        reload::Reloader {
+            path,
+            registry,
+            interval: Duration::from_secs(server_cfg.watch_interval_seconds),
+            running: (server_cfg.clone(), loaded.ledger.clone()),
+        },
     ));
     // Returns once every runtime is down (no request can add a row any more): then the ledger
     // writes what is still queued, to the database or to the spool.

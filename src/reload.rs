@@ -25,6 +25,8 @@ pub struct Reloader {
     pub registry: Arc<Registry>,
     /// File check interval (zero: SIGHUP only).
     pub interval: Duration,
+    /// `server:` and `ledger:` as the process started with them (a reload does not change them).
+    pub running: (config::raw::RawServer, config::raw::RawLedger),
 }
 
 fn fingerprint(path: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -51,6 +53,15 @@ impl Reloader {
                 self.registry.replace(snapshot);
                 m.reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded ({why}): {}", self.path.display());
+                let (server, ledger) = &self.running;
+                let ignored = config::restart_only_changes((server, ledger), (&l.server, &l.ledger));
+                if !ignored.is_empty() {
+                    log::warn!(
+                        "config reload ({why}) left these changed settings as they were; they apply at a restart or a \
+                         graceful upgrade (-u): {}",
+                        ignored.join(", ")
+                    );
+                }
                 true
             }
             Ok(Err(e)) => {

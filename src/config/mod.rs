@@ -53,6 +53,68 @@ pub struct Loaded {
     pub ledger: raw::RawLedger,
 }
 
+/// The `server:` and `ledger:` fields whose value in `reloaded` differs from the `running` one
+/// although a reload leaves them as they were (they need a restart or a graceful upgrade): named
+/// in the reload's log line, so that an edit that did not apply is not taken for one that did.
+/// `max_request_body` and `task_secret_env` are not among them: they reload.
+pub fn restart_only_changes(
+    (running, running_ledger): (&RawServer, &raw::RawLedger),
+    (reloaded, reloaded_ledger): (&RawServer, &raw::RawLedger),
+) -> Vec<&'static str> {
+    // Destructured whole: a new field does not compile until it is sorted here.
+    let RawServer {
+        listen,
+        metrics,
+        threads,
+        max_request_body: _,
+        pid_file,
+        upgrade_sock,
+        grace_period_seconds,
+        graceful_shutdown_timeout_seconds,
+        access_log,
+        client_read_timeout_ms,
+        client_idle_timeout_ms,
+        task_secret_env: _,
+        task_ttl_seconds,
+        task_store_max_entries,
+        task_store_max_bytes,
+        watch_interval_seconds,
+        state,
+        on_state_error,
+    } = reloaded;
+    let raw::RawLedger { url, flush_interval_ms, spool_dir, on_failure } = reloaded_ledger;
+    let r = running;
+    let l = running_ledger;
+    [
+        ("server.listen", *listen != r.listen),
+        ("server.metrics", *metrics != r.metrics),
+        ("server.threads", *threads != r.threads),
+        ("server.pid_file", *pid_file != r.pid_file),
+        ("server.upgrade_sock", *upgrade_sock != r.upgrade_sock),
+        ("server.grace_period_seconds", *grace_period_seconds != r.grace_period_seconds),
+        (
+            "server.graceful_shutdown_timeout_seconds",
+            *graceful_shutdown_timeout_seconds != r.graceful_shutdown_timeout_seconds,
+        ),
+        ("server.access_log", *access_log != r.access_log),
+        ("server.client_read_timeout_ms", *client_read_timeout_ms != r.client_read_timeout_ms),
+        ("server.client_idle_timeout_ms", *client_idle_timeout_ms != r.client_idle_timeout_ms),
+        ("server.task_ttl_seconds", *task_ttl_seconds != r.task_ttl_seconds),
+        ("server.task_store_max_entries", *task_store_max_entries != r.task_store_max_entries),
+        ("server.task_store_max_bytes", *task_store_max_bytes != r.task_store_max_bytes),
+        ("server.watch_interval_seconds", *watch_interval_seconds != r.watch_interval_seconds),
+        ("server.state", *state != r.state),
+        ("server.on_state_error", *on_state_error != r.on_state_error),
+        ("ledger.url", *url != l.url),
+        ("ledger.flush_interval_ms", *flush_interval_ms != l.flush_interval_ms),
+        ("ledger.spool_dir", *spool_dir != l.spool_dir),
+        ("ledger.on_failure", *on_failure != l.on_failure),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
 /// The ledger settings for the config at `path`: defaults sit beside the config file.
 pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Settings {
     let url = match raw.url.as_deref() {
@@ -482,6 +544,20 @@ keys:
 
     fn env(name: &str) -> Option<String> {
         (name == "TEST_OPENAI_KEY").then(|| "sk-test".to_string())
+    }
+
+    #[test]
+    fn a_reload_names_the_changed_settings_it_cannot_apply() {
+        let running = load_str(BASE, &env).expect("valid");
+        let changed = BASE.replace(
+            r#"  listen: ["127.0.0.1:8080"]"#,
+            "  listen: [\"127.0.0.1:8081\"]\n  threads: 7\n  max_request_body: 1024\nledger: { url: none }",
+        );
+        let reloaded = load_str(&changed, &env).expect("valid");
+        let ignored = restart_only_changes((&running.server, &running.ledger), (&reloaded.server, &reloaded.ledger));
+        // max_request_body reloads: not named.
+        assert_eq!(ignored, ["server.listen", "server.threads", "ledger.url"]);
+        assert!(restart_only_changes((&running.server, &running.ledger), (&running.server, &running.ledger)).is_empty());
     }
 
     #[test]

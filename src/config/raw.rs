@@ -53,7 +53,7 @@ impl Default for RawLedger {
 }
 
 /// `server:` section.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Addresses the gateway listens on (HTTP/1.1 and h2c).

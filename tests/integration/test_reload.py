@@ -45,6 +45,22 @@ def test_sighup_adds_a_model_and_bad_file_is_rejected(fresh_gateway):
     assert "models.broken.upstream" in g.log_path.read_text()
 
 
+def test_a_reload_names_the_changed_settings_it_leaves_for_a_restart(fresh_gateway):
+    """`server:` and `ledger:` apply at start only. A reload used to log "config reloaded" and say
+    nothing of an edited listen address that did not apply."""
+    g = fresh_gateway(watch_interval_seconds=0)
+    cfg = copy.deepcopy(g.config)
+    cfg["server"]["threads"] = cfg["server"].get("threads", 2) + 1
+    cfg["ledger"] = {"url": "none"}
+    cfg["models"]["gpt-5.5-new"] = {"upstream": "openai"}
+    g.write_config(cfg)
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "gpt-5.5-new" in model_ids(g))
+    wait_for(lambda: "left these changed settings as they were" in g.log_path.read_text())
+    line = next(l for l in g.log_path.read_text().splitlines() if "left these changed settings" in l)
+    assert line.endswith(": server.threads, ledger.url"), line
+
+
 def test_file_change_is_picked_up_without_a_signal(fresh_gateway):
     g = fresh_gateway(watch_interval_seconds=1)
     cfg = copy.deepcopy(g.config)
