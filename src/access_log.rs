@@ -4,7 +4,7 @@
 //! Imports: nothing of the gateway's; only `proxy` calls it.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
@@ -56,13 +56,22 @@ pub struct Record<'a> {
     pub estimated: bool,
 }
 
+static ENABLED: AtomicBool = AtomicBool::new(false);
 static SINK: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the writer thread; without this call records are discarded.
+/// Turns the access log on or off; without this call records are discarded. The writer thread
+/// starts with the first record, in the process that serves: `-d` forks after start-up, and a
+/// thread started before the fork does not exist in the daemon (its records were queued, then
+/// dropped, and nothing reached the journal).
 pub fn init(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// The writer's queue, started at the first call once enabled.
+fn sink() -> Option<&'static SyncSender<Vec<u8>>> {
     SINK.get_or_init(|| {
-        if !enabled {
+        if !ENABLED.load(Ordering::Relaxed) {
             return None;
         }
         let (tx, rx) = sync_channel::<Vec<u8>>(16 * 1024);
@@ -78,12 +87,13 @@ pub fn init(enabled: bool) {
             }
         });
         spawned.ok().map(|_| tx)
-    });
+    })
+    .as_ref()
 }
 
 /// Queues one record.
 pub fn write(record: &Record<'_>) {
-    let Some(Some(tx)) = SINK.get() else { return };
+    let Some(tx) = sink() else { return };
     let mut line = Vec::with_capacity(384);
     if serde_json::to_writer(&mut line, record).is_err() {
         return;

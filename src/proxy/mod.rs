@@ -632,6 +632,8 @@ impl ProxyHttp for Gateway {
         let now = Instant::now();
         let total = now.duration_since(ctx.started);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // What the caller asked for, whatever came back (an error, or nothing when it left first).
+        let stream = ctx.forward().map_or(ctx.sse, |f| f.stream);
         let m = metrics::get();
         let (usage, estimated, cost) = match ctx.forward() {
             Some(forward) => {
@@ -671,7 +673,7 @@ impl ProxyHttp for Gateway {
                             Dialect::Anthropic => "/v1/messages".into(),
                         },
                         status,
-                        stream: ctx.sse,
+                        stream,
                         translated: ctx.translation().is_some(),
                         usage,
                         media: Default::default(),
@@ -717,7 +719,7 @@ impl ProxyHttp for Gateway {
                     "proxy_error"
                 }
             })),
-            stream: ctx.sse,
+            stream,
             dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
             estimated,
         });

@@ -111,3 +111,45 @@ def test_a_listen_address_in_use_ends_the_start_with_a_clear_error(tmp_path: Pat
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=10)
+
+
+def test_daemon_mode_writes_the_access_log(tmp_path: Path):
+    """`-d` (the systemd unit's mode) forks after start-up. The access log's writer thread used to
+    start before the fork, so the daemon queued every line and wrote none."""
+    listen, metrics = free_port(), free_port()
+    config = demo_config_on(tmp_path, listen, metrics)
+    pid_file = tmp_path / "gw.pid"
+    config.write_text(config.read_text().replace("/tmp/cheapmodel-demo.pid", str(pid_file))
+                      .replace("/tmp/cheapmodel-demo-upgrade.sock", str(tmp_path / "upgrade.sock")))
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    with open(out, "wb") as o, open(err, "wb") as e:
+        r = subprocess.run([GATEWAY_BIN, "--config", str(config), "-d"], stdout=o, stderr=e, timeout=30)
+    assert r.returncode == 0, err.read_text()[-2000:]
+    pid = None
+    try:
+        deadline = time.time() + 15
+        while pid is None:
+            if pid_file.exists() and pid_file.read_text().strip():
+                pid = int(pid_file.read_text())
+            assert time.time() < deadline, "no pid file: " + err.read_text()[-2000:]
+            time.sleep(0.1)
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{listen}/healthz", timeout=1, headers={"x-request-id": "daemon-probe"})
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "the daemon did not serve: " + err.read_text()[-2000:]
+            time.sleep(0.2)
+        while "daemon-probe" not in out.read_text():
+            assert time.time() < deadline, "no access-log line from the daemon"
+            time.sleep(0.1)
+    finally:
+        if pid is not None:
+            subprocess.run(["kill", "-TERM", str(pid)], timeout=10)
+            deadline = time.time() + 20
+            while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                subprocess.run(["kill", "-KILL", str(pid)], timeout=10)

@@ -273,6 +273,8 @@ def test_a_caller_that_leaves_before_the_answer_is_billed_its_input_as_an_estima
         left, waited = ledger_rows(db)
         # 10 o200k tokens of text, 3 framing the message, 3 priming the reply (OpenAI's recipe).
         assert (left["estimated"], left["input_tokens"], left["output_tokens"]) == (1, 10 + 3 + 3, 0), left
+        # The row says what the caller asked for, though no stream (no answer at all) came back.
+        assert left["stream"] == waited["stream"] == int(body.get("stream", False)), (left, waited)
         assert left["cost_pusd"] == token_cost(PRICE_GPT, 16, 0, 0, 0) > 0
         assert (waited["estimated"], waited["input_tokens"], waited["output_tokens"]) == (0, 5000, 300), waited
         # The access log says the caller left; the error log has no "Fail to proxy" line for it.
