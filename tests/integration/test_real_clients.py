@@ -219,6 +219,23 @@ def test_claude_code_tool_round_trip(gateway, mock, model):
     assert result["result"].strip() == f"The tool said: {tool_text}".strip()
 
 
+def test_claude_codes_tool_search_result_reaches_gpt(gateway, mock):
+    """Claude Code 2.1.332's request after its ToolSearch tool ran (recorded against a fake upstream
+    that called ToolSearch, which the mock cannot make Claude Code do): the tool result holds a
+    `tool_reference` block. On gpt-5.5 it used to be a 400, three times, before Claude Code turned
+    tool search off for the session. Now the strict mock takes it as a tool message."""
+    import httpx
+    recorded = ROOT / "tests/golden/request/anthropic_to_openai/claude_code_recorded_tool_search/in.json"
+    mock.clear()
+    r = httpx.post(gateway.url + "/v1/messages?beta=true", content=recorded.read_bytes(), timeout=10,
+                   headers={"x-api-key": KEY_A, "content-type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text
+    (req,) = chat_records(mock)
+    tool_msgs = [m for m in body_of(req)["messages"] if m["role"] == "tool"]
+    assert tool_msgs == [{"role": "tool", "tool_call_id": "toolu_ts", "content": "Tool available: WebFetch"}]
+    assert "WebFetch" in [t["function"]["name"] for t in body_of(req)["tools"]]
+
+
 # --- 2. OpenAI SDK helpers on the Claude model (translated) --------------------------------------
 
 def require_sdk(name):

@@ -647,7 +647,10 @@ fn user_blocks(s: &mut Scan<'_>, out: &mut Vec<u8>, fo: &mut bool, scratch: &mut
     Ok(())
 }
 
-/// A tool result's blocks, which must be text, joined with a blank line into an open string.
+/// A tool result's blocks, which must be text or tool references, joined with a blank line into
+/// an open string. A `tool_reference` (what Claude Code's ToolSearch returns: the tool it found,
+/// which Anthropic expands into that tool's definition) becomes `Tool available: NAME`; the
+/// definition itself is already among the OpenAI tools (`defer_loading` is dropped).
 fn tool_result_texts(inner: &[u8], out: &mut Vec<u8>) -> R<()> {
     let mut s = Scan::new(inner);
     s.arr()?;
@@ -655,17 +658,22 @@ fn tool_result_texts(inner: &[u8], out: &mut Vec<u8>) -> R<()> {
     let mut n = 0;
     while s.item(&mut f)? {
         let at = s.here();
-        let (mut kind, mut text) = (None, None);
+        let (mut kind, mut text, mut tool_name) = (None, None, None);
         // `cache_control`, `citations`: dropped.
-        fields(&mut s, &["type", "text"], &mut [], |key, s| {
+        fields(&mut s, &["type", "text", "tool_name"], &mut [], |key, s| {
             match key {
                 "type" => kind = Some(s.string()?),
-                _ => text = Some(s.string()?),
+                "text" => text = Some(s.string()?),
+                _ => tool_name = Some(s.string()?),
             }
             Ok(())
         })?;
         let kind = kind.ok_or_else(|| Fault::required(at, "type"))?;
-        if !kind.is("text") {
+        let text: &[u8] = if kind.is("text") {
+            text.ok_or_else(|| Fault::required(at, "text"))?.raw
+        } else if kind.is("tool_reference") {
+            tool_name.ok_or_else(|| Fault::required(at, "tool_name"))?.raw
+        } else {
             return Err(Fault::at(
                 kind.at(),
                 format!(
@@ -673,11 +681,14 @@ fn tool_result_texts(inner: &[u8], out: &mut Vec<u8>) -> R<()> {
                     kind.text()
                 ),
             ));
-        }
+        };
         if n > 0 {
             out.extend_from_slice(b"\\n\\n");
         }
-        out.extend_from_slice(text.ok_or_else(|| Fault::required(at, "text"))?.raw);
+        if kind.is("tool_reference") {
+            out.extend_from_slice(b"Tool available: ");
+        }
+        out.extend_from_slice(text);
         n += 1;
     }
     Ok(())
