@@ -80,6 +80,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The request's id, as the gateway's own answers carry it.
+    pub fn id(&self) -> super::respond::RequestId<'_> {
+        super::respond::RequestId { id: &self.request_id, caller: self.caller }
+    }
+
     /// A fresh context.
     pub fn new() -> Self {
         RequestCtx {

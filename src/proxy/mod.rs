@@ -426,7 +426,7 @@ impl ProxyHttp for Gateway {
         // Local answers are written from here: the same close applies to them.
         close_if_shutting_down(session);
         if let Some(err) = outcome {
-            respond::error(session, ctx.caller, &err, &ctx.request_id).await?;
+            respond::error(session, &err, ctx.id()).await?;
             ctx.error = Some(err);
             return Ok(true);
         }
@@ -434,14 +434,14 @@ impl ProxyHttp for Gateway {
             ctx.local_rejected = answer.rejected;
             let extra: &[(&str, &str)] =
                 if ctx.token_estimate { &[("x-cheapmodel-token-count", "estimate")] } else { &[] };
-            respond::answer(session, answer.status, answer.body, &answer.content_type, &ctx.request_id, extra).await?;
+            respond::answer(session, answer.status, answer.body, &answer.content_type, ctx.id(), extra).await?;
             return Ok(true);
         }
         if ctx.leg.is_some() {
             return Ok(false);
         }
         // The one local answer left: /healthz.
-        respond::json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), &ctx.request_id).await?;
+        respond::json(session, 200, Bytes::from_static(br#"{"status":"ok"}"#), ctx.id()).await?;
         Ok(true)
     }
 
@@ -612,7 +612,7 @@ impl ProxyHttp for Gateway {
         if let Some(err) = err {
             if session.response_written().is_none() {
                 code = err.status();
-                if respond::error(session, ctx.caller, &err, &ctx.request_id).await.is_err() {
+                if respond::error(session, &err, ctx.id()).await.is_err() {
                     code = 0;
                 }
             } else if ctx.sse {

@@ -11,50 +11,38 @@ use crate::error::{Dialect, GatewayError};
 use crate::registry::{Key, Snapshot};
 
 /// Writes a complete JSON response.
-pub async fn json(session: &mut Session, status: u16, body: Bytes, request_id: &str) -> Result<()> {
-    json_with(session, status, body, request_id, &[]).await
+pub async fn json(session: &mut Session, status: u16, body: Bytes, id: RequestId<'_>) -> Result<()> {
+    answer(session, status, body, "application/json", id, &[]).await
 }
 
-/// Writes a complete response of any content type.
+/// The request's id and the caller's dialect, which says where the id goes: OpenAI's SDKs read
+/// `x-request-id`, Anthropic's `request-id`, so an Anthropic caller gets both.
+#[derive(Clone, Copy)]
+pub struct RequestId<'a> {
+    pub id: &'a str,
+    pub caller: Dialect,
+}
+
+/// Writes a complete response of any content type, with `extra` headers.
 pub async fn answer(
     session: &mut Session,
     status: u16,
     body: Bytes,
     content_type: &str,
-    request_id: &str,
-    extra: &[(&str, &str)],
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    for (k, v) in extra {
-        resp.insert_header(k.to_string(), *v)?;
-    }
-    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    resp.set_content_length(body.len())?;
-    resp.insert_header("x-request-id", request_id)?;
-    if !session.is_body_done() {
-        session.set_keepalive(None);
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
-}
-
-/// Writes a complete JSON response with extra headers.
-pub async fn json_with(
-    session: &mut Session,
-    status: u16,
-    body: Bytes,
-    request_id: &str,
+    id: RequestId<'_>,
     extra: &[(&'static str, &str)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(5 + extra.len()))?;
     for (k, v) in extra {
         resp.insert_header(*k, *v)?;
     }
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.set_content_length(body.len())?;
-    if !request_id.is_empty() {
-        resp.insert_header("x-request-id", request_id)?;
+    if !id.id.is_empty() {
+        resp.insert_header("x-request-id", id.id)?;
+        if id.caller == Dialect::Anthropic {
+            resp.insert_header("request-id", id.id)?;
+        }
     }
     // An unread request body would be taken for the next request: close instead.
     if !session.is_body_done() {
@@ -68,19 +56,15 @@ pub async fn json_with(
     Ok(())
 }
 
-/// Writes `err` in `dialect` (with `retry-after` when it has one). Anthropic's SDKs take the id
-/// of a failed request from `request-id` (OpenAI's from `x-request-id`), so both carry it.
-pub async fn error(session: &mut Session, dialect: Dialect, err: &GatewayError, request_id: &str) -> Result<()> {
-    let status = err.status_in(dialect);
+/// Writes `err` in the caller's dialect (with `retry-after` when it has one).
+pub async fn error(session: &mut Session, err: &GatewayError, id: RequestId<'_>) -> Result<()> {
+    let status = err.status_in(id.caller);
     let retry_after = err.retry_after().map(|s| s.to_string());
-    let mut extra: Vec<(&'static str, &str)> = Vec::with_capacity(2);
-    if let Some(secs) = &retry_after {
-        extra.push(("retry-after", secs));
-    }
-    if dialect == Dialect::Anthropic && !request_id.is_empty() {
-        extra.push(("request-id", request_id));
-    }
-    json_with(session, status, err.body(dialect), request_id, &extra).await
+    let extra: &[(&'static str, &str)] = match &retry_after {
+        Some(secs) => &[("retry-after", secs)],
+        None => &[],
+    };
+    answer(session, status, err.body(id.caller), "application/json", id, extra).await
 }
 
 /// `GET /v1/models`: the models this key may use, in the caller's list shape.

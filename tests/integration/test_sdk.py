@@ -98,6 +98,9 @@ def test_anthropic_sdk_gets_the_request_id_of_a_translated_answer(claude):
                                                  messages=[{"role": "user", "content": "Hello"}])
     assert m.request_id and m.request_id == m.headers["x-request-id"], dict(m.headers)
     assert m.parse().content[0].text == "Hello from the mock upstream!"
+    # And of the gateway's own answers: the local token count for a gpt model.
+    n = claude.messages.with_raw_response.count_tokens(model="gpt-5.5", messages=[{"role": "user", "content": "x"}])
+    assert n.request_id and n.request_id == n.headers["x-request-id"], dict(n.headers)
 
 
 def test_anthropic_sdk_with_bearer_auth(gateway):
