@@ -69,7 +69,7 @@ pub enum GatewayError {
     /// No such endpoint.
     NotFound { method: String, path: String },
     /// The endpoint exists, the method does not.
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: String, path: String, allow: &'static [http::Method] },
     /// The request line or headers are not acceptable (absolute-form URI, bad header value...).
     BadRequest(&'static str),
     /// The caller stopped sending its body for `server.client_read_timeout_ms`.
@@ -189,7 +189,7 @@ impl GatewayError {
             GatewayError::WrongKind(m, k) => format!("The model `{m}` is for {k} requests and cannot be used on this endpoint."),
             GatewayError::Untranslatable { param, message } => format!("{param}: {message}"),
             GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
-            GatewayError::MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}"),
+            GatewayError::MethodNotAllowed { method, path, .. } => format!("Method {method} is not allowed on {path}"),
             GatewayError::BadRequest(why) => (*why).to_string(),
             GatewayError::BodyTimeout => "The request body did not arrive in time: the connection went quiet before the whole body came in.".into(),
             GatewayError::UpstreamUnavailable => "The upstream provider could not be reached or answered an invalid response.".into(),
@@ -260,6 +260,16 @@ impl GatewayError {
             }
             _ => None,
         }
+    }
+
+    /// The header the answer carries besides its body, if any: `retry-after` (seconds) when the
+    /// caller should come back later, `Allow` on a 405 (RFC 9110 §15.5.6).
+    pub fn header(&self) -> Option<(&'static str, String)> {
+        if let GatewayError::MethodNotAllowed { allow, .. } = self {
+            let names: Vec<&str> = allow.iter().map(http::Method::as_str).collect();
+            return Some(("allow", names.join(", ")));
+        }
+        self.retry_after().map(|s| ("retry-after", s.to_string()))
     }
 
     /// The response body in `dialect`.

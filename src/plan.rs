@@ -194,13 +194,18 @@ fn classify(req: &RequestHeader, path: &str, trimmed: &str) -> Result<Route, Gat
     }
     let method = &req.method;
     let not_found = || GatewayError::NotFound { method: method.to_string(), path: path.to_string() };
-    let not_allowed = || GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string() };
+    let not_allowed =
+        |allow| GatewayError::MethodNotAllowed { method: method.to_string(), path: path.to_string(), allow };
+    // What the gateway answers itself on GET it answers on HEAD too (RFC 9110 §9.3.2): the head
+    // alone. Proxied GETs (a task's media) stay GET only.
+    const READ: &[http::Method] = &[http::Method::GET, http::Method::HEAD];
+    const POST: &[http::Method] = &[http::Method::POST];
     if let Some(name) = trimmed.strip_prefix("/v1/models/") {
         if name.is_empty() || name.contains('/') {
             return Err(not_found());
         }
-        if method != http::Method::GET {
-            return Err(not_allowed());
+        if !READ.contains(method) {
+            return Err(not_allowed(READ));
         }
         return Ok(Route::Model(name.to_string()));
     }
@@ -212,25 +217,26 @@ fn classify(req: &RequestHeader, path: &str, trimmed: &str) -> Result<Route, Gat
         if id.is_empty() || id.contains('/') {
             return Err(not_found());
         }
-        if method != http::Method::GET {
-            return Err(not_allowed());
+        let allowed = if content { &[http::Method::GET][..] } else { READ };
+        if !allowed.contains(method) {
+            return Err(not_allowed(allowed));
         }
         return Ok(if content { Route::TaskContent(id.to_string()) } else { Route::TaskPoll(id.to_string()) });
     }
     let (route, allowed): (Route, &[http::Method]) = match trimmed {
-        "/healthz" => (Route::Health, &[http::Method::GET, http::Method::HEAD]),
-        "/v1/models" => (Route::Models, &[http::Method::GET]),
-        "/v1/usage" => (Route::Usage, &[http::Method::GET]),
-        "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), &[http::Method::POST]),
-        "/v1/messages" => (Route::Chat(Dialect::Anthropic), &[http::Method::POST]),
-        "/v1/messages/count_tokens" => (Route::CountTokens, &[http::Method::POST]),
-        "/v1/images/generations" => (Route::TaskSubmit(Media::Image), &[http::Method::POST]),
-        "/v1/videos/generations" => (Route::TaskSubmit(Media::Video), &[http::Method::POST]),
-        "/v1/audios/generations" => (Route::TaskSubmit(Media::Audio), &[http::Method::POST]),
+        "/healthz" => (Route::Health, READ),
+        "/v1/models" => (Route::Models, READ),
+        "/v1/usage" => (Route::Usage, READ),
+        "/v1/chat/completions" => (Route::Chat(Dialect::OpenAi), POST),
+        "/v1/messages" => (Route::Chat(Dialect::Anthropic), POST),
+        "/v1/messages/count_tokens" => (Route::CountTokens, POST),
+        "/v1/images/generations" => (Route::TaskSubmit(Media::Image), POST),
+        "/v1/videos/generations" => (Route::TaskSubmit(Media::Video), POST),
+        "/v1/audios/generations" => (Route::TaskSubmit(Media::Audio), POST),
         _ => return Err(not_found()),
     };
     if !allowed.contains(method) {
-        return Err(not_allowed());
+        return Err(not_allowed(allowed));
     }
     Ok(route)
 }

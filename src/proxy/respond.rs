@@ -56,12 +56,12 @@ pub async fn answer(
     Ok(())
 }
 
-/// Writes `err` in the caller's dialect (with `retry-after` when it has one).
+/// Writes `err` in the caller's dialect, with its header (`GatewayError::header`) when it has one.
 pub async fn error(session: &mut Session, err: &GatewayError, id: RequestId<'_>) -> Result<()> {
     let status = err.status_in(id.caller);
-    let retry_after = err.retry_after().map(|s| s.to_string());
-    let extra: &[(&'static str, &str)] = match &retry_after {
-        Some(secs) => &[("retry-after", secs)],
+    let header = err.header();
+    let extra: &[(&'static str, &str)] = match &header {
+        Some((name, value)) => &[(*name, value.as_str())],
         None => &[],
     };
     answer(session, status, err.body(id.caller), "application/json", id, extra).await

@@ -71,9 +71,22 @@ def test_unknown_path_and_wrong_method(gateway):
     r = httpx.get(gateway.url + "/v1/nothing", headers=anthropic_headers(), timeout=10)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     r = httpx.get(gateway.url + "/v1/chat/completions", headers=openai_headers(), timeout=10)
-    assert r.status_code == 405
+    assert r.status_code == 405 and r.headers["allow"] == "POST"  # RFC 9110 §15.5.6: a 405 says what is
     r = httpx.delete(gateway.url + "/v1/messages", headers=anthropic_headers(), timeout=10)
-    assert r.status_code == 405 and r.json()["type"] == "error"
+    assert r.status_code == 405 and r.json()["type"] == "error" and r.headers["allow"] == "POST"
+    r = httpx.post(gateway.url + "/v1/models", headers=openai_headers(), timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
+def test_head_answers_what_get_answers_without_the_body(gateway):
+    """RFC 9110 §9.1: a general-purpose server supports HEAD wherever it supports GET."""
+    for path in ("/v1/models", "/v1/models/gpt-5.5", "/v1/usage", "/healthz"):
+        get = httpx.get(gateway.url + path, headers=openai_headers(), timeout=10)
+        head = httpx.head(gateway.url + path, headers=openai_headers(), timeout=10)
+        assert get.status_code == head.status_code == 200, (path, get.text)
+        assert head.content == b"" and head.headers["content-length"] == str(len(get.content)), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+    assert httpx.head(gateway.url + "/v1/models", timeout=10).status_code == 401
 
 
 def test_absolute_form_uri_is_rejected(gateway, mock):
