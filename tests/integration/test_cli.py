@@ -25,6 +25,17 @@ def test_check_accepts_the_shipped_configs():
     assert r.returncode == 0 or "cannot resolve" in r.stdout, r.stdout
 
 
+def test_the_systemd_env_example_sets_every_variable_the_example_config_needs():
+    """systemd/README.md's install copies both files; the unit's ExecStartPre runs `check`, which
+    refuses a config naming a variable that is not set, so a missing line is a service that never
+    starts."""
+    config = (ROOT / "conf/cheapmodel.example.yaml").read_text()
+    needed = set(re.findall(r"(?:api_key_env|task_secret_env):\s*([A-Z0-9_]+)", config))
+    env = (ROOT / "systemd/cheapmodel.env.example").read_text()
+    present = set(re.findall(r"^([A-Z0-9_]+)=", env, re.MULTILINE))
+    assert needed and needed <= present, sorted(needed - present)
+
+
 def test_check_names_the_failing_field(tmp_path: Path):
     text = (ROOT / "conf/demo.yaml").read_text().replace("upstream: anthropic", "upstream: nowhere", 1)
     f = tmp_path / "bad.yaml"
