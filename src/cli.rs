@@ -131,6 +131,11 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn new_key(name: &str) -> i32 {
+    // The entry printed must pass `check`.
+    if !config::is_key_name(name) {
+        eprintln!("--name {}", config::KEY_NAME_RULE);
+        return 2;
+    }
     let mut bytes = [0u8; 24];
     if let Err(e) = getrandom::getrandom(&mut bytes) {
         eprintln!("no randomness available: {e}");

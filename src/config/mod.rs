@@ -115,6 +115,14 @@ pub fn restart_only_changes(
     .collect()
 }
 
+/// What a key's name may be: it is a metric label and a ledger value, written into YAML as is.
+pub const KEY_NAME_RULE: &str = "must be non-empty ASCII letters, digits, '-', '_' or '.'";
+
+/// `name` follows `KEY_NAME_RULE`.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// The ledger settings for the config at `path`: defaults sit beside the config file.
 pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Settings {
     let url = match raw.url.as_deref() {
@@ -232,8 +240,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
     let mut names = HashSet::new();
     for (i, k) in raw.keys.iter().enumerate() {
         let path = format!("keys[{i}]");
-        if k.name.is_empty() || !k.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(err(format!("{path}.name"), "must be non-empty ASCII letters, digits, '-', '_' or '.'"));
+        if !is_key_name(&k.name) {
+            return Err(err(format!("{path}.name"), KEY_NAME_RULE));
         }
         if !names.insert(k.name.clone()) {
             return Err(err(format!("{path}.name"), format!("duplicate key name `{}`", k.name)));

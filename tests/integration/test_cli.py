@@ -62,6 +62,13 @@ def test_hash_key():
     assert r.returncode == 2 and r.stdout == "" and "empty" in r.stderr
 
 
+def test_new_key_refuses_a_name_the_config_would_refuse():
+    for name in ("team: a", "", "#ops", "ünï", "a\nb"):
+        r = run("new-key", "--name", name)
+        assert r.returncode == 2 and r.stdout == "", (name, r.stdout)
+        assert "--name must be non-empty ASCII letters" in r.stderr, r.stderr
+
+
 def test_new_key_is_random_and_its_entry_matches():
     keys = set()
     for _ in range(3):
