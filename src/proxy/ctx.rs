@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub upstream_status: u16,
     /// An answer the gateway gives itself (media tasks, local token count).
     pub local: Option<crate::tasks::Answer>,
+    /// The media model whose upstream a task submit went to (`tasks::submit` ran).
+    pub submitted: Option<Arc<Model>>,
     /// `local` is a token-count estimate.
     pub token_estimate: bool,
     /// The local answer sent was the gateway's own error (`tasks::Answer::rejected`), for the metric.
@@ -105,6 +107,7 @@ impl RequestCtx {
             sse: false,
             upstream_status: 0,
             local: None,
+            submitted: None,
             token_estimate: false,
             local_rejected: None,
             dropped: String::new(),
@@ -130,9 +133,9 @@ impl RequestCtx {
         }
     }
 
-    /// The routed model, when forwarding.
+    /// The routed model: the forwarded request's, or the submitted task's.
     pub fn model(&self) -> Option<&Arc<Model>> {
-        self.forward().map(|f| &f.model)
+        self.forward().map(|f| &f.model).or(self.submitted.as_ref())
     }
 
     /// `(caller, upstream)` dialects when the request is translated.

@@ -190,7 +190,9 @@ impl Gateway {
                         } else {
                             None
                         };
-                        Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await
+                        let answer = Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await;
+                        ctx.submitted = Some(model);
+                        answer
                     }
                 };
                 ctx.local = Some(answer);
@@ -686,7 +688,14 @@ impl ProxyHttp for Gateway {
                 }
                 (usage, estimated, cost)
             }
-            None => (Usage::default(), false, crate::money::Money::ZERO),
+            None => {
+                // A task submit's call to its upstream; the task's cost comes with its ledger row.
+                if let Some(model) = &ctx.submitted {
+                    let labels = [&*model.name, &*model.upstream.name, metrics::status_label(status)];
+                    m.requests.with_label_values(&labels).inc();
+                }
+                (Usage::default(), false, crate::money::Money::ZERO)
+            }
         };
         if let Some(admission) = ctx.admission.take() {
             let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;

@@ -90,6 +90,26 @@ def test_submit_rejected_upstream_is_its_error(gateway):
     assert r.json()["error"]["message"] == "mock: prompt rejected"
 
 
+def test_submits_are_in_the_request_metric_and_name_their_model_in_the_access_log(gateway):
+    """A failing media provider used to show only in the tasks metric: submits had no
+    `cheapmodel_requests_total` series and their access-log lines had no model or upstream."""
+    before = {s: gateway.metric("cheapmodel_requests_total", model="gpt-image-2", status=s) for s in ("200", "400")}
+    for prompt in ("a cat", "mock-submit-error"):
+        r = submit(gateway, "/v1/images/generations", {"model": "gpt-image-2", "prompt": prompt,
+                                                      "size": "1:1"}, key=KEY_A)
+        assert r.status_code in (200, 400), r.text
+    assert gateway.metric("cheapmodel_requests_total", model="gpt-image-2", status="200") == before["200"] + 1
+    assert gateway.metric("cheapmodel_requests_total", model="gpt-image-2", status="400") == before["400"] + 1
+    deadline = time.time() + 5
+    while True:
+        lines = [l for l in gateway.access_log() if l.get("path") == "/v1/images/generations"][-2:]
+        if len(lines) == 2 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(l["model"], l["status"]) for l in lines] == [("gpt-image-2", 200), ("gpt-image-2", 400)], lines
+    assert all(l["upstream"] for l in lines), lines
+
+
 def test_openai_sync_image_runs_in_the_gateway(gateway):
     t = submit(gateway, "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat", "n": 2, "size": "1:1"}).json()
     assert t["status"] == "pending"
