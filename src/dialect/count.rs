@@ -10,6 +10,8 @@
 //! whose real cost depends on pixels and pages the gateway does not decode, get a flat allowance.
 //! Imports: `error::Dialect` only. Not `proxy`, `plan`, `metrics` or Pingora.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::Value;
 
 use super::TranslateError;
@@ -33,12 +35,27 @@ pub fn estimate_request_input(dialect: Dialect, body: &[u8]) -> u64 {
     .unwrap_or(0)
 }
 
+static O200K_LOADED: AtomicBool = AtomicBool::new(false);
+
+/// The o200k tokenizer. Its tables load at the first count: about 140M instructions (tens of
+/// milliseconds), so callers on async threads count on a blocking thread until `o200k_ready`.
+fn o200k() -> &'static bpe_openai::Tokenizer {
+    let tok = bpe_openai::o200k_base();
+    O200K_LOADED.store(true, Ordering::Relaxed);
+    tok
+}
+
+/// The o200k tables are loaded: a count costs only its text.
+pub fn o200k_ready() -> bool {
+    O200K_LOADED.load(Ordering::Relaxed)
+}
+
 /// Estimated input tokens of an OpenAI chat request body, by OpenAI's recipe: 3 tokens of framing
 /// per message and 1 more for a `name`, 3 priming the reply, the text of every part, tool call and
 /// tool definition as o200k text, and `OPENAI_IMAGE_MIN_TOKENS` per image.
 pub fn estimate_openai_input_tokens(body: &[u8]) -> Result<u64, TranslateError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| TranslateError::new("body", "not a JSON object"))?;
-    let tok = bpe_openai::o200k_base();
+    let tok = o200k();
     let text = |s: &str| tok.count(s) as u64;
     let messages = messages_of(&v)?;
     let mut n = MESSAGE_OVERHEAD;
@@ -76,7 +93,7 @@ pub fn estimate_openai_input_tokens(body: &[u8]) -> Result<u64, TranslateError> 
 /// Estimated input tokens of an Anthropic `count_tokens` request body.
 pub fn estimate_input_tokens(body: &[u8]) -> Result<u64, TranslateError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| TranslateError::new("body", "not a JSON object"))?;
-    let tok = bpe_openai::o200k_base();
+    let tok = o200k();
     let mut n = 0u64;
     let mut text = |s: &str| tok.count(s) as u64;
     match v.get("system") {

@@ -340,13 +340,14 @@ fn rate_limit_headers(
     Ok(())
 }
 
-/// A local token count (`dialect::count`) of `body`; a large body is counted off the async threads.
+/// A local token count (`dialect::count`) of `body`; a large body, or the first count (which loads
+/// the tokenizer's tables), is counted off the async threads.
 async fn count_off_thread<T: Send + 'static>(
     body: Bytes,
     count: impl FnOnce(&[u8]) -> T + Send + 'static,
     failed: T,
 ) -> T {
-    if body.len() > 64 * 1024 {
+    if body.len() > 64 * 1024 || !dialect::count::o200k_ready() {
         tokio::task::spawn_blocking(move || count(&body)).await.unwrap_or(failed)
     } else {
         count(&body)
