@@ -576,6 +576,7 @@ pub(super) mod tests {
     use crate::cost::MediaUnits;
     use crate::money::Money;
     use crate::usage::Usage;
+    use std::collections::HashMap;
     use std::sync::Arc;
 
     /// A request row (shared with the spool's tests).
@@ -673,6 +674,89 @@ pub(super) mod tests {
             one[0].join("|"),
             "req_3_1||1796511985313|2026-12-05|team-a|gpt-5.5|openai|/v1/chat/completions|200|1|0|700|200|300|0|0|0|1|2|350||1"
         );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The row as `SELECT CAST(column AS TEXT)` over `COLUMNS` reads it back ('' for NULL).
+    fn stored_as(r: &Row) -> String {
+        let b = |x: bool| i64::from(x).to_string();
+        [
+            r.id.clone(),
+            if r.request_id == r.id { String::new() } else { r.request_id.clone() },
+            r.time_ms.to_string(),
+            crate::ledger::day_of(r.time_ms),
+            r.key.to_string(),
+            r.model.to_string(),
+            r.upstream.to_string(),
+            r.endpoint.to_string(),
+            r.status.to_string(),
+            b(r.stream),
+            b(r.translated),
+            r.usage.input.to_string(),
+            r.usage.output.to_string(),
+            r.usage.cache_read.to_string(),
+            r.usage.cache_write.to_string(),
+            r.media.images.to_string(),
+            r.media.seconds.to_string(),
+            "1".into(),
+            r.cost.0.to_string(),
+            r.latency_us.to_string(),
+            r.ttfb_us.map_or(String::new(), |t| t.to_string()),
+            b(r.estimated),
+        ]
+        .join("|")
+    }
+
+    #[test]
+    fn sqlite_rows_read_back_exactly_when_values_repeat_change_and_come_back() {
+        // The insert binds a parameter only when its value differs from the one it holds since the
+        // last batch: every value here repeats, changes and returns across batches that reuse the
+        // same statements, and each row must still read back as itself.
+        let dir = std::env::temp_dir().join(format!("cm-ledger-rebind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut db = Sqlite::open(dir.join("l.sqlite").to_str().expect("utf-8")).expect("open");
+        let keys: [Arc<str>; 3] = [Arc::from("team-a"), Arc::from("team-a"), Arc::from("team-b")];
+        let mut all = Vec::new();
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for batch in 0..12 {
+            let size = [64, 3, 64, 1, 67][batch % 5];
+            let rows: Vec<Row> = (0..size)
+                .map(|i| {
+                    let id = format!("req_{batch}_{i}");
+                    let mut r = row(&id, if next(3) == 0 { "caller-id" } else { &id });
+                    r.time_ms += next(3) as i64 * 86_400_000;
+                    r.key = keys[next(3) as usize].clone();
+                    r.model = if next(2) == 0 { r.model } else { Arc::from("claude-opus-4-7") };
+                    r.endpoint =
+                        if next(2) == 0 { "/v1/messages".into() } else { String::from("/v1/chat/completions").into() };
+                    r.status = [200, 200, 429][next(3) as usize];
+                    r.stream = next(2) == 0;
+                    r.translated = next(2) == 0;
+                    r.usage.input = next(3) * 700;
+                    r.usage.cache_write = next(2);
+                    r.media.images = next(2);
+                    r.cost = Money(next(3) as i64);
+                    r.ttfb_us = (next(2) == 0).then(|| next(3) as i64);
+                    r.estimated = next(2) == 0;
+                    r
+                })
+                .collect();
+            assert_eq!(db.write(&rows, &[], true).expect("write"), vec![true; size]);
+            all.extend(rows);
+        }
+        let as_text: Vec<String> =
+            COLUMNS.split(", ").map(|c| format!("COALESCE(CAST({} AS TEXT), '')", c.trim())).collect();
+        let stored = db.query(&format!("SELECT {} FROM ledger", as_text.join(", ")), &[]).expect("query");
+        let stored: HashMap<String, String> = stored.into_iter().map(|r| (r[0].clone(), r.join("|"))).collect();
+        assert_eq!(stored.len(), all.len());
+        for r in &all {
+            assert_eq!(stored[&r.id], stored_as(r));
+        }
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
