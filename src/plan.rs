@@ -55,6 +55,8 @@ pub enum Route {
 pub enum Decision {
     /// Answer this error in the caller's dialect.
     Reject(GatewayError),
+    /// The same, for a request whose model is known: the access log names it.
+    RejectModel(GatewayError, Arc<Model>),
     /// Answer from the gateway itself.
     Local(Local),
     /// A media task call for this caller, carried out by `tasks`.
@@ -306,7 +308,8 @@ pub fn plan_head(req: &RequestHeader, route: Result<Route, GatewayError>, snapsh
 pub fn plan_body(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) -> Decision {
     match forward(route, caller, snapshot, body) {
         Ok(d) => d,
-        Err(e) => Decision::Reject(e),
+        Err((e, Some(model))) => Decision::RejectModel(e, model),
+        Err((e, None)) => Decision::Reject(e),
     }
 }
 
@@ -321,9 +324,26 @@ pub fn plan(req: &RequestHeader, snapshot: &Snapshot, body: &Bytes) -> Decision 
     }
 }
 
-fn forward(route: &Route, caller: &Caller, snapshot: &Snapshot, body: &Bytes) -> Result<Decision, GatewayError> {
-    let peeked = peek::peek(body)?;
-    let model = snapshot.model(&peeked.model).ok_or_else(|| GatewayError::UnknownModel(peeked.model.to_string()))?;
+/// The decision for a body; an error comes with the model when the body named a known one.
+fn forward(
+    route: &Route,
+    caller: &Caller,
+    snapshot: &Snapshot,
+    body: &Bytes,
+) -> Result<Decision, (GatewayError, Option<Arc<Model>>)> {
+    let peeked = peek::peek(body).map_err(|e| (e, None))?;
+    let model =
+        snapshot.model(&peeked.model).ok_or_else(|| (GatewayError::UnknownModel(peeked.model.to_string()), None))?;
+    forward_to(route, caller, model, &peeked, body).map_err(|e| (e, Some(model.clone())))
+}
+
+fn forward_to(
+    route: &Route,
+    caller: &Caller,
+    model: &Arc<Model>,
+    peeked: &peek::Peek<'_>,
+    body: &Bytes,
+) -> Result<Decision, GatewayError> {
     if !caller.key.allows(&model.name) {
         return Err(GatewayError::ModelNotAllowed(model.name.to_string()));
     }
@@ -493,7 +513,7 @@ keys:
 
     fn rejected(d: Decision) -> GatewayError {
         match d {
-            Decision::Reject(e) => e,
+            Decision::Reject(e) | Decision::RejectModel(e, _) => e,
             other => panic!("expected a rejection, got {other:?}"),
         }
     }

@@ -188,6 +188,10 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
         let arguments = if arguments.trim().is_empty() { "{}" } else { arguments.trim() };
         let input = match RawValue::from_string(arguments.to_owned()) {
             Ok(raw) if raw.get().starts_with('{') => raw,
+            // The token limit cut the call short (the answer says so in `stop_reason:
+            // max_tokens`): an empty input, as the caller's SDK makes of the same stream's
+            // partial JSON, rather than no answer at all.
+            _ if finish == Some("length") => RawValue::from_string("{}".to_owned()).expect("valid JSON"),
             _ => return Err(bad("tool call arguments that are not a JSON object")),
         };
         let (id, name) = (call.id.get().unwrap_or_default(), function.name.get().unwrap_or_default());
@@ -202,7 +206,12 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
         role: "assistant",
         model: caller_model,
         content,
-        stop_reason: stop_reason_for(finish.unwrap_or("stop")),
+        // A refusal is Anthropic's `stop_reason: refusal`, whatever OpenAI's finish reason.
+        stop_reason: if message.refusal.non_empty().is_some() {
+            "refusal"
+        } else {
+            stop_reason_for(finish.unwrap_or("stop"))
+        },
         stop_sequence: None,
         usage: anthropic_usage_json(&usage),
     };

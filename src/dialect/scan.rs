@@ -413,9 +413,13 @@ impl<'a> Scan<'a> {
     }
 
     /// Validates and skips a value the translation leaves out, noting where it was so that it is
-    /// reported (`x-cheapmodel-dropped`).
+    /// reported (`x-cheapmodel-dropped`); a `null` is an absent field, and leaving it out loses
+    /// nothing (the SDKs' own messages, sent back, carry `"annotations": null` and the like).
     pub(super) fn drop_value(&mut self) -> R<()> {
         let at = self.here();
+        if self.null()? {
+            return Ok(());
+        }
         dropped_at(at);
         self.skip(0)
     }

@@ -724,6 +724,8 @@ struct OaState {
     open: Option<(u32, OpenBlock)>,
     /// From the first `finish_reason`.
     stop_reason: Option<&'static str>,
+    /// The model refused (`delta.refusal`): the stop reason is Anthropic's `refusal`.
+    refused: bool,
     /// From the last usage object (OpenAI sends one, in its last chunk).
     usage: Option<Usage>,
     /// Upstream chunks that carried content (`StreamTokens::content_events`).
@@ -753,6 +755,7 @@ impl OpenAiToAnthropic {
                 next_index: 0,
                 open: None,
                 stop_reason: None,
+                refused: false,
                 usage: None,
                 content_events: 0,
                 calls: Vec::new(),
@@ -865,6 +868,7 @@ impl OaState {
                     self.text(out, TextKind::Text, t);
                 }
                 if let Some(t) = d.refusal.non_empty() {
+                    self.refused = true;
                     self.text(out, TextKind::Text, t);
                 }
                 for tc in d.tool_calls.iter().flatten() {
@@ -877,7 +881,7 @@ impl OaState {
                     return;
                 }
                 if self.stop_reason.is_none() {
-                    self.stop_reason = Some(stop_reason_for(fr));
+                    self.stop_reason = Some(if self.refused { "refusal" } else { stop_reason_for(fr) });
                 }
             }
         }

@@ -380,6 +380,20 @@ impl Backend for Sqlite {
 /// starting together apply them once. Every statement is bounded by `statement_timeout`, so a slow
 /// database sends the batch to the spool instead of stalling the writer, and TCP keepalives and
 /// a user timeout do the same for a connection that went dark.
+/// A Postgres error with its causes: the client's own text is only "db error" or "error
+/// connecting to server", and the reason (the server's message, "Connection refused") is in its
+/// source.
+fn pg_error(e: postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 pub struct Postgres {
     client: postgres::Client,
 }
@@ -401,35 +415,40 @@ impl Postgres {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(15));
-        let client = config.connect(postgres::NoTls).map_err(|e| format!("postgres: {e}"))?;
+        let client = config.connect(postgres::NoTls).map_err(|e| format!("postgres: {}", pg_error(e)))?;
         let mut p = Postgres { client };
         p.migrate()?;
         p.client
             .batch_execute(
                 "CREATE TEMP TABLE IF NOT EXISTS ledger_stage (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(pg_error)?;
         Ok(p)
     }
 
     fn migrate(&mut self) -> Result<(), String> {
-        let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+        // A plain read first: the task settler and reports connect often, and must not take the
+        // lock, nor have Postgres log a NOTICE for `CREATE TABLE IF NOT EXISTS`, when every
+        // migration is there.
+        if let Ok(row) = self.client.query_one("SELECT COALESCE(MAX(version), 0) FROM cheapmodel_schema", &[]) {
+            if row.get::<_, i32>(0) as usize >= MIGRATIONS.len() {
+                return Ok(());
+            }
+        }
+        let mut tx = self.client.transaction().map_err(pg_error)?;
         // Any constant: instances that start together take turns here.
-        tx.execute("SELECT pg_advisory_xact_lock(7210331)", &[]).map_err(|e| e.to_string())?;
+        tx.execute("SELECT pg_advisory_xact_lock(7210331)", &[]).map_err(pg_error)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS cheapmodel_schema (version INTEGER PRIMARY KEY)")
-            .map_err(|e| e.to_string())?;
-        let done: i32 = tx
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM cheapmodel_schema", &[])
-            .map_err(|e| e.to_string())?
-            .get(0);
+            .map_err(pg_error)?;
+        let done: i32 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM cheapmodel_schema", &[]).map_err(pg_error)?.get(0);
         for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
             if let Some(m) = migration(m, true) {
-                tx.batch_execute(&m).map_err(|e| format!("migration {}: {e}", i + 1))?;
+                tx.batch_execute(&m).map_err(|e| format!("migration {}: {}", i + 1, pg_error(e)))?;
             }
-            tx.execute("INSERT INTO cheapmodel_schema (version) VALUES ($1)", &[&(i as i32 + 1)])
-                .map_err(|e| e.to_string())?;
+            tx.execute("INSERT INTO cheapmodel_schema (version) VALUES ($1)", &[&(i as i32 + 1)]).map_err(pg_error)?;
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit().map_err(pg_error)
     }
 }
 
@@ -483,14 +502,14 @@ fn copy_text(out: &mut Vec<u8>, text: &str) {
 impl Backend for Postgres {
     fn write(&mut self, rows: &[Row], pending: &[PendingTask], fresh: bool) -> Result<Vec<bool>, String> {
         use std::io::Write;
-        let mut tx = self.client.transaction().map_err(|e| e.to_string())?;
+        let mut tx = self.client.transaction().map_err(pg_error)?;
         for p in pending {
             tx.execute(
                 "INSERT INTO pending_tasks (id, key, created_s) SELECT $1, $2, $3
                  WHERE NOT EXISTS (SELECT 1 FROM ledger WHERE id = $1) ON CONFLICT (id) DO NOTHING",
                 &[&p.id, &&*p.key, &p.created_s],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(pg_error)?;
         }
         let mut inserted = vec![false; rows.len()];
         if !rows.is_empty() {
@@ -499,16 +518,15 @@ impl Backend for Postgres {
             for r in rows {
                 copy_line(&mut buf, r, &mut days);
             }
-            let mut copy =
-                tx.copy_in(&format!("COPY ledger_stage ({COLUMNS}) FROM STDIN")).map_err(|e| e.to_string())?;
+            let mut copy = tx.copy_in(&format!("COPY ledger_stage ({COLUMNS}) FROM STDIN")).map_err(pg_error)?;
             copy.write_all(&buf).map_err(|e| e.to_string())?;
-            copy.finish().map_err(|e| e.to_string())?;
+            copy.finish().map_err(pg_error)?;
             let move_rows = format!(
                 "INSERT INTO ledger ({COLUMNS}) SELECT {COLUMNS} FROM ledger_stage ON CONFLICT (id) DO NOTHING"
             );
             if fresh && !rows.iter().any(|r| r.task) {
                 // Fresh ids cannot be there yet: the count alone says all of them went in.
-                let n = tx.execute(&move_rows, &[]).map_err(|e| e.to_string())?;
+                let n = tx.execute(&move_rows, &[]).map_err(pg_error)?;
                 if n as usize != rows.len() {
                     return Err(format!(
                         "{} of {} fresh rows were already in the ledger",
@@ -520,7 +538,7 @@ impl Backend for Postgres {
             } else {
                 let ids: std::collections::HashSet<String> = tx
                     .query(&format!("{move_rows} RETURNING id"), &[])
-                    .map_err(|e| e.to_string())?
+                    .map_err(pg_error)?
                     .iter()
                     .map(|r| r.get(0))
                     .collect();
@@ -531,16 +549,16 @@ impl Backend for Postgres {
         }
         let settled: Vec<&str> = rows.iter().filter(|r| r.task).map(|r| r.id.as_str()).collect();
         if !settled.is_empty() {
-            tx.execute("DELETE FROM pending_tasks WHERE id = ANY($1)", &[&settled]).map_err(|e| e.to_string())?;
+            tx.execute("DELETE FROM pending_tasks WHERE id = ANY($1)", &[&settled]).map_err(pg_error)?;
         }
-        tx.commit().map_err(|e| e.to_string())?;
+        tx.commit().map_err(pg_error)?;
         Ok(inserted)
     }
 
     fn query(&mut self, sql: &str, params: &[String]) -> Result<Vec<Vec<String>>, String> {
         use postgres::types::ToSql;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.query(sql, &p).map_err(|e| e.to_string())?;
+        let rows = self.client.query(sql, &p).map_err(pg_error)?;
         Ok(rows
             .iter()
             .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i).unwrap_or_default()).collect())
@@ -553,16 +571,16 @@ impl Backend for Postgres {
                 "INSERT INTO cheapmodel_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
                 &[&name, &value],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(pg_error)?;
         let row = self
             .client
             .query_one("SELECT value FROM cheapmodel_settings WHERE name = $1", &[&name])
-            .map_err(|e| e.to_string())?;
+            .map_err(pg_error)?;
         Ok(row.get(0))
     }
 
     fn pending_tasks(&mut self) -> Result<Vec<PendingTask>, String> {
-        let rows = self.client.query("SELECT id, key, created_s FROM pending_tasks", &[]).map_err(|e| e.to_string())?;
+        let rows = self.client.query("SELECT id, key, created_s FROM pending_tasks", &[]).map_err(pg_error)?;
         Ok(rows
             .iter()
             .map(|r| PendingTask { id: r.get(0), key: r.get::<_, String>(1).into(), created_s: r.get(2) })

@@ -133,10 +133,15 @@ impl Writer {
         // cannot repeat (each request id is made once, by this process), so only tasks are looked at.
         let mut seen = HashSet::new();
         rows.retain(|r| !r.task || seen.insert(r.id.clone()));
-        let count = rows.len();
+        let counts = (rows.len(), pending.len());
+        let what = move || match counts {
+            (rows, 0) => format!("write of {rows} rows failed, spooling them"),
+            (0, tasks) => format!("write of {tasks} pending tasks failed, spooling them"),
+            (rows, tasks) => format!("write of {rows} rows and {tasks} pending tasks failed, spooling them"),
+        };
         // Shared with the database thread, which keeps it while a call is in doubt.
         let batch = Arc::new(Batch { rows, pending, fresh });
-        if self.call(|db| db.write(batch.clone()), || format!("write of {count} rows failed, spooling them")) {
+        if self.call(|db| db.write(batch.clone()), what) {
             self.failing.store(false, Ordering::Relaxed);
             return;
         }

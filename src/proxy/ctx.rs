@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub local: Option<crate::tasks::Answer>,
     /// The media model whose upstream a task submit went to (`tasks::submit` ran).
     pub submitted: Option<Arc<Model>>,
+    /// The model of a request refused before its leg (a limit, a translation), for the access log.
+    pub refused_model: Option<Arc<Model>>,
     /// `local` is a token-count estimate.
     pub token_estimate: bool,
     /// The local answer sent was the gateway's own error (`tasks::Answer::rejected`), for the metric.
@@ -108,6 +110,7 @@ impl RequestCtx {
             upstream_status: 0,
             local: None,
             submitted: None,
+            refused_model: None,
             token_estimate: false,
             local_rejected: None,
             dropped: String::new(),
@@ -133,9 +136,9 @@ impl RequestCtx {
         }
     }
 
-    /// The routed model: the forwarded request's, or the submitted task's.
+    /// The routed model: the forwarded request's, the submitted task's, or the refused request's.
     pub fn model(&self) -> Option<&Arc<Model>> {
-        self.forward().map(|f| &f.model).or(self.submitted.as_ref())
+        self.forward().map(|f| &f.model).or(self.submitted.as_ref()).or(self.refused_model.as_ref())
     }
 
     /// `(caller, upstream)` dialects when the request is translated.

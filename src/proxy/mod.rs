@@ -131,6 +131,10 @@ impl Gateway {
         ctx.key = caller.as_ref().map(|c| c.key.clone());
         match decision {
             Decision::Reject(e) => return Ok(Some(e)),
+            Decision::RejectModel(e, model) => {
+                ctx.refused_model = Some(model);
+                return Ok(Some(e));
+            }
             Decision::Local(plan::Local::Health) => {}
             Decision::Local(plan::Local::Models(key)) => {
                 ctx.local = Some(tasks::Answer::ok_json(respond::models_body(&snapshot, &key, ctx.caller)));
@@ -208,7 +212,10 @@ impl Gateway {
                             .await
                         {
                             Ok(admission) => ctx.admission = Some(admission),
-                            Err(refusal) => return Ok(Some(refusal_error(refusal))),
+                            Err(refusal) => {
+                                ctx.refused_model = Some(forward.model.clone());
+                                return Ok(Some(refusal_error(refusal)));
+                            }
                         }
                     }
                 }
@@ -722,13 +729,12 @@ impl ProxyHttp for Gateway {
             cache_read_tokens: usage.cache_read,
             cache_write_tokens: usage.cache_write,
             cost_usd: cost.as_usd_f64(),
-            error: ctx.error.as_ref().map(GatewayError::reason).or(e.map(|e| {
-                if caller_left(e) {
-                    "client_closed"
-                } else {
-                    "proxy_error"
-                }
-            })),
+            error: ctx
+                .error
+                .as_ref()
+                .map(GatewayError::reason)
+                .or(e.map(|e| if caller_left(e) { "client_closed" } else { "proxy_error" }))
+                .or(ctx.response.untranslatable().then_some("untranslatable_response")),
             stream,
             dropped: (!ctx.dropped.is_empty()).then_some(ctx.dropped.as_str()),
             estimated,

@@ -39,7 +39,9 @@ pub enum ResponseBody {
     Stream(Box<StreamMeter>),
     /// Translated JSON, an answer or an error (even one the upstream sent as a stream): held whole
     /// and translated at its end.
-    TranslateJson { kept: Kept, model: Arc<Model>, caller: Dialect, status: u16, created: u64 },
+    /// `untranslatable`: the upstream's 2xx body could not be translated (the caller got an error
+    /// body under the 200 already sent).
+    TranslateJson { kept: Kept, model: Arc<Model>, caller: Dialect, status: u16, created: u64, untranslatable: bool },
     /// Translated SSE stream: the translator reads the usage as it translates.
     TranslateStream(Box<dyn StreamTranslator + Sync>),
     /// A media download the upstream refused: its error is held (capped) and replaced at its end
@@ -117,6 +119,7 @@ impl ResponseBody {
                 caller,
                 status,
                 created: now,
+                untranslatable: false,
             },
             Mode::Passthrough { injected_usage } if sse => {
                 ResponseBody::Stream(Box::new(StreamMeter::new(upstream, injected_usage)))
@@ -161,14 +164,16 @@ impl ResponseBody {
                     kept.push(b, MAX_METERED_JSON);
                 }
             }
-            ResponseBody::TranslateJson { kept, model, caller, status, created } => {
+            ResponseBody::TranslateJson { kept, model, caller, status, created, untranslatable } => {
                 // Held whole: a translator needs the complete document.
                 if let Some(b) = body.take() {
                     kept.push(&b, usize::MAX);
                 }
                 if end {
                     let whole = kept.whole().unwrap_or_default();
-                    *body = Some(Bytes::from(translate_json(model, *caller, *status, *created, &whole)));
+                    let translated = translate_json(model, *caller, *status, *created, &whole);
+                    *untranslatable = translated.is_err();
+                    *body = Some(Bytes::from(translated.unwrap_or_else(|error_body| error_body)));
                     // Kept as one chunk so `usage` reads it without joining the chunks again.
                     kept.chunks = vec![whole];
                 }
@@ -230,6 +235,11 @@ impl ResponseBody {
         }
     }
 
+    /// The upstream's 2xx JSON could not be translated (`TranslateJson`).
+    pub fn untranslatable(&self) -> bool {
+        matches!(self, ResponseBody::TranslateJson { untranslatable: true, .. })
+    }
+
     /// The upstream leg failed after the caller's stream began: the bytes that end that stream in
     /// the caller's dialect, once (`None` when it had ended, or is not a stream).
     pub fn cut_off(&mut self, err: &GatewayError, caller: Dialect) -> Option<Bytes> {
@@ -276,18 +286,19 @@ fn feed_stream(meter: &mut StreamMeter, body: &mut Option<Bytes>, end: bool) {
     }
 }
 
-/// Translates a complete upstream JSON body (answer or error) into the caller's dialect.
-fn translate_json(model: &Model, caller: Dialect, status: u16, created: u64, body: &[u8]) -> Vec<u8> {
+/// Translates a complete upstream JSON body (answer or error) into the caller's dialect; `Err`
+/// holds the error body sent instead of a 2xx answer that cannot be translated.
+fn translate_json(model: &Model, caller: Dialect, status: u16, created: u64, body: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
     let upstream = model.upstream.dialect;
     if !(200..300).contains(&status) {
-        return dialect::response::error_to_caller(status, body, upstream, caller);
+        return Ok(dialect::response::error_to_caller(status, body, upstream, caller));
     }
     let translated = match upstream {
         Dialect::Anthropic => dialect::response::anthropic_to_openai(body, &model.name, created),
         Dialect::OpenAi => dialect::response::openai_to_anthropic(body, &model.name),
     };
     // The 200 is already on its way: a body that cannot be translated becomes an error body.
-    translated.unwrap_or_else(|e| {
+    translated.map_err(|e| {
         log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
         GatewayError::UpstreamUnavailable.body(caller).to_vec()
     })

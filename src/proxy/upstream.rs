@@ -3,7 +3,8 @@
 //! Only these change: the path (under the upstream's base path), Host, Content-Length (and
 //! Content-Encoding, when the gateway decoded a compressed body), the
 //! credentials (the caller's `Authorization` / `x-api-key` removed, the upstream's own key set),
-//! a default `anthropic-version` for Anthropic upstreams when the caller sent none, `x-request-id`,
+//! a default `anthropic-version` for Anthropic upstreams when the caller sent none, on translated
+//! routes the caller's dialect's own headers (`anthropic-*` or `openai-*`), `x-request-id`,
 //! `Expect` (already answered by the gateway) and `Accept-Encoding` (identity, so usage can be
 //! read from the response without decompressing it). Every other header passes unchanged.
 //! Imports: `error`, `registry`, Pingora's headers and peers. Not `dialect`, `ledger` or `metrics`.
@@ -87,12 +88,16 @@ pub fn rewrite_request(
         req.insert_header(name.clone(), value.clone())?;
     }
     if translated {
-        let foreign: &[&str] = match upstream.dialect {
-            Dialect::OpenAi => &["anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access"],
-            Dialect::Anthropic => &["openai-organization", "openai-project", "openai-beta"],
+        // The caller's dialect's own headers mean nothing to the other API, and some name the
+        // caller (`anthropic-user-profile-id`): every one of them stays here.
+        let prefix = match upstream.dialect {
+            Dialect::OpenAi => "anthropic-",
+            Dialect::Anthropic => "openai-",
         };
-        for h in foreign {
-            req.remove_header(*h);
+        let foreign: Vec<http::HeaderName> =
+            req.headers.keys().filter(|name| name.as_str().starts_with(prefix)).cloned().collect();
+        for name in foreign {
+            req.remove_header(&name);
         }
     }
     if upstream.dialect == Dialect::Anthropic && !req.headers.contains_key("anthropic-version") {

@@ -35,8 +35,12 @@ def oai(gateway):
 # --- Anthropic SDK -> OpenAI-dialect upstream ---------------------------------------------------
 
 def test_anthropic_sdk_calls_openai_model(claude, mock):
+    # `user_profile_id` is the SDK's `anthropic-user-profile-id` header: it names the caller, and
+    # no `anthropic-*` header means anything to OpenAI.
     m = claude.messages.create(model="gpt-5.5", max_tokens=100, system="Be brief.",
-                               messages=[{"role": "user", "content": "Hello"}])
+                               messages=[{"role": "user", "content": "Hello"}],
+                               extra_headers={"anthropic-user-profile-id": "profile-123",
+                                              "anthropic-beta": "prompt-caching-2024-07-31"})
     assert m.content[0].type == "text" and m.content[0].text == "Hello from the mock upstream!"
     assert m.stop_reason == "end_turn"
     assert m.model == "gpt-5.5"
@@ -48,7 +52,8 @@ def test_anthropic_sdk_calls_openai_model(claude, mock):
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert body["max_completion_tokens"] == 100
     headers = {k.lower() for k, _ in sent["headers"]}
-    assert "anthropic-version" not in headers and "x-api-key" not in headers
+    assert not [h for h in headers if h.startswith("anthropic-")], headers
+    assert "x-api-key" not in headers
 
 
 def test_anthropic_sdk_streams_from_openai_model(claude, mock):
@@ -178,6 +183,30 @@ def test_untranslatable_parameter_is_a_400_naming_it(gateway, mock):
     r = httpx.post(gateway.url + "/v1/messages", json=claude_body("gpt-5.5", top_k=5), headers=anthropic_headers(), timeout=10)
     assert r.status_code == 400 and "top_k" in r.json()["error"]["message"]
     assert mock.requests() == []
+
+
+def test_an_answer_that_cannot_be_translated_is_an_error_body_and_the_access_log_says_so(fresh_gateway):
+    """Stock Pingora writes the 200's head before the body can be translated: the caller gets its
+    dialect's error body under it, and the access log names the failure (and a refused request's
+    model)."""
+    g = fresh_gateway()
+    r = httpx.post(g.url + "/v1/chat/completions", json=chat_body("claude-sonnet-4-5-20250929"),
+                   headers={**openai_headers(), "x-mock-fault": "not-an-answer"}, timeout=10)
+    assert r.status_code == 200 and r.json()["error"]["code"] == "upstream_unavailable", r.text
+    r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5"),
+                   headers={**anthropic_headers(), "x-mock-fault": "not-an-answer"}, timeout=10)
+    assert r.status_code == 200 and r.json()["type"] == "error", r.text
+    r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5", top_k=5), headers=anthropic_headers(), timeout=10)
+    assert r.status_code == 400
+    deadline = time.time() + 10
+    while len(lines := [l for l in g.access_log() if l.get("path") in ("/v1/messages", "/v1/chat/completions")]) < 3:
+        assert time.time() < deadline, lines
+        time.sleep(0.05)
+    assert [(l["status"], l["model"], l["error"]) for l in lines] == [
+        (200, "claude-sonnet-4-5-20250929", "untranslatable_response"),
+        (200, "gpt-5.5", "untranslatable_response"),
+        (400, "gpt-5.5", "untranslatable"),
+    ]
 
 
 def test_unknown_fields_are_dropped_and_reported_or_refused_on_strict_models(fresh_gateway, mock):

@@ -100,6 +100,10 @@ pub(crate) async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>,
         let _ = stream.write_all(b"this is not http\r\n\r\n").await;
         return Outcome::Close;
     }
+    if fault.is_some_and(|f| f.eq_ignore_ascii_case(b"not-an-answer")) {
+        // A 200 whose JSON is no chat completion or message at all.
+        return respond(stream, &mut bufs.out, req, 200, "", br#"["not","an","answer"]"#, false).await;
+    }
     let cut = fault.is_some_and(|f| f.eq_ignore_ascii_case(b"cut-stream"));
     let anthropic = path == b"/v1/messages" || path.starts_with(b"/v1/messages/");
 

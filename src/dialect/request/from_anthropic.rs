@@ -182,12 +182,17 @@ pub(super) fn translate(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
         out.push(b'"');
     }
     if let Some(schema) = format.or(deprecated_format) {
-        // Anthropic's structured output always holds to its schema: OpenAI's strict mode.
+        // Anthropic's structured output always holds to its schema: OpenAI's strict mode, where
+        // OpenAI takes the schema (`openai_strict_accepts`).
         out.extend_from_slice(
             b",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"output\",\"schema\":",
         );
         out.extend_from_slice(schema);
-        out.extend_from_slice(b",\"strict\":true}}");
+        out.extend_from_slice(if openai_strict_accepts(schema) {
+            b",\"strict\":true}}"
+        } else {
+            b",\"strict\":false}}"
+        });
     }
     out.push(b'}');
 
@@ -333,6 +338,45 @@ fn read_tool_choice(s: &mut Scan<'_>) -> R<(Option<Vec<u8>>, bool)> {
     Ok((Some(choice), disable == Some(true) && kind_text != "none"))
 }
 
+/// Whether OpenAI's strict mode takes `schema` as it is: every object closed
+/// (`additionalProperties: false`) and every one of its properties in `required`. Anthropic's
+/// structured output takes optional properties (a pydantic `Optional` field with a default is one);
+/// OpenAI's strict mode answers 400 for the whole request. Such a schema goes with `strict: false`:
+/// the model is asked for it, without OpenAI's guarantee.
+fn openai_strict_accepts(schema: &[u8]) -> bool {
+    fn closed(v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        let Value::Object(m) = v else { return true };
+        let subschemas = |key: &str| -> Vec<&Value> {
+            match m.get(key) {
+                Some(Value::Object(map)) if matches!(key, "properties" | "$defs" | "definitions") => {
+                    map.values().collect()
+                }
+                Some(Value::Array(list)) => list.iter().collect(),
+                Some(one @ Value::Object(_)) => vec![one],
+                _ => Vec::new(),
+            }
+        };
+        let is_object = m.get("type").and_then(Value::as_str) == Some("object") || m.contains_key("properties");
+        if is_object {
+            let required: Vec<&str> =
+                m.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let all_required = match m.get("properties") {
+                Some(Value::Object(p)) => p.keys().all(|k| required.contains(&k.as_str())),
+                _ => true,
+            };
+            if m.get("additionalProperties") != Some(&Value::Bool(false)) || !all_required {
+                return false;
+            }
+        }
+        ["properties", "$defs", "definitions", "items", "prefixItems", "anyOf", "allOf", "oneOf", "not"]
+            .into_iter()
+            .flat_map(subschemas)
+            .all(closed)
+    }
+    serde_json::from_slice(schema).is_ok_and(|v| closed(&v))
+}
+
 /// A structured-output format (`output_config.format`, `output_format`): its schema's bytes.
 fn structured_format<'a>(s: &mut Scan<'a>) -> R<&'a [u8]> {
     let at = s.here();
@@ -388,6 +432,8 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
     s.arr()?;
     let (mut first, mut fo) = (true, true);
     let mut index = 0;
+    // Where the last message starts, when it is the assistant's.
+    let mut prefill = None;
     while s.item(&mut first)? {
         let at = s.here();
         // Every eighth message is anchor enough: a path walk then crosses at most seven.
@@ -416,6 +462,7 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
             }
             Ok(())
         })?;
+        prefill = role.filter(|r| &*r.bytes() == b"assistant").map(|_| at);
         if written {
             continue;
         }
@@ -437,7 +484,16 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> R<()>
             }
         }
     }
-    Ok(())
+    // A last assistant message is a prefill: Claude continues it, an OpenAI model answers anew
+    // after it, which is another answer than the caller asked for.
+    match prefill {
+        Some(at) => Err(Fault::at(
+            at,
+            "a final assistant message (a prefill for the model to continue) has no OpenAI counterpart: \
+             OpenAI models answer after it instead of continuing it",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn unknown_role(role: Str<'_>) -> Fault {

@@ -632,8 +632,14 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                     out.extend_from_slice(b"]}");
                     open_results = false;
                 }
+                let (mark, was_first) = (out.len(), first_out);
                 sep(out, &mut first_out);
-                assistant(&m, &calls, out)?;
+                if !assistant(&m, &calls, out)? {
+                    // An assistant turn with nothing in it says nothing, and Anthropic refuses
+                    // empty content (but in a last message): it is left out.
+                    out.truncate(mark);
+                    first_out = was_first;
+                }
             }
             Role::Tool => {
                 m.seen.drop_all_but(M_CONTENT | M_TOOL_CALL_ID);
@@ -855,13 +861,14 @@ fn user_content(content: Content<'_>, out: &mut Vec<u8>, append: bool) -> R<()> 
 
 /// An assistant message: `"content":"text"` when it is only text, else blocks (texts, refusal,
 /// tool uses, in that order).
-fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()> {
+/// Writes an assistant message; false when it has no content at all (nothing usable written).
+fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<bool> {
     let calls = m.tool_calls.filter(|&n| n > 0);
     out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
     if let (Some(Content::Text(t)), None, None) = (m.content, calls, m.refusal) {
         put_str(out, t);
         out.push(b'}');
-        return Ok(());
+        return Ok(!t.raw.is_empty());
     }
     if m.content.is_none() && calls.is_none() && m.refusal.is_none() {
         return Err(Fault::under(m.seen.at, "content", "an assistant message needs content or tool_calls"));
@@ -908,10 +915,10 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<()>
     if fo {
         out.truncate(start);
         out.extend_from_slice(b"\"\"}");
-        return Ok(());
+        return Ok(false);
     }
     out.extend_from_slice(b"]}");
-    Ok(())
+    Ok(true)
 }
 
 /// A text block, unless the text is empty (Anthropic refuses empty text blocks).
