@@ -228,31 +228,49 @@ impl BackgroundService for SharedState {
     }
 }
 
-/// Budgets survive a restart: the current month's spend per key comes back from the ledger.
-fn restore_spend(limiter: &limits::Limits, snapshot: &registry::Snapshot, ledger_url: Option<&str>) {
+/// Budgets survive a restart: the current month's spend per key comes back from the ledger. With
+/// Redis, the ledger is read again whenever Redis turns out to have lost that spend.
+fn restore_spend(limiter: &limits::Limits, registry: &Arc<registry::Registry>, ledger_url: Option<&str>) {
     let Some(url) = ledger_url else { return };
-    if !snapshot.keys.values().any(|k| k.budget.any()) {
-        return;
-    }
     let (today, month_start) = limiter.today_and_month_start();
+    match month_spend(&registry.current(), url, &month_start, &today) {
+        Ok(rows) => limiter.restore(rows),
+        Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); starting from zero"),
+    }
+    let (registry, url) = (registry.clone(), url.to_string());
+    limiter.set_spend_source(Arc::new(move |month_start: &str, today: &str| {
+        month_spend(&registry.current(), &url, month_start, today)
+    }));
+}
+
+/// Spend per `(key, day, cost)` from `month_start` to `today` in the ledger at `url`; nothing when
+/// no key has a budget (no read), or when the ledger does not exist yet.
+fn month_spend(
+    snapshot: &registry::Snapshot,
+    url: &str,
+    month_start: &str,
+    today: &str,
+) -> Result<Vec<(Arc<str>, String, crate::money::Money)>, String> {
+    if !snapshot.keys.values().any(|k| k.budget.any()) {
+        return Ok(Vec::new());
+    }
     let query = report::Query {
-        from: Some(month_start),
-        to: Some(today),
+        from: Some(month_start.to_string()),
+        to: Some(today.to_string()),
         by: vec![report::Group::Key, report::Group::Day],
         key: None,
     };
     match report::totals(url, &query) {
-        Ok(rows) => limiter.restore(
-            rows.into_iter()
-                .filter_map(|t| {
-                    let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
-                    let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
-                    Some((key, day, crate::money::from_i128(t.cost)))
-                })
-                .collect(),
-        ),
-        Err(e) if e.starts_with("no ledger at") => {}
-        Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); starting from zero"),
+        Ok(rows) => Ok(rows
+            .into_iter()
+            .filter_map(|t| {
+                let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
+                let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
+                Some((key, day, crate::money::from_i128(t.cost)))
+            })
+            .collect()),
+        Err(e) if e.starts_with("no ledger at") => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 
@@ -362,7 +380,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         };
     let limiter = limits::Limits::new(clock, shared);
     let tasks = Arc::new(tasks::Tasks::new(Arc::new(store), ledger.clone(), limiter.clone()));
-    restore_spend(&limiter, &registry.current(), ledger.url());
+    restore_spend(&limiter, &registry, ledger.url());
     let limiter_state = limiter.shared().cloned();
     let gateway = proxy::Gateway::new(
         registry.clone(),

@@ -658,6 +658,15 @@ impl Limits {
         self.local.restore(spend);
     }
 
+    /// Where the month's spend is read again when the shared state (Redis) lost it: the spend is
+    /// restored at start (`restore`), and again whenever Redis turns out to have been emptied
+    /// while the gateway ran (`shared::RESTORED_MARK`).
+    pub fn set_spend_source(&self, source: shared::SpendSource) {
+        if let Some(shared) = &self.shared {
+            shared.set_spend_source(source);
+        }
+    }
+
     /// The clock's current UTC day and the first day of its month (`Limiter::today_and_month_start`).
     pub fn today_and_month_start(&self) -> (String, String) {
         self.local.today_and_month_start()

@@ -23,7 +23,7 @@
 //! Imports: `limits` (settings, clock), `money`, `metrics`, `ledger` (calendar). Not `proxy`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,23 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 const SETTLE_BATCH: usize = 1000;
 /// Settlements waiting for Redis beyond this many are dropped (counted); the ledger keeps them.
 const MAX_UNSENT: usize = 1_000_000;
+
+/// Set (without expiry) once the ledger's spend of the current periods is in Redis. Redis that
+/// lost its data (restarted empty, flushed, failed over to an empty replica) has no mark: the
+/// instances read the month's spend from the ledger again and raise the counts to it, even though
+/// they may have recreated the counters meanwhile (`SET NX` would then keep the lower count).
+const RESTORED_MARK: &str = "cm:spend_restored";
+/// Raises a spend counter (KEYS[1]) to at least ARGV[1] pico-USD, expiring in ARGV[2] seconds: what
+/// instances counted since is never lowered, and spend the ledger has is never forgotten.
+const RAISE_TO_LUA: &str = "if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then \
+     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return 0";
+
+/// Spend per key and UTC day (days since the epoch).
+type RestoredSpend = Vec<(Arc<str>, i64, Money)>;
+
+/// Reads the spend of `(month_start, today)` (UTC days, `YYYY-MM-DD`) from the ledger, as `(key,
+/// day, spend)` (`Limits::restore`'s rows); empty when no key has a budget.
+pub type SpendSource = Arc<dyn Fn(&str, &str) -> Result<Vec<(Arc<str>, String, Money)>, String> + Send + Sync>;
 
 /// The key scope and the model scope of a lease (`None`: that scope is not limited).
 type Scopes = (Option<Arc<str>>, Option<Arc<str>>);
@@ -147,7 +164,13 @@ pub struct Shared {
     /// The settlements not yet in Redis, while `run` is not holding them: before it starts, and
     /// after its runtime stopped (for `flush_at_exit`).
     backlog: Mutex<Option<Backlog>>,
-    restored: Mutex<Vec<(Arc<str>, i64, Money)>>,
+    /// Spend to raise Redis's counts to at the next heartbeat, which then marks Redis as restored
+    /// (`RESTORED_MARK`); `None`: nothing to write.
+    restored: Arc<Mutex<Option<RestoredSpend>>>,
+    /// Reads the month's spend from the ledger again (`set_spend_source`), when Redis lost it.
+    spend_source: Mutex<Option<SpendSource>>,
+    /// A read of the spend source is under way.
+    restoring: Arc<AtomicBool>,
     /// Set once the first connection attempt has ended (see `admit`).
     first_attempt: tokio::sync::watch::Sender<bool>,
     admit_script: Script,
@@ -245,7 +268,9 @@ impl Shared {
             held: Mutex::new(HashMap::new()),
             queue: tx,
             backlog: Mutex::new(Some(Backlog { rx, unsent: Vec::new(), seq: 0 })),
-            restored: Mutex::new(Vec::new()),
+            restored: Arc::new(Mutex::new(None)),
+            spend_source: Mutex::new(None),
+            restoring: Arc::new(AtomicBool::new(false)),
             first_attempt: tokio::sync::watch::Sender::new(false),
             admit_script: Script::new(concat!(include_str!("lease.lua"), include_str!("admit.lua"))),
             settle_script: Script::new(concat!(include_str!("lease.lua"), include_str!("settle.lua"))),
@@ -392,10 +417,42 @@ impl Shared {
             self.queue.send(Settlement { seq: 0, lease: None, key, model, tokens, spend, at_us: self.clock.now_us() });
     }
 
-    /// Spend restored from the ledger, written when Redis has no count for the period (it was
-    /// emptied); Redis's own count, which every instance adds to, wins otherwise.
-    pub(super) fn restore(&self, spend: Vec<(Arc<str>, i64, Money)>) {
-        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = spend;
+    /// Spend restored from the ledger, written at the next heartbeat: each count is raised to it
+    /// (Redis's own count, which every instance adds to, wins when it is higher).
+    pub(super) fn restore(&self, spend: RestoredSpend) {
+        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(spend);
+    }
+
+    /// Where the month's spend is read again when Redis turns out to have lost it.
+    pub(super) fn set_spend_source(&self, source: SpendSource) {
+        *self.spend_source.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// Redis has no `RESTORED_MARK`: reads the month's spend from the ledger on a blocking thread,
+    /// for the next heartbeat to write (one read at a time; none while a write is pending).
+    fn reread_spend(&self) {
+        let Some(source) = self.spend_source.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+        if self.restored.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            || self.restoring.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (restored, restoring) = (self.restored.clone(), self.restoring.clone());
+        let today = crate::ledger::day_of(self.clock.now_us() / 1000);
+        let month_start = format!("{}-01", &today[..7]);
+        tokio::task::spawn_blocking(move || {
+            match source(&month_start, &today) {
+                Ok(rows) => {
+                    if !rows.is_empty() {
+                        log::warn!("limits state: Redis has lost the budgets' spend; restoring it from the ledger");
+                    }
+                    let days = rows.into_iter().filter_map(|(k, d, c)| Some((k, crate::ledger::parse_day(&d)?, c)));
+                    *restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(days.collect());
+                }
+                Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); trying again"),
+            }
+            restoring.store(false, Ordering::Release);
+        });
     }
 
     async fn query<T: redis::FromRedisValue>(
@@ -609,42 +666,40 @@ impl Shared {
                     .ignore();
             }
         }
-        let restored = std::mem::take(&mut *self.restored.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
-        for (key, day, spend) in &restored {
-            let base = key_scope(key);
-            if *day == now.div_euclid(DAY_US) {
-                pipe.cmd("SET")
-                    .arg(format!("{base}:d:{day}"))
-                    .arg(spend.0)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(2 * 86_400)
-                    .ignore();
+        let restored = self.restored.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(restored) = &restored {
+            let raise = |pipe: &mut redis::Pipeline, key: String, spend: i64, ttl_s: i64| {
+                pipe.cmd("EVAL").arg(RAISE_TO_LUA).arg(1).arg(key).arg(spend).arg(ttl_s).ignore();
+            };
+            let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
+            for (key, day, spend) in restored {
+                if *day == now.div_euclid(DAY_US) {
+                    raise(&mut pipe, format!("{}:d:{day}", key_scope(key)), spend.0, 2 * 86_400);
+                }
+                *months.entry((key.clone(), month_of(day * DAY_US))).or_default() += spend.0;
             }
-            *months.entry((key.clone(), month_of(day * DAY_US))).or_default() += spend.0;
-        }
-        for ((key, month), spend) in months {
-            if month == month_of(now) {
-                let base = key_scope(&key);
-                pipe.cmd("SET")
-                    .arg(format!("{base}:m:{month}"))
-                    .arg(spend)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(32 * 86_400)
-                    .ignore();
+            for ((key, month), spend) in months {
+                if month == month_of(now) {
+                    raise(&mut pipe, format!("{}:m:{month}", key_scope(&key)), spend, 32 * 86_400);
+                }
             }
+            pipe.cmd("SET").arg(RESTORED_MARK).arg(1).ignore();
         }
-        match self.query::<(u32,)>(conn, &pipe, Duration::from_secs(2)).await {
-            Ok((n,)) => {
+        pipe.exists(RESTORED_MARK);
+        match self.query::<(u32, bool)>(conn, &pipe, Duration::from_secs(2)).await {
+            Ok((n, marked)) => {
                 self.instances.store(n.max(1), Ordering::Relaxed);
                 let m = crate::metrics::state();
                 m.up.set(1);
                 m.instances.set(i64::from(n.max(1)));
+                if !marked {
+                    self.reread_spend();
+                }
             }
             Err(e) => {
-                *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = restored;
+                if let Some(restored) = restored {
+                    self.restored.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(restored);
+                }
                 self.failed("heartbeat", &e);
             }
         }

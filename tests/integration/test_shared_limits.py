@@ -142,6 +142,34 @@ def test_a_budget_spent_through_one_instance_stops_the_other(own_mock, redis, tm
         stop_all(gws)
 
 
+def test_a_redis_emptied_while_the_gateways_run_gets_the_spend_back_from_the_ledger(own_mock, redis, tmp_path):
+    """Redis restarted empty under running instances: they recreate the spend counters as they
+    settle, so restoring only counters that do not exist (`SET NX`) would forget the day's spend
+    for good. Each instance sees Redis's restore mark gone, reads the month from its ledger and
+    raises the counts to it: the spent budget stays spent."""
+    gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.01})
+    usage = {"x-mock-echo-usage": "1000,200,0,0"}
+    try:
+        served = 0
+        while post(gws[0], **usage).status_code == 200:
+            served += 1
+            assert served < 20
+        assert served == 4
+        assert redis.command("EXISTS", "cm:spend_restored") == b":1"   # written at start
+        time.sleep(0.5)   # the rows are in gws[0]'s ledger (flushed every 200 ms)
+        redis.stop()
+        redis.start()   # back, empty
+        deadline = time.time() + 30
+        while redis.command("EXISTS", "cm:spend_restored") != b":1":
+            assert time.time() < deadline, "the spend was not restored"
+            time.sleep(0.2)
+        for g in gws:
+            r = post(g, **usage)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+    finally:
+        stop_all(gws)
+
+
 def test_a_crashed_instance_gives_its_concurrency_slots_back(own_mock, redis, tmp_path):
     gws = start_pair(own_mock, redis, tmp_path, limits={"concurrency": 2})
     try:
