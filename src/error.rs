@@ -258,6 +258,8 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after_s, .. } | GatewayError::BudgetExhausted { retry_after_s, .. } => {
                 Some(*retry_after_s)
             }
+            // Redis is tried again a second after a failure (`limits::shared`).
+            GatewayError::LimitsUnavailable => Some(1),
             _ => None,
         }
     }

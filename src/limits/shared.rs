@@ -157,6 +157,8 @@ pub struct Shared {
     instance: String,
     next_id: AtomicU64,
     retry_at_us: AtomicI64,
+    /// A call failed since Redis last answered (`failed`, `answered`).
+    outage: AtomicBool,
     instances: AtomicU32,
     /// Leases this instance holds, to renew: id → (key scope, model scope).
     held: Mutex<HashMap<u64, Scopes>>,
@@ -264,6 +266,7 @@ impl Shared {
             instance: id.iter().map(|b| format!("{b:02x}")).collect(),
             next_id: AtomicU64::new(1),
             retry_at_us: AtomicI64::new(0),
+            outage: AtomicBool::new(false),
             instances: AtomicU32::new(1),
             held: Mutex::new(HashMap::new()),
             queue: tx,
@@ -293,9 +296,22 @@ impl Shared {
         let m = crate::metrics::state();
         m.errors.with_label_values(&[op]).inc();
         m.up.set(0);
+        self.outage.store(true, Ordering::Relaxed);
         // One line per outage, not one per request.
         if before < now - 2 * RETRY_AFTER_FAILURE_US {
-            log::error!("limits state (Redis) unreachable ({op}: {e}); on_state_error: {:?}", self.on_error);
+            let fallback = match self.on_error {
+                OnStateError::Local => "local",
+                OnStateError::Deny => "deny",
+            };
+            log::error!("limits state (Redis) unreachable ({op}: {e}); on_state_error: {fallback}");
+        }
+    }
+
+    /// Redis answered: the gauge says so, and the log once after an outage.
+    fn answered(&self) {
+        crate::metrics::state().up.set(1);
+        if self.outage.load(Ordering::Relaxed) && self.outage.swap(false, Ordering::Relaxed) {
+            log::info!("limits state: Redis answers again; the shared counters are in use");
         }
     }
 
@@ -353,7 +369,7 @@ impl Shared {
                 return Err(());
             }
         };
-        crate::metrics::state().up.set(1);
+        self.answered();
         let parsed: Vec<Option<Answer>> = answers.iter().map(parse_answer).collect();
         let took = |i: usize| matches!(parsed.get(i), Some(Some(Answer::Took { .. })));
         let lease_of = |key_took: bool, model_took: bool| SharedLease {
@@ -689,9 +705,8 @@ impl Shared {
         match self.query::<(u32, bool)>(conn, &pipe, Duration::from_secs(2)).await {
             Ok((n, marked)) => {
                 self.instances.store(n.max(1), Ordering::Relaxed);
-                let m = crate::metrics::state();
-                m.up.set(1);
-                m.instances.set(i64::from(n.max(1)));
+                self.answered();
+                crate::metrics::state().instances.set(i64::from(n.max(1)));
                 if !marked {
                     self.reread_spend();
                 }

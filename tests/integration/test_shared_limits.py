@@ -301,6 +301,7 @@ def test_redis_down_with_deny_answers_503_then_200_when_it_is_back(own_mock, red
         redis.stop()
         r = post(gws[0])
         assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable", r.text
+        assert r.headers["retry-after"] == "1"   # Redis is tried again a second after a failure
         r = httpx.post(gws[1].url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)
         assert r.status_code == 503 and r.json()["error"]["type"] == "api_error", r.text
         # A key without limits does not need the state.
@@ -313,6 +314,8 @@ def test_redis_down_with_deny_answers_503_then_200_when_it_is_back(own_mock, red
             assert time.time() < deadline, "did not recover"
             time.sleep(0.2)
         assert post(gws[1]).status_code == 200
+        log = gws[0].log_path.read_text()
+        assert "on_state_error: deny" in log and "Redis answers again" in log, log[-2000:]
     finally:
         stop_all(gws)
 

@@ -972,7 +972,7 @@ fn tool_call(s: &mut Scan<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> R<()
         arguments.raw
     };
     // Faults inside the arguments' text are about the `arguments` string in the body.
-    let refuse = |f: &str| Fault::at(arguments.at(), format!("not valid JSON: {f}"));
+    let refuse = |f: &str| Fault::at(arguments.at(), format!("the arguments string is not a valid JSON object ({f})"));
     let mut a = Scan::new(text);
     a.ws();
     if a.i == text.len() {
