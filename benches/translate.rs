@@ -33,7 +33,11 @@ fn openai_request(size: usize) -> Vec<u8> {
         );
         messages.push(json!({"role": "assistant", "content": format!("It is 21 degrees and clear in Paris ({i}).")}));
         i += 1;
-        let body = json!({"model": "claude-sonnet-4-5-20250929", "messages": messages, "max_tokens": 1024, "temperature": 0.5,
+        // The conversation ends with the user's turn (a last assistant turn is a prefill, which
+        // has no OpenAI counterpart).
+        let mut turns = messages.clone();
+        turns.push(json!({"role": "user", "content": "Thanks. And tomorrow?"}));
+        let body = json!({"model": "claude-sonnet-4-5-20250929", "messages": turns, "max_tokens": 1024, "temperature": 0.5,
             "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                 "parameters": {"type": "object", "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["location"]}}}],
             "stream": true});

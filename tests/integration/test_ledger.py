@@ -750,3 +750,24 @@ def test_usage_before_anything_was_billed_is_empty_and_creates_nothing(tmp_path)
     config.write_text('server:\n  listen: ["127.0.0.1:1"]\nledger:\n  url: none\n')
     r = subprocess.run([GATEWAY_BIN, "usage", "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "ledger is off" in r.stderr
+
+
+def test_postgres_errors_say_why_and_a_migrated_database_takes_no_ddl(postgres, tmp_path):
+    """The Postgres client's own text is only "db error" or "error connecting to server": the
+    reason is in its source, and must reach the operator. And a connection that finds every
+    migration applied runs no DDL: the task settler connects every 10 s, and each `CREATE TABLE IF
+    NOT EXISTS` was two NOTICE lines in the log."""
+    config = tmp_path / "gw.yaml"
+
+    def usage_with(url):
+        config.write_text(f'server:\n  listen: ["127.0.0.1:1"]\nledger:\n  url: "{url}"\n')
+        return subprocess.run([GATEWAY_BIN, "usage", "--config", str(config)], capture_output=True, text=True,
+                              timeout=30)
+
+    r = usage_with(postgres.url.rsplit("/", 1)[0] + "/nosuchdb")
+    assert r.returncode == 1 and 'database "nosuchdb" does not exist' in r.stderr, r.stderr
+    r = usage_with(f"postgres://postgres@127.0.0.1:{free_port()}/postgres")
+    assert r.returncode == 1 and "Connection refused" in r.stderr, r.stderr
+    assert usage_with(postgres.url).returncode == 0   # creates the schema
+    r = usage_with(postgres.url)
+    assert r.returncode == 0 and "NOTICE" not in r.stderr, r.stderr

@@ -123,16 +123,21 @@ def test_rpm_120_through_two_instances_admits_120_not_240(own_mock, redis, tmp_p
         stop_all(gws)
 
 
+def spend_until_refused(g, usage):
+    """Posts until the first refusal; returns how many were served."""
+    served = 0
+    while post(g, **usage).status_code == 200:
+        served += 1
+        assert served < 20
+    return served
+
+
 def test_a_budget_spent_through_one_instance_stops_the_other(own_mock, redis, tmp_path):
     # 1000 input + 200 output tokens of gpt-5.5 cost $0.00325 a request: the 4th reaches $0.01.
     gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.01})
     usage = {"x-mock-echo-usage": "1000,200,0,0"}
     try:
-        served = 0
-        while post(gws[0], **usage).status_code == 200:
-            served += 1
-            assert served < 20
-        assert served == 4
+        assert spend_until_refused(gws[0], usage) == 4
         r = post(gws[1], **usage)
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
         r = httpx.post(gws[1].url + "/v1/messages", json=claude_body("gpt-5.5"), headers=anthropic_headers(),
@@ -150,11 +155,7 @@ def test_a_redis_emptied_while_the_gateways_run_gets_the_spend_back_from_the_led
     gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.01})
     usage = {"x-mock-echo-usage": "1000,200,0,0"}
     try:
-        served = 0
-        while post(gws[0], **usage).status_code == 200:
-            served += 1
-            assert served < 20
-        assert served == 4
+        assert spend_until_refused(gws[0], usage) == 4
         assert redis.command("EXISTS", "cm:spend_restored") == b":1"   # written at start
         time.sleep(0.5)   # the rows are in gws[0]'s ledger (flushed every 200 ms)
         redis.stop()
