@@ -279,6 +279,12 @@ impl GatewayError {
         error_body(dialect, self.status_in(dialect), &self.message(), self.openai_fields())
     }
 
+    /// The body of an error the gateway answers itself: [`GatewayError::body`] with the request's
+    /// id, which Anthropic's errors carry as `request_id`.
+    pub fn body_with_id(&self, dialect: Dialect, request_id: &str) -> Bytes {
+        error_body_with_id(dialect, self.status_in(dialect), &self.message(), self.openai_fields(), Some(request_id))
+    }
+
     /// The SSE error event sent when a stream that already started is cut.
     pub fn stream_event(&self, dialect: Dialect) -> Bytes {
         let body = self.body(dialect);
@@ -332,6 +338,9 @@ pub(crate) struct AnthropicError<'a> {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) error: AnthropicErrorInner<'a>,
+    /// The request's id (`GatewayError::body_with_id`), as Anthropic's own errors carry it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<&'a str>,
 }
 
 /// The inner object of `AnthropicError`.
@@ -347,7 +356,19 @@ pub fn error_body(
     dialect: Dialect,
     status: u16,
     message: &str,
+    openai_fields: (&str, Option<&str>, Option<&str>),
+) -> Bytes {
+    error_body_with_id(dialect, status, message, openai_fields, None)
+}
+
+/// [`error_body`], with the request's id where the dialect's errors carry one: Anthropic's
+/// `request_id` (OpenAI's errors carry none in the body).
+fn error_body_with_id(
+    dialect: Dialect,
+    status: u16,
+    message: &str,
     (openai_type, code, param): (&str, Option<&str>, Option<&str>),
+    request_id: Option<&str>,
 ) -> Bytes {
     let out = match dialect {
         Dialect::OpenAi => {
@@ -356,6 +377,7 @@ pub fn error_body(
         Dialect::Anthropic => serde_json::to_vec(&AnthropicError {
             kind: "error",
             error: AnthropicErrorInner { kind: anthropic_type_for_status(status), message },
+            request_id: request_id.filter(|id| !id.is_empty()),
         }),
     };
     Bytes::from(out.unwrap_or_default())

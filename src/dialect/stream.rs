@@ -1119,7 +1119,11 @@ impl OaState {
     /// Closes the open block and ends the stream with an `error` event.
     fn fail(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
         self.close_block(out);
-        frame(out, "error", &AnthropicError { kind: "error", error: AnthropicErrorInner { kind, message } });
+        frame(
+            out,
+            "error",
+            &AnthropicError { kind: "error", error: AnthropicErrorInner { kind, message }, request_id: None },
+        );
         self.done = true;
     }
 }

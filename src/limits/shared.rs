@@ -67,9 +67,12 @@ const MAX_UNSENT: usize = 1_000_000;
 /// they may have recreated the counters meanwhile (`SET NX` would then keep the lower count).
 const RESTORED_MARK: &str = "cm:spend_restored";
 /// Raises a spend counter (KEYS[1]) to at least ARGV[1] pico-USD, expiring in ARGV[2] seconds: what
-/// instances counted since is never lowered, and spend the ledger has is never forgotten.
-const RAISE_TO_LUA: &str = "if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then \
-     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return 0";
+/// instances counted since is never lowered, and spend the ledger has is never forgotten. Both are
+/// non-negative integers without leading zeros, compared as decimal strings (exact beyond the
+/// 2^53 of Lua's doubles, as in `admit.lua`).
+const RAISE_TO_LUA: &str = "local new, cur = ARGV[1], redis.call('GET', KEYS[1]) or '0' \
+     if #new > #cur or (#new == #cur and new > cur) then redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) end \
+     return 0";
 
 /// Spend per key and UTC day (days since the epoch).
 type RestoredSpend = Vec<(Arc<str>, i64, Money)>;
@@ -690,13 +693,13 @@ impl Shared {
             let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
             for (key, day, spend) in restored {
                 if *day == now.div_euclid(DAY_US) {
-                    raise(&mut pipe, format!("{}:d:{day}", key_scope(key)), spend.0, 2 * 86_400);
+                    raise(&mut pipe, format!("{}:d:{day}", key_scope(key)), spend.0.max(0), 2 * 86_400);
                 }
                 *months.entry((key.clone(), month_of(day * DAY_US))).or_default() += spend.0;
             }
             for ((key, month), spend) in months {
                 if month == month_of(now) {
-                    raise(&mut pipe, format!("{}:m:{month}", key_scope(&key)), spend, 32 * 86_400);
+                    raise(&mut pipe, format!("{}:m:{month}", key_scope(&key)), spend.max(0), 32 * 86_400);
                 }
             }
             pipe.cmd("SET").arg(RESTORED_MARK).arg(1).ignore();

@@ -64,7 +64,7 @@ pub async fn error(session: &mut Session, err: &GatewayError, id: RequestId<'_>)
         Some((name, value)) => &[(*name, value.as_str())],
         None => &[],
     };
-    answer(session, status, err.body(id.caller), "application/json", id, extra).await
+    answer(session, status, err.body_with_id(id.caller, id.id), "application/json", id, extra).await
 }
 
 /// `GET /v1/models`: the models this key may use, in the caller's list shape.

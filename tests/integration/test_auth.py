@@ -16,7 +16,8 @@ def test_missing_key_is_401_in_each_dialect(gateway):
     assert e["type"] == "invalid_request_error" and set(e) == {"message", "type", "param", "code"}
     r = httpx.post(gateway.url + "/v1/messages", json=claude_body(), headers={"anthropic-version": "2023-06-01"}, timeout=10)
     assert r.status_code == 401
-    assert r.json() == {"type": "error", "error": {"type": "authentication_error", "message": r.json()["error"]["message"]}}
+    assert r.json() == {"type": "error", "error": {"type": "authentication_error", "message": r.json()["error"]["message"]},
+                        "request_id": r.headers["request-id"]}
 
 
 def test_wrong_key_is_401(gateway):

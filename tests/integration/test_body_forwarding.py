@@ -153,7 +153,8 @@ def test_compressed_body_refusals_in_each_dialect_and_the_connection_keeps_servi
             message = ("Content-Encoding `compress` is not supported: send the request body uncompressed, "
                        "or as gzip, deflate, br or zstd.")
             if anthropic:
-                assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+                assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": message},
+                                    "request_id": r.headers["request-id"]}
             else:
                 assert r.json()["error"]["code"] == "unsupported_content_encoding"
                 assert r.json()["error"]["message"] == message

@@ -131,8 +131,11 @@ def test_slow_caller_gets_408_in_the_anthropic_dialect_too(gateway, mock):
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), data
+    request_id = [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"request-id:")]
     assert json.loads(body) == {"type": "error", "error": {"type": "invalid_request_error", "message": (
-        "The request body did not arrive in time: the connection went quiet before the whole body came in.")}}
+        "The request body did not arrive in time: the connection went quiet before the whole body came in.")},
+        "request_id": request_id[0]}
     assert mock.requests() == []
 
 

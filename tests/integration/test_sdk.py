@@ -86,6 +86,8 @@ def test_anthropic_sdk_errors_and_count_tokens(claude, gateway):
     assert e.value.body["error"]["type"] == "not_found_error"
     # The SDK finds the request id where Anthropic puts it (`request-id`): the gateway's own.
     assert e.value.request_id == e.value.response.headers["x-request-id"] and e.value.request_id.startswith("req_")
+    # And in the body, as Anthropic's own errors carry it.
+    assert e.value.body["request_id"] == e.value.request_id
     bad = anthropic.Anthropic(base_url=gateway.url, api_key="cm_wrong", max_retries=0, timeout=10)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(model="claude-sonnet-4-5-20250929", max_tokens=8, messages=[{"role": "user", "content": "x"}])
