@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::database::{Batch, CallError, Database};
 use super::spool::Spool;
@@ -22,6 +22,40 @@ pub const BATCH_ROWS: usize = 1000;
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Rows kept in memory while neither the database nor the spool can take them.
 const MAX_STASH: usize = 1_000_000;
+/// During an outage, at most one error line this often (each failure is still counted).
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The database's failures since it last answered: what the log says of an outage. The first
+/// failure is logged at once, then one line a minute with the count, and the recovery once (the
+/// writer retries every second, and a line per retry buried the log).
+#[derive(Default)]
+struct Outage {
+    /// Failed calls since the database last answered.
+    failures: u64,
+    /// Failed calls not logged yet.
+    unlogged: u64,
+    last_line: Option<Instant>,
+}
+
+impl Outage {
+    /// Counts a failure; `Some(n)` when a line is due, `n` failures since the last one.
+    fn failed(&mut self) -> Option<u64> {
+        self.failures += 1;
+        self.unlogged += 1;
+        if self.last_line.is_some_and(|t| t.elapsed() < OUTAGE_LOG_EVERY) {
+            return None;
+        }
+        self.last_line = Some(Instant::now());
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// The database answered: `Some(failures)` when that ends an outage.
+    fn answered(&mut self) -> Option<u64> {
+        let failures = std::mem::take(&mut self.failures);
+        *self = Outage::default();
+        (failures > 0).then_some(failures)
+    }
+}
 
 /// State of the writer thread.
 pub struct Writer {
@@ -34,6 +68,7 @@ pub struct Writer {
     failing: Arc<AtomicBool>,
     /// Records queued and not yet taken (`Ledger::record` bounds the queue with it).
     depth: Arc<AtomicUsize>,
+    outage: Outage,
 }
 
 impl Writer {
@@ -45,20 +80,29 @@ impl Writer {
                 metrics::ledger().errors.with_label_values(&["database"]).inc();
             })
             .ok();
-        Writer { db, spool, stash: (Vec::new(), Vec::new()), failing, depth }
+        Writer { db, spool, stash: (Vec::new(), Vec::new()), failing, depth, outage: Outage::default() }
     }
 
-    /// One database call; a failure is logged (`what` says what failed) and counted here, once
-    /// per failure (the calls that are only waiting for a connection or for a stalled call stay
-    /// quiet).
+    /// One database call; a failure is counted here, once per failure, and logged (`what` says
+    /// what failed) as `Outage` allows (the calls that are only waiting for a connection or for a
+    /// stalled call stay quiet).
     fn call(&mut self, call: impl FnOnce(&mut Database) -> Result<(), CallError>, what: impl Fn() -> String) -> bool {
         let Some(db) = self.db.as_mut() else { return false };
         match call(db) {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some(failures) = self.outage.answered() {
+                    log::info!("ledger: the database answers again ({failures} calls had failed)");
+                }
+                true
+            }
             Err(CallError::Waiting) => false,
             Err(CallError::Failed(e)) => {
-                log::error!("ledger: {}: {e}", what());
                 metrics::ledger().errors.with_label_values(&["database"]).inc();
+                match self.outage.failed() {
+                    Some(1) => log::error!("ledger: {}: {e}", what()),
+                    Some(n) => log::error!("ledger: {}: {e} ({n} calls failed since the last line)", what()),
+                    None => {}
+                }
                 false
             }
         }
@@ -203,5 +247,25 @@ pub fn redact(url: &str) -> String {
             format!("{}{user}:***{}", &url[..s + 3], &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_at_once_then_once_a_minute_and_its_end_once() {
+        let mut outage = Outage::default();
+        assert_eq!(outage.answered(), None, "no outage, nothing to say");
+        assert_eq!(outage.failed(), Some(1));
+        assert_eq!(outage.failed(), None);
+        assert_eq!(outage.failed(), None);
+        outage.last_line = Some(Instant::now() - OUTAGE_LOG_EVERY);
+        assert_eq!(outage.failed(), Some(3), "a minute on: one line for the three since the last");
+        assert_eq!(outage.failed(), None);
+        assert_eq!(outage.answered(), Some(5));
+        assert_eq!(outage.answered(), None);
+        assert_eq!(outage.failed(), Some(1), "the next outage is logged at once");
     }
 }

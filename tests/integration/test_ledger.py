@@ -576,6 +576,11 @@ export default function () {{
             time.sleep(0.2)
         assert g.metric("cheapmodel_ledger_spool_bytes") == 0
         assert g.metric("cheapmodel_ledger_errors_total", kind="database") >= 1
+        # The outage is one error line (then one a minute), not one per retry, and its end is said.
+        log = g.log_path.read_text()
+        errors = [line for line in log.splitlines() if "ERROR" in line and "ledger:" in line]
+        assert 1 <= len(errors) <= 2, errors
+        assert "ledger: the database answers again" in log
         # The gateway's report reads Postgres too, and agrees with the metric.
         report = json.loads(usage_cli(g.config_path, "--format", "json"), parse_float=Decimal)
         assert report[0]["requests"] == served
