@@ -33,8 +33,7 @@ fn openai_request(size: usize) -> Vec<u8> {
         );
         messages.push(json!({"role": "assistant", "content": format!("It is 21 degrees and clear in Paris ({i}).")}));
         i += 1;
-        // The conversation ends with the user's turn (a last assistant turn is a prefill, which
-        // has no OpenAI counterpart).
+        // The conversation ends with the user's turn, as a request to answer does.
         let mut turns = messages.clone();
         turns.push(json!({"role": "user", "content": "Thanks. And tomorrow?"}));
         let body = json!({"model": "claude-sonnet-4-5-20250929", "messages": turns, "max_tokens": 1024, "temperature": 0.5,
