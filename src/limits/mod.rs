@@ -139,6 +139,14 @@ impl Clock {
         let real = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
         real + self.offset_us
     }
+
+    /// The current UTC day and the first day of its month, `YYYY-MM-DD` (the ledger's spend of the
+    /// budgets' periods is read over these).
+    pub fn today_and_month_start(&self) -> (String, String) {
+        let today = crate::ledger::day_of(self.now_us() / 1000);
+        let month_start = format!("{}-01", &today[..7]);
+        (today, month_start)
+    }
 }
 
 const MINUTE_US: i64 = 60_000_000;
@@ -417,11 +425,9 @@ impl Limiter {
         self.charge(key, cost, self.clock.now_us());
     }
 
-    /// The clock's current UTC day and the first day of its month, `YYYY-MM-DD` (for `restore`).
+    /// The clock's current UTC day and the first day of its month (`Clock::today_and_month_start`).
     pub fn today_and_month_start(&self) -> (String, String) {
-        let today = crate::ledger::day_of(self.clock.now_us() / 1000);
-        let month_start = format!("{}-01", &today[..7]);
-        (today, month_start)
+        self.clock.today_and_month_start()
     }
 
     /// Loads spend from the ledger's `(key, day, cost)` totals of the current month.
@@ -652,8 +658,7 @@ impl Limits {
     /// on Redis, only for a period it has no count of).
     pub fn restore(&self, spend: Vec<(Arc<str>, String, Money)>) {
         if let Some(shared) = &self.shared {
-            let days = spend.iter().filter_map(|(k, d, c)| Some((k.clone(), crate::ledger::parse_day(d)?, *c)));
-            shared.restore(days.collect());
+            shared.restore(shared::by_day_number(spend.iter().cloned()));
         }
         self.local.restore(spend);
     }

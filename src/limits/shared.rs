@@ -77,6 +77,11 @@ const RAISE_TO_LUA: &str = "local new, cur = ARGV[1], redis.call('GET', KEYS[1])
 /// Spend per key and UTC day (days since the epoch).
 type RestoredSpend = Vec<(Arc<str>, i64, Money)>;
 
+/// The ledger's `(key, "YYYY-MM-DD", spend)` rows with their days as day numbers.
+pub(super) fn by_day_number(rows: impl IntoIterator<Item = (Arc<str>, String, Money)>) -> RestoredSpend {
+    rows.into_iter().filter_map(|(key, day, spend)| Some((key, crate::ledger::parse_day(&day)?, spend))).collect()
+}
+
 /// Reads the spend of `(month_start, today)` (UTC days, `YYYY-MM-DD`) from the ledger, as `(key,
 /// day, spend)` (`Limits::restore`'s rows); empty when no key has a budget.
 pub type SpendSource = Arc<dyn Fn(&str, &str) -> Result<Vec<(Arc<str>, String, Money)>, String> + Send + Sync>;
@@ -457,16 +462,14 @@ impl Shared {
             return;
         }
         let (restored, restoring) = (self.restored.clone(), self.restoring.clone());
-        let today = crate::ledger::day_of(self.clock.now_us() / 1000);
-        let month_start = format!("{}-01", &today[..7]);
+        let (today, month_start) = self.clock.today_and_month_start();
         tokio::task::spawn_blocking(move || {
             match source(&month_start, &today) {
                 Ok(rows) => {
                     if !rows.is_empty() {
                         log::warn!("limits state: Redis has lost the budgets' spend; restoring it from the ledger");
                     }
-                    let days = rows.into_iter().filter_map(|(k, d, c)| Some((k, crate::ledger::parse_day(&d)?, c)));
-                    *restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(days.collect());
+                    *restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(by_day_number(rows));
                 }
                 Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); trying again"),
             }
