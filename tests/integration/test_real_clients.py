@@ -364,6 +364,34 @@ def test_openai_raw_response_reports_dropped_fields(oai, mock, gateway):
         {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": MOCK_TOOL_ARGS}]
 
 
+@pytest.mark.timeout(60)
+def test_openai_sdk_cache_breakpoints_reach_claude(oai, mock):
+    """`cache_control` on content parts, messages and tools, as callers written for LiteLLM or
+    OpenRouter send it through the OpenAI SDK (which passes it on as written), reaches the Claude
+    upstream on the same blocks and tools: without it Claude caches nothing. Nothing is reported
+    dropped."""
+    mock.clear()
+    style = {"type": "ephemeral", "ttl": "1h"}
+    raw = oai.chat.completions.with_raw_response.create(model=CLAUDE, tools=[{**WEATHER_TOOL_OPENAI, "cache_control": {"type": "ephemeral"}}], messages=[
+        {"role": "system", "content": [{"type": "text", "text": "Style guide", "cache_control": style}]},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}},
+                                     {"type": "text", "text": "Briefly."}]},
+        {"role": "assistant", "content": "It is sunny."},
+        # LiteLLM also takes one on a message with string content: the block it becomes.
+        {"role": "user", "content": "And in Rome?", "cache_control": {"type": "ephemeral"}}])
+    assert raw.status_code == 200
+    assert raw.headers.get("x-cheapmodel-dropped") is None
+    (r,) = chat_records(mock)
+    sent = body_of(r)
+    assert sent["system"] == [{"type": "text", "text": "Style guide", "cache_control": style}]
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}},
+                                     {"type": "text", "text": "Briefly."}]},
+        {"role": "assistant", "content": "It is sunny."},
+        {"role": "user", "content": [{"type": "text", "text": "And in Rome?", "cache_control": {"type": "ephemeral"}}]}]
+    assert [t.get("cache_control") for t in sent["tools"]] == [{"type": "ephemeral"}]
+
+
 # --- 3. Anthropic SDK helpers on gpt-5.5 (translated) --------------------------------------------
 
 @pytest.mark.timeout(60)

@@ -369,11 +369,12 @@ fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<boo
         let tool = s.here();
         anchor(tool, "tools", Some(index));
         index += 1;
-        let (mut kind, mut function) = (None, None);
+        let (mut kind, mut function, mut cache) = (None, None, None);
         let (mut name, mut description, mut parameters, mut strict) = (None, None, None, None);
-        fields(s, &["type", "function"], &mut [], |key, s| {
+        fields(s, &["type", "function", "cache_control"], &mut [], |key, s| {
             match key {
                 "type" => kind = Some(s.string()?),
+                "cache_control" => cache = read_cache_control(s)?,
                 _ => {
                     function = Some(s.here());
                     fields(s, &["name", "description", "parameters", "strict"], &mut [], |key, s| {
@@ -418,6 +419,7 @@ fn tools(s: &mut Scan<'_>, out: &mut Vec<u8>, structured_outputs: bool) -> R<boo
             out.extend_from_slice(if strict { b",\"strict\":true" } else { b",\"strict\":false" });
         }
         out.push(b'}');
+        put_cache_control(out, cache);
     }
     out.push(b']');
     Ok(!fo)
@@ -488,17 +490,19 @@ fn read_content<'a>(s: &mut Scan<'a>) -> R<Content<'a>> {
 
 /// The message fields read (the others, `name`, `reasoning_content` and `annotations` among them,
 /// are dropped). Their order is the `M_*` bit order.
-const MESSAGE_KEYS: &[&str] = &["role", "content", "tool_calls", "tool_call_id", "refusal", "audio", "function_call"];
+const MESSAGE_KEYS: &[&str] =
+    &["role", "content", "tool_calls", "tool_call_id", "refusal", "audio", "function_call", "cache_control"];
 const M_CONTENT: u64 = 1 << 1;
 const M_TOOL_CALLS: u64 = 1 << 2;
 const M_TOOL_CALL_ID: u64 = 1 << 3;
 const M_REFUSAL: u64 = 1 << 4;
 const M_AUDIO: u64 = 1 << 5;
 const M_FUNCTION_CALL: u64 = 1 << 6;
+const M_CACHE: u64 = 1 << 7;
 
 /// One OpenAI message, read before it is written (its keys may come in any order).
 struct Message<'a> {
-    seen: Seen<7>,
+    seen: Seen<8>,
     role: Role,
     /// The role as the caller wrote it (`system` or `developer` both hoist).
     role_name: Str<'a>,
@@ -509,17 +513,34 @@ struct Message<'a> {
     tool_calls: Option<usize>,
     tool_call_id: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
+    /// A `cache_control` on the message itself (LiteLLM takes one there for string content).
+    cache: Option<CacheControl<'a>>,
 }
 
-impl Message<'_> {
+impl<'a> Message<'a> {
     fn content(&self) -> R<Content<'_>> {
         self.seen.required(self.content, "content")
+    }
+
+    /// The message's own `cache_control`, for its one block of text: kept when the content is a
+    /// non-empty string (the block it becomes); with parts, whose own breakpoints say where they
+    /// go, or with an empty text, it is dropped and reported.
+    fn cache_for_text(&self) -> Option<CacheControl<'a>> {
+        let cache = self.cache?;
+        match self.content {
+            Some(Content::Text(t)) if !t.raw.is_empty() => Some(cache),
+            _ => {
+                dropped_at(self.seen.addr(M_CACHE));
+                None
+            }
+        }
     }
 }
 
 fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -> R<Message<'a>> {
     calls.clear();
     let (mut role, mut content, mut tool_calls, mut tool_call_id, mut refusal) = (None, None, None, None, None);
+    let mut cache = None;
     let seen = Seen::read(s, MESSAGE_KEYS, |key, s| {
         match key {
             "role" => role = Some(s.string()?),
@@ -536,6 +557,7 @@ fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -
             }
             "tool_call_id" => tool_call_id = Some(s.string()?),
             "refusal" => refusal = Some(s.string()?),
+            "cache_control" => cache = read_cache_control(s)?,
             // audio, function_call: refused on assistant messages, dropped on others.
             _ => s.skip(0)?,
         }
@@ -552,7 +574,7 @@ fn read_message<'a>(s: &mut Scan<'a>, calls: &mut Vec<u8>, args: &mut Vec<u8>) -
         }
         _ => return Err(Fault::at(role_name.at(), format!("unknown role '{}'", role_name.text()))),
     };
-    Ok(Message { seen, role, role_name, content, tool_calls, tool_call_id, refusal })
+    Ok(Message { seen, role, role_name, content, tool_calls, tool_call_id, refusal, cache })
 }
 
 /// Messages: system and developer texts are hoisted into `system`; tool results (and a user
@@ -577,12 +599,14 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
         let m = read_message(s, &mut calls, &mut args)?;
         match m.role {
             Role::System => {
-                m.seen.drop_all_but(M_CONTENT);
+                m.seen.drop_all_but(M_CONTENT | M_CACHE);
+                let cache = m.cache_for_text();
                 match m.content()? {
                     Content::Text(t) => {
                         if !t.raw.is_empty() {
                             sep(system, &mut first_system);
                             text_block_into(system, t);
+                            put_cache_control(system, cache);
                         }
                     }
                     Content::Parts(raw) => {
@@ -591,31 +615,33 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                         ps.arr()?;
                         let mut f = true;
                         while ps.item(&mut f)? {
-                            let t = text_part(&mut ps, &what)?;
+                            let (t, cache) = text_part(&mut ps, &what)?;
                             if !t.raw.is_empty() {
                                 sep(system, &mut first_system);
                                 text_block_into(system, t);
+                                put_cache_control(system, cache);
                             }
                         }
                     }
                 }
             }
             Role::User => {
-                m.seen.drop_all_but(M_CONTENT);
+                m.seen.drop_all_but(M_CONTENT | M_CACHE);
+                let cache = m.cache_for_text();
                 let content = m.content()?;
                 if open_results {
-                    user_content(content, out, true)?;
+                    user_content(content, cache, out, true)?;
                     out.extend_from_slice(b"]}");
                 } else {
                     sep(out, &mut first_out);
                     out.extend_from_slice(b"{\"role\":\"user\",\"content\":");
-                    user_content(content, out, false)?;
+                    user_content(content, cache, out, false)?;
                     out.push(b'}');
                 }
                 open_results = false;
             }
             Role::Assistant => {
-                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALLS | M_REFUSAL | M_AUDIO | M_FUNCTION_CALL);
+                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALLS | M_REFUSAL | M_AUDIO | M_FUNCTION_CALL | M_CACHE);
                 if m.seen.has(M_AUDIO) {
                     return Err(Fault::at(
                         m.seen.addr(M_AUDIO),
@@ -642,7 +668,8 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                 }
             }
             Role::Tool => {
-                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALL_ID);
+                m.seen.drop_all_but(M_CONTENT | M_TOOL_CALL_ID | M_CACHE);
+                let cache = m.cache_for_text();
                 let id = m.seen.required(m.tool_call_id, "tool_call_id")?;
                 let content = m.content()?;
                 if open_results {
@@ -663,12 +690,15 @@ fn messages(s: &mut Scan<'_>, out: &mut Vec<u8>, system: &mut Vec<u8>) -> R<()> 
                         let (mut f, mut fo) = (true, true);
                         while ps.item(&mut f)? {
                             sep(out, &mut fo);
-                            text_block_into(out, text_part(&mut ps, "a tool message")?);
+                            let (t, cache) = text_part(&mut ps, "a tool message")?;
+                            text_block_into(out, t);
+                            put_cache_control(out, cache);
                         }
                         out.push(b']');
                     }
                 }
                 out.push(b'}');
+                put_cache_control(out, cache);
                 open_results = true;
             }
         }
@@ -687,12 +717,61 @@ fn text_block_into(out: &mut Vec<u8>, t: Str<'_>) {
     out.push(b'}');
 }
 
-/// The payload fields of a content part, in `P_*` bit order after `type`.
-const PART_KEYS: &[&str] = &["type", "text", "refusal", "image_url", "file", "input_audio"];
+/// The payload fields of a content part, in `P_*` bit order after `type`, and `cache_control`.
+const PART_KEYS: &[&str] = &["type", "text", "refusal", "image_url", "file", "input_audio", "cache_control"];
 const P_TEXT: u64 = 1 << 1;
 const P_REFUSAL: u64 = 1 << 2;
 const P_IMAGE_URL: u64 = 1 << 3;
 const P_FILE: u64 = 1 << 4;
+const P_CACHE: u64 = 1 << 6;
+
+/// A `cache_control` on a content part or a tool: Anthropic's prompt-cache breakpoint, which the
+/// OpenAI dialect has no word for. The OpenAI-compatible gateways in front of Claude (LiteLLM,
+/// OpenRouter, Portkey) take it there, so callers written for them send it; without it a Claude
+/// model caches nothing and every turn of an agent pays its whole prompt again.
+#[derive(Clone, Copy)]
+struct CacheControl<'a> {
+    kind: Str<'a>,
+    ttl: Option<Str<'a>>,
+}
+
+/// Reads a `cache_control`. Only an object with a `type` can be written again exactly; anything
+/// else is dropped and reported (as the field was before it was read), never a 400. Its `type`
+/// and `ttl` go as written (Anthropic checks them); other keys are dropped and reported.
+fn read_cache_control<'a>(s: &mut Scan<'a>) -> R<Option<CacheControl<'a>>> {
+    let at = s.here();
+    if s.peek()? != b'{' {
+        dropped_at(at);
+        s.skip(0)?;
+        return Ok(None);
+    }
+    let (mut kind, mut ttl) = (None, None);
+    fields(s, &["type", "ttl"], &mut [], |key, s| {
+        match key {
+            "type" => kind = Some(s.string()?),
+            _ => ttl = Some(s.string()?),
+        }
+        Ok(())
+    })?;
+    if kind.is_none() {
+        dropped_at(at);
+    }
+    Ok(kind.map(|kind| CacheControl { kind, ttl }))
+}
+
+/// Gives the block or tool just written (it ends with `}`) its `cache_control`, if any.
+fn put_cache_control(out: &mut Vec<u8>, cache: Option<CacheControl<'_>>) {
+    let Some(CacheControl { kind, ttl }) = cache else { return };
+    debug_assert_eq!(out.last(), Some(&b'}'));
+    out.pop();
+    out.extend_from_slice(b",\"cache_control\":{\"type\":");
+    put_str(out, kind);
+    if let Some(ttl) = ttl {
+        out.extend_from_slice(b",\"ttl\":");
+        put_str(out, ttl);
+    }
+    out.extend_from_slice(b"}}");
+}
 
 /// A `file` part's object.
 #[derive(Clone, Copy)]
@@ -706,17 +785,30 @@ struct FilePart<'a> {
 
 /// One OpenAI content part, read before it is written.
 struct Part<'a> {
-    seen: Seen<6>,
+    seen: Seen<7>,
     kind: Str<'a>,
     text: Option<Str<'a>>,
     refusal: Option<Str<'a>>,
     /// `image_url`: where it stands, and its `url`.
     image_url: Option<(usize, Option<Str<'a>>)>,
     file: Option<FilePart<'a>>,
+    cache: Option<CacheControl<'a>>,
+}
+
+impl<'a> Part<'a> {
+    /// The part's `cache_control` for a block of text `t`: none on an empty text, which is left
+    /// out or refused with a breakpoint on it (so the breakpoint is reported as dropped).
+    fn cache_for_text(&self, t: Str<'_>) -> Option<CacheControl<'a>> {
+        if t.raw.is_empty() && self.cache.is_some() {
+            dropped_at(self.seen.addr(P_CACHE));
+            return None;
+        }
+        self.cache
+    }
 }
 
 fn read_part<'a>(s: &mut Scan<'a>) -> R<Part<'a>> {
-    let (mut kind, mut text, mut refusal, mut image_url, mut file) = (None, None, None, None, None);
+    let (mut kind, mut text, mut refusal, mut image_url, mut file, mut cache) = (None, None, None, None, None, None);
     let seen = Seen::read(s, PART_KEYS, |key, s| {
         match key {
             "type" => kind = Some(s.string()?),
@@ -748,22 +840,24 @@ fn read_part<'a>(s: &mut Scan<'a>) -> R<Part<'a>> {
                 })?;
                 file = Some(FilePart { at, data, name, id });
             }
+            "cache_control" => cache = read_cache_control(s)?,
             _ => s.skip(0)?, // input_audio: refused on user messages, dropped elsewhere
         }
         Ok(())
     })?;
     let kind = seen.required(kind, "type")?;
-    Ok(Part { seen, kind, text, refusal, image_url, file })
+    Ok(Part { seen, kind, text, refusal, image_url, file, cache })
 }
 
-/// A part that must be text (system, developer and tool messages): its text.
-fn text_part<'a>(s: &mut Scan<'a>, what: &str) -> R<Str<'a>> {
+/// A part that must be text (system, developer and tool messages): its text and breakpoint.
+fn text_part<'a>(s: &mut Scan<'a>, what: &str) -> R<(Str<'a>, Option<CacheControl<'a>>)> {
     let p = read_part(s)?;
     if !p.kind.is("text") {
         return Err(Fault::at(p.kind.at(), format!("only text parts are allowed in {what}")));
     }
-    p.seen.drop_all_but(P_TEXT);
-    p.seen.required(p.text, "text")
+    p.seen.drop_all_but(P_TEXT | P_CACHE);
+    let t = p.seen.required(p.text, "text")?;
+    Ok((t, p.cache_for_text(t)))
 }
 
 /// A user part as an Anthropic block.
@@ -771,11 +865,13 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
     let p = read_part(s)?;
     match &*p.kind.bytes() {
         b"text" => {
-            p.seen.drop_all_but(P_TEXT);
-            text_block_into(out, p.seen.required(p.text, "text")?);
+            p.seen.drop_all_but(P_TEXT | P_CACHE);
+            let t = p.seen.required(p.text, "text")?;
+            text_block_into(out, t);
+            put_cache_control(out, p.cache_for_text(t));
         }
         b"image_url" => {
-            p.seen.drop_all_but(P_IMAGE_URL);
+            p.seen.drop_all_but(P_IMAGE_URL | P_CACHE);
             let (at, url) = p.seen.required(p.image_url, "image_url")?;
             let url = url.ok_or_else(|| Fault::required(at, "url"))?;
             // Bytes, not text: a megabyte of base64 is not validated as UTF-8 a second time.
@@ -793,9 +889,10 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
             } else {
                 return Err(Fault::at(url.at(), "must be an http(s) URL or a data:<media type>;base64,<data> URL"));
             }
+            put_cache_control(out, p.cache);
         }
         b"file" => {
-            p.seen.drop_all_but(P_FILE);
+            p.seen.drop_all_but(P_FILE | P_CACHE);
             let FilePart { at, data, name, id } = p.seen.required(p.file, "file")?;
             if let Some(id) = id {
                 return Err(Fault::at(
@@ -824,6 +921,7 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
                 put_str(out, name);
             }
             out.push(b'}');
+            put_cache_control(out, p.cache);
         }
         b"input_audio" => return Err(Fault::at(p.kind.at(), "Anthropic models do not take audio input")),
         _ => return Err(Fault::at(p.kind.at(), format!("'{}' parts are not valid in a user message", p.kind.text()))),
@@ -833,11 +931,19 @@ fn user_block(s: &mut Scan<'_>, out: &mut Vec<u8>) -> R<()> {
 
 /// User content as Anthropic content (`"text"` or `[blocks]`), or appended as blocks to an open
 /// tool-results message (`append`).
-fn user_content(content: Content<'_>, out: &mut Vec<u8>, append: bool) -> R<()> {
+/// `cache` is the message's own breakpoint (string content only: `Message::cache_for_text`).
+fn user_content(content: Content<'_>, cache: Option<CacheControl<'_>>, out: &mut Vec<u8>, append: bool) -> R<()> {
     match content {
         Content::Text(t) if append => {
             out.push(b',');
             text_block_into(out, t);
+            put_cache_control(out, cache);
+        }
+        Content::Text(t) if cache.is_some() => {
+            out.push(b'[');
+            text_block_into(out, t);
+            put_cache_control(out, cache);
+            out.push(b']');
         }
         Content::Text(t) => put_str(out, t),
         Content::Parts(raw) => {
@@ -864,8 +970,9 @@ fn user_content(content: Content<'_>, out: &mut Vec<u8>, append: bool) -> R<()> 
 /// Writes an assistant message; false when it has no content at all (nothing usable written).
 fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<bool> {
     let calls = m.tool_calls.filter(|&n| n > 0);
+    let cache = m.cache_for_text();
     out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":");
-    if let (Some(Content::Text(t)), None, None) = (m.content, calls, m.refusal) {
+    if let (Some(Content::Text(t)), None, None, None) = (m.content, calls, m.refusal, cache) {
         put_str(out, t);
         out.push(b'}');
         return Ok(!t.raw.is_empty());
@@ -877,7 +984,7 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<boo
     out.push(b'[');
     let mut fo = true;
     match m.content {
-        Some(Content::Text(t)) => text_block(out, t, &mut fo),
+        Some(Content::Text(t)) => text_block(out, t, cache, &mut fo),
         Some(Content::Parts(raw)) => {
             let mut ps = Scan::new(raw);
             ps.arr()?;
@@ -886,11 +993,11 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<boo
                 let p = read_part(&mut ps)?;
                 let t = match &*p.kind.bytes() {
                     b"text" => {
-                        p.seen.drop_all_but(P_TEXT);
+                        p.seen.drop_all_but(P_TEXT | P_CACHE);
                         p.seen.required(p.text, "text")?
                     }
                     b"refusal" => {
-                        p.seen.drop_all_but(P_REFUSAL);
+                        p.seen.drop_all_but(P_REFUSAL | P_CACHE);
                         p.seen.required(p.refusal, "refusal")?
                     }
                     _ => {
@@ -900,13 +1007,13 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<boo
                         ))
                     }
                 };
-                text_block(out, t, &mut fo);
+                text_block(out, t, p.cache_for_text(t), &mut fo);
             }
         }
         None => {}
     }
     if let Some(r) = m.refusal {
-        text_block(out, r, &mut fo);
+        text_block(out, r, None, &mut fo);
     }
     if calls.is_some() {
         sep(out, &mut fo);
@@ -922,10 +1029,11 @@ fn assistant(m: &Message<'_>, rendered_calls: &[u8], out: &mut Vec<u8>) -> R<boo
 }
 
 /// A text block, unless the text is empty (Anthropic refuses empty text blocks).
-fn text_block(out: &mut Vec<u8>, t: Str<'_>, fo: &mut bool) {
+fn text_block(out: &mut Vec<u8>, t: Str<'_>, cache: Option<CacheControl<'_>>, fo: &mut bool) {
     if !t.raw.is_empty() {
         sep(out, fo);
         text_block_into(out, t);
+        put_cache_control(out, cache);
     }
 }
 

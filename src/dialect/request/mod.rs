@@ -27,6 +27,11 @@
 //!   is a 400 naming the parameter (the request is not silently changed).
 //! - `parallel_tool_calls: false` becomes `disable_parallel_tool_use` on `tool_choice` (an
 //!   `auto` choice is created when tools are given and no choice is; nothing with `none`).
+//! - `cache_control` on a content part or a tool (not OpenAI's: the extension LiteLLM, OpenRouter
+//!   and Portkey take for Claude's prompt cache) goes on the block or tool it stands on, with its
+//!   `type` and `ttl`; on a message with string content, on the block that string becomes. One
+//!   that is not an object with a `type`, stands on an empty text or on a message with parts is
+//!   dropped and reported.
 //! - Dropped: `name` on messages, `reasoning_content` and `annotations` on assistant history
 //!   (unsigned thinking cannot be replayed), `detail` on images, `strict` on tools,
 //!   `stream_options` (Anthropic streams always carry usage), and `seed` (best-effort determinism
