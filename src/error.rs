@@ -363,7 +363,7 @@ pub fn error_body(
 
 /// [`error_body`], with the request's id where the dialect's errors carry one: Anthropic's
 /// `request_id` (OpenAI's errors carry none in the body).
-fn error_body_with_id(
+pub fn error_body_with_id(
     dialect: Dialect,
     status: u16,
     message: &str,

@@ -16,7 +16,7 @@ use super::{
     anthropic_usage_json, finish_reason_for, openai_usage_json, stop_reason_for, AnthropicUsageOut, OpenAiUsageOut,
     TranslateError,
 };
-use crate::error::{anthropic_type_for_status, error_body, Dialect};
+use crate::error::{anthropic_type_for_status, error_body_with_id, Dialect};
 
 #[derive(Serialize)]
 struct OpenAiCompletion<'a> {
@@ -219,8 +219,10 @@ pub fn openai_to_anthropic(body: &[u8], caller_model: &str) -> Result<Vec<u8>, T
 }
 
 /// An upstream error body in the caller's shape, status kept. The message is the upstream's own;
-/// a body that is not a recognizable error keeps its text as the message.
-pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dialect) -> Vec<u8> {
+/// a body that is not a recognizable error keeps its text as the message. `request_id` is the
+/// gateway's id of the request, which Anthropic's errors carry in the body (the upstream's own id
+/// names a request the caller never made).
+pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dialect, request_id: &str) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let err = parsed.as_ref().and_then(|v| v.get("error"));
     let message = err
@@ -254,7 +256,8 @@ pub fn error_to_caller(status: u16, body: &[u8], upstream: Dialect, caller: Dial
         }
         Dialect::OpenAi => (upstream_type.unwrap_or("server_error").to_string(), upstream_code.map(str::to_string)),
     };
-    error_body(caller, status, &message, (&openai_fields.0, openai_fields.1.as_deref(), None)).to_vec()
+    error_body_with_id(caller, status, &message, (&openai_fields.0, openai_fields.1.as_deref(), None), Some(request_id))
+        .to_vec()
 }
 
 #[cfg(test)]
@@ -269,17 +272,24 @@ mod tests {
     #[test]
     fn anthropic_error_becomes_openai_error_with_status_kept() {
         let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
-        let out = v(&error_to_caller(429, body, Dialect::Anthropic, Dialect::OpenAi));
+        let out = v(&error_to_caller(429, body, Dialect::Anthropic, Dialect::OpenAi, "req_1"));
         assert_eq!(out["error"]["message"], "slow down");
+        assert!(
+            out.get("request_id").is_none() && out["error"].get("request_id").is_none(),
+            "OpenAI errors carry none"
+        );
         assert_eq!(out["error"]["code"], "rate_limit_exceeded");
     }
 
     #[test]
     fn openai_error_becomes_anthropic_error() {
         let body = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
-        let out = v(&error_to_caller(400, body, Dialect::OpenAi, Dialect::Anthropic));
-        assert_eq!(out, json!({"type":"error","error":{"type":"invalid_request_error","message":"bad"}}));
-        let out = v(&error_to_caller(502, b"<html>bad gateway</html>", Dialect::OpenAi, Dialect::Anthropic));
+        let out = v(&error_to_caller(400, body, Dialect::OpenAi, Dialect::Anthropic, "req_1"));
+        assert_eq!(
+            out,
+            json!({"type":"error","error":{"type":"invalid_request_error","message":"bad"},"request_id":"req_1"})
+        );
+        let out = v(&error_to_caller(502, b"<html>bad gateway</html>", Dialect::OpenAi, Dialect::Anthropic, "req_2"));
         assert_eq!(out["error"]["type"], "api_error");
         assert_eq!(out["error"]["message"], "<html>bad gateway</html>");
     }

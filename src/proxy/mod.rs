@@ -513,7 +513,7 @@ impl ProxyHttp for Gateway {
                     .headers
                     .get(http::header::CONTENT_TYPE)
                     .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-                ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now())
+                ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now(), &ctx.request_id)
             }
             Some(UpstreamLeg::Download(_)) => ResponseBody::for_download(ctx.upstream_status),
             None => ResponseBody::Pass,
@@ -593,7 +593,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        ctx.response.feed(body, end_of_stream);
+        ctx.response.feed(body, end_of_stream, &ctx.request_id);
         Ok(None)
     }
 

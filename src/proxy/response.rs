@@ -93,7 +93,8 @@ pub enum Framing {
 impl ResponseBody {
     /// The body of a forwarded request's answer: `status` and whether it is an SSE stream come
     /// from the upstream's head. `now` (Unix seconds) stamps an answer translated into OpenAI's dialect.
-    pub fn for_forward(forward: &ForwardPlan, status: u16, sse: bool, now: u64) -> Self {
+    /// `request_id` goes into the error bodies of the dialects that carry one (Anthropic's).
+    pub fn for_forward(forward: &ForwardPlan, status: u16, sse: bool, now: u64, request_id: &str) -> Self {
         let upstream = forward.model.upstream.dialect;
         let success = (200..300).contains(&status);
         if let Some(error) = GatewayError::for_upstream_status(status) {
@@ -101,7 +102,7 @@ impl ResponseBody {
                 Mode::Translate { caller, .. } => caller,
                 Mode::Passthrough { .. } => upstream,
             };
-            return ResponseBody::Replaced { body: Some(error.body(caller)), error };
+            return ResponseBody::Replaced { body: Some(error.body_with_id(caller, request_id)), error };
         }
         match forward.mode {
             Mode::Translate { caller_wants_usage, .. } if sse && success => {
@@ -155,8 +156,9 @@ impl ResponseBody {
     }
 
     /// One chunk of the upstream body (`None`: no bytes, as Pingora hands them), replaced in place
-    /// by what the caller gets; `end` on the last call.
-    pub fn feed(&mut self, body: &mut Option<Bytes>, end: bool) {
+    /// by what the caller gets; `end` on the last call. `request_id` goes into a translated error
+    /// body, where the caller's dialect carries one.
+    pub fn feed(&mut self, body: &mut Option<Bytes>, end: bool, request_id: &str) {
         match self {
             ResponseBody::Pass => {}
             ResponseBody::Json { kept, .. } => {
@@ -171,7 +173,7 @@ impl ResponseBody {
                 }
                 if end {
                     let whole = kept.whole().unwrap_or_default();
-                    let translated = translate_json(model, *caller, *status, *created, &whole);
+                    let translated = translate_json(model, *caller, *status, *created, &whole, request_id);
                     *untranslatable = translated.is_err();
                     *body = Some(Bytes::from(translated.unwrap_or_else(|error_body| error_body)));
                     // Kept as one chunk so `usage` reads it without joining the chunks again.
@@ -288,10 +290,17 @@ fn feed_stream(meter: &mut StreamMeter, body: &mut Option<Bytes>, end: bool) {
 
 /// Translates a complete upstream JSON body (answer or error) into the caller's dialect; `Err`
 /// holds the error body sent instead of a 2xx answer that cannot be translated.
-fn translate_json(model: &Model, caller: Dialect, status: u16, created: u64, body: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+fn translate_json(
+    model: &Model,
+    caller: Dialect,
+    status: u16,
+    created: u64,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Vec<u8>, Vec<u8>> {
     let upstream = model.upstream.dialect;
     if !(200..300).contains(&status) {
-        return Ok(dialect::response::error_to_caller(status, body, upstream, caller));
+        return Ok(dialect::response::error_to_caller(status, body, upstream, caller, request_id));
     }
     let translated = match upstream {
         Dialect::Anthropic => dialect::response::anthropic_to_openai(body, &model.name, created),
@@ -300,7 +309,7 @@ fn translate_json(model: &Model, caller: Dialect, status: u16, created: u64, bod
     // The 200 is already on its way: a body that cannot be translated becomes an error body.
     translated.map_err(|e| {
         log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
-        GatewayError::UpstreamUnavailable.body(caller).to_vec()
+        GatewayError::UpstreamUnavailable.body_with_id(caller, request_id).to_vec()
     })
 }
 
@@ -343,7 +352,7 @@ keys: []
         let mut out = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
             let mut b = Some(Bytes::copy_from_slice(chunk));
-            body.feed(&mut b, i + 1 == chunks.len());
+            body.feed(&mut b, i + 1 == chunks.len(), "req_test");
             out.extend_from_slice(b.as_deref().unwrap_or_default());
         }
         out
@@ -357,24 +366,24 @@ keys: []
         let gpt = |mode| plan("gpt-5.5", mode);
         let claude = |mode| plan("claude-sonnet-4-5-20250929", mode);
         let cases = [
-            (ResponseBody::for_forward(&gpt(PASS), 200, false, 0), "Json", Framing::AsIs),
-            (ResponseBody::for_forward(&gpt(PASS), 200, true, 0), "Stream", Framing::AsIs),
-            (ResponseBody::for_forward(&gpt(STRIP), 200, true, 0), "Stream", Framing::LengthUnknown),
+            (ResponseBody::for_forward(&gpt(PASS), 200, false, 0, "req_test"), "Json", Framing::AsIs),
+            (ResponseBody::for_forward(&gpt(PASS), 200, true, 0, "req_test"), "Stream", Framing::AsIs),
+            (ResponseBody::for_forward(&gpt(STRIP), 200, true, 0, "req_test"), "Stream", Framing::LengthUnknown),
             // Injected usage on a JSON answer changes nothing in the body.
-            (ResponseBody::for_forward(&gpt(STRIP), 200, false, 0), "Json", Framing::AsIs),
+            (ResponseBody::for_forward(&gpt(STRIP), 200, false, 0, "req_test"), "Json", Framing::AsIs),
             (
-                ResponseBody::for_forward(&claude(TO_OPENAI), 200, true, 0),
+                ResponseBody::for_forward(&claude(TO_OPENAI), 200, true, 0, "req_test"),
                 "TranslateStream",
                 Framing::Rewritten { json: false },
             ),
             (
-                ResponseBody::for_forward(&gpt(TO_ANTHROPIC), 200, false, 0),
+                ResponseBody::for_forward(&gpt(TO_ANTHROPIC), 200, false, 0, "req_test"),
                 "TranslateJson",
                 Framing::Rewritten { json: true },
             ),
             // An error sent as a stream is still one error: translated whole, as JSON.
             (
-                ResponseBody::for_forward(&gpt(TO_ANTHROPIC), 429, true, 0),
+                ResponseBody::for_forward(&gpt(TO_ANTHROPIC), 429, true, 0, "req_test"),
                 "TranslateJson",
                 Framing::Rewritten { json: true },
             ),
@@ -390,7 +399,7 @@ keys: []
 
     #[test]
     fn same_dialect_json_passes_untouched_and_is_metered_once_at_its_end() {
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, false, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, false, 0, "req_test");
         let (a, b) = OPENAI_ANSWER.as_bytes().split_at(70);
         assert_eq!(run(&mut body, &[a, b]), OPENAI_ANSWER.as_bytes());
         // OpenAI's prompt_tokens includes the cached ones.
@@ -408,13 +417,13 @@ keys: []
 
     #[test]
     fn translated_json_is_held_then_sent_whole_in_the_callers_dialect() {
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", TO_ANTHROPIC), 200, false, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", TO_ANTHROPIC), 200, false, 0, "req_test");
         let (a, b) = OPENAI_ANSWER.as_bytes().split_at(50);
         let mut first = Some(Bytes::copy_from_slice(a));
-        body.feed(&mut first, false);
+        body.feed(&mut first, false, "req_test");
         assert_eq!(first, None, "nothing reaches the caller before the document is whole");
         let mut last = Some(Bytes::copy_from_slice(b));
-        body.feed(&mut last, true);
+        body.feed(&mut last, true, "req_test");
         let sent: serde_json::Value = serde_json::from_slice(&last.expect("answer")).expect("json");
         assert_eq!(sent["type"], "message");
         assert_eq!(sent["content"][0]["text"], "hi");
@@ -422,7 +431,8 @@ keys: []
         // Billed from the upstream's own counts.
         assert_eq!(body.usage(), Usage { input: 7, output: 3, cache_read: 4, cache_write: 0 });
 
-        let mut body = ResponseBody::for_forward(&plan("claude-sonnet-4-5-20250929", TO_OPENAI), 200, false, 42);
+        let mut body =
+            ResponseBody::for_forward(&plan("claude-sonnet-4-5-20250929", TO_OPENAI), 200, false, 42, "req_test");
         let sent: serde_json::Value =
             serde_json::from_slice(&run(&mut body, &[ANTHROPIC_ANSWER.as_bytes()])).expect("json");
         assert_eq!((sent["object"].as_str(), sent["created"].as_u64()), (Some("chat.completion"), Some(42)));
@@ -431,12 +441,13 @@ keys: []
 
     #[test]
     fn a_translated_upstream_error_keeps_its_status_meaning_in_the_callers_shape() {
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", TO_ANTHROPIC), 429, false, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", TO_ANTHROPIC), 429, false, 0, "req_test");
         let upstream = br#"{"error":{"message":"slow down","type":"rate_limit_exceeded","code":null}}"#;
         let sent: serde_json::Value = serde_json::from_slice(&run(&mut body, &[upstream])).expect("json");
         assert_eq!(sent["type"], "error");
         assert_eq!(sent["error"]["type"], "rate_limit_error");
         assert_eq!(sent["error"]["message"], "slow down");
+        assert_eq!(sent["request_id"], "req_test", "Anthropic's errors name the request");
         assert_eq!(body.usage(), Usage::default());
     }
 
@@ -446,12 +457,12 @@ keys: []
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
         ];
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, true, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, true, 0, "req_test");
         assert_eq!(run(&mut body, stream), stream.concat());
         assert_eq!(body.usage(), Usage { input: 5, output: 2, cache_read: 0, cache_write: 0 });
         assert_eq!(body.cut_off(&GatewayError::UpstreamUnavailable, Dialect::OpenAi), None, "it had ended");
 
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, true, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", PASS), 200, true, 0, "req_test");
         let sent = run(&mut body, &stream[..1]);
         assert!(sent.starts_with(stream[0]));
         let tail = String::from_utf8(sent[stream[0].len()..].to_vec()).expect("utf-8");
@@ -464,7 +475,7 @@ keys: []
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
             b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
         ];
-        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", STRIP), 200, true, 0);
+        let mut body = ResponseBody::for_forward(&plan("gpt-5.5", STRIP), 200, true, 0, "req_test");
         let sent = String::from_utf8(run(&mut body, stream)).expect("utf-8");
         assert_eq!(sent, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n");
         assert_eq!(body.usage(), Usage { input: 5, output: 2, cache_read: 0, cache_write: 0 });
@@ -472,11 +483,12 @@ keys: []
 
     #[test]
     fn a_stream_cut_short_is_ended_once_in_the_callers_dialect() {
-        let mut body = ResponseBody::for_forward(&plan("claude-sonnet-4-5-20250929", TO_OPENAI), 200, true, 0);
+        let mut body =
+            ResponseBody::for_forward(&plan("claude-sonnet-4-5-20250929", TO_OPENAI), 200, true, 0, "req_test");
         let mut first = Some(Bytes::from_static(
             b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
         ));
-        body.feed(&mut first, false);
+        body.feed(&mut first, false, "req_test");
         let tail = body.cut_off(&GatewayError::UpstreamTimeout, Dialect::OpenAi).expect("an end");
         let tail = String::from_utf8(tail.to_vec()).expect("utf-8");
         assert!(tail.contains("\"error\""), "{tail}");

@@ -168,6 +168,8 @@ def test_upstream_errors_come_back_in_the_callers_shape(gateway):
                    headers=anthropic_headers(**{"x-mock-status": "429"}), timeout=10)
     assert r.status_code == 429
     assert r.json()["type"] == "error" and "mock upstream error 429" in r.json()["error"]["message"]
+    # Anthropic's errors name the request in the body too: the gateway's id, as in its header.
+    assert r.json()["request_id"] == r.headers["request-id"] == r.headers["x-request-id"]
     r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body("claude-sonnet-4-5-20250929"),
                    headers=openai_headers(**{"x-mock-status": "529"}), timeout=10)
     assert r.status_code == 529
@@ -196,6 +198,7 @@ def test_an_answer_that_cannot_be_translated_is_an_error_body_and_the_access_log
     r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5"),
                    headers={**anthropic_headers(), "x-mock-fault": "not-an-answer"}, timeout=10)
     assert r.status_code == 200 and r.json()["type"] == "error", r.text
+    assert r.json()["request_id"] == r.headers["request-id"], r.text
     r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5", top_k=5), headers=anthropic_headers(), timeout=10)
     assert r.status_code == 400
     deadline = time.time() + 10
