@@ -105,6 +105,12 @@ impl GatewayError {
         matches!(status, 401 | 403).then_some(GatewayError::UpstreamCredentials(status))
     }
 
+    /// Tells the operator, who alone can fix it, that `upstream` refused the gateway's credentials
+    /// (`status`, 401 or 403); the caller only gets [`GatewayError::UpstreamCredentials`].
+    pub fn warn_credentials_refused(upstream: &str, status: u16) {
+        log::warn!("upstream {upstream} refused the gateway's credentials ({status}): check its key and access");
+    }
+
     /// HTTP status. Exhaustive on purpose.
     pub fn status(&self) -> u16 {
         match self {

@@ -101,6 +101,9 @@ pub struct Model {
     pub structured_outputs: bool,
     /// Media task deadline.
     pub task_deadline: Duration,
+    /// The duration a task API is asked for when a caller names none, for a model billed per
+    /// second (none: such a request is a 400).
+    pub default_duration_seconds: Option<u32>,
     /// Its metric handles (resolved on first use).
     pub metrics: crate::metrics::ModelHandles,
     /// Limits for the model as a whole (all keys).

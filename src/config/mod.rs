@@ -214,6 +214,9 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         if m.task_deadline_seconds == 0 {
             return Err(err(format!("{path}.task_deadline_seconds"), "must be at least 1"));
         }
+        if m.default_duration_seconds == Some(0) {
+            return Err(err(format!("{path}.default_duration_seconds"), "must be at least 1"));
+        }
         if m.max_output_tokens == Some(0) {
             // Anthropic refuses `max_tokens: 0`: every translated request would fail upstream.
             return Err(err(format!("{path}.max_output_tokens"), "must be at least 1"));
@@ -231,6 +234,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                 strict_params: m.params == raw::ParamsPolicy::Strict,
                 structured_outputs: m.structured_outputs,
                 task_deadline: Duration::from_secs(m.task_deadline_seconds),
+                default_duration_seconds: m.default_duration_seconds,
                 metrics: Default::default(),
                 limits: limit_settings(&m.limits).map_err(|(f, msg)| err(format!("{path}.limits.{f}"), msg))?,
             }),

@@ -222,6 +222,10 @@ pub struct RawModel {
     /// A media task not finished after this many seconds is failed (`deadline_exceeded`).
     #[serde(default = "default_task_deadline")]
     pub task_deadline_seconds: u64,
+    /// For a model priced per second on a task API: the duration asked for when the caller names
+    /// none (else such a request is a 400: the upstream's own default is unknown, so unbillable).
+    #[serde(default)]
+    pub default_duration_seconds: Option<u32>,
     /// Limits for the whole model, all keys together (protects the upstream account).
     #[serde(default)]
     pub limits: RawLimits,

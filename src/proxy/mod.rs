@@ -519,10 +519,9 @@ impl ProxyHttp for Gateway {
             None => ResponseBody::Pass,
         };
         if let Some(err) = ctx.response.replacing() {
-            log::warn!(
-                "upstream {} refused the gateway's credentials ({}): check its key and access",
+            GatewayError::warn_credentials_refused(
                 ctx.leg.as_ref().map_or("?", |leg| &*leg.upstream().name),
-                ctx.upstream_status
+                ctx.upstream_status,
             );
             resp.set_status(err.status())?;
             ctx.error = Some(err.clone());

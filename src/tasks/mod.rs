@@ -352,7 +352,12 @@ impl Tasks {
                 message: format!("the model `{}` cannot generate media", model.name),
             });
         };
-        let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, body) {
+        let billed = if model.price.per_second > 0 {
+            styles::BilledSeconds::Yes { default: model.default_duration_seconds }
+        } else {
+            styles::BilledSeconds::No
+        };
+        let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, billed, body) {
             Ok(m) => m,
             Err(e) => return Answer::bad_request(&e),
         };
@@ -391,6 +396,9 @@ impl Tasks {
                     }
                 };
                 if !(200..300).contains(&reply.status) {
+                    if GatewayError::for_upstream_status(reply.status).is_some() {
+                        GatewayError::warn_credentials_refused(&model.upstream.name, reply.status);
+                    }
                     return upstream_error(reply.status, &reply.body);
                 }
                 let Some((upstream_id, state)) = styles::parse_submit(style, &reply.body) else {
@@ -548,22 +556,32 @@ impl Tasks {
             }
         }
         let previous = slot.last.as_ref().map(|(_, s)| s.clone());
+        let style = upstream.task_style.unwrap_or(TaskStyle::Flat);
+        let path = styles::poll_path(style, &task.upstream_id);
+        let timeout = upstream.read_timeout.min(Duration::from_secs(30));
+        let polled = match self.client.call(upstream, "GET", &path, None, timeout, MAX_POLL_REPLY).await {
+            Ok(r) if (200..300).contains(&r.status) => styles::parse_poll(style, &r.body)
+                .unwrap_or_else(|| previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Processing))),
+            Ok(r) if r.status == 404 => {
+                TaskState::failed("upstream_task_not_found", "the upstream no longer knows this task")
+            }
+            Ok(r) => {
+                if GatewayError::for_upstream_status(r.status).is_some() {
+                    GatewayError::warn_credentials_refused(&upstream.name, r.status);
+                }
+                previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending))
+            }
+            // A transient upstream problem is not the task's failure: show the last known state.
+            Err(_) => previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending)),
+        };
+        // The deadline fails only a task the upstream has not finished: it is asked first, so
+        // that a task that ended between two of the settler's polls (up to a minute apart), or
+        // long before a restart, is answered and billed as it ended.
         let deadline = model.map_or(Duration::from_secs(1800), |m| m.task_deadline);
-        let state = if unix_now().saturating_sub(task.created) > deadline.as_secs() {
+        let state = if !polled.status.terminal() && unix_now().saturating_sub(task.created) > deadline.as_secs() {
             TaskState::failed("deadline_exceeded", "the task did not finish before its deadline")
         } else {
-            let style = upstream.task_style.unwrap_or(TaskStyle::Flat);
-            let path = styles::poll_path(style, &task.upstream_id);
-            let timeout = upstream.read_timeout.min(Duration::from_secs(30));
-            match self.client.call(upstream, "GET", &path, None, timeout, MAX_POLL_REPLY).await {
-                Ok(r) if (200..300).contains(&r.status) => styles::parse_poll(style, &r.body)
-                    .unwrap_or_else(|| previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Processing))),
-                Ok(r) if r.status == 404 => {
-                    TaskState::failed("upstream_task_not_found", "the upstream no longer knows this task")
-                }
-                // A transient upstream problem is not the task's failure: show the last known state.
-                _ => previous.clone().unwrap_or_else(|| TaskState::new(TaskStatus::Pending)),
-            }
+            polled
         };
         if state.status.terminal() && !slot.billed {
             slot.billed = true;

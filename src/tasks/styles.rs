@@ -97,6 +97,14 @@ pub struct UpstreamSubmit {
     pub seconds: u32,
 }
 
+/// Whether a model's price counts seconds (`per_second`) and, if so, the duration the gateway asks
+/// for when the caller names none (`default_duration_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BilledSeconds {
+    No,
+    Yes { default: Option<u32> },
+}
+
 const RATIOS: &[&str] = &["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21", "4:5", "5:4"];
 
 fn pixels(size: &str) -> Option<(u32, u32)> {
@@ -139,11 +147,14 @@ fn validate(media: Media, body: &Map<String, Value>) -> Result<(), TaskError> {
     }
     if let Some(d) = body.get("duration") {
         let d = d.as_f64().ok_or_else(|| bad("duration", "duration: expected a number of seconds"))?;
+        if media == Media::Image {
+            return Err(bad("duration", "duration: images have no duration"));
+        }
         let max = if media == Media::Video { 60.0 } else { 600.0 };
-        if media == Media::Image || !(d > 0.0 && d <= max) {
+        if !(d > 0.0 && d <= max) {
             return Err(bad(
                 "duration",
-                format!("duration: must be between 1 and {max} seconds for {} generation", media.as_str()),
+                format!("duration: must be more than 0 and at most {max} seconds for {} generation", media.as_str()),
             ));
         }
     }
@@ -169,6 +180,7 @@ pub fn map_submit(
     kind: ModelKind,
     style: TaskStyle,
     upstream_model: &str,
+    billed: BilledSeconds,
     body: &[u8],
 ) -> Result<UpstreamSubmit, TaskError> {
     let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
@@ -179,12 +191,26 @@ pub fn map_submit(
     obj.insert("model".into(), Value::from(upstream_model));
     match style {
         // Task APIs take the portable fields as they are.
-        TaskStyle::Flat | TaskStyle::Wrapped => Ok(UpstreamSubmit {
-            path: media.generations_path(),
-            body: serde_json::to_vec(&obj).unwrap_or_default(),
-            run: Run::Relay,
-            seconds,
-        }),
+        TaskStyle::Flat | TaskStyle::Wrapped => {
+            // A task API makes some default length of its own when asked for none, which the
+            // gateway cannot know: a model billed per second is asked for a length it can bill.
+            let seconds = match (seconds, billed) {
+                (0, BilledSeconds::Yes { default: Some(d) }) => {
+                    obj.insert("duration".into(), Value::from(d));
+                    d
+                }
+                (0, BilledSeconds::Yes { default: None }) => {
+                    return Err(bad("duration", "duration: required for this model, which is billed per second"));
+                }
+                _ => seconds,
+            };
+            Ok(UpstreamSubmit {
+                path: media.generations_path(),
+                body: serde_json::to_vec(&obj).unwrap_or_default(),
+                run: Run::Relay,
+                seconds,
+            })
+        }
         TaskStyle::OpenAi => map_openai(media, kind, obj, seconds),
     }
 }
@@ -402,23 +428,28 @@ fn finish(status: TaskStatus, v: &Value, results: Vec<String>) -> TaskState {
     }
 }
 
-fn flat_state(v: &Value) -> TaskState {
-    let status = match v.get("status").and_then(Value::as_str) {
-        Some("pending") => TaskStatus::Pending,
-        Some("completed") => TaskStatus::Completed,
-        Some("failed") => TaskStatus::Failed,
+/// A task API's status word. The documented words are lowercase `pending`, `processing`,
+/// `completed`, `failed` (and `submitted`, `queued`, `cancelled` on wrapped APIs); the other
+/// spellings task APIs use are read too, in any case, so that a word we did not expect cannot
+/// hold a finished task as `processing` until its deadline fails it unbilled.
+fn task_status(v: &Value) -> TaskStatus {
+    let Some(word) = v.get("status").and_then(Value::as_str) else { return TaskStatus::Processing };
+    match word.to_ascii_lowercase().as_str() {
+        "pending" | "submitted" | "queued" | "waiting" => TaskStatus::Pending,
+        "completed" | "complete" | "succeeded" | "success" | "successful" | "done" | "finished" => {
+            TaskStatus::Completed
+        }
+        "failed" | "failure" | "error" | "cancelled" | "canceled" | "expired" | "rejected" => TaskStatus::Failed,
         _ => TaskStatus::Processing,
-    };
-    finish(status, v, strings(v.get("results")))
+    }
+}
+
+fn flat_state(v: &Value) -> TaskState {
+    finish(task_status(v), v, strings(v.get("results")))
 }
 
 fn wrapped_state(v: &Value) -> TaskState {
-    let status = match v.get("status").and_then(Value::as_str) {
-        Some("pending" | "submitted" | "queued") => TaskStatus::Pending,
-        Some("completed") => TaskStatus::Completed,
-        Some("failed" | "cancelled") => TaskStatus::Failed,
-        _ => TaskStatus::Processing,
-    };
+    let status = task_status(v);
     let mut results = Vec::new();
     if let Some(result) = v.get("result") {
         for bucket in ["images", "videos", "audios"] {
@@ -446,7 +477,45 @@ mod tests {
     use super::*;
 
     fn submit(media: Media, kind: ModelKind, style: TaskStyle, body: &str) -> Result<UpstreamSubmit, TaskError> {
-        map_submit(media, kind, style, "up-model", body.as_bytes())
+        map_submit(media, kind, style, "up-model", BilledSeconds::No, body.as_bytes())
+    }
+
+    #[test]
+    fn a_task_api_is_asked_for_the_seconds_a_per_second_model_bills() {
+        let run = |billed, body: &str| {
+            map_submit(Media::Video, ModelKind::Video, TaskStyle::Flat, "m", billed, body.as_bytes())
+        };
+        let sent = |u: &UpstreamSubmit| serde_json::from_slice::<Value>(&u.body).expect("json")["duration"].clone();
+        let default8 = BilledSeconds::Yes { default: Some(8) };
+        let u = run(default8, r#"{"prompt":"x"}"#).expect("default");
+        assert_eq!((u.seconds, sent(&u)), (8, Value::from(8)));
+        let u = run(default8, r#"{"prompt":"x","duration":5}"#).expect("asked");
+        assert_eq!((u.seconds, sent(&u)), (5, Value::from(5)));
+        let refused = run(BilledSeconds::Yes { default: None }, r#"{"prompt":"x"}"#).err().map(|e| e.param);
+        assert_eq!(refused, Some("duration"), "no length to bill");
+        let u = run(BilledSeconds::No, r#"{"prompt":"x"}"#).expect("not billed by length");
+        assert_eq!((u.seconds, sent(&u)), (0, Value::Null));
+    }
+
+    #[test]
+    fn task_status_words_are_read_in_any_spelling() {
+        let status = |w: &str| task_status(&serde_json::json!({ "status": w }));
+        for (word, want) in [
+            ("pending", TaskStatus::Pending),
+            ("Queued", TaskStatus::Pending),
+            ("processing", TaskStatus::Processing),
+            ("running", TaskStatus::Processing),
+            ("completed", TaskStatus::Completed),
+            ("SUCCEEDED", TaskStatus::Completed),
+            ("success", TaskStatus::Completed),
+            ("failed", TaskStatus::Failed),
+            ("FAILED", TaskStatus::Failed),
+            ("cancelled", TaskStatus::Failed),
+            ("expired", TaskStatus::Failed),
+        ] {
+            assert_eq!(status(word), want, "{word}");
+        }
+        assert_eq!(task_status(&serde_json::json!({})), TaskStatus::Processing);
     }
 
     #[test]

@@ -3,6 +3,7 @@ jobs), ownership, signed ids, deadlines, bounded polling, restarts, metering."""
 import base64
 import concurrent.futures
 import copy
+import json
 import time
 
 import httpx
@@ -68,6 +69,22 @@ def test_wrapped_upstream(gateway, path, model, results):
     if "videos" in path:
         assert t["object"] == "video.generation.task"
         assert done["usage"]["seconds"] == 8 and done["usage"]["cost_usd"] == pytest.approx(0.8)
+
+
+def test_a_per_second_model_is_asked_for_the_duration_it_bills(gateway, mock):
+    """A task API makes some default length of its own when asked for none, which the gateway
+    cannot know (such a task used to be billed 0 s): a model priced per second is asked for its
+    `default_duration_seconds` and billed for it, and without one the submit is a 400."""
+    mock.clear()
+    t = submit(gateway, "/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog"}).json()
+    (sent,) = [r for r in mock.requests() if r["path"].endswith("/videos/generations")]
+    assert json.loads(sent["body"])["duration"] == 5
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["usage"]["seconds"] == 5 and done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01)
+    mock.clear()
+    r = submit(gateway, "/v1/videos/generations", {"model": "veo3-fast", "prompt": "a dog"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "duration", r.text
+    assert [r for r in mock.requests() if r["path"].endswith("/videos/generations")] == []
 
 
 def test_wrapped_cancel_is_failed(gateway):
@@ -260,6 +277,23 @@ def test_deadline_fails_a_task_that_never_finishes(gateway):
     time.sleep(3.1)
     r = poll(gateway, t["id"]).json()
     assert r["status"] == "failed" and r["error"]["code"] == "deadline_exceeded"
+
+
+def test_the_deadline_fails_only_a_task_the_upstream_has_not_finished(fresh_gateway):
+    """The upstream is asked before the deadline fails a task, so a task that ended is answered as
+    it ended: after a restart past its deadline (it used to read `deadline_exceeded` then, while
+    the ledger billed it completed), or when it ended after the settler's last poll (those back
+    off to a minute apart)."""
+    g = fresh_gateway()
+    t = submit(g, "/v1/images/generations", {"model": "never-image", "prompt": "a cat"}).json()
+    done, _ = poll_until_done(g, t["id"])   # the mock ends it at its third poll, about the 2 s deadline
+    assert done["status"] == "completed" and done["results"], done.get("error")
+    time.sleep(max(0.0, t["created"] + 3 - time.time()))
+    g.stop()
+    g2 = fresh_gateway()
+    g2.config_path.write_text(g.config_path.read_text())
+    again, _ = poll_until_done(g2, t["id"])
+    assert (again["status"], again["results"]) == ("completed", done["results"]), again.get("error")
 
 
 def test_many_callers_polling_one_task_cause_no_poll_storm(gateway, mock):
