@@ -15,6 +15,8 @@
 //! hanging. See `../shared/PINGORA.md` §1.4; re-run the body-size tests on every pingora bump.
 //! Imports: `error`, `content_encoding`, Pingora's session. Not `dialect`, `ledger` or `metrics`.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
@@ -38,8 +40,11 @@ pub fn declared_length(session: &Session) -> Option<usize> {
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 
-/// Reads the whole request body, at most `max` bytes.
-pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, BodyError> {
+/// Reads the whole request body, at most `max` bytes. A caller that sends nothing for `idle` gets
+/// 408: Pingora's read timeout (`set_read_timeout`) covers HTTP/1, and this function's own covers
+/// h2, whose body reads Pingora leaves without any (an h2 stream whose body never ended was held
+/// open for good).
+pub async fn read_full_body(session: &mut Session, max: usize, idle: Duration) -> Result<Bytes, BodyError> {
     let declared = declared_length(session);
     if declared.is_some_and(|n| n > max) {
         return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));
@@ -65,7 +70,21 @@ pub async fn read_full_body(session: &mut Session, max: usize) -> Result<Bytes, 
         if remaining_fits {
             session.enable_retry_buffering();
         }
-        match session.read_request_body().await.map_err(|e| unreadable(&e))? {
+        let read = if session.is_http2() {
+            match tokio::time::timeout(idle, session.read_request_body()).await {
+                Ok(read) => read,
+                Err(_) => return Err(BodyError::Reject(GatewayError::BodyTimeout)),
+            }
+        } else {
+            session.read_request_body().await
+        };
+        let read = read.map_err(|e| {
+            // The connection's framing is lost: what follows on it cannot be trusted to be the
+            // next request (RFC 9112 §9.3.2, a front proxy could desync), so it is closed.
+            session.set_keepalive(None);
+            unreadable(&e)
+        })?;
+        match read {
             Some(chunk) => {
                 if buf.len() + chunk.len() > max {
                     return Err(BodyError::Reject(GatewayError::BodyTooLarge(max)));

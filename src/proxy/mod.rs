@@ -111,7 +111,8 @@ impl Gateway {
         let (decision, caller) = match plan::plan_head(session.req_header(), route, &snapshot) {
             plan::Head::Done(decision, caller) => (decision, caller),
             plan::Head::NeedsBody(route, caller, codings) => {
-                body = body::read_full_body(session, snapshot.max_request_body).await?;
+                body =
+                    body::read_full_body(session, snapshot.max_request_body, self.settings.client_read_timeout).await?;
                 let decoded = if codings.is_empty() {
                     Ok(())
                 } else {
@@ -402,8 +403,13 @@ fn left_unanswered(ctx: &RequestCtx, e: Option<&Error>) -> bool {
 /// `e` says the caller closed or dropped its connection (a client timeout, a cancelled call): not
 /// the gateway's failure, so Pingora's error log skips it and the access log says `client_closed`.
 fn caller_left(e: &Error) -> bool {
+    // `H2Error`: an h2 caller that reset its stream (or broke the protocol) is gone the same way;
+    // missing it here billed such a request nothing though the upstream had it.
     e.esource() == &ErrorSource::Downstream
-        && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError | ErrorType::H2Error
+        )
 }
 
 #[async_trait]
@@ -840,9 +846,12 @@ mod tests {
             ctx.upstream_done = done.then(Instant::now);
             ctx
         };
+        let h2_stream_reset = Error::new_down(ErrorType::H2Error);
         for status in [0, 200] {
             assert!(left_unanswered(&sent(status, false), Some(&caller_left)), "{status}");
+            assert!(left_unanswered(&sent(status, false), Some(&h2_stream_reset)), "{status}");
         }
+        assert!(!left_unanswered(&sent(0, false), Some(&Error::new_up(ErrorType::H2Error))));
         // The upstream's answer was whole (its count is there), or an error (not billed), or the
         // leg failed upstream, or nothing failed.
         assert!(!left_unanswered(&sent(200, true), Some(&caller_left)));

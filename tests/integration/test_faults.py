@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers
+from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers, raw_http
 
 
 def test_refused_upstream_is_502_in_dialect(gateway):
@@ -240,3 +240,106 @@ def test_pipelined_requests_are_all_answered_in_order(gateway, mock):
     received = mock.requests()
     assert [r["path"] for r in received] == ["/v1/chat/completions", "/v1/messages"], received
     assert [r["body"] for r in received] == [chat.decode(), claude.decode()], "each body went upstream whole"
+
+
+# --- h2 callers and broken framing (found by probing the gateway with raw h2 and HTTP/1.1) -------
+
+def h2_open(port):
+    import h2.config
+    import h2.connection
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    return s, c
+
+
+def h2_headers(path, request_id, **extra):
+    return [(":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", path),
+            ("authorization", f"Bearer {KEY_A}"), ("content-type", "application/json"),
+            ("x-request-id", request_id)] + list(extra.items())
+
+
+def h2_answer(s, c, stream_id, timeout):
+    """(status, body) of one stream, or None if nothing ended it within `timeout` seconds."""
+    import h2.events
+    status, body, deadline = None, b"", time.time() + timeout
+    while time.time() < deadline:
+        s.settimeout(max(0.05, deadline - time.time()))
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            break
+        if not data:
+            break
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == stream_id:
+                status = int(dict(ev.headers)[":status"])
+            elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == stream_id:
+                body += ev.data
+                c.acknowledge_received_data(ev.flow_controlled_length, stream_id)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == stream_id:
+                s.sendall(c.data_to_send())
+                return status, body
+        s.sendall(c.data_to_send())
+    return None
+
+
+def test_h2_caller_whose_body_never_ends_gets_408(gateway, mock):
+    """Pingora times out HTTP/1 body reads only: an h2 stream whose body never ended was held open
+    for good (200 s and counting in the probe). Now it gets the same 408 after
+    client_read_timeout_ms (2 s here), in its dialect."""
+    mock.clear()
+    s, c = h2_open(gateway.port)
+    with s:
+        c.send_headers(1, h2_headers("/v1/chat/completions", "h2-stalled-body"))
+        c.send_data(1, b'{"model":"gpt-5.5","messages":[')     # and never END_STREAM
+        s.sendall(c.data_to_send())
+        t0 = time.time()
+        answer = h2_answer(s, c, 1, timeout=8)
+    assert answer is not None, "no answer within 8 s"
+    status, body = answer
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout", (status, body)
+    assert time.time() - t0 < 6
+    assert mock.requests() == []
+
+
+def test_h2_caller_that_resets_its_stream_is_billed_like_one_that_hangs_up(fresh_gateway, mock):
+    """An HTTP/1.1 caller that leaves before the answer is billed its input (the upstream had the
+    request); an h2 caller that reset its stream was billed nothing, so long prompts could be sent
+    and reset for free."""
+    g = fresh_gateway()
+    mock.clear()
+    s, c = h2_open(g.port)
+    with s:
+        c.send_headers(1, h2_headers("/v1/chat/completions", "h2-reset-early", **{"x-mock-delay-ms": "1500"}))
+        c.send_data(1, json.dumps(chat_body(messages=[{"role": "user", "content": "word " * 400}])).encode(),
+                    end_stream=True)
+        s.sendall(c.data_to_send())
+        deadline = time.time() + 5
+        while not [r for r in mock.requests() if r["path"].endswith("/chat/completions")]:
+            assert time.time() < deadline, "the request never reached the upstream"
+            time.sleep(0.05)
+        c.reset_stream(1)
+        s.sendall(c.data_to_send())
+        deadline = time.time() + 10
+        while not (line := [l for l in g.access_log() if l.get("request_id") == "h2-reset-early"]):
+            assert time.time() < deadline, "no access-log line"
+            time.sleep(0.1)
+    (line,) = line
+    assert line["error"] == "client_closed", line
+    assert line["input_tokens"] > 400 and line["cost_usd"] > 0, line
+
+
+def test_broken_chunked_framing_is_400_and_closes_the_connection(gateway, mock):
+    """After a body whose framing cannot be read, nothing later on the connection can be trusted
+    to be a request (a request smuggled behind a front proxy): the 400 closes it."""
+    mock.clear()
+    data = raw_http(gateway.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    + KEY_A.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() + b"\r\n\r\n",
+                    timeout=5)
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 400 ") and b"connection: close" in head, data
+    assert data.count(b"HTTP/1.1 ") == 1, data      # the bytes after it were not served as a request
+    assert mock.requests() == []
