@@ -93,6 +93,17 @@ impl Gateway {
     ) -> Self {
         Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
     }
+
+    /// A request's ledger row id: its own id, unique across processes, unless the caller chose
+    /// it (`x-request-id`), which need not be unique: a fresh one then (the caller's stays in
+    /// `request_id`).
+    fn ledger_id(&self, ctx: &RequestCtx) -> String {
+        if ctx.request_id_from_caller {
+            self.request_ids.fresh()
+        } else {
+            ctx.request_id.clone()
+        }
+    }
 }
 
 impl Gateway {
@@ -195,9 +206,13 @@ impl Gateway {
                         } else {
                             None
                         };
-                        let answer = Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await;
-                        ctx.submitted = Some(model);
-                        answer
+                        let submitted = Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await;
+                        if submitted.forwarded {
+                            ctx.submitted = Some(model);
+                        } else {
+                            ctx.refused_model = Some(model);
+                        }
+                        submitted.answer
                     }
                 };
                 ctx.local = Some(answer);
@@ -677,7 +692,7 @@ impl ProxyHttp for Gateway {
                 handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let (Some(key), Purpose::Generate) = (&ctx.key, forward.purpose) {
                     self.ledger.record(Row {
-                        id: if ctx.request_id_from_caller { self.request_ids.fresh() } else { ctx.request_id.clone() },
+                        id: self.ledger_id(ctx),
                         request_id: ctx.request_id.clone(),
                         time_ms: unix_now_ms(),
                         key: key.name.clone(),
@@ -702,10 +717,33 @@ impl ProxyHttp for Gateway {
                 (usage, estimated, cost)
             }
             None => {
-                // A task submit's call to its upstream; the task's cost comes with its ledger row.
+                // A task submit's call to its upstream; a task's cost comes with its own ledger row,
+                // when it ends. A submit the upstream refused makes no task: its row is written
+                // here (cost zero), as an upstream error on a chat request gets one.
                 if let Some(model) = &ctx.submitted {
                     let labels = [&*model.name, &*model.upstream.name, metrics::status_label(status)];
                     m.requests.with_label_values(&labels).inc();
+                    if let (Some(key), false) = (&ctx.key, (200..300).contains(&status)) {
+                        self.ledger.record(Row {
+                            id: self.ledger_id(ctx),
+                            request_id: ctx.request_id.clone(),
+                            time_ms: unix_now_ms(),
+                            key: key.name.clone(),
+                            model: model.name.clone(),
+                            upstream: model.upstream.name.clone(),
+                            endpoint: session.req_header().uri.path().to_string().into(),
+                            status,
+                            stream: false,
+                            translated: false,
+                            usage: Usage::default(),
+                            media: Default::default(),
+                            cost: crate::money::Money::ZERO,
+                            latency_us: total.as_micros() as i64,
+                            ttfb_us: None,
+                            task: false,
+                            estimated: false,
+                        });
+                    }
                 }
                 (Usage::default(), false, crate::money::Money::ZERO)
             }

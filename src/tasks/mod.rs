@@ -137,6 +137,14 @@ pub struct Answer {
     pub rejected: Option<&'static str>,
 }
 
+/// A submit's answer, and whether it went to the upstream: one the gateway refused itself before
+/// any call (bad input) is no request routed to an upstream (`cheapmodel_requests_total`), and
+/// leaves no ledger row.
+pub struct Submitted {
+    pub answer: Answer,
+    pub forwarded: bool,
+}
+
 impl Answer {
     /// A 200 with a JSON body already rendered.
     pub fn ok_json(body: Bytes) -> Self {
@@ -345,12 +353,13 @@ impl Tasks {
         media: Media,
         model: &Arc<Model>,
         body: &[u8],
-    ) -> Answer {
+    ) -> Submitted {
+        let refused = |answer| Submitted { answer, forwarded: false };
         let Some(style) = model.upstream.task_style else {
-            return Answer::bad_request(&TaskError {
+            return refused(Answer::bad_request(&TaskError {
                 param: "model",
                 message: format!("the model `{}` cannot generate media", model.name),
-            });
+            }));
         };
         let billed = if model.price.per_second > 0 {
             styles::BilledSeconds::Yes { default: model.default_duration_seconds }
@@ -359,8 +368,21 @@ impl Tasks {
         };
         let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, billed, body) {
             Ok(m) => m,
-            Err(e) => return Answer::bad_request(&e),
+            Err(e) => return refused(Answer::bad_request(&e)),
         };
+        Submitted { answer: self.run_submit(snapshot, caller, media, model, style, mapped).await, forwarded: true }
+    }
+
+    /// A validated submit, to its upstream: relayed to a task API, or run by the gateway.
+    async fn run_submit(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        caller: &Caller<'_>,
+        media: Media,
+        model: &Arc<Model>,
+        style: TaskStyle,
+        mapped: styles::UpstreamSubmit,
+    ) -> Answer {
         let mut task = TaskRef {
             origin: Origin::Relayed,
             upstream: model.upstream.name.to_string(),

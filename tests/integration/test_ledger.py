@@ -342,6 +342,30 @@ def test_a_repeated_caller_request_id_cannot_hide_a_request(own_mock, tmp_path):
         g.stop()
 
 
+def test_a_submit_the_upstream_refused_has_its_row_and_one_the_gateway_refused_has_none(own_mock, tmp_path):
+    """Every request the gateway forwarded has a row, upstream errors included: a media submit the
+    upstream refused made no task, so it had none. A submit the gateway refused itself (bad input)
+    reached no upstream: no row, and no `cheapmodel_requests_total` (it was counted there)."""
+    g = start_gateway(own_mock, tmp_path / "gw")
+    try:
+        headers = openai_headers(**{"x-request-id": "refused-upstream"})
+        r = httpx.post(g.url + "/v1/images/generations", json={"model": "gpt-image-2", "prompt": "mock-submit-error"},
+                       headers=headers, timeout=10)
+        assert r.status_code == 400, r.text
+        r = httpx.post(g.url + "/v1/images/generations", json={"model": "gpt-image-2", "prompt": "x", "n": 99},
+                       headers=openai_headers(**{"x-request-id": "refused-here"}), timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 1) == 1
+        time.sleep(0.5)   # a second row, if any, would land within the flush interval
+        (row,) = ledger_rows(db)
+        assert (row["request_id"], row["endpoint"], row["status"], row["cost_pusd"], row["model"]) == \
+            ("refused-upstream", "/v1/images/generations", 400, 0, "gpt-image-2")
+        assert g.metric("cheapmodel_requests_total", model="gpt-image-2", status="400") == 1
+    finally:
+        g.stop()
+
+
 def test_a_task_nobody_polls_is_billed_once_across_restarts_and_instances(own_mock, tmp_path):
     shared = {"url": f"sqlite://{tmp_path / 'shared.sqlite'}", "spool_dir": str(tmp_path / "spool")}
     g = start_gateway(own_mock, tmp_path / "a", ledger=shared)
