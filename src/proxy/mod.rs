@@ -13,6 +13,7 @@ pub mod respond;
 pub mod response;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +32,7 @@ use crate::ledger::{self, Ledger, Row};
 use crate::limits::{self, Limits, Refusal};
 use crate::metrics;
 use crate::plan::{self, Decision, Mode, Purpose};
-use crate::registry::Registry;
+use crate::registry::{Key, Model, Registry};
 use crate::tasks::{self, Tasks};
 use crate::usage::{StreamTokens, Usage};
 use body::BodyError;
@@ -94,14 +95,37 @@ impl Gateway {
         Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
     }
 
-    /// A request's ledger row id: its own id, unique across processes, unless the caller chose
-    /// it (`x-request-id`), which need not be unique: a fresh one then (the caller's stays in
-    /// `request_id`).
-    fn ledger_id(&self, ctx: &RequestCtx) -> String {
-        if ctx.request_id_from_caller {
-            self.request_ids.fresh()
-        } else {
-            ctx.request_id.clone()
+    /// A request's ledger row, with nothing metered (no usage, zero cost): what a forwarded
+    /// request's row adds is filled in by its caller. The row's id is the request's own id, unique
+    /// across processes, unless the caller chose it (`x-request-id`), which need not be unique: a
+    /// fresh one then (the caller's stays in `request_id`).
+    fn request_row(
+        &self,
+        ctx: &RequestCtx,
+        key: &Key,
+        model: &Model,
+        endpoint: Cow<'static, str>,
+        status: u16,
+        total: Duration,
+    ) -> Row {
+        Row {
+            id: if ctx.request_id_from_caller { self.request_ids.fresh() } else { ctx.request_id.clone() },
+            request_id: ctx.request_id.clone(),
+            time_ms: unix_now_ms(),
+            key: key.name.clone(),
+            model: model.name.clone(),
+            upstream: model.upstream.name.clone(),
+            endpoint,
+            status,
+            stream: false,
+            translated: false,
+            usage: Usage::default(),
+            media: Default::default(),
+            cost: crate::money::Money::ZERO,
+            latency_us: total.as_micros() as i64,
+            ttfb_us: None,
+            task: false,
+            estimated: false,
         }
     }
 }
@@ -691,27 +715,18 @@ impl ProxyHttp for Gateway {
                 };
                 handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let (Some(key), Purpose::Generate) = (&ctx.key, forward.purpose) {
+                    let endpoint = match ctx.caller {
+                        Dialect::OpenAi => "/v1/chat/completions",
+                        Dialect::Anthropic => "/v1/messages",
+                    };
                     self.ledger.record(Row {
-                        id: self.ledger_id(ctx),
-                        request_id: ctx.request_id.clone(),
-                        time_ms: unix_now_ms(),
-                        key: key.name.clone(),
-                        model: model.name.clone(),
-                        upstream: model.upstream.name.clone(),
-                        endpoint: match ctx.caller {
-                            Dialect::OpenAi => "/v1/chat/completions".into(),
-                            Dialect::Anthropic => "/v1/messages".into(),
-                        },
-                        status,
                         stream,
                         translated: ctx.translation().is_some(),
                         usage,
-                        media: Default::default(),
                         cost,
-                        latency_us: total.as_micros() as i64,
                         ttfb_us: ctx.ttfb.map(|t| t.as_micros() as i64),
-                        task: false,
                         estimated,
+                        ..self.request_row(ctx, key, &model, endpoint.into(), status, total)
                     });
                 }
                 (usage, estimated, cost)
@@ -724,25 +739,8 @@ impl ProxyHttp for Gateway {
                     let labels = [&*model.name, &*model.upstream.name, metrics::status_label(status)];
                     m.requests.with_label_values(&labels).inc();
                     if let (Some(key), false) = (&ctx.key, (200..300).contains(&status)) {
-                        self.ledger.record(Row {
-                            id: self.ledger_id(ctx),
-                            request_id: ctx.request_id.clone(),
-                            time_ms: unix_now_ms(),
-                            key: key.name.clone(),
-                            model: model.name.clone(),
-                            upstream: model.upstream.name.clone(),
-                            endpoint: session.req_header().uri.path().to_string().into(),
-                            status,
-                            stream: false,
-                            translated: false,
-                            usage: Usage::default(),
-                            media: Default::default(),
-                            cost: crate::money::Money::ZERO,
-                            latency_us: total.as_micros() as i64,
-                            ttfb_us: None,
-                            task: false,
-                            estimated: false,
-                        });
+                        let endpoint = session.req_header().uri.path().to_string().into();
+                        self.ledger.record(self.request_row(ctx, key, model, endpoint, status, total));
                     }
                 }
                 (Usage::default(), false, crate::money::Money::ZERO)
