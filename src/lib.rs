@@ -39,6 +39,8 @@ pub mod peek;
 pub mod plan;
 /// Pingora `ProxyHttp` glue.
 pub mod proxy;
+/// Masking an upstream's key in the error answers relayed to callers.
+pub mod redact;
 /// Immutable routing snapshots behind arc-swap.
 pub mod registry;
 /// Hot reload (SIGHUP and file watch).

@@ -46,6 +46,16 @@ pub struct Upstream {
     pub read_timeout: Duration,
 }
 
+impl Upstream {
+    /// The upstream's key itself (the `auth` value without its `Bearer ` scheme): what `redact`
+    /// masks in the error answers relayed to callers. Empty when the upstream has none.
+    pub fn key(&self) -> &[u8] {
+        let Some((_, value)) = &self.auth else { return b"" };
+        let value = value.as_bytes();
+        value.strip_prefix(b"Bearer ").unwrap_or(value)
+    }
+}
+
 /// How an upstream runs media generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStyle {

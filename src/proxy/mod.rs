@@ -560,7 +560,9 @@ impl ProxyHttp for Gateway {
                     .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
                 ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now(), &ctx.request_id)
             }
-            Some(UpstreamLeg::Download(_)) => ResponseBody::for_download(ctx.upstream_status),
+            Some(UpstreamLeg::Download(download)) => {
+                ResponseBody::for_download(ctx.upstream_status, download.upstream.key())
+            }
             None => ResponseBody::Pass,
         };
         if let Some(err) = ctx.response.replacing() {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::dialect::{self, stream::StreamTranslator};
 use crate::error::{Dialect, GatewayError};
 use crate::plan::{ForwardPlan, Mode};
+use crate::redact::Redactor;
 use crate::registry::Model;
 use crate::usage::{self, StreamMeter, StreamTokens, Usage};
 
@@ -44,9 +45,12 @@ pub enum ResponseBody {
     TranslateJson { kept: Kept, model: Arc<Model>, caller: Dialect, status: u16, created: u64, untranslatable: bool },
     /// Translated SSE stream: the translator reads the usage as it translates.
     TranslateStream(Box<dyn StreamTranslator + Sync>),
+    /// A same-dialect error answer (not 2xx) from an upstream with a key: passed on with that key
+    /// masked wherever the body holds it (`redact`), same length. Errors are not billed: no usage.
+    Redacted(Box<Redactor>),
     /// A media download the upstream refused: its error is held (capped) and replaced at its end
     /// by the gateway's own.
-    DownloadError { kept: Kept, status: u16 },
+    DownloadError { kept: Kept, status: u16, key: Box<[u8]> },
     /// The upstream's answer is the gateway's error instead (`error`; its body in the caller's
     /// dialect goes out at the end, once): the upstream's own body is dropped unread.
     Replaced { error: GatewayError, body: Option<Bytes> },
@@ -122,6 +126,9 @@ impl ResponseBody {
                 created: now,
                 untranslatable: false,
             },
+            Mode::Passthrough { .. } if !success && Redactor::new(forward.model.upstream.key()).is_some() => {
+                ResponseBody::Redacted(Box::new(Redactor::new(forward.model.upstream.key()).expect("checked")))
+            }
             Mode::Passthrough { injected_usage } if sse => {
                 ResponseBody::Stream(Box::new(StreamMeter::new(upstream, injected_usage)))
             }
@@ -130,7 +137,8 @@ impl ResponseBody {
     }
 
     /// The body of a task's media download: relayed as it comes, unless the upstream refused.
-    pub fn for_download(status: u16) -> Self {
+    /// `key`: the upstream's own, masked in the error it may answer (`redact`).
+    pub fn for_download(status: u16, key: &[u8]) -> Self {
         if let Some(error) = GatewayError::for_upstream_status(status) {
             // Task answers are in the OpenAI shape, whatever the caller.
             return ResponseBody::Replaced { body: Some(error.body(Dialect::OpenAi)), error };
@@ -138,14 +146,14 @@ impl ResponseBody {
         if (200..300).contains(&status) {
             ResponseBody::Pass
         } else {
-            ResponseBody::DownloadError { kept: Kept::default(), status }
+            ResponseBody::DownloadError { kept: Kept::default(), status, key: key.into() }
         }
     }
 
     /// The head change this body needs.
     pub fn framing(&self) -> Framing {
         match self {
-            ResponseBody::Pass | ResponseBody::Json { .. } => Framing::AsIs,
+            ResponseBody::Pass | ResponseBody::Json { .. } | ResponseBody::Redacted(_) => Framing::AsIs,
             ResponseBody::Stream(meter) if meter.rewrites() => Framing::LengthUnknown,
             ResponseBody::Stream(_) => Framing::AsIs,
             ResponseBody::TranslateStream(_) => Framing::Rewritten { json: false },
@@ -172,7 +180,10 @@ impl ResponseBody {
                     kept.push(&b, usize::MAX);
                 }
                 if end {
-                    let whole = kept.whole().unwrap_or_default();
+                    let mut whole = kept.whole().unwrap_or_default();
+                    if !(200..300).contains(status) {
+                        whole = crate::redact::bytes(whole, model.upstream.key());
+                    }
                     let translated = translate_json(model, *caller, *status, *created, &whole, request_id);
                     *untranslatable = translated.is_err();
                     *body = Some(Bytes::from(translated.unwrap_or_else(|error_body| error_body)));
@@ -180,12 +191,13 @@ impl ResponseBody {
                     kept.chunks = vec![whole];
                 }
             }
-            ResponseBody::DownloadError { kept, status } => {
+            ResponseBody::DownloadError { kept, status, key } => {
                 if let Some(b) = body.take() {
                     kept.push(&b, MAX_METERED_JSON);
                 }
                 if end {
-                    *body = Some(crate::tasks::upstream_error(*status, &kept.chunks.concat()).body);
+                    let held = crate::redact::bytes(Bytes::from(kept.chunks.concat()), key);
+                    *body = Some(crate::tasks::upstream_error(*status, &held).body);
                 }
             }
             ResponseBody::TranslateStream(translator) => {
@@ -199,6 +211,13 @@ impl ResponseBody {
                 *body = (!out.is_empty()).then(|| Bytes::from(out));
             }
             ResponseBody::Stream(meter) => feed_stream(meter, body, end),
+            ResponseBody::Redacted(redactor) => {
+                let mut out = body.take().map_or_else(Vec::new, |b| redactor.feed(&b));
+                if end {
+                    out.extend(redactor.finish());
+                }
+                *body = (!out.is_empty()).then(|| Bytes::from(out));
+            }
             ResponseBody::Replaced { body: ours, .. } => *body = if end { ours.take() } else { None },
         }
     }
@@ -215,9 +234,10 @@ impl ResponseBody {
     /// The tokens the upstream reported, so far: what the request is billed.
     pub fn usage(&self) -> Usage {
         let (kept, dialect) = match self {
-            ResponseBody::Pass | ResponseBody::DownloadError { .. } | ResponseBody::Replaced { .. } => {
-                return Usage::default()
-            }
+            ResponseBody::Pass
+            | ResponseBody::Redacted(_)
+            | ResponseBody::DownloadError { .. }
+            | ResponseBody::Replaced { .. } => return Usage::default(),
             ResponseBody::Stream(meter) => return meter.usage(),
             ResponseBody::TranslateStream(translator) => return translator.tokens().reported,
             ResponseBody::Json { kept, dialect } => (kept, *dialect),
@@ -387,8 +407,8 @@ keys: []
                 "TranslateJson",
                 Framing::Rewritten { json: true },
             ),
-            (ResponseBody::for_download(200), "Pass", Framing::AsIs),
-            (ResponseBody::for_download(404), "DownloadError", Framing::Rewritten { json: true }),
+            (ResponseBody::for_download(200, b""), "Pass", Framing::AsIs),
+            (ResponseBody::for_download(404, b""), "DownloadError", Framing::Rewritten { json: true }),
         ];
         for (i, (body, kind, framing)) in cases.iter().enumerate() {
             let name = format!("{body:?}");
@@ -498,11 +518,11 @@ keys: []
 
     #[test]
     fn a_refused_download_is_replaced_by_the_gateways_error() {
-        let mut body = ResponseBody::for_download(404);
+        let mut body = ResponseBody::for_download(404, b"");
         let sent = run(&mut body, &[br#"{"error":{"message":"no such file"#, br#""}}"#]);
         let sent: serde_json::Value = serde_json::from_slice(&sent).expect("json");
         assert_eq!(sent["error"]["message"], "no such file");
-        let mut ok = ResponseBody::for_download(200);
+        let mut ok = ResponseBody::for_download(200, b"");
         assert_eq!(run(&mut ok, &[b"\x00\x01mp4", b"tail"]), b"\x00\x01mp4tail");
     }
 }

@@ -113,6 +113,8 @@ impl UpstreamClient {
             buf.extend_from_slice(&chunk);
         }
         self.connector.release_http_session(session, &peer, Some(Duration::from_secs(60))).await;
-        Ok(Reply { status, content_type, body: buf.freeze() })
+        // Everything a media upstream answers may reach the caller (a reason, a result): its key
+        // never does, should the upstream echo it.
+        Ok(Reply { status, content_type, body: crate::redact::bytes(buf.freeze(), upstream.key()) })
     }
 }

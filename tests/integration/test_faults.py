@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers, raw_http
+from conftest import (KEY_A, UPSTREAM_ANTHROPIC_KEY, UPSTREAM_OPENAI_KEY, anthropic_headers, chat_body, claude_body,
+                      openai_headers, raw_http)
 
 
 def test_refused_upstream_is_502_in_dialect(gateway):
@@ -343,3 +344,23 @@ def test_broken_chunked_framing_is_400_and_closes_the_connection(gateway, mock):
     assert head.startswith(b"http/1.1 400 ") and b"connection: close" in head, data
     assert data.count(b"HTTP/1.1 ") == 1, data      # the bytes after it were not served as a request
     assert mock.requests() == []
+
+
+@pytest.mark.parametrize("path,model", [
+    ("/v1/chat/completions", "gpt-5.5"),                        # same dialect: the body as sent
+    ("/v1/messages", "claude-sonnet-4-5-20250929"),
+    ("/v1/chat/completions", "claude-sonnet-4-5-20250929"),     # translated: the message
+    ("/v1/messages", "gpt-5.5"),
+])
+def test_an_upstream_error_that_quotes_the_gateways_key_reaches_the_caller_masked(gateway, path, model):
+    """An upstream key never reaches a caller, also when the upstream's error echoes the
+    credentials it got (some debug-style messages do): masked, same length, status and message
+    kept. Only 401 and 403 answers were dropped before; a 500 that quoted the key passed it on."""
+    body = chat_body(model) if path.endswith("completions") else claude_body(model)
+    headers = (openai_headers if path.endswith("completions") else anthropic_headers)(**{"x-mock-fault": "echo-key"})
+    r = httpx.post(gateway.url + path, json=body, headers=headers, timeout=10)
+    assert r.status_code == 500, r.text
+    secret = UPSTREAM_OPENAI_KEY if model == "gpt-5.5" else UPSTREAM_ANTHROPIC_KEY
+    message = r.json()["error"]["message"]
+    assert secret not in r.text and message.startswith("debug: the request carried "), r.text
+    assert "*" * len(secret) in message, message

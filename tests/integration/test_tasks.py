@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import KEY_A, KEY_B, openai_headers, sha256_hex
+from conftest import KEY_A, KEY_B, UPSTREAM_OPENAI_KEY, openai_headers, sha256_hex
 
 DOCS_EXAMPLE = {"model": "gpt-image-2", "prompt": "A cinematic wide-angle shot of a futuristic city skyline",
                 "size": "16:9", "resolution": "2k"}
@@ -105,6 +105,14 @@ def test_submit_rejected_upstream_is_its_error(gateway):
     r = submit(gateway, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "mock-submit-error"})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "mock: prompt rejected"
+
+
+def test_a_task_upstream_that_quotes_the_gateways_key_reaches_the_caller_masked(gateway):
+    r = submit(gateway, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "mock-submit-error mock-echo-key"})
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert UPSTREAM_OPENAI_KEY not in r.text and message == "mock: prompt rejected for Bearer " + "*" * len(
+        UPSTREAM_OPENAI_KEY), message
 
 
 def test_submits_are_in_the_request_metric_and_name_their_model_in_the_access_log(gateway):

@@ -100,6 +100,18 @@ pub(crate) async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>,
         let _ = stream.write_all(b"this is not http\r\n\r\n").await;
         return Outcome::Close;
     }
+    if fault.is_some_and(|f| f.eq_ignore_ascii_case(b"echo-key")) {
+        // A 500 that quotes the credentials it got, as some upstreams' debug messages do.
+        let anthropic = path.starts_with(b"/v1/messages");
+        let sent = req.header("authorization").or_else(|| req.header("x-api-key")).unwrap_or_default();
+        let message = format!("debug: the request carried {}", String::from_utf8_lossy(sent));
+        let body = if anthropic {
+            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+        } else {
+            serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+        };
+        return respond(stream, &mut bufs.out, req, 500, "", body.to_string().as_bytes(), false).await;
+    }
     if fault.is_some_and(|f| f.eq_ignore_ascii_case(b"not-an-answer")) {
         // A 200 whose JSON is no chat completion or message at all.
         return respond(stream, &mut bufs.out, req, 200, "", br#"["not","an","answer"]"#, false).await;

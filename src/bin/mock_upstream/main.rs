@@ -42,9 +42,10 @@
 //! fields, stray tool-call members, an over-long `user`, tool results that answer nothing,
 //! Anthropic's missing `max_tokens`): a translation that would fail in production fails the tests.
 //! * `x-mock-event-delay-ms: N`: sleep between SSE events.
-//! * `x-mock-fault: garbage|reset|cut-stream|hang|not-an-answer`. `cut-stream` on a
+//! * `x-mock-fault: garbage|reset|cut-stream|hang|not-an-answer|echo-key`. `cut-stream` on a
 //!   non-streaming request writes the head and half the body, then closes; `not-an-answer` is a
-//!   200 whose JSON is neither a chat completion nor a message.
+//!   200 whose JSON is neither a chat completion nor a message; `echo-key` is a 500 whose message
+//!   quotes the `authorization` or `x-api-key` header it got.
 //! * `x-mock-echo-usage: input,output,cache_read,cache_write`.
 //!
 //! Imports: nothing of the gateway's crate: the mock stands for the providers and must not share

@@ -14,7 +14,8 @@ use super::*;
 //   `GET /v1/videos/{id}` and `GET /v1/videos/{id}/content`.
 //
 // Behaviour is chosen by words in the submitted `prompt` (`input` for speech):
-// `mock-submit-error` (submit answers 400), `mock-fail` (task fails),
+// `mock-submit-error` (submit answers 400; with `mock-echo-key` its reason quotes the
+// `authorization` header it got), `mock-fail` (task fails),
 // `mock-cancel` (wrapped only: task ends cancelled), `mock-never` (task never
 // finishes). Otherwise a task completes on its 3rd poll.
 
@@ -590,9 +591,16 @@ pub(crate) async fn media(
             };
             let (submit_error, fate) = prompt_fate(str_field(&v, "prompt"), style);
             if submit_error {
+                // `mock-echo-key`: the reason quotes the credentials the submit carried.
+                let message = if str_field(&v, "prompt").contains("mock-echo-key") {
+                    let sent = req.header("authorization").unwrap_or_default();
+                    format!("mock: prompt rejected for {}", String::from_utf8_lossy(sent))
+                } else {
+                    "mock: prompt rejected".to_string()
+                };
                 let err = match style {
-                    Style::Wrapped => wrapped_error(400, "mock: prompt rejected"),
-                    _ => flat_error("content_policy_violation", "mock: prompt rejected"),
+                    Style::Wrapped => wrapped_error(400, &message),
+                    _ => flat_error("content_policy_violation", &message),
                 };
                 return respond_json(stream, req, bufs, 400, &err, cut).await;
             }
