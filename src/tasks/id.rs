@@ -55,6 +55,12 @@ pub struct TaskRef {
     /// What the task is billed by besides images: requested seconds (video, audio), 0 if unknown.
     #[serde(rename = "s", default)]
     pub seconds: u32,
+    /// The model's media prices at submit, in pico-dollars: per image, per second, per request.
+    /// The task is billed at them when it ends, whatever the config says by then (a model removed
+    /// or repriced meanwhile, another instance's config): every instance bills the same. `None`
+    /// in ids made before prices were carried.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<[i64; 3]>,
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -111,7 +117,18 @@ mod tests {
             created: 1_757_156_493,
             owner: owner_of(&[7u8; 32]),
             seconds: 0,
+            price: Some([40_000_000_000, 0, 0]),
         }
+    }
+
+    #[test]
+    fn an_id_made_before_prices_were_carried_still_reads() {
+        let old = TaskRef { price: None, ..sample() };
+        let id = encode(b"s", &old);
+        assert!(!String::from_utf8(B64.decode(id[5..].split('.').next().unwrap_or("")).unwrap_or_default())
+            .unwrap_or_default()
+            .contains("\"p\""));
+        assert_eq!(decode(b"s", &id), Some(old));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use crate::ledger::{Ledger, PendingTask, Row};
 use crate::limits::Limits;
 use crate::metrics;
 use crate::money::Money;
-use crate::registry::{Key, Model, Registry, Snapshot, TaskStyle, Upstream};
+use crate::registry::{Key, Model, Price, Registry, Snapshot, TaskStyle, Upstream};
 use client::{CallError, UpstreamClient};
 use id::{Origin, TaskRef};
 use store::TaskStore;
@@ -214,7 +214,7 @@ struct TaskObject<'a> {
 
 fn task_object(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>) -> Answer {
     let usage = (state.status == TaskStatus::Completed).then(|| {
-        let cost = model.map_or(Money::ZERO, |m| cost_of(m, r, state)).as_usd_f64();
+        let cost = cost_of(r, state, model).as_usd_f64();
         let mut u = serde_json::Map::new();
         if r.media == "image" {
             u.insert("images".into(), Value::from(state.results.len()));
@@ -249,9 +249,18 @@ fn units_of(r: &TaskRef, state: &TaskState) -> MediaUnits {
     }
 }
 
-/// Cost of a completed task (`cost::of_task`).
-fn cost_of(model: &Model, r: &TaskRef, state: &TaskState) -> Money {
-    cost::of_task(&units_of(r, state), &model.price)
+/// Cost of a completed task (`cost::of_task`), at the prices its id carries (those of submit
+/// time), else (an id made before ids carried them) at the model's current ones. Zero when neither
+/// is known: an old id whose model is no longer configured.
+fn cost_of(r: &TaskRef, state: &TaskState, model: Option<&Model>) -> Money {
+    let price = match (r.price, model) {
+        (Some([per_image, per_second, per_request]), _) => {
+            Price { per_image, per_second, per_request, ..Price::default() }
+        }
+        (None, Some(m)) => m.price,
+        (None, None) => return Money::ZERO,
+    };
+    cost::of_task(&units_of(r, state), &price)
 }
 
 /// Writes a finished task's row and counts its cost against the key's budget (the first time this
@@ -268,6 +277,12 @@ fn bill(ledger: &Ledger, limiter: &Limits, row: Row) {
 /// instance that settles the task builds the same row.
 fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key_name: &Arc<str>) -> Row {
     let completed = state.status == TaskStatus::Completed;
+    if completed && r.price.is_none() && model.is_none() {
+        log::warn!(
+            "a task of model {} is billed 0: its id carries no prices and the model is no longer configured",
+            r.model
+        );
+    }
     let units = if completed { units_of(r, state) } else { MediaUnits::default() };
     let endpoint = match r.media.as_str() {
         "image" => "/v1/images/generations",
@@ -289,10 +304,7 @@ fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key
         translated: false,
         usage: Default::default(),
         media: units,
-        cost: match (completed, model) {
-            (true, Some(m)) => cost::of_task(&units, &m.price),
-            _ => Money::ZERO,
-        },
+        cost: if completed { cost_of(r, state, model) } else { Money::ZERO },
         latency_us: now_ms.saturating_sub(created_ms).saturating_mul(1000),
         ttfb_us: None,
         task: true,
@@ -392,6 +404,7 @@ impl Tasks {
             created: unix_now(),
             owner: id::owner_of(&caller.digest),
             seconds: mapped.seconds,
+            price: Some([model.price.per_image, model.price.per_second, model.price.per_request]),
         };
         let state = match mapped.run {
             Run::Relay => {

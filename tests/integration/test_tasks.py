@@ -355,6 +355,24 @@ def test_a_key_added_by_reload_and_kept_by_a_restart_voids_no_task_id(fresh_gate
             assert done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01)
 
 
+def test_a_task_is_billed_at_the_prices_of_its_submit(fresh_gateway):
+    """A model removed (or repriced) by a reload while its tasks run: they were billed 0 (or at the
+    new price) when they ended. The task id carries the prices of submit time."""
+    g = fresh_gateway(watch_interval_seconds=0)
+    repriced = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 2}).json()
+    removed = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "a dog", "duration": 5}).json()
+    cfg = copy.deepcopy(g.config)
+    cfg["models"]["gpt-image-2"]["price"] = {"per_image": 1.0}
+    del cfg["models"]["kling-v2"]
+    g.reload_with(cfg)
+    done, _ = poll_until_done(g, repriced["id"])
+    assert len(done["results"]) == 2 and done["usage"]["cost_usd"] == pytest.approx(2 * 0.04), done["usage"]
+    done, _ = poll_until_done(g, removed["id"])
+    assert done["usage"]["cost_usd"] == pytest.approx(5 * 0.05 + 0.01), done["usage"]
+    assert g.eventually_metric("cheapmodel_cost_usd_total", pytest.approx(2 * 0.04), model="gpt-image-2") == \
+        pytest.approx(2 * 0.04)
+
+
 def test_tasks_are_metered_once(fresh_gateway):
     g = fresh_gateway()
     t = submit(g, "/v1/images/generations", DOCS_EXAMPLE).json()
