@@ -204,6 +204,7 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => "The gateway cannot record usage right now, so it takes no billable requests. Retry shortly.".into(),
             GatewayError::ReportUnavailable => "The usage ledger cannot be read right now. Retry shortly.".into(),
             GatewayError::LimitsUnavailable => "The gateway cannot check this key's limits right now. Retry shortly.".into(),
+            GatewayError::RateLimited { what: "budget", retry_after_s, .. } => format!("The rest of this key's budget is held by requests in flight (it is not spent). Retry after {retry_after_s} s."),
             GatewayError::RateLimited { what: "concurrency", model_wide, retry_after_s } => format!("Too many requests in flight for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::RateLimited { what, model_wide, retry_after_s } => format!("Rate limit reached: {what} per minute for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::BudgetExhausted { period, retry_after_s } => format!("This key's {period} budget is spent. It renews in {retry_after_s} s (UTC calendar periods)."),

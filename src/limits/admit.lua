@@ -80,9 +80,14 @@ if tpm > 0 then
       redis.call('HDEL', KEYS[3], b[i])
     end
   end
+  local settled = used
   used = used + math.max(0, tonumber(redis.call('HGET', KEYS[1], 'rt') or '0'))
   -- A request larger than the whole limit passes when nothing else is in use: slow, not refused forever.
   if used > 0 and used + est_tokens > tpm then
+    -- Held by requests in flight, not used: they settle within seconds.
+    if settled == 0 or settled + est_tokens <= tpm then
+      return {0, 'tokens', 1}
+    end
     table.sort(live, function(x, y) return x[1] < y[1] end)
     local free, retry = math.max(tpm - used, 0), 60
     for _, e in ipairs(live) do
@@ -98,11 +103,18 @@ end
 
 if daily ~= '' or monthly ~= '' then
   local reserved = non_negative(redis.call('HGET', KEYS[1], 'rs'))
-  if daily ~= '' and dec_at_least(dec_add(non_negative(redis.call('GET', KEYS[4])), reserved), daily) then
+  local day_spent = non_negative(redis.call('GET', KEYS[4]))
+  local month_spent = non_negative(redis.call('GET', KEYS[5]))
+  -- Spent: refused until the period ends. Only held by requests in flight: a rate limit of 1 s.
+  if daily ~= '' and dec_at_least(day_spent, daily) then
     return {0, 'daily', 0}
   end
-  if monthly ~= '' and dec_at_least(dec_add(non_negative(redis.call('GET', KEYS[5])), reserved), monthly) then
+  if monthly ~= '' and dec_at_least(month_spent, monthly) then
     return {0, 'monthly', 0}
+  end
+  if (daily ~= '' and dec_at_least(dec_add(day_spent, reserved), daily))
+      or (monthly ~= '' and dec_at_least(dec_add(month_spent, reserved), monthly)) then
+    return {0, 'budget', 1}
   end
 end
 

@@ -249,6 +249,10 @@ pub(crate) fn month_of(now_us: i64) -> i64 {
     y * 12 + i64::from(m) - 1
 }
 
+/// `retry-after` of a refusal caused only by what requests in flight hold (tokens, budget): they
+/// settle within seconds.
+pub const IN_FLIGHT_RETRY_S: u64 = 1;
+
 fn secs_ceil(us: i64) -> u64 {
     (us.max(0) as u64).div_ceil(1_000_000).max(1)
 }
@@ -463,23 +467,35 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
         }
     }
     if let Some(tpm) = s.limits.tpm {
-        let used = c.tokens_in_window(now) + c.reserved_tokens;
+        let settled = c.tokens_in_window(now);
+        let used = settled + c.reserved_tokens;
         // A request larger than the whole limit still passes when nothing else is in use, so a
         // big prompt is slow, not refused forever.
         if used > 0 && used + est.tokens > tpm {
-            return Err(limit("tokens", c.tokens_retry_s(now, est.tokens, tpm)));
+            // Held by requests in flight, not used: they settle (mostly far under their
+            // reservation) within seconds, not when the minute's tokens age out.
+            let retry = if settled == 0 || settled + est.tokens <= tpm {
+                IN_FLIGHT_RETRY_S
+            } else {
+                c.tokens_retry_s(now, est.tokens, tpm)
+            };
+            return Err(limit("tokens", retry));
         }
     }
     if s.budget.any() {
         let (day, month) = c.spend(now);
-        if let Some(cap) = s.budget.daily {
-            if day + c.reserved_spend >= cap.0 {
-                return Err(Refusal::Budget { period: "daily", retry_after_s: period_ends(now).0 });
-            }
+        // Spent: until the period ends. Only held by requests in flight: a rate limit of a second
+        // (what is reserved is mostly not spent, and a "budget spent" with a day's retry-after
+        // failed parallel agents outright: Anthropic's SDKs do not retry a 402).
+        if s.budget.daily.is_some_and(|cap| day >= cap.0) {
+            return Err(Refusal::Budget { period: "daily", retry_after_s: period_ends(now).0 });
         }
-        if let Some(cap) = s.budget.monthly {
-            if month + c.reserved_spend >= cap.0 {
-                return Err(Refusal::Budget { period: "monthly", retry_after_s: period_ends(now).1 });
+        if s.budget.monthly.is_some_and(|cap| month >= cap.0) {
+            return Err(Refusal::Budget { period: "monthly", retry_after_s: period_ends(now).1 });
+        }
+        for (cap, spent) in [(s.budget.daily, day), (s.budget.monthly, month)] {
+            if cap.is_some_and(|cap| spent + c.reserved_spend >= cap.0) {
+                return Err(limit("budget", IN_FLIGHT_RETRY_S));
             }
         }
     }
@@ -750,6 +766,8 @@ mod tests {
         let admit = || l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), est);
         let held: Vec<_> = (0..3).map(|_| admit().expect("fits")).collect();
         assert!(matches!(admit(), Err(Refusal::Limit { what: "tokens", .. })));
+        // Held by the three in flight, none settled: retry in a second, not when a minute ends.
+        assert_eq!(admit().err(), Some(Refusal::Limit { what: "tokens", scope: Scope::Key, retry_after_s: 1 }));
         // Settled for less than reserved: room again.
         for a in held {
             a.settle(100, Money::ZERO);
@@ -792,7 +810,8 @@ mod tests {
         let a = admit(&l).expect("0 spent");
         let b = admit(&l).expect("400 reserved");
         let c = admit(&l).expect("800 reserved");
-        assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
+        // Only reserved, not spent: a rate limit of a second, not the day's end.
+        assert_eq!(admit(&l).err(), Some(Refusal::Limit { what: "budget", scope: Scope::Key, retry_after_s: 1 }));
         a.settle(0, Money(400));
         b.settle(0, Money(400));
         c.settle(0, Money(400));

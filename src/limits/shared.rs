@@ -242,6 +242,7 @@ fn parse_answer(v: &Value) -> Option<Answer> {
             b"concurrency" => "concurrency",
             b"requests" => "requests",
             b"tokens" => "tokens",
+            b"budget" => "budget",
             b"daily" => "daily",
             _ => "monthly",
         },

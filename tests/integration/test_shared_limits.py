@@ -147,6 +147,33 @@ def test_a_budget_spent_through_one_instance_stops_the_other(own_mock, redis, tm
         stop_all(gws)
 
 
+def test_a_budget_only_held_by_requests_in_flight_is_a_short_rate_limit_not_spent(own_mock, redis, tmp_path):
+    """A request refused because requests in flight hold the rest of the budget (not spend it) was
+    told the budget was spent, retry in hours: an OpenAI 429 insufficient_quota, and an Anthropic
+    402 its SDKs never retry. Now it is a rate limit with retry-after 1 s, and once the one in flight
+    settles (far under its reservation) the next request passes."""
+    gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.01})
+    try:
+        # max_completion_tokens 1000 at $10/M reserves the whole $0.01 while it runs 1.5 s.
+        held = concurrent.futures.ThreadPoolExecutor(1).submit(
+            httpx.post, gws[0].url + "/v1/chat/completions", json=chat_body(max_completion_tokens=1000),
+            headers=openai_headers(**{"x-mock-delay-ms": "1500"}), timeout=10)
+        time.sleep(0.5)
+        r = post(gws[1])
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and "in flight" in r.json()["error"]["message"]
+        r = httpx.post(gws[1].url + "/v1/messages", json=claude_body("gpt-5.5"), headers=anthropic_headers(),
+                       timeout=10)
+        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error", r.text
+        assert held.result().status_code == 200
+        deadline = time.time() + 5
+        while (r := post(gws[1])).status_code != 200:
+            assert time.time() < deadline, r.text
+            time.sleep(0.2)
+    finally:
+        stop_all(gws)
+
+
 def test_a_redis_emptied_while_the_gateways_run_gets_the_spend_back_from_the_ledger(own_mock, redis, tmp_path):
     """Redis restarted empty under running instances: they recreate the spend counters as they
     settle, so restoring only counters that do not exist (`SET NX`) would forget the day's spend
