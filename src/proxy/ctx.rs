@@ -81,6 +81,19 @@ pub struct RequestCtx {
     /// The request's lease on its key's and model's limits (settled in `logging`; released when
     /// dropped, however the request ends).
     pub admission: Option<crate::limits::Admission>,
+    /// Set when a generation request's head goes to its upstream, taken by `logging`, which bills
+    /// it. Still set when the context is dropped, Pingora dropped the request without running
+    /// `logging`: a shutdown's grace period ended with it in flight, and the runtime stopped. The
+    /// drop then bills it (`super::bill_cut_off`), as a caller that left is billed.
+    pub unbilled: Option<Arc<crate::ledger::Ledger>>,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if let Some(ledger) = self.unbilled.take() {
+            super::bill_cut_off(self, &ledger);
+        }
+    }
 }
 
 impl RequestCtx {
@@ -115,6 +128,7 @@ impl RequestCtx {
             local_rejected: None,
             dropped: String::new(),
             admission: None,
+            unbilled: None,
         }
     }
 }

@@ -95,38 +95,47 @@ impl Gateway {
         Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
     }
 
-    /// A request's ledger row, with nothing metered (no usage, zero cost): what a forwarded
-    /// request's row adds is filled in by its caller. The row's id is the request's own id, unique
-    /// across processes, unless the caller chose it (`x-request-id`), which need not be unique: a
-    /// fresh one then (the caller's stays in `request_id`).
-    fn request_row(
-        &self,
-        ctx: &RequestCtx,
-        key: &Key,
-        model: &Model,
-        endpoint: Cow<'static, str>,
-        status: u16,
-        total: Duration,
-    ) -> Row {
-        Row {
-            id: if ctx.request_id_from_caller { self.request_ids.fresh() } else { ctx.request_id.clone() },
-            request_id: ctx.request_id.clone(),
-            time_ms: unix_now_ms(),
-            key: key.name.clone(),
-            model: model.name.clone(),
-            upstream: model.upstream.name.clone(),
-            endpoint,
-            status,
-            stream: false,
-            translated: false,
-            usage: Usage::default(),
-            media: Default::default(),
-            cost: crate::money::Money::ZERO,
-            latency_us: total.as_micros() as i64,
-            ttfb_us: None,
-            task: false,
-            estimated: false,
+    /// A request's ledger row id: its own id, unique across processes, unless the caller chose it
+    /// (`x-request-id`), which need not be unique: a fresh one then (the caller's stays in the
+    /// row's `request_id`).
+    fn row_id(&self, ctx: &RequestCtx) -> String {
+        if ctx.request_id_from_caller {
+            self.request_ids.fresh()
+        } else {
+            ctx.request_id.clone()
         }
+    }
+}
+
+/// A request's ledger row with the id `id`, nothing metered (no usage, zero cost): what a forwarded
+/// request's row adds is filled in by its caller.
+fn request_row(
+    id: String,
+    ctx: &RequestCtx,
+    key: &Key,
+    model: &Model,
+    endpoint: Cow<'static, str>,
+    status: u16,
+    total: Duration,
+) -> Row {
+    Row {
+        id,
+        request_id: ctx.request_id.clone(),
+        time_ms: unix_now_ms(),
+        key: key.name.clone(),
+        model: model.name.clone(),
+        upstream: model.upstream.name.clone(),
+        endpoint,
+        status,
+        stream: false,
+        translated: false,
+        usage: Usage::default(),
+        media: Default::default(),
+        cost: crate::money::Money::ZERO,
+        latency_us: total.as_micros() as i64,
+        ttfb_us: None,
+        task: false,
+        estimated: false,
     }
 }
 
@@ -415,19 +424,72 @@ async fn estimate_tokens(body: Bytes) -> Result<u64, dialect::TranslateError> {
 ///   upstream had the request, and providers bill what they processed, so it is billed at least
 ///   its input.
 async fn billable_usage(response: &ResponseBody, forward: &plan::ForwardPlan, left_unanswered: bool) -> (Usage, bool) {
-    let tokens = match response.stream_tokens() {
-        Some(tokens) if tokens.needs_estimate() || (left_unanswered && tokens.lacks_input()) => tokens,
+    match usage_or_estimate(response, left_unanswered) {
+        Ok(reported) => (reported, false),
+        Err(tokens) if tokens.lacks_input() => {
+            let upstream = forward.model.upstream.dialect;
+            let count = move |b: &[u8]| dialect::count::estimate_request_input(upstream, b);
+            (tokens.estimate(count_off_thread(forward.body.clone(), count, 0).await), true)
+        }
+        Err(tokens) => (tokens.estimate(0), true),
+    }
+}
+
+/// `billable_usage`'s rule: `Ok` the usage the upstream reported, or `Err` the stream's tokens so
+/// far, to be billed as an estimate (its input counted from the body when it lacks one).
+fn usage_or_estimate(response: &ResponseBody, left_unanswered: bool) -> Result<Usage, StreamTokens> {
+    match response.stream_tokens() {
+        Some(tokens) if tokens.needs_estimate() || (left_unanswered && tokens.lacks_input()) => Err(tokens),
         // A JSON answer that never came reported nothing.
-        None if left_unanswered => StreamTokens::default(),
-        _ => return (response.usage(), false),
+        None if left_unanswered => Err(StreamTokens::default()),
+        _ => Ok(response.usage()),
+    }
+}
+
+/// Bills a generation request that Pingora dropped without its `logging` hook (`RequestCtx::drop`:
+/// the grace period of a shutdown or an upgrade ended with it in flight). The upstream had it: it
+/// is billed like a caller that left before the answer ended (`billable_usage`), counted here, on
+/// the dropping thread (the runtime is stopping). Its row says status 0 and `estimated`, and its id
+/// is its own, or one made from the caller's (a fresh id needs the gateway, gone by now).
+fn bill_cut_off(ctx: &RequestCtx, ledger: &Ledger) {
+    let (Some(forward), Some(key)) = (ctx.forward(), ctx.key.as_ref()) else { return };
+    let (usage, estimated) = match usage_or_estimate(&ctx.response, ctx.upstream_done.is_none()) {
+        Ok(reported) => (reported, false),
+        Err(tokens) => {
+            let input = if tokens.lacks_input() {
+                dialect::count::estimate_request_input(forward.model.upstream.dialect, &forward.body)
+            } else {
+                0
+            };
+            (tokens.estimate(input), true)
+        }
     };
-    let input = if tokens.lacks_input() {
-        let upstream = forward.model.upstream.dialect;
-        count_off_thread(forward.body.clone(), move |b| dialect::count::estimate_request_input(upstream, b), 0).await
+    let model = &forward.model;
+    let id = if ctx.request_id_from_caller {
+        let mut salt = [0u8; 8];
+        let _ = getrandom::getrandom(&mut salt);
+        format!("{}:cut:{}", ctx.request_id, crate::auth::hex(&salt))
     } else {
-        0
+        ctx.request_id.clone()
     };
-    (tokens.estimate(input), true)
+    log::warn!("request {} to {} was cut by the shutdown; billed as an estimate", ctx.request_id, model.name);
+    ledger.record(Row {
+        stream: forward.stream,
+        translated: ctx.translation().is_some(),
+        usage,
+        cost: cost::of_request(&usage, &model.price),
+        ttfb_us: ctx.ttfb.map(|t| t.as_micros() as i64),
+        estimated,
+        ..request_row(id, ctx, key, model, endpoint_of(ctx.caller).into(), 0, ctx.started.elapsed())
+    });
+}
+
+/// The endpoint a caller's generation request came in on (the ledger's `endpoint`).
+fn endpoint_of(caller: Dialect) -> &'static str {
+    match caller {
+        Dialect::OpenAi => "/v1/chat/completions",
+        Dialect::Anthropic => "/v1/messages",
+    }
 }
 
 /// The caller went away (`e` is its connection's error) after its request reached the upstream and
@@ -520,6 +582,9 @@ impl ProxyHttp for Gateway {
                 upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id)
             }
             Some(UpstreamLeg::Forward(forward)) => {
+                if forward.purpose == Purpose::Generate && ctx.key.is_some() {
+                    ctx.unbilled = Some(self.ledger.clone());
+                }
                 let translated = matches!(forward.mode, Mode::Translate { .. });
                 let body = upstream::BodySent { len: forward.body.len(), decoded: ctx.body_decoded };
                 upstream::rewrite_request(req, &forward.model.upstream, body, &ctx.request_id, translated)
@@ -717,10 +782,7 @@ impl ProxyHttp for Gateway {
                 };
                 handles.overhead.observe(total.saturating_sub(upstream_wait).as_secs_f64());
                 if let (Some(key), Purpose::Generate) = (&ctx.key, forward.purpose) {
-                    let endpoint = match ctx.caller {
-                        Dialect::OpenAi => "/v1/chat/completions",
-                        Dialect::Anthropic => "/v1/messages",
-                    };
+                    let endpoint = endpoint_of(ctx.caller);
                     self.ledger.record(Row {
                         stream,
                         translated: ctx.translation().is_some(),
@@ -728,7 +790,7 @@ impl ProxyHttp for Gateway {
                         cost,
                         ttfb_us: ctx.ttfb.map(|t| t.as_micros() as i64),
                         estimated,
-                        ..self.request_row(ctx, key, &model, endpoint.into(), status, total)
+                        ..request_row(self.row_id(ctx), ctx, key, &model, endpoint.into(), status, total)
                     });
                 }
                 (usage, estimated, cost)
@@ -742,12 +804,15 @@ impl ProxyHttp for Gateway {
                     m.requests.with_label_values(&labels).inc();
                     if let (Some(key), false) = (&ctx.key, (200..300).contains(&status)) {
                         let endpoint = session.req_header().uri.path().to_string().into();
-                        self.ledger.record(self.request_row(ctx, key, model, endpoint, status, total));
+                        self.ledger.record(request_row(self.row_id(ctx), ctx, key, model, endpoint, status, total));
                     }
                 }
                 (Usage::default(), false, crate::money::Money::ZERO)
             }
         };
+        // Billed above, with no await since `billable_usage`: a context dropped before then (at
+        // that await, or before this hook) still has it and bills itself.
+        ctx.unbilled = None;
         if let Some(admission) = ctx.admission.take() {
             let tokens = usage.input + usage.output + usage.cache_read + usage.cache_write;
             admission.settle(tokens, cost);

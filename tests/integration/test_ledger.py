@@ -5,6 +5,7 @@ Postgres cluster (initdb/pg_ctl in a temp dir), real k6 load.
 Money is checked exactly: prices are turned into pico-dollars with Decimal, never floats, and the
 ledger, the Prometheus counter and `cheapmodel usage` must all give the same number of
 pico-dollars."""
+import concurrent.futures
 import json
 import os
 import signal
@@ -499,6 +500,35 @@ def test_sigterm_under_load_loses_no_row(own_mock, tmp_path):
     assert served > 50
     assert b"ledger flushed" in g.log_path.read_bytes()
     assert len(ledger_rows(g.dir / "cheapmodel.ledger.sqlite")) == served
+
+
+def test_requests_still_running_when_a_shutdowns_grace_period_ends_are_billed(own_mock, tmp_path):
+    """Pingora drops what is still in flight when the grace period ends (its runtimes stop at
+    once), without the hook that bills a request: such a stream, whose upstream had the request,
+    left no row at all. Now it is billed as a caller that left is: its input counted, what it
+    streamed so far, `estimated`."""
+    g = start_gateway(own_mock, tmp_path / "gw", grace_period_seconds=1, graceful_shutdown_timeout_seconds=5)
+    prompt = "word " * 200
+    streams = concurrent.futures.ThreadPoolExecutor(2)
+    for request_id, path, body in [
+        ("cut-openai", "/v1/chat/completions", chat_body(stream=True, messages=[{"role": "user", "content": prompt}])),
+        ("cut-translated", "/v1/messages", claude_body("gpt-5.5", stream=True,
+                                                        messages=[{"role": "user", "content": prompt}])),
+    ]:
+        headers = (openai_headers if path.endswith("completions") else anthropic_headers)(
+            **{"x-request-id": request_id, "x-mock-event-delay-ms": "1000"})
+        streams.submit(lambda p=path, b=body, h=headers: httpx.post(g.url + p, json=b, headers=h, timeout=30))
+    time.sleep(1.0)
+    g.proc.send_signal(signal.SIGTERM)
+    g.proc.wait(timeout=30)
+    g.log.close()
+    streams.shutdown(wait=True)
+    rows = {r["request_id"]: r for r in ledger_rows(g.dir / "cheapmodel.ledger.sqlite")}
+    assert set(rows) == {"cut-openai", "cut-translated"}, rows
+    for r in rows.values():
+        assert r["estimated"] == 1 and r["input_tokens"] >= 200 and r["cost_pusd"] > 0, r
+        assert r["id"] != r["request_id"] and r["id"].startswith(r["request_id"] + ":cut:"), r
+    assert b"was cut by the shutdown" in g.log_path.read_bytes()
 
 
 def test_graceful_upgrade_under_load_loses_no_row(own_mock, tmp_path):
