@@ -125,15 +125,23 @@ pub fn is_key_name(name: &str) -> bool {
 
 /// The ledger settings for the config at `path`: defaults sit beside the config file.
 pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Settings {
+    // Relative paths are the config's directory's, as the defaults are, and made absolute now: a
+    // daemon (`-d`) works from `/`, and `cheapmodel usage` runs from anywhere (a relative SQLite
+    // path split the ledger in two files, and `usage` read the empty one).
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = path.parent().unwrap_or(Path::new("/"));
     let url = match raw.url.as_deref() {
         Some("none") => None,
-        Some(u) => Some(u.to_string()),
-        None => Some(crate::ledger::default_url(path)),
+        Some(u) => Some(match u.strip_prefix("sqlite://") {
+            Some(file) if Path::new(file).is_relative() => format!("sqlite://{}", dir.join(file).display()),
+            _ => u.to_string(),
+        }),
+        None => Some(crate::ledger::default_url(&path)),
     };
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("cheapmodel");
     let spool_dir = match &raw.spool_dir {
-        Some(d) => std::path::PathBuf::from(d),
-        None => path.parent().unwrap_or(Path::new(".")).join(format!("{stem}.ledger-spool")),
+        Some(d) => dir.join(d),
+        None => dir.join(format!("{stem}.ledger-spool")),
     };
     crate::ledger::Settings {
         url,
@@ -570,6 +578,22 @@ keys:
         // max_request_body reloads: not named.
         assert_eq!(ignored, ["server.listen", "server.threads", "ledger.url"]);
         assert!(restart_only_changes((&running.server, &running.ledger), (&running.server, &running.ledger)).is_empty());
+    }
+
+    #[test]
+    fn relative_ledger_paths_are_the_configs_directorys() {
+        let raw = raw::RawLedger {
+            url: Some("sqlite://data/gw.sqlite".into()),
+            spool_dir: Some("spool".into()),
+            ..Default::default()
+        };
+        let s = ledger_settings(&raw, Path::new("/etc/cm/gw.yaml"));
+        assert_eq!(s.url.as_deref(), Some("sqlite:///etc/cm/data/gw.sqlite"));
+        assert_eq!(s.spool_dir, Path::new("/etc/cm/spool"));
+        let absolute = raw::RawLedger { url: Some("sqlite:///var/lib/cm.sqlite".into()), ..Default::default() };
+        let s = ledger_settings(&absolute, Path::new("gw.yaml"));
+        assert_eq!(s.url.as_deref(), Some("sqlite:///var/lib/cm.sqlite"));
+        assert!(s.spool_dir.is_absolute(), "a relative config path is made absolute: {:?}", s.spool_dir);
     }
 
     #[test]
