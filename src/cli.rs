@@ -437,10 +437,15 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
     // Returns once every runtime is down (no request can add a row any more): then the ledger
     // writes what is still queued, to the database or to the spool.
     server.run(RunArgs::default());
-    ledger.shutdown(Duration::from_secs(30));
+    let kept = ledger.shutdown(Duration::from_secs(30));
     // Then the spend and tokens Redis has not seen yet (the ledger has them already).
     if let Some(shared) = &shared_state {
         shared.flush_at_exit(Duration::from_secs(5));
+    }
+    if !kept {
+        // Said above with the count; the exit status says it to the supervisor too.
+        log::error!("exiting with ledger rows lost");
+        return 1;
     }
     log::info!("ledger flushed; exiting");
     0

@@ -110,8 +110,9 @@ pub enum Record {
     Row(Row),
     /// Remember a task to settle.
     Pending(PendingTask),
-    /// Flush and stop; the sender is told when done.
-    Shutdown(mpsc::Sender<()>),
+    /// Flush and stop; the sender is told when done, with the number of records lost (neither the
+    /// database nor the spool took them).
+    Shutdown(mpsc::Sender<usize>),
 }
 
 /// What an instance does when the ledger cannot take rows.
@@ -241,19 +242,25 @@ impl Ledger {
     }
 
     /// Writes every queued row, then stops the writer. Waits at most `timeout`.
-    pub fn shutdown(&self, timeout: Duration) {
-        let Some(q) = &self.queue else { return };
+    /// Writes what is queued and stops the writer; false when something could not be kept (logged
+    /// as an error, with the count).
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let Some(q) = &self.queue else { return true };
         let (done_tx, done_rx) = mpsc::channel();
         if q.send(Record::Shutdown(done_tx)).is_err() {
-            return;
+            return true;
         }
-        if done_rx.recv_timeout(timeout).is_err() {
-            log::error!("ledger writer did not finish within {timeout:?}; unflushed rows stay in the queue");
-            return;
-        }
+        let lost = match done_rx.recv_timeout(timeout) {
+            Ok(lost) => lost,
+            Err(_) => {
+                log::error!("ledger writer did not finish within {timeout:?}; unflushed rows stay in the queue");
+                return false;
+            }
+        };
         if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
+        lost == 0
     }
 }
 

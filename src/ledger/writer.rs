@@ -122,7 +122,7 @@ impl Writer {
             // one go: one wake-up per window, not one per request (on a busy CPU a wake-up per row
             // costs a context switch per request).
             let mut stop = None;
-            let mut take = |r: Record, stop: &mut Option<Option<mpsc::Sender<()>>>| match r {
+            let mut take = |r: Record, stop: &mut Option<Option<mpsc::Sender<usize>>>| match r {
                 Record::Row(r) => rows.push(r),
                 Record::Pending(p) => pending.push(p),
                 Record::Shutdown(done) => *stop = Some(Some(done)),
@@ -146,8 +146,15 @@ impl Writer {
                 self.flush(batch, std::mem::take(&mut pending));
             }
             if let Some(done) = stop {
+                let (rows, tasks) = (self.stash.0.len(), self.stash.1.len());
+                if rows + tasks > 0 {
+                    log::error!(
+                        "ledger: exiting with {rows} rows and {tasks} pending tasks that neither the database nor \
+                         the spool took: they are lost"
+                    );
+                }
                 if let Some(done) = done {
-                    let _ = done.send(());
+                    let _ = done.send(rows + tasks);
                 }
                 return;
             }
