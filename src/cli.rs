@@ -46,7 +46,8 @@ pub enum Command {
     Check,
     /// Print the sha256 hex of a key, for the config's `keys[].sha256`.
     HashKey {
-        /// The key.
+        /// The key, or `-` to read it from standard input (kept out of shell history and `ps`;
+        /// one trailing newline is ignored).
         key: String,
     },
     /// Generate a random `cm_` key (192 bits) and print it with its config entry.
@@ -86,11 +87,22 @@ pub enum UsageFormat {
 /// Runs the command line; returns the exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Some(Command::HashKey { key }) if key.is_empty() => {
-            eprintln!("hash-key: the key is empty");
-            2
-        }
         Some(Command::HashKey { key }) => {
+            let key = if key == "-" {
+                let mut read = String::new();
+                if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut read) {
+                    eprintln!("hash-key: cannot read standard input: {e}");
+                    return 2;
+                }
+                let line = read.strip_suffix('\n').unwrap_or(&read);
+                line.strip_suffix('\r').unwrap_or(line).to_string()
+            } else {
+                key
+            };
+            if key.is_empty() {
+                eprintln!("hash-key: the key is empty");
+                return 2;
+            }
             println!("{}", auth::hex(&auth::key_digest(key.as_bytes())));
             0
         }

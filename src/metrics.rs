@@ -58,7 +58,19 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 /// The process-wide metrics (registered on first use).
 pub fn get() -> &'static Metrics {
-    METRICS.get_or_init(register)
+    METRICS.get_or_init(|| {
+        let m = register();
+        at_zero(&m.reloads, &["ok", "error"]);
+        m
+    })
+}
+
+/// Makes the series of a failure counter exist at 0 from the start: an alert on
+/// `increase(...[5m]) > 0` misses the first failure of a series that appears only with it.
+fn at_zero(counter: &IntCounterVec, values: &[&str]) {
+    for v in values {
+        counter.with_label_values(&[v]);
+    }
 }
 
 #[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once at start cannot fail")]
@@ -300,9 +312,17 @@ pub struct LedgerMetrics {
 static LEDGER: OnceLock<LedgerMetrics> = OnceLock::new();
 
 /// The ledger's metrics (registered on first use).
-#[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once cannot fail")]
 pub fn ledger() -> &'static LedgerMetrics {
-    LEDGER.get_or_init(|| LedgerMetrics {
+    LEDGER.get_or_init(|| {
+        let m = ledger_metrics();
+        at_zero(&m.errors, &["database", "spool", "queue_full", "stopped"]);
+        m
+    })
+}
+
+#[expect(clippy::expect_used, reason = "registering fixed, valid metric definitions once cannot fail")]
+fn ledger_metrics() -> LedgerMetrics {
+    LedgerMetrics {
         spool_bytes: register_int_gauge!(
             "cheapmodel_ledger_spool_bytes",
             "Bytes of ledger rows waiting in the local spool for the database"
@@ -314,7 +334,7 @@ pub fn ledger() -> &'static LedgerMetrics {
             &["kind"]
         )
         .expect("register"),
-    })
+    }
 }
 
 /// The shared limits state's (Redis) metrics.

@@ -478,7 +478,10 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
     let auth = match &u.api_key_env {
         None => None,
         Some(var) => {
+            // Trimmed: an env file's stray space or newline would go into the header as is
+            // (`Bearer  sk-...`), and the upstream refuse every request.
             let secret = env(var)
+                .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| err(format!("{path}.api_key_env"), format!("environment variable {var} is not set")))?;
             let (name, value) = match u.dialect {
@@ -578,6 +581,16 @@ keys:
         // max_request_body reloads: not named.
         assert_eq!(ignored, ["server.listen", "server.threads", "ledger.url"]);
         assert!(restart_only_changes((&running.server, &running.ledger), (&running.server, &running.ledger)).is_empty());
+    }
+
+    #[test]
+    fn an_upstream_key_is_read_without_surrounding_whitespace() {
+        let padded = |name: &str| (name == "TEST_OPENAI_KEY").then(|| " sk-test\n".to_string());
+        let l = load_str(BASE, &padded).expect("valid");
+        let m = l.snapshot.model("gpt-5.5").expect("model");
+        assert_eq!(m.upstream.auth.as_ref().map(|(_, v)| v.as_bytes()), Some(&b"Bearer sk-test"[..]));
+        let blank = |name: &str| (name == "TEST_OPENAI_KEY").then(|| "  ".to_string());
+        assert!(load_str(BASE, &blank).is_err(), "a blank key is no key");
     }
 
     #[test]

@@ -158,6 +158,8 @@ impl Ledger {
     pub fn new(settings: Settings) -> Self {
         let (queue, receiver) = match settings.url {
             Some(_) => {
+                // Its metrics exist (at 0) from the start, not from the writer's first use.
+                metrics::ledger();
                 let (tx, rx) = mpsc::channel();
                 (Some(tx), Some(rx))
             }

@@ -60,6 +60,11 @@ def test_hash_key():
     # An empty key would hash to a valid-looking entry that no caller can ever send.
     r = run("hash-key", "")
     assert r.returncode == 2 and r.stdout == "" and "empty" in r.stderr
+    # `-` reads it from standard input (out of shell history and `ps`), one trailing newline ignored.
+    r = run("hash-key", "-", input="cm_abc\n")
+    assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(b"cm_abc").hexdigest(), r.stderr
+    r = run("hash-key", "-", input="")
+    assert r.returncode == 2 and "empty" in r.stderr
 
 
 def test_new_key_refuses_a_name_the_config_would_refuse():

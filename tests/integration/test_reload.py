@@ -115,3 +115,12 @@ def test_an_answer_written_during_a_graceful_stop_closes_its_connection(fresh_ga
             during = slow.result(timeout=15)
         assert during.status_code == 200 and during.headers["connection"] == "close"
     g.proc.wait(timeout=20)
+
+
+def test_failure_counters_exist_at_zero_from_the_start(fresh_gateway):
+    """An alert on `increase(...[5m]) > 0` misses the first failure of a series that only appears
+    with it: the failed-reload and ledger-error series are there at 0 from the start."""
+    text = fresh_gateway().metrics_text()
+    assert 'cheapmodel_config_reloads_total{result="error"} 0' in text
+    for kind in ("database", "spool", "queue_full", "stopped"):
+        assert f'cheapmodel_ledger_errors_total{{kind="{kind}"}} 0' in text, kind
