@@ -266,6 +266,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
                     return Err(err(format!("{path}.models[{j}]"), format!("no model named `{m}`")));
                 }
             }
+            if list.is_empty() {
+                // Valid (a key on hold), but one bad template could lock a whole team out unseen.
+                log::warn!("{path}.models is empty: the key `{}` may use no model (every request 403)", k.name);
+            }
         }
         let key = Key {
             name: Arc::from(k.name.as_str()),
@@ -276,6 +280,9 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         if keys.insert(digest, Arc::new(key)).is_some() {
             return Err(err(format!("{path}.sha256"), "the same key is listed twice"));
         }
+    }
+    if raw.keys.is_empty() {
+        log::warn!("keys: none: every request will be refused 401");
     }
     let task_secret = match &raw.server.task_secret_env {
         Some(var) => match env(var) {

@@ -176,3 +176,18 @@ def test_daemon_mode_writes_the_access_log(tmp_path: Path):
                 time.sleep(0.1)
             if Path(f"/proc/{pid}").exists():
                 subprocess.run(["kill", "-KILL", str(pid)], timeout=10)
+
+
+def test_check_warns_of_a_config_that_locks_every_caller_out(tmp_path):
+    """Valid, but one bad template could take a whole team's traffic down unseen: said, not refused."""
+    import yaml
+    config = yaml.safe_load((ROOT / "conf/demo.yaml").read_text())
+    config["keys"][0]["models"] = []
+    path = tmp_path / "locked.yaml"
+    path.write_text(yaml.safe_dump(config))
+    r = run("check", "--config", str(path))
+    assert r.returncode == 0 and "keys[0].models is empty" in r.stderr, r.stderr
+    config["keys"] = []
+    path.write_text(yaml.safe_dump(config))
+    r = run("check", "--config", str(path))
+    assert r.returncode == 0 and "every request will be refused 401" in r.stderr, r.stderr
