@@ -101,6 +101,8 @@ impl ResponseBody {
     pub fn for_forward(forward: &ForwardPlan, status: u16, sse: bool, now: u64, request_id: &str) -> Self {
         let upstream = forward.model.upstream.dialect;
         let success = (200..300).contains(&status);
+        // A same-dialect error passes with the upstream's key masked, should it quote it.
+        let redactor = if success { None } else { Redactor::new(forward.model.upstream.key()) };
         if let Some(error) = GatewayError::for_upstream_status(status) {
             let caller = match forward.mode {
                 Mode::Translate { caller, .. } => caller,
@@ -126,8 +128,8 @@ impl ResponseBody {
                 created: now,
                 untranslatable: false,
             },
-            Mode::Passthrough { .. } if !success && Redactor::new(forward.model.upstream.key()).is_some() => {
-                ResponseBody::Redacted(Box::new(Redactor::new(forward.model.upstream.key()).expect("checked")))
+            Mode::Passthrough { .. } if redactor.is_some() => {
+                ResponseBody::Redacted(Box::new(redactor.expect("matched as Some")))
             }
             Mode::Passthrough { injected_usage } if sse => {
                 ResponseBody::Stream(Box::new(StreamMeter::new(upstream, injected_usage)))
