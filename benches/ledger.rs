@@ -38,6 +38,7 @@ fn row(n: u64, key: &Arc<str>, model: &Arc<str>, upstream: &Arc<str>) -> Row {
         ttfb_us: Some(200),
         task: false,
         estimated: false,
+        charged: Money::ZERO,
     }
 }
 

@@ -272,18 +272,23 @@ fn month_spend(
         by: vec![report::Group::Key, report::Group::Day],
         key: None,
     };
-    match report::totals(url, &query) {
-        Ok(rows) => Ok(rows
+    let mut spend: Vec<_> = match report::totals(url, &query) {
+        Ok(rows) => rows
             .into_iter()
             .filter_map(|t| {
                 let key = t.groups.iter().find(|(g, _)| *g == report::Group::Key)?.1.as_str().into();
                 let day = t.groups.iter().find(|(g, _)| *g == report::Group::Day)?.1.clone();
                 Some((key, day, crate::money::from_i128(t.cost)))
             })
-            .collect()),
-        Err(e) if e.starts_with("no ledger at") => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+            .collect(),
+        Err(e) if e.starts_with("no ledger at") => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // Tasks still running counted their expected cost at submit; the ledger has no row of them yet.
+    let pending = ledger::backend::connect(url)?.pending_tasks()?;
+    let charged = tasks::pending_charges(&snapshot.task_secret, &pending);
+    spend.extend(charged.into_iter().filter(|(_, day, _)| day.as_str() >= month_start && day.as_str() <= today));
+    Ok(spend)
 }
 
 /// The read buffer of each caller connection (Pingora's default: 64 KiB). Pingora's HTTP/1 session

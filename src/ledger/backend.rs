@@ -617,6 +617,7 @@ pub(super) mod tests {
             ttfb_us: None,
             task: false,
             estimated: false,
+            charged: crate::money::Money::ZERO,
         }
     }
 

@@ -12,12 +12,12 @@
 //! Imports: `ledger::backend`, the ledger's rows and accounting. Not `proxy` or Pingora.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::backend::{self, Backend};
 use super::writer::redact;
-use super::{account_batch, PendingTask, Row};
+use super::{account_batch, task_landed, PendingTask, Row, TaskLanded};
 
 /// How long the writer waits for one call: longer than Postgres's `statement_timeout` and
 /// SQLite's busy timeout (5 s each), so that a merely slow statement fails on its own first.
@@ -58,11 +58,11 @@ pub struct Database {
 
 impl Database {
     /// Starts the thread for `url`; it connects at the first call.
-    pub fn start(url: String) -> Result<Self, String> {
+    pub fn start(url: String, landed: Arc<OnceLock<TaskLanded>>) -> Result<Self, String> {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("ledger-db".into())
-            .spawn(move || serve(&url, queue))
+            .spawn(move || serve(&url, queue, &landed))
             .map_err(|e| format!("cannot start the ledger's database thread: {e}"))?;
         Ok(Database { jobs, in_doubt: None })
     }
@@ -101,11 +101,11 @@ impl Database {
 }
 
 /// The database thread: one call at a time, until the writer drops its handle.
-fn serve(url: &str, queue: Receiver<Job>) {
+fn serve(url: &str, queue: Receiver<Job>, landed: &OnceLock<TaskLanded>) {
     let mut db: Option<Box<dyn Backend>> = None;
     let mut next_connect = Instant::now();
     for job in queue {
-        let result = run(url, &mut db, &mut next_connect, job.batch.as_deref());
+        let result = run(url, &mut db, &mut next_connect, job.batch.as_deref(), landed);
         // The writer may have stopped waiting (deadline) or exited: nothing to do then.
         let _ = job.answer.send(result);
     }
@@ -116,6 +116,7 @@ fn run(
     db: &mut Option<Box<dyn Backend>>,
     next_connect: &mut Instant,
     batch: Option<&Batch>,
+    landed: &OnceLock<TaskLanded>,
 ) -> Result<(), CallError> {
     let connected = match db {
         Some(connected) => connected,
@@ -134,7 +135,9 @@ fn run(
     let Some(batch) = batch else { return Ok(()) };
     match connected.write(&batch.rows, &batch.pending, batch.fresh) {
         Ok(inserted) => {
-            account_batch(batch.rows.iter().zip(inserted).filter(|(_, new)| *new).map(|(r, _)| r));
+            let new_rows = || batch.rows.iter().zip(&inserted).filter(|(_, new)| **new).map(|(r, _)| r);
+            account_batch(new_rows());
+            task_landed(landed, new_rows());
             Ok(())
         }
         Err(e) => {

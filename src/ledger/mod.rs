@@ -25,7 +25,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,10 @@ pub struct Row {
     /// false.
     #[serde(default)]
     pub estimated: bool,
+    /// What a task's submit already counted against the key's budget (its id's `charged`): the
+    /// budget counts `cost - charged` when the row lands. Not a column: the budget's business.
+    #[serde(default)]
+    pub charged: Money,
 }
 
 impl Row {
@@ -139,6 +143,11 @@ pub struct Settings {
     pub on_failure: OnFailure,
 }
 
+/// Told of each task row once, as it lands (or as it is recorded, with the ledger off): the key's
+/// budget counts the task's cost then (`Row::charged` already counted at submit), so that a task
+/// two instances both settle, or one polled again after a restart, counts once, as in the ledger.
+pub type TaskLanded = Arc<dyn Fn(&Row) + Send + Sync>;
+
 /// The handle the request path and the task engine hold.
 pub struct Ledger {
     queue: Option<Sender<Record>>,
@@ -151,6 +160,7 @@ pub struct Ledger {
     failing: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     full_logged: AtomicU64,
+    task_landed: Arc<OnceLock<TaskLanded>>,
 }
 
 impl Ledger {
@@ -173,6 +183,7 @@ impl Ledger {
             failing: Arc::new(AtomicBool::new(false)),
             writer: Mutex::new(None),
             full_logged: AtomicU64::new(0),
+            task_landed: Arc::new(OnceLock::new()),
         }
     }
 
@@ -191,7 +202,7 @@ impl Ledger {
                 None
             }
         };
-        let w = writer::Writer::new(url, spool, self.failing.clone(), self.depth.clone());
+        let w = writer::Writer::new(url, spool, self.failing.clone(), self.depth.clone(), self.task_landed.clone());
         let interval = self.settings.flush_interval;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -201,10 +212,18 @@ impl Ledger {
         Ok(())
     }
 
+    /// Sets what is told of each task row as it lands (once; before any task row is recorded).
+    pub fn on_task_landed(&self, f: TaskLanded) {
+        let _ = self.task_landed.set(f);
+    }
+
     /// Hands a row to the writer; never waits. Without a database, the row is only counted.
     pub fn record(&self, row: Row) {
         match &self.queue {
-            None => account(&row),
+            None => {
+                account(&row);
+                task_landed(&self.task_landed, std::iter::once(&row));
+            }
             Some(q) => self.push(q, Record::Row(row)),
         }
     }
@@ -263,6 +282,13 @@ impl Ledger {
             let _ = h.join();
         }
         lost == 0
+    }
+}
+
+/// Tells `hook` (if set) of the task rows among `rows`, which have just landed.
+pub fn task_landed<'a>(hook: &OnceLock<TaskLanded>, rows: impl Iterator<Item = &'a Row>) {
+    if let Some(f) = hook.get() {
+        rows.filter(|r| r.task).for_each(|r| f(r));
     }
 }
 
@@ -425,6 +451,31 @@ mod tests {
         assert_eq!(pin_task_secret(&url, &[7; 32]), Ok(vec![7; 32]));
         assert_eq!(pin_task_secret(&url, &[9; 32]), Ok(vec![7; 32]), "pinned by the first");
         assert!(pin_task_secret("mysql://x", &[1; 32]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_task_row_written_twice_is_told_once_as_it_lands() {
+        let dir = std::env::temp_dir().join(format!("cm-landed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ledger = Ledger::new(Settings {
+            url: Some(format!("sqlite://{}", dir.join("l.sqlite").display())),
+            flush_interval: Duration::from_millis(20),
+            spool_dir: dir.clone(),
+            on_failure: OnFailure::Serve,
+        });
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let seen = told.clone();
+        ledger.on_task_landed(Arc::new(move |row: &Row| seen.lock().expect("lock").push(row.id.clone())));
+        ledger.start().expect("start");
+        let task = Row { task: true, ..backend::tests::row("task_1", "task_1") };
+        ledger.record(task.clone());
+        ledger.record(backend::tests::row("req_1", "req_1"));
+        std::thread::sleep(Duration::from_millis(300));
+        // Another instance's settler, or a poll after a restart, writes the same task row again.
+        ledger.record(task);
+        assert!(ledger.shutdown(Duration::from_secs(10)));
+        assert_eq!(*told.lock().expect("lock"), vec!["task_1".to_string()]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -8,12 +8,12 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::database::{Batch, CallError, Database};
 use super::spool::Spool;
-use super::{PendingTask, Record, Row};
+use super::{PendingTask, Record, Row, TaskLanded};
 use crate::metrics;
 
 /// Rows per batch: a batch is written when it has this many rows or when the interval ends.
@@ -73,8 +73,14 @@ pub struct Writer {
 
 impl Writer {
     /// A writer for `url`, spooling to `spool`.
-    pub fn new(url: String, spool: Option<Spool>, failing: Arc<AtomicBool>, depth: Arc<AtomicUsize>) -> Self {
-        let db = Database::start(url)
+    pub fn new(
+        url: String,
+        spool: Option<Spool>,
+        failing: Arc<AtomicBool>,
+        depth: Arc<AtomicUsize>,
+        task_landed: Arc<OnceLock<TaskLanded>>,
+    ) -> Self {
+        let db = Database::start(url, task_landed)
             .map_err(|e| {
                 log::error!("ledger: {e}; rows go to the spool only");
                 metrics::ledger().errors.with_label_values(&["database"]).inc();

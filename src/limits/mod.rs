@@ -557,12 +557,6 @@ pub fn estimate(body_len: usize, requested: Option<u64>, model: &crate::registry
     Estimate { tokens: input + output, cost: crate::money::from_i128(cost) }
 }
 
-/// What a media task submit may cost, reserved while the submit runs: its per-request price and
-/// one image (seconds are not known before the upstream answers).
-pub fn task_estimate(model: &crate::registry::Model) -> Estimate {
-    Estimate { tokens: 0, cost: Money(model.price.per_request.saturating_add(model.price.per_image)) }
-}
-
 /// RFC 3339 (UTC, whole seconds) of unix seconds: `2026-12-05T22:10:00Z`.
 pub fn rfc3339(unix_s: i64) -> String {
     let day = crate::ledger::day_of(unix_s * 1000);
@@ -662,12 +656,19 @@ impl Limits {
         }
     }
 
-    /// Adds spend now that did not go through `admit` (a media task's cost).
-    pub fn charge_now(&self, key: &Arc<str>, cost: Money) {
-        self.local.charge_now(key, cost);
+    /// Adds spend that did not go through `admit`, dated `at_us` (a media task: its expected cost
+    /// at submit when the key has no limits, what its row adds when it lands). On Redis it counts
+    /// in the current day and month.
+    pub fn charge(&self, key: &Arc<str>, cost: Money, at_us: i64) {
+        self.local.charge(key, cost, at_us);
         if let Some(shared) = &self.shared {
             shared.add(Some(key.clone()), None, 0, cost);
         }
+    }
+
+    /// `charge`, dated now.
+    pub fn charge_now(&self, key: &Arc<str>, cost: Money) {
+        self.charge(key, cost, self.local.clock.now_us());
     }
 
     /// Loads spend from the ledger's `(key, day, cost)` totals of the current month (`Limiter::restore`;

@@ -22,9 +22,14 @@ if tokens > 0 then
   redis.call('EXPIRE', KEYS[3], 120)
 end
 if spend ~= '0' then
-  redis.call('INCRBY', KEYS[4], spend)
+  -- A negative spend (a failed task's refund) never takes a count below 0: the charge it gives
+  -- back may be gone with a Redis that lost its data.
+  for _, k in ipairs({KEYS[4], KEYS[5]}) do
+    if redis.call('INCRBY', k, spend) < 0 then
+      redis.call('SET', k, 0)
+    end
+  end
   redis.call('EXPIRE', KEYS[4], 2 * 86400)
-  redis.call('INCRBY', KEYS[5], spend)
   redis.call('EXPIRE', KEYS[5], 32 * 86400)
 end
 return 1

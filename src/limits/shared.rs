@@ -657,8 +657,9 @@ impl Shared {
                 call.arg(s.at_us)
                     .arg(s.lease.map_or(String::new(), |l| self.id_string(l)))
                     .arg(s.tokens)
-                    // Spend is the key's (budgets); a model scope counts tokens only.
-                    .arg(if is_key { s.spend.0.max(0).to_string() } else { "0".into() })
+                    // Spend is the key's (budgets); a model scope counts tokens only. Negative: a
+                    // failed task gives back what its submit counted (`settle.lua` stops at 0).
+                    .arg(if is_key { s.spend.0.to_string() } else { "0".into() })
                     .arg(s.seq);
                 pipe.invoke_script(&call).ignore();
             }

@@ -136,6 +136,7 @@ fn request_row(
         ttfb_us: None,
         task: false,
         estimated: false,
+        charged: crate::money::Money::ZERO,
     }
 }
 
@@ -220,33 +221,41 @@ impl Gateway {
                         }
                         Err(answer) => answer,
                     },
-                    plan::TaskCall::Submit(media, model) => {
-                        // A submit is a request of the key's (rpm, concurrency for the call, a spent
-                        // budget refuses it); the task's cost is charged when the task ends.
-                        let _lease = if key.limits.any() || key.budget.any() || model.limits.any() {
-                            match self
-                                .limiter
-                                .admit(
-                                    (&key.name, key.limits, key.budget),
-                                    (&model.name, model.limits),
-                                    limits::task_estimate(&model),
-                                )
-                                .await
-                            {
-                                Ok(admission) => Some(admission),
-                                Err(refusal) => return Ok(Some(refusal_error(refusal))),
-                            }
-                        } else {
-                            None
-                        };
-                        let submitted = Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, &body)).await;
-                        if submitted.forwarded {
-                            ctx.submitted = Some(model);
-                        } else {
+                    plan::TaskCall::Submit(media, model) => match self.tasks.prepare(media, &model, &body) {
+                        Err(refused) => {
                             ctx.refused_model = Some(model);
+                            refused
                         }
-                        submitted.answer
-                    }
+                        Ok(prepared) => {
+                            // A submit is a request of the key's (rpm, concurrency), and it reserves
+                            // the task's expected cost against the budget, which counts as spent
+                            // once the upstream accepts the task. What the task really costs counts
+                            // when its row lands (`tasks::count_landed_task`).
+                            let expected = prepared.expected;
+                            let admission = if key.limits.any() || key.budget.any() || model.limits.any() {
+                                let estimate = limits::Estimate { tokens: 0, cost: expected };
+                                match self
+                                    .limiter
+                                    .admit((&key.name, key.limits, key.budget), (&model.name, model.limits), estimate)
+                                    .await
+                                {
+                                    Ok(admission) => Some(admission),
+                                    Err(refusal) => return Ok(Some(refusal_error(refusal))),
+                                }
+                            } else {
+                                None
+                            };
+                            let answer = Box::pin(self.tasks.submit(&snapshot, &caller, media, &model, prepared)).await;
+                            if (200..300).contains(&answer.status) {
+                                match admission {
+                                    Some(admission) => admission.settle(0, expected),
+                                    None => self.limiter.charge_now(&key.name, expected),
+                                }
+                            }
+                            ctx.submitted = Some(model);
+                            answer
+                        }
+                    },
                 };
                 ctx.local = Some(answer);
             }

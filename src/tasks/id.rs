@@ -61,6 +61,15 @@ pub struct TaskRef {
     /// in ids made before prices were carried.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub price: Option<[i64; 3]>,
+    /// Pico-dollars counted against the key's budget at submit (the task's expected cost), so that
+    /// only the difference is counted when its row lands. 0 in ids made before submits counted
+    /// anything: their whole cost counts then.
+    #[serde(rename = "b", default, skip_serializing_if = "is_zero")]
+    pub charged: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -118,12 +127,13 @@ mod tests {
             owner: owner_of(&[7u8; 32]),
             seconds: 0,
             price: Some([40_000_000_000, 0, 0]),
+            charged: 40_000_000_000,
         }
     }
 
     #[test]
     fn an_id_made_before_prices_were_carried_still_reads() {
-        let old = TaskRef { price: None, ..sample() };
+        let old = TaskRef { price: None, charged: 0, ..sample() };
         let id = encode(b"s", &old);
         assert!(!String::from_utf8(B64.decode(id[5..].split('.').next().unwrap_or("")).unwrap_or_default())
             .unwrap_or_default()

@@ -137,12 +137,13 @@ pub struct Answer {
     pub rejected: Option<&'static str>,
 }
 
-/// A submit's answer, and whether it went to the upstream: one the gateway refused itself before
-/// any call (bad input) is no request routed to an upstream (`cheapmodel_requests_total`), and
-/// leaves no ledger row.
-pub struct Submitted {
-    pub answer: Answer,
-    pub forwarded: bool,
+/// A submit the gateway checked and mapped for its upstream, not sent yet (`Tasks::prepare`).
+pub struct PreparedSubmit {
+    style: TaskStyle,
+    mapped: styles::UpstreamSubmit,
+    /// What the task costs if it makes what was asked (the requested images and seconds at the
+    /// model's prices): the key's budget counts it as spent once the upstream accepts the task.
+    pub expected: Money,
 }
 
 impl Answer {
@@ -263,14 +264,32 @@ fn cost_of(r: &TaskRef, state: &TaskState, model: Option<&Model>) -> Money {
     cost::of_task(&units_of(r, state), &price)
 }
 
-/// Writes a finished task's row and counts its cost against the key's budget (the first time this
-/// process sees it final; after a restart the budget is restored from the ledger instead, so a
-/// task seen final again then is counted twice in the budget, never in the ledger).
-fn bill(ledger: &Ledger, limiter: &Limits, row: Row) {
-    if row.cost != Money::ZERO {
-        limiter.charge_now(&row.key, row.cost);
-    }
+/// Writes a finished task's row. Its cost counts against the key's budget as the row lands
+/// (`count_landed_task`), once, whichever instance or run writes it.
+fn bill(ledger: &Ledger, row: Row) {
     ledger.record(row);
+}
+
+/// What a landed task row adds to its key's budget: its cost less what its submit already counted
+/// (the expected cost; a failed task gives that back). Dated at submit, as the row is.
+fn count_landed_task(limiter: &Limits, row: &Row) {
+    let rest = Money(row.cost.0.saturating_sub(row.charged.0));
+    if rest != Money::ZERO {
+        limiter.charge(&row.key, rest, row.time_ms.saturating_mul(1000));
+    }
+}
+
+/// What pending tasks' submits counted against their keys' budgets, as `(key, day, charged)`, for
+/// the spend restored at start (the ledger has no row of them yet). Ids this `secret` did not sign
+/// count nothing.
+pub fn pending_charges(secret: &[u8], pending: &[PendingTask]) -> Vec<(Arc<str>, String, Money)> {
+    pending
+        .iter()
+        .filter_map(|p| {
+            let task = id::decode(secret, &p.id)?;
+            (task.charged != 0).then(|| (p.key.clone(), crate::ledger::day_of(p.created_s * 1000), Money(task.charged)))
+        })
+        .collect()
 }
 
 /// The task's one ledger row, for a final `state`. Its time is the submit time, so that every
@@ -309,6 +328,7 @@ fn task_row(id: &str, r: &TaskRef, state: &TaskState, model: Option<&Model>, key
         ttfb_us: None,
         task: true,
         estimated: false,
+        charged: Money(r.charged),
     }
 }
 
@@ -329,8 +349,6 @@ pub struct Tasks {
     store: Arc<dyn TaskStore>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PollSlot>>>>,
     ledger: Arc<Ledger>,
-    /// Task costs count against the key's budget.
-    limiter: Arc<Limits>,
     /// Tasks submitted here since the settler last looked (it also reads the database, for the
     /// tasks of other instances and of earlier runs).
     submitted: Mutex<Vec<PendingTask>>,
@@ -345,30 +363,25 @@ pub struct Caller<'a> {
 }
 
 impl Tasks {
-    /// An engine with `store` for the tasks it runs itself, billing into `ledger`.
+    /// An engine with `store` for the tasks it runs itself, billing into `ledger`; task costs
+    /// count against the keys' budgets in `limiter` as their rows land.
     pub fn new(store: Arc<dyn TaskStore>, ledger: Arc<Ledger>, limiter: Arc<Limits>) -> Self {
+        ledger.on_task_landed(Arc::new(move |row: &Row| count_landed_task(&limiter, row)));
         Tasks {
             client: Arc::new(UpstreamClient::new()),
             store,
             slots: Mutex::new(HashMap::new()),
             ledger,
-            limiter,
             submitted: Mutex::new(Vec::new()),
         }
     }
 
-    /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing.
-    pub async fn submit(
-        &self,
-        snapshot: &Arc<Snapshot>,
-        caller: &Caller<'_>,
-        media: Media,
-        model: &Arc<Model>,
-        body: &[u8],
-    ) -> Submitted {
-        let refused = |answer| Submitted { answer, forwarded: false };
+    /// `POST /v1/{images,videos,audios}/generations`, after auth and model routing: the request
+    /// checked and mapped for the model's upstream, with its expected cost, or the 400 refusing it
+    /// (nothing was sent: no request routed, no ledger row).
+    pub fn prepare(&self, media: Media, model: &Model, body: &[u8]) -> Result<PreparedSubmit, Answer> {
         let Some(style) = model.upstream.task_style else {
-            return refused(Answer::bad_request(&TaskError {
+            return Err(Answer::bad_request(&TaskError {
                 param: "model",
                 message: format!("the model `{}` cannot generate media", model.name),
             }));
@@ -378,23 +391,24 @@ impl Tasks {
         } else {
             styles::BilledSeconds::No
         };
-        let mapped = match styles::map_submit(media, model.kind, style, &model.upstream_model, billed, body) {
-            Ok(m) => m,
-            Err(e) => return refused(Answer::bad_request(&e)),
-        };
-        Submitted { answer: self.run_submit(snapshot, caller, media, model, style, mapped).await, forwarded: true }
+        let mapped = styles::map_submit(media, model.kind, style, &model.upstream_model, billed, body)
+            .map_err(|e| Answer::bad_request(&e))?;
+        let asked = MediaUnits { images: u64::from(mapped.images), seconds: u64::from(mapped.seconds) };
+        Ok(PreparedSubmit { style, expected: cost::of_task(&asked, &model.price), mapped })
     }
 
-    /// A validated submit, to its upstream: relayed to a task API, or run by the gateway.
-    async fn run_submit(
+    /// Sends a `prepare`d submit to its upstream (a task API), or runs it here. The task's id
+    /// records `expected` as counted against the key's budget: the caller counts it when the
+    /// answer is a success.
+    pub async fn submit(
         &self,
         snapshot: &Arc<Snapshot>,
         caller: &Caller<'_>,
         media: Media,
         model: &Arc<Model>,
-        style: TaskStyle,
-        mapped: styles::UpstreamSubmit,
+        prepared: PreparedSubmit,
     ) -> Answer {
+        let PreparedSubmit { style, mapped, expected } = prepared;
         let mut task = TaskRef {
             origin: Origin::Relayed,
             upstream: model.upstream.name.to_string(),
@@ -405,6 +419,7 @@ impl Tasks {
             owner: id::owner_of(&caller.digest),
             seconds: mapped.seconds,
             price: Some([model.price.per_image, model.price.per_second, model.price.per_request]),
+            charged: expected.0,
         };
         let state = match mapped.run {
             Run::Relay => {
@@ -482,7 +497,6 @@ impl Tasks {
         let store = self.store.clone();
         let client = self.client.clone();
         let ledger = self.ledger.clone();
-        let limiter = self.limiter.clone();
         tokio::spawn(async move {
             let _keep = snapshot;
             let mut running = TaskState::new(TaskStatus::Processing);
@@ -519,7 +533,7 @@ impl Tasks {
                     },
                 },
             };
-            bill(&ledger, &limiter, task_row(&id, &task, &state, Some(&model), &key_name));
+            bill(&ledger, task_row(&id, &task, &state, Some(&model), &key_name));
             store.put(&task.upstream_id, state);
         });
     }
@@ -620,7 +634,7 @@ impl Tasks {
         };
         if state.status.terminal() && !slot.billed {
             slot.billed = true;
-            bill(&self.ledger, &self.limiter, task_row(id, task, &state, model, key_name));
+            bill(&self.ledger, task_row(id, task, &state, model, key_name));
         }
         slot.last = Some((Instant::now(), state.clone()));
         state
@@ -795,6 +809,33 @@ pub fn upstream_error(status: u16, body: &[u8]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_tasks_count_what_their_submit_charged_on_their_submit_day() {
+        let task = |charged| TaskRef {
+            origin: Origin::Relayed,
+            upstream: "evolink".into(),
+            upstream_id: "u1".into(),
+            model: "kling-v2".into(),
+            media: "video".into(),
+            created: 1_796_508_385,
+            owner: "00".into(),
+            seconds: 5,
+            price: Some([0, 50_000_000_000, 10_000_000_000]),
+            charged,
+        };
+        let pending = |id: String| PendingTask { id, key: Arc::from("team-a"), created_s: 1_796_508_385 };
+        let list = [
+            pending(id::encode(b"s", &task(260_000_000_000))),
+            pending(id::encode(b"s", &task(0))),
+            pending(id::encode(b"another secret", &task(7))),
+            pending("task_garbage".into()),
+        ];
+        assert_eq!(
+            pending_charges(b"s", &list),
+            vec![(Arc::from("team-a"), "2026-12-05".to_string(), Money(260_000_000_000))]
+        );
+    }
 
     #[test]
     fn an_upstream_refusing_the_gateways_key_is_the_gateways_502_without_the_upstreams_body() {

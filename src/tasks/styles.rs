@@ -95,6 +95,8 @@ pub struct UpstreamSubmit {
     pub run: Run,
     /// Requested seconds (video/audio), 0 if not given.
     pub seconds: u32,
+    /// Requested images (`n`, 1 when not given; 0 for video and audio).
+    pub images: u32,
 }
 
 /// Whether a model's price counts seconds (`per_second`) and, if so, the duration the gateway asks
@@ -188,8 +190,10 @@ pub fn map_submit(
     };
     validate(media, &obj)?;
     let seconds = seconds_of(&obj);
+    // `validate` has checked `n` (1 to 10).
+    let images = if media == Media::Image { obj.get("n").and_then(Value::as_u64).map_or(1, |n| n as u32) } else { 0 };
     obj.insert("model".into(), Value::from(upstream_model));
-    match style {
+    let mut submit = match style {
         // Task APIs take the portable fields as they are.
         TaskStyle::Flat | TaskStyle::Wrapped => {
             // A task API makes some default length of its own when asked for none, which the
@@ -209,10 +213,13 @@ pub fn map_submit(
                 body: serde_json::to_vec(&obj).unwrap_or_default(),
                 run: Run::Relay,
                 seconds,
+                images: 0,
             })
         }
         TaskStyle::OpenAi => map_openai(media, kind, obj, seconds),
-    }
+    }?;
+    submit.images = images;
+    Ok(submit)
 }
 
 fn openai_image_size(size: &str) -> Option<&'static str> {
@@ -263,6 +270,7 @@ fn map_openai(
                 body: serde_json::to_vec(&obj).unwrap_or_default(),
                 run: Run::SyncJson,
                 seconds: 0,
+                images: 0,
             })
         }
         Media::Audio => {
@@ -286,6 +294,7 @@ fn map_openai(
                 body: serde_json::to_vec(&obj).unwrap_or_default(),
                 run: Run::SyncBytes,
                 seconds,
+                images: 0,
             })
         }
         Media::Video => {
@@ -320,6 +329,7 @@ fn map_openai(
                 body: serde_json::to_vec(&obj).unwrap_or_default(),
                 run: Run::Relay,
                 seconds: if seconds == 0 { 4 } else { seconds },
+                images: 0,
             })
         }
     }

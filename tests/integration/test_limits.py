@@ -291,6 +291,56 @@ def test_media_task_costs_count_against_the_budget(own_mock, tmp_path, state):
         stop(g, state)
 
 
+def kling_submits(g, prompt, n):
+    """Status codes of `n` kling-v2 video submits (5 s by default: 5 × $0.05 + $0.01 = $0.26 each)."""
+    from test_tasks import submit
+    codes = []
+    for _ in range(n):
+        r = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": prompt})
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "insufficient_quota", r.text
+    return codes
+
+
+def test_running_tasks_hold_their_expected_cost_against_the_budget_across_a_restart(own_mock, tmp_path, state):
+    """A submit counts the task's expected cost as spent once the upstream accepts it. Task costs
+    used to count only when the task ended, so a key could start any number of tasks on a spent
+    budget while they ran (15 video submits on a $1 cap: $12). The tasks here never end."""
+    edit = lambda c: limited(c, budget={"daily_usd": 1})
+    g = start(own_mock, tmp_path, state, edit)
+    try:
+        # $0.78 after three; the fourth is admitted below the cap (a budget stops within one
+        # request), and brings the spend to $1.04.
+        assert kling_submits(g, "mock-never", 3) == [200] * 3
+    finally:
+        stop(g, state)
+    # A restart: the running tasks' charges come back from the ledger's pending tasks.
+    g = start(own_mock, tmp_path, state, edit)
+    try:
+        assert kling_submits(g, "mock-never", 3) == [200, 429, 429]
+    finally:
+        stop(g, state)
+
+
+def test_a_failed_task_gives_its_expected_cost_back_to_the_budget(own_mock, tmp_path, state):
+    from test_tasks import poll_until_done, submit
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, budget={"daily_usd": 0.5}))
+    try:
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        for i in range(4):
+            r = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "mock-fail"})
+            assert r.status_code == 200, (i, r.text)
+            done, _ = poll_until_done(g, r.json()["id"])
+            assert done["status"] == "failed"
+            # The refund is counted as the task's row lands.
+            assert wait_rows(lambda: len(ledger_rows(db)), i + 1) == i + 1
+        # Two tasks that run hold $0.52: the third is refused.
+        assert kling_submits(g, "mock-never", 3) == [200, 200, 429]
+    finally:
+        stop(g, state)
+
+
 def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock, tmp_path, state):
     from test_tasks import submit
     g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"rpm": 2}))
