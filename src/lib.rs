@@ -27,6 +27,8 @@ pub mod json_string;
 pub mod ledger;
 /// Per-key and per-model limits and budgets.
 pub mod limits;
+/// The process's logger (`RUST_LOG`), which never writes other crates' trace records.
+pub mod logger;
 /// Returning memory the allocator holds to the OS after a burst.
 pub mod memory;
 /// Prometheus metrics.

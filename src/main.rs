@@ -45,7 +45,7 @@ extern "C" fn configure_allocator() {
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    cheapmodel::logger::init();
     let code = cheapmodel::cli::run(cheapmodel::cli::Cli::parse());
     std::process::exit(code);
 }

@@ -151,7 +151,8 @@ class Gateway:
         self.port = port
         self.metrics_url = f"http://{config['server']['metrics']}/metrics"
         env = dict(os.environ, TEST_UPSTREAM_OPENAI_KEY=UPSTREAM_OPENAI_KEY,
-                   TEST_UPSTREAM_ANTHROPIC_KEY=UPSTREAM_ANTHROPIC_KEY, RUST_LOG="info", **(extra_env or {}))
+                   TEST_UPSTREAM_ANTHROPIC_KEY=UPSTREAM_ANTHROPIC_KEY, RUST_LOG="info")
+        env.update(extra_env or {})
         self.log_path = tmpdir / "gateway.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([GATEWAY_BIN, "--config", str(self.config_path)], stdout=self.log,

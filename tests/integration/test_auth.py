@@ -83,6 +83,23 @@ def test_upstream_keys_never_reach_callers_logs_or_metrics(gateway):
         assert secret not in everything
 
 
+def test_no_key_reaches_the_log_even_at_trace_level(fresh_gateway):
+    """`RUST_LOG=trace` used to write Pingora's request heads: the caller's key and the upstream's
+    key, in both dialects. Other crates' trace records are now never written."""
+    g = fresh_gateway(env={"RUST_LOG": "trace"})
+    for path, body, headers in (("/v1/chat/completions", chat_body(), openai_headers()),
+                                ("/v1/messages", claude_body(), anthropic_headers()),
+                                ("/v1/messages", claude_body("gpt-5.5"), anthropic_headers()),
+                                ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers())):
+        r = httpx.post(g.url + path, json=body, headers=headers, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+    time.sleep(0.3)
+    log = g.log_path.read_text()
+    assert "DEBUG" in log, "the log level reached the log"
+    for secret in (UPSTREAM_OPENAI_KEY, UPSTREAM_ANTHROPIC_KEY, KEY_A, KEY_B):
+        assert secret not in log
+
+
 def test_every_endpoint_needs_a_key_but_healthz(gateway):
     assert httpx.get(gateway.url + "/v1/models", timeout=10).status_code == 401
     assert httpx.get(gateway.url + "/v1/nope", timeout=10).status_code == 401
