@@ -449,6 +449,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
             registry,
             interval: Duration::from_secs(server_cfg.watch_interval_seconds),
             running: (server_cfg.clone(), loaded.ledger.clone()),
+            key_files: std::sync::Mutex::new(loaded.key_files.clone()),
         },
     ));
     // Returns once every runtime is down (no request can add a row any more): then the ledger

@@ -1,12 +1,12 @@
-//! Hot reload: on SIGHUP, and when the config file changes (checked every
-//! `server.watch_interval_seconds`; polling one `stat` is simpler and sturdier than inotify across
-//! editors' atomic renames), the file is loaded and validated off the request path and the new
+//! Hot reload: on SIGHUP, and when the config file or an upstream's `api_key_file` changes (checked
+//! every `server.watch_interval_seconds`; polling a `stat` is simpler and sturdier than inotify
+//! across editors' atomic renames and Kubernetes' secret symlink swaps), the file is loaded and validated off the request path and the new
 //! snapshot replaces the old one in one store. An invalid file is rejected with one log line and
 //! the old snapshot keeps serving. Requests in flight keep the snapshot they started with.
 //! Imports: `config`, `metrics`, `registry`, pingora's background service. Not `proxy` or `plan`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -27,14 +27,25 @@ pub struct Reloader {
     pub interval: Duration,
     /// `server:` and `ledger:` as the process started with them (a reload does not change them).
     pub running: (config::raw::RawServer, config::raw::RawLedger),
+    /// The upstream key files of the config in use, watched with the config file.
+    pub key_files: Mutex<Vec<PathBuf>>,
 }
 
-fn fingerprint(path: &PathBuf) -> Option<(SystemTime, u64)> {
+/// What a change of the watched files changes: modification time and length of the config file
+/// (`None` while it is missing, as in the middle of an editor's rename), then of each key file.
+type Fingerprint = (Option<(SystemTime, u64)>, Vec<Option<(SystemTime, u64)>>);
+
+fn stat(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
 impl Reloader {
+    fn fingerprint(&self) -> Fingerprint {
+        let key_files = self.key_files.lock().unwrap_or_else(|e| e.into_inner());
+        (stat(&self.path), key_files.iter().map(stat).collect())
+    }
+
     /// Loads the file and swaps it in. Returns whether it was accepted.
     pub async fn reload(&self, why: &str) -> bool {
         let path = self.path.clone();
@@ -51,6 +62,7 @@ impl Reloader {
                     snapshot.task_secret = self.registry.current().task_secret.clone();
                 }
                 self.registry.replace(snapshot);
+                *self.key_files.lock().unwrap_or_else(|e| e.into_inner()) = l.key_files;
                 m.reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded ({why}): {}", self.path.display());
                 let (server, ledger) = &self.running;
@@ -88,20 +100,21 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut last = fingerprint(&self.path);
+        let mut last = self.fingerprint();
         let tick = if self.interval.is_zero() { Duration::from_secs(3600) } else { self.interval };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    last = fingerprint(&self.path);
                     self.reload("SIGHUP").await;
+                    last = self.fingerprint();
                 }
                 _ = tokio::time::sleep(tick), if !self.interval.is_zero() => {
-                    let now = fingerprint(&self.path);
-                    if now.is_some() && now != last {
-                        last = now;
+                    let now = self.fingerprint();
+                    if now.0.is_some() && now != last {
                         self.reload("file changed").await;
+                        // Taken again: the reload may have changed which key files there are.
+                        last = self.fingerprint();
                     }
                 }
             }

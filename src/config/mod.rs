@@ -1,7 +1,7 @@
 //! Loading and validating the YAML config. `load` is the only entry point: used at start, by
 //! `cheapmodel check`, and on every reload. Errors name the failing field path
-//! (`models.gpt-5.5.upstream`). Never panics. Reads the environment for `api_key_env` and resolves
-//! upstream host names (so the request path never does DNS).
+//! (`models.gpt-5.5.upstream`). Never panics. Reads the environment for `api_key_env`, the files of
+//! `api_key_file`, and resolves upstream host names (so the request path never does DNS).
 //! Imports: `error`, `registry` (what it builds). Not `proxy`, `plan`, `dialect` or `tasks`.
 
 pub mod raw;
@@ -9,7 +9,7 @@ pub mod raw;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// `ledger:` as written (`ledger_settings` resolves it against the config's path).
     pub ledger: raw::RawLedger,
+    /// The upstreams' `api_key_file`s, resolved: the reloader watches them with the config file.
+    pub key_files: Vec<PathBuf>,
 }
 
 /// The `server:` and `ledger:` fields whose value in `reloaded` differs from the `running` one
@@ -155,7 +157,8 @@ pub fn ledger_settings(raw: &raw::RawLedger, path: &Path) -> crate::ledger::Sett
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(path.display().to_string(), format!("cannot read the file: {e}")))?;
-    load_str(&text, &|name| std::env::var(name).ok())
+    let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    load_str_in(&text, &|name| std::env::var(name).ok(), &dir)
 }
 
 /// Only the `ledger:` section of `path`, validated (for `cheapmodel usage`, which needs no upstream
@@ -171,7 +174,13 @@ pub fn load_ledger(path: &Path) -> Result<raw::RawLedger, ConfigError> {
 }
 
 /// Parses and validates YAML text; `env` looks up environment variables (injected for tests).
+/// Relative `api_key_file`s are the working directory's.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    load_str_in(text, env, Path::new(""))
+}
+
+/// `load_str`, with relative `api_key_file`s in `dir` (the config file's directory).
+fn load_str_in(text: &str, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<Loaded, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -180,15 +189,18 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         let message = message.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(message);
         err(if path.is_empty() { ".".to_string() } else { path }, message)
     })?;
-    validate(raw, env)
+    validate(raw, env, dir)
 }
 
-fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<Loaded, ConfigError> {
     validate_server(&raw.server)?;
     validate_ledger(&raw.ledger)?;
     let mut upstreams = HashMap::new();
+    let mut key_files = Vec::new();
     for (name, u) in &raw.upstreams {
-        upstreams.insert(name.clone(), Arc::new(build_upstream(name, u, env)?));
+        let key_file = u.api_key_file.as_ref().map(|f| dir.join(f));
+        upstreams.insert(name.clone(), Arc::new(build_upstream(name, u, env, key_file.as_deref())?));
+        key_files.extend(key_file);
     }
     let mut models = HashMap::new();
     for (name, m) in &raw.models {
@@ -308,7 +320,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Load
         }
     };
     let snapshot = Snapshot { upstreams, models, keys, max_request_body: raw.server.max_request_body, task_secret };
-    Ok(Loaded { server: raw.server, snapshot, ledger: raw.ledger })
+    Ok(Loaded { server: raw.server, snapshot, ledger: raw.ledger, key_files })
 }
 
 fn validate_server(s: &RawServer) -> Result<(), ConfigError> {
@@ -474,7 +486,36 @@ pub fn parse_upstream_url(url: &str) -> Result<UpstreamUrl, String> {
     Ok(UpstreamUrl { tls, host: host.to_string(), port, path: path.trim_end_matches('/').to_string(), explicit_port })
 }
 
-fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<String>) -> Result<Upstream, ConfigError> {
+/// The upstream key: from `api_key_env` or from `key_file` (`api_key_file`, resolved), trimmed (an
+/// env file's or an editor's stray space or newline would go into the header as is, `Bearer
+/// sk-... `, and the upstream refuse every request); the field's path and what is wrong, if unusable.
+fn upstream_key(
+    u: &RawUpstream,
+    env: &dyn Fn(&str) -> Option<String>,
+    key_file: Option<&Path>,
+) -> Result<Option<(&'static str, String)>, (&'static str, String)> {
+    let read = match (&u.api_key_env, key_file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => return Err(("api_key_file", "set api_key_env or api_key_file, not both".into())),
+        (Some(var), None) => ("api_key_env", env(var).ok_or_else(|| format!("environment variable {var} is not set"))),
+        (None, Some(file)) => {
+            ("api_key_file", std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display())))
+        }
+    };
+    let (field, value) = read;
+    let secret = value.map_err(|m| (field, m))?.trim().to_string();
+    if secret.is_empty() {
+        return Err((field, "the key is empty".into()));
+    }
+    Ok(Some((field, secret)))
+}
+
+fn build_upstream(
+    name: &str,
+    u: &RawUpstream,
+    env: &dyn Fn(&str) -> Option<String>,
+    key_file: Option<&Path>,
+) -> Result<Upstream, ConfigError> {
     let path = format!("upstreams.{name}");
     let url = parse_upstream_url(&u.url).map_err(|m| err(format!("{path}.url"), m))?;
     let addr = resolve(&url.host, url.port).map_err(|m| err(format!("{path}.url"), m))?;
@@ -482,22 +523,15 @@ fn build_upstream(name: &str, u: &RawUpstream, env: &dyn Fn(&str) -> Option<Stri
         if url.explicit_port { format!("{}:{}", bracket(&url.host), url.port) } else { bracket(&url.host) };
     let host_header = HeaderValue::from_str(&host_header)
         .map_err(|_| err(format!("{path}.url"), "host is not a valid header value"))?;
-    let auth = match &u.api_key_env {
+    let auth = match upstream_key(u, env, key_file).map_err(|(field, m)| err(format!("{path}.{field}"), m))? {
         None => None,
-        Some(var) => {
-            // Trimmed: an env file's stray space or newline would go into the header as is
-            // (`Bearer  sk-...`), and the upstream refuse every request.
-            let secret = env(var)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| err(format!("{path}.api_key_env"), format!("environment variable {var} is not set")))?;
+        Some((field, secret)) => {
             let (name, value) = match u.dialect {
                 UpstreamDialect::Anthropic => (http::header::HeaderName::from_static("x-api-key"), secret),
                 _ => (http::header::AUTHORIZATION, format!("Bearer {secret}")),
             };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                err(format!("{path}.api_key_env"), format!("the value of {var} is not a valid header value"))
-            })?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| err(format!("{path}.{field}"), "the key is not a valid header value"))?;
             value.set_sensitive(true);
             Some((name, value))
         }
@@ -598,6 +632,28 @@ keys:
         assert_eq!(m.upstream.auth.as_ref().map(|(_, v)| v.as_bytes()), Some(&b"Bearer sk-test"[..]));
         let blank = |name: &str| (name == "TEST_OPENAI_KEY").then(|| "  ".to_string());
         assert!(load_str(BASE, &blank).is_err(), "a blank key is no key");
+    }
+
+    #[test]
+    fn an_upstream_key_file_is_read_relative_to_the_config_and_named_when_unusable() {
+        let dir = std::env::temp_dir().join(format!("cm-key-file-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("secrets")).expect("dir");
+        std::fs::write(dir.join("secrets/openai"), "sk-from-file\n").expect("write");
+        let yaml = BASE.replace("api_key_env: TEST_OPENAI_KEY", "api_key_file: secrets/openai");
+        let l = load_str_in(&yaml, &|_| None, &dir).expect("valid");
+        let m = l.snapshot.model("gpt-5.5").expect("model");
+        assert_eq!(m.upstream.auth.as_ref().map(|(_, v)| v.as_bytes()), Some(&b"Bearer sk-from-file"[..]));
+        assert_eq!(l.key_files, vec![dir.join("secrets/openai")]);
+        let e = load_str_in(&yaml, &|_| None, Path::new("/nonexistent")).expect_err("no file");
+        assert_eq!(e.path, "upstreams.openai.api_key_file");
+        assert!(e.message.starts_with("cannot read /nonexistent/secrets/openai"), "{}", e.message);
+        std::fs::write(dir.join("secrets/openai"), "\n").expect("write");
+        let e = load_str_in(&yaml, &|_| None, &dir).expect_err("empty");
+        assert_eq!((e.path.as_str(), e.message.as_str()), ("upstreams.openai.api_key_file", "the key is empty"));
+        let both = BASE.replace("api_key_env: TEST_OPENAI_KEY", "api_key_env: TEST_OPENAI_KEY\n    api_key_file: k");
+        let e = load_str_in(&both, &|_| Some("sk".into()), &dir).expect_err("both");
+        assert_eq!(e.path, "upstreams.openai.api_key_file");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

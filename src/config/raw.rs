@@ -127,6 +127,10 @@ pub struct RawUpstream {
     /// Environment variable holding the upstream's API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// File holding the upstream's API key, relative to the config file's directory; read again
+    /// at every reload, so that a key rotates without a restart.
+    #[serde(default)]
+    pub api_key_file: Option<String>,
     /// TCP (+TLS) connect timeout.
     #[serde(default = "default_connect_ms")]
     pub connect_timeout_ms: u64,

@@ -45,6 +45,36 @@ def test_sighup_adds_a_model_and_bad_file_is_rejected(fresh_gateway):
     assert "models.broken.upstream" in g.log_path.read_text()
 
 
+def test_an_upstream_key_file_rotates_without_a_restart(fresh_gateway, mock, tmp_path):
+    """`api_key_file` is read at every reload, and the file is watched with the config: a rotated
+    upstream key used to need a restart (`api_key_env` is read once, from the process's
+    environment)."""
+    key_file = tmp_path / "openai.key"
+    key_file.write_text("sk-rotated-ONE\n")
+
+    def edit(c):
+        del c["upstreams"]["openai"]["api_key_env"]
+        c["upstreams"]["openai"]["api_key_file"] = "openai.key"   # the config's directory's
+    g = fresh_gateway(edit=edit, watch_interval_seconds=1)
+
+    def upstream_auth():
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+        assert r.status_code == 200, r.text
+        return {k.lower(): v for k, v in mock.last()["headers"]}["authorization"]
+    assert upstream_auth() == "Bearer sk-rotated-ONE"
+    tmp = tmp_path / "openai.key.tmp"
+    tmp.write_text("sk-rotated-TWO-longer\n")
+    tmp.replace(key_file)   # as a secret manager writes it
+    wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="ok") == 1)
+    assert upstream_auth() == "Bearer sk-rotated-TWO-longer"
+    # An emptied file is refused like any bad config; the last good key keeps serving.
+    key_file.write_text("")
+    wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="error") == 1)
+    assert "upstreams.openai.api_key_file: the key is empty" in g.log_path.read_text()
+    assert upstream_auth() == "Bearer sk-rotated-TWO-longer"
+    assert "sk-rotated" not in g.log_path.read_text()
+
+
 def test_a_reload_names_the_changed_settings_it_leaves_for_a_restart(fresh_gateway):
     """`server:` and `ledger:` apply at start only. A reload used to log "config reloaded" and say
     nothing of an edited listen address that did not apply."""
