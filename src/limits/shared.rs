@@ -695,12 +695,19 @@ impl Shared {
             let raise = |pipe: &mut redis::Pipeline, key: String, spend: i64, ttl_s: i64| {
                 pipe.cmd("EVAL").arg(RAISE_TO_LUA).arg(1).arg(key).arg(spend).arg(ttl_s).ignore();
             };
-            let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
+            // Summed per key and period: a key's day may come as several rows (the ledger's total
+            // and the charges of its running tasks), and raising the count to each row in turn
+            // left it at the largest.
+            let (mut today, mut months): (HashMap<Arc<str>, i64>, HashMap<(Arc<str>, i64), i64>) = Default::default();
             for (key, day, spend) in restored {
                 if *day == now.div_euclid(DAY_US) {
-                    raise(&mut pipe, format!("{}:d:{day}", key_scope(key)), spend.0.max(0), 2 * 86_400);
+                    *today.entry(key.clone()).or_default() += spend.0;
                 }
                 *months.entry((key.clone(), month_of(day * DAY_US))).or_default() += spend.0;
+            }
+            let day = now.div_euclid(DAY_US);
+            for (key, spend) in today {
+                raise(&mut pipe, format!("{}:d:{day}", key_scope(&key)), spend.max(0), 2 * 86_400);
             }
             for ((key, month), spend) in months {
                 if month == month_of(now) {
