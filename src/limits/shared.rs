@@ -698,7 +698,8 @@ impl Shared {
             // Summed per key and period: a key's day may come as several rows (the ledger's total
             // and the charges of its running tasks), and raising the count to each row in turn
             // left it at the largest.
-            let (mut today, mut months): (HashMap<Arc<str>, i64>, HashMap<(Arc<str>, i64), i64>) = Default::default();
+            let mut today: HashMap<Arc<str>, i64> = HashMap::new();
+            let mut months: HashMap<(Arc<str>, i64), i64> = HashMap::new();
             for (key, day, spend) in restored {
                 if *day == now.div_euclid(DAY_US) {
                     *today.entry(key.clone()).or_default() += spend.0;

@@ -311,13 +311,26 @@ fn map_openai(
                 return Err(bad("n", "n: must be 1"));
             }
             obj.remove("n");
-            if let Some(d) = obj.remove("duration") {
-                let secs = d.as_f64().unwrap_or(0.0);
-                if ![4.0, 8.0, 12.0].contains(&secs) {
-                    return Err(bad("duration", "duration: this model makes clips of 4, 8 or 12 seconds"));
+            // The length is the portable `duration`, or OpenAI's own `seconds` (a string there): a
+            // `seconds` passed through unread made the clip the caller asked for and billed the
+            // upstream's 4 s default.
+            let asked = match (obj.remove("duration"), obj.remove("seconds")) {
+                (Some(_), Some(_)) => return Err(bad("seconds", "seconds: give duration or seconds, not both")),
+                (Some(d), None) => Some(("duration", d.as_f64())),
+                (None, Some(s)) => Some(("seconds", s.as_f64().or_else(|| s.as_str()?.trim().parse().ok()))),
+                (None, None) => None,
+            };
+            let seconds = match asked {
+                None => 4,
+                Some((field, secs)) => {
+                    let secs = secs.unwrap_or(0.0);
+                    if ![4.0, 8.0, 12.0].contains(&secs) {
+                        return Err(bad(field, format!("{field}: this model makes clips of 4, 8 or 12 seconds")));
+                    }
+                    obj.insert("seconds".into(), Value::from((secs as u32).to_string()));
+                    secs as u32
                 }
-                obj.insert("seconds".into(), Value::from((secs as u32).to_string()));
-            }
+            };
             if let Some(size) = obj.get("size").and_then(Value::as_str) {
                 let mapped = openai_video_size(size).ok_or_else(|| {
                     bad("size", format!("size: `{size}` is not available; use 16:9, 9:16, 1792x1024 or 1024x1792"))
@@ -328,7 +341,7 @@ fn map_openai(
                 path: "/videos",
                 body: serde_json::to_vec(&obj).unwrap_or_default(),
                 run: Run::Relay,
-                seconds: if seconds == 0 { 4 } else { seconds },
+                seconds,
                 images: 0,
             })
         }
@@ -594,6 +607,17 @@ mod tests {
                 .param,
             "duration"
         );
+        // OpenAI's own `seconds` (a string there, or a number) is the length billed and asked for.
+        let video = |body: &str| submit(Media::Video, ModelKind::Video, TaskStyle::OpenAi, body);
+        for body in [r#"{"prompt":"x","seconds":"12"}"#, r#"{"prompt":"x","seconds":12}"#] {
+            let s = video(body).expect("ok");
+            let v: Value = serde_json::from_slice(&s.body).expect("json");
+            assert_eq!((s.seconds, v["seconds"].as_str()), (12, Some("12")), "{body}");
+        }
+        assert_eq!(video(r#"{"prompt":"x"}"#).expect("ok").seconds, 4, "the upstream's default");
+        assert_eq!(video(r#"{"prompt":"x","seconds":"5"}"#).expect_err("5 s").param, "seconds");
+        assert_eq!(video(r#"{"prompt":"x","seconds":"long"}"#).expect_err("words").param, "seconds");
+        assert_eq!(video(r#"{"prompt":"x","seconds":"8","duration":8}"#).expect_err("both").param, "seconds");
         let s = submit(Media::Audio, ModelKind::Audio, TaskStyle::OpenAi, r#"{"prompt":"hello"}"#).expect("ok");
         let v: Value = serde_json::from_slice(&s.body).expect("json");
         assert_eq!((v["input"].as_str(), v["voice"].as_str(), s.run), (Some("hello"), Some("alloy"), Run::SyncBytes));

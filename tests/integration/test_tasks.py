@@ -173,6 +173,18 @@ def test_openai_video_job_and_its_content(gateway, mock):
     assert done["usage"]["cost_usd"] == pytest.approx(0.8)
 
 
+def test_openai_videos_own_seconds_field_is_the_length_billed(gateway, mock):
+    """An OpenAI-SDK caller names the length in OpenAI's own `seconds` (a string). It used to pass
+    through unread: the upstream made 12 s and the gateway billed its 4 s default."""
+    t = submit(gateway, "/v1/videos/generations", {"model": "sora-2", "prompt": "waves", "seconds": "12"}).json()
+    assert '"seconds":"12"' in mock.last()["body"]
+    done, _ = poll_until_done(gateway, t["id"])
+    assert done["status"] == "completed"
+    assert done["usage"]["seconds"] == 12 and done["usage"]["cost_usd"] == pytest.approx(1.2)
+    r = submit(gateway, "/v1/videos/generations", {"model": "sora-2", "prompt": "waves", "seconds": "5"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "seconds"
+
+
 def test_video_content_before_it_is_ready_is_the_upstreams_error_in_the_gateways_shape(gateway):
     t = submit(gateway, "/v1/videos/generations", {"model": "sora-2", "prompt": "mock-never"}).json()
     r = httpx.get(f"{gateway.url}/v1/tasks/{t['id']}/content", headers=openai_headers(), timeout=10)
