@@ -2,7 +2,9 @@
 //!
 //! Only these change: the path (under the upstream's base path), Host, Content-Length (and
 //! Content-Encoding, when the gateway decoded a compressed body), the
-//! credentials (the caller's `Authorization` / `x-api-key` removed, the upstream's own key set),
+//! credentials (the caller's `Authorization` / `x-api-key` removed, the upstream's own key set,
+//! and the caller's `OpenAI-Organization` / `OpenAI-Project` removed: they choose which of the
+//! operator's organizations and projects the gateway's key acts for and is billed to),
 //! a default `anthropic-version` for Anthropic upstreams when the caller sent none, on translated
 //! routes the caller's dialect's own headers (`anthropic-*` or `openai-*`), `x-request-id`,
 //! `Expect` (already answered by the gateway) and `Accept-Encoding` (identity, so usage can be
@@ -15,6 +17,27 @@ use pingora::Result;
 
 use crate::error::Dialect;
 use crate::registry::Upstream;
+
+/// Headers by which a caller would choose the organization or project the upstream key acts for
+/// (OpenAI's; Anthropic's keys belong to one workspace and take no such header).
+const ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
+
+/// Removes the caller's credentials and account choice (`ACCOUNT_HEADERS`) and sets the upstream's
+/// key: the one rule for every request the gateway forwards.
+fn set_credentials(req: &mut RequestHeader, upstream: &Upstream) -> Result<()> {
+    req.remove_header(&http::header::AUTHORIZATION);
+    req.remove_header("x-api-key");
+    for name in ACCOUNT_HEADERS {
+        // Looked up first: rarely sent, and a removal costs more than a lookup.
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
+    }
+    if let Some((name, value)) = &upstream.auth {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
 
 /// Default `anthropic-version` when the caller sent none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -82,11 +105,7 @@ pub fn rewrite_request(
     let path = upstream_path(&upstream.base_path, path_and_query);
     let uri = http::Uri::try_from(path).map_err(|_| pingora::Error::new_str("bad upstream path"))?;
     req.set_uri(uri);
-    req.remove_header(&http::header::AUTHORIZATION);
-    req.remove_header("x-api-key");
-    if let Some((name, value)) = &upstream.auth {
-        req.insert_header(name.clone(), value.clone())?;
-    }
+    set_credentials(req, upstream)?;
     if translated {
         // The caller's dialect's own headers mean nothing to the other API, and some name the
         // caller (`anthropic-user-profile-id`): every one of them stays here.
@@ -128,11 +147,7 @@ pub fn rewrite_download(req: &mut RequestHeader, upstream: &Upstream, path: &str
     let uri = http::Uri::try_from(upstream_path(&upstream.base_path, path))
         .map_err(|_| pingora::Error::new_str("bad upstream path"))?;
     req.set_uri(uri);
-    req.remove_header(&http::header::AUTHORIZATION);
-    req.remove_header("x-api-key");
-    if let Some((name, value)) = &upstream.auth {
-        req.insert_header(name.clone(), value.clone())?;
-    }
+    set_credentials(req, upstream)?;
     req.insert_header(http::header::HOST, upstream.host_header.clone())?;
     for h in [http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::EXPECT] {
         req.remove_header(&h);

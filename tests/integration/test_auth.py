@@ -100,6 +100,24 @@ def test_no_key_reaches_the_log_even_at_trace_level(fresh_gateway):
         assert secret not in log
 
 
+def test_a_caller_cannot_choose_the_organization_or_project_the_upstream_key_acts_for(gateway, mock):
+    """The OpenAI SDK sends `OpenAI-Organization` / `OpenAI-Project` when the caller sets them (env
+    OPENAI_ORG_ID / OPENAI_PROJECT_ID). Passed on next to the gateway's key, they pointed the
+    operator's key at another of the operator's organizations or projects, and its billing."""
+    import openai
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=KEY_A, organization="org-other",
+                           project="proj_other", max_retries=0)
+    client.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": "hi"}])
+    sent = {k.lower(): v for k, v in mock.last()["headers"]}
+    assert "openai-organization" not in sent and "openai-project" not in sent, sent
+    assert sent["authorization"] == f"Bearer {UPSTREAM_OPENAI_KEY}"
+    # Through the translated route too (an Anthropic-dialect caller's foreign headers).
+    r = httpx.post(gateway.url + "/v1/messages", json=claude_body("gpt-5.5"),
+                   headers=anthropic_headers(**{"OpenAI-Organization": "org-other"}), timeout=10)
+    assert r.status_code == 200
+    assert "openai-organization" not in {k.lower() for k, _ in mock.last()["headers"]}
+
+
 def test_every_endpoint_needs_a_key_but_healthz(gateway):
     assert httpx.get(gateway.url + "/v1/models", timeout=10).status_code == 401
     assert httpx.get(gateway.url + "/v1/nope", timeout=10).status_code == 401
