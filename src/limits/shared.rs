@@ -174,13 +174,16 @@ pub struct Shared {
     /// The settlements not yet in Redis, while `run` is not holding them: before it starts, and
     /// after its runtime stopped (for `flush_at_exit`).
     backlog: Mutex<Option<Backlog>>,
-    /// Spend to raise Redis's counts to at the next heartbeat, which then marks Redis as restored
+    /// Spend to raise Redis's counts to at the next heartbeat (or at once: `restored_ready`), which then marks Redis as restored
     /// (`RESTORED_MARK`); `None`: nothing to write.
     restored: Arc<Mutex<Option<RestoredSpend>>>,
     /// Reads the month's spend from the ledger again (`set_spend_source`), when Redis lost it.
     spend_source: Mutex<Option<SpendSource>>,
     /// A read of the spend source is under way.
     restoring: Arc<AtomicBool>,
+    /// Woken when a read of the spend source has set `restored`: written at once, not at the next
+    /// heartbeat (up to `RENEW_EVERY` later, while the counts run from zero).
+    restored_ready: Arc<tokio::sync::Notify>,
     /// Set once the first connection attempt has ended (see `admit`).
     first_attempt: tokio::sync::watch::Sender<bool>,
     admit_script: Script,
@@ -283,6 +286,7 @@ impl Shared {
             restored: Arc::new(Mutex::new(None)),
             spend_source: Mutex::new(None),
             restoring: Arc::new(AtomicBool::new(false)),
+            restored_ready: Arc::new(tokio::sync::Notify::new()),
             first_attempt: tokio::sync::watch::Sender::new(false),
             admit_script: Script::new(concat!(include_str!("lease.lua"), include_str!("admit.lua"))),
             settle_script: Script::new(concat!(include_str!("lease.lua"), include_str!("settle.lua"))),
@@ -462,7 +466,7 @@ impl Shared {
         {
             return;
         }
-        let (restored, restoring) = (self.restored.clone(), self.restoring.clone());
+        let (restored, restoring, ready) = (self.restored.clone(), self.restoring.clone(), self.restored_ready.clone());
         let (today, month_start) = self.clock.today_and_month_start();
         tokio::task::spawn_blocking(move || {
             match source(&month_start, &today) {
@@ -471,6 +475,7 @@ impl Shared {
                         log::warn!("limits state: Redis has lost the budgets' spend; restoring it from the ledger");
                     }
                     *restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(by_day_number(rows));
+                    ready.notify_one();
                 }
                 Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); trying again"),
             }
@@ -530,6 +535,10 @@ impl Shared {
                         None => return,
                     },
                     _ = renew.tick() => {
+                        self.heartbeat(&conn).await;
+                        continue;
+                    }
+                    _ = self.restored_ready.notified() => {
                         self.heartbeat(&conn).await;
                         continue;
                     }
