@@ -194,7 +194,13 @@ impl GatewayError {
             GatewayError::UnknownModel(m) => format!("The model `{m}` does not exist or you do not have access to it."),
             GatewayError::WrongKind(m, k) => format!("The model `{m}` is for {k} requests and cannot be used on this endpoint."),
             GatewayError::Untranslatable { param, message } => format!("{param}: {message}"),
-            GatewayError::NotFound { method, path } => format!("Invalid URL ({method} {path})"),
+            // OpenAI's words, then what is served: a caller trying `/v1/responses` or
+            // `/v1/embeddings` learns that the gateway does not offer it, not that it mistyped.
+            GatewayError::NotFound { method, path } => format!(
+                "Invalid URL ({method} {path}): this gateway serves /v1/chat/completions, /v1/messages, \
+                 /v1/messages/count_tokens, /v1/models, /v1/images/generations, /v1/videos/generations, \
+                 /v1/audios/generations, /v1/tasks/{{task_id}} and /v1/usage"
+            ),
             GatewayError::MethodNotAllowed { method, path, .. } => format!("Method {method} is not allowed on {path}"),
             GatewayError::BadRequest(why) => (*why).to_string(),
             GatewayError::BodyTimeout => "The request body did not arrive in time: the connection went quiet before the whole body came in.".into(),

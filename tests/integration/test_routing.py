@@ -66,8 +66,11 @@ def test_wrong_kind_is_a_clear_400(gateway, mock):
 
 
 def test_unknown_path_and_wrong_method(gateway):
-    r = httpx.post(gateway.url + "/v1/completions", json=chat_body(), headers=openai_headers(), timeout=10)
+    r = httpx.post(gateway.url + "/v1/responses", json=chat_body(), headers=openai_headers(), timeout=10)
     assert r.status_code == 404 and "error" in r.json()
+    # It says what the gateway serves, not only that the URL is invalid.
+    m = r.json()["error"]["message"]
+    assert m.startswith("Invalid URL (POST /v1/responses)") and "/v1/chat/completions" in m, m
     r = httpx.get(gateway.url + "/v1/nothing", headers=anthropic_headers(), timeout=10)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     r = httpx.get(gateway.url + "/v1/chat/completions", headers=openai_headers(), timeout=10)
