@@ -91,7 +91,7 @@ pub enum GatewayError {
     /// A key's or model's limit (`what`: requests, tokens, concurrency); retry after the seconds.
     RateLimited { what: &'static str, model_wide: bool, retry_after_s: u64 },
     /// The key's budget for the period (`daily`, `monthly`) is spent; retry after the seconds.
-    BudgetExhausted { period: &'static str, retry_after_s: u64 },
+    BudgetExhausted { period: &'static str, retry_after_s: u64, exact: Option<crate::limits::ExactRefused> },
     /// A bug or an internal failure.
     Internal,
 }
@@ -213,7 +213,12 @@ impl GatewayError {
             GatewayError::RateLimited { what: "budget", retry_after_s, .. } => format!("The rest of this key's budget is held by requests in flight (it is not spent). Retry after {retry_after_s} s."),
             GatewayError::RateLimited { what: "concurrency", model_wide, retry_after_s } => format!("Too many requests in flight for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::RateLimited { what, model_wide, retry_after_s } => format!("Rate limit reached: {what} per minute for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
-            GatewayError::BudgetExhausted { period, retry_after_s } => format!("This key's {period} budget is spent. It renews in {retry_after_s} s (UTC calendar periods)."),
+            GatewayError::BudgetExhausted { period, retry_after_s, exact: None } => format!("This key's {period} budget is spent. It renews in {retry_after_s} s (UTC calendar periods)."),
+            GatewayError::BudgetExhausted { period, retry_after_s, exact: Some(e) } => format!(
+                "This request costs ${}, more than the ${} this key's {period} budget has left. It renews in {retry_after_s} s (UTC calendar periods).",
+                e.cost.usd(),
+                e.left.usd()
+            ),
             GatewayError::Internal => "Internal gateway error.".into(),
         }
     }

@@ -8,8 +8,9 @@
 -- KEYS[3] settled tokens per unix second: hash second -> tokens
 -- KEYS[4] settled spend of the day; KEYS[5] of the month (pico-USD, strings: exact beyond 2^53)
 -- ARGV: now_us, lease, lease_expiry_us, rpm, tpm, concurrency (0: none), daily, monthly
---       (pico-USD, '' none), estimated tokens, estimated spend (pico-USD)
--- Returns {0, refused_by, retry_after_s} or
+--       (pico-USD, '' none), estimated tokens, estimated spend (pico-USD), '1' when the spend is
+--       exact (a media task: admitted only if it fits whole in what a budget has left)
+-- Returns {0, refused_by, retry_after_s}, {0, 'daily_exact' | 'monthly_exact', spent} or
 --         {1, requests_remaining, requests_reset_ms, tokens_used, tokens_reset_ms}.
 
 -- Money is compared as decimal strings: Lua's numbers are doubles, exact only to 2^53 pico-USD.
@@ -112,9 +113,20 @@ if daily ~= '' or monthly ~= '' then
   if monthly ~= '' and dec_at_least(month_spent, monthly) then
     return {0, 'monthly', 0}
   end
-  if (daily ~= '' and dec_at_least(dec_add(day_spent, reserved), daily))
-      or (monthly ~= '' and dec_at_least(dec_add(month_spent, reserved), monthly)) then
-    return {0, 'budget', 1}
+  local exact = ARGV[11] == '1'
+  -- more than the cap: the cap plus one is at least it
+  local function over(amount, cap) return dec_at_least(amount, dec_add(cap, '1')) end
+  if exact and daily ~= '' and over(dec_add(day_spent, est_spend), daily) then
+    return {0, 'daily_exact', day_spent}
+  end
+  if exact and monthly ~= '' and over(dec_add(month_spent, est_spend), monthly) then
+    return {0, 'monthly_exact', month_spent}
+  end
+  for _, p in ipairs({{daily, day_spent}, {monthly, month_spent}}) do
+    local cap, held = p[1], dec_add(p[2], reserved)
+    if cap ~= '' and (dec_at_least(held, cap) or (exact and over(dec_add(held, est_spend), cap))) then
+      return {0, 'budget', 1}
+    end
   end
 end
 

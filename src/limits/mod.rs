@@ -89,6 +89,9 @@ pub struct Estimate {
     pub tokens: u64,
     /// Those tokens at the model's prices.
     pub cost: Money,
+    /// `cost` is what the request will cost (a media task's requested units at the model's
+    /// prices), not an upper bound: it must fit in what a budget has left, whole.
+    pub exact: bool,
 }
 
 /// Why a request was refused.
@@ -96,10 +99,20 @@ pub struct Estimate {
 pub enum Refusal {
     /// A limit (`what`: `requests`, `tokens`, `concurrency`); retry after this many seconds.
     Limit { what: &'static str, scope: Scope, retry_after_s: u64 },
-    /// A budget is spent (`period`: `daily` or `monthly`); retry after this many seconds.
-    Budget { period: &'static str, retry_after_s: u64 },
+    /// A budget is spent (`period`: `daily` or `monthly`); retry after this many seconds. With
+    /// `exact`: not spent, but this request's exact cost is more than what it has left.
+    Budget { period: &'static str, retry_after_s: u64, exact: Option<ExactRefused> },
     /// The shared state (Redis) is unreachable and `on_state_error` is `deny`.
     Unavailable,
+}
+
+/// A request of exact cost that a budget cannot take whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExactRefused {
+    /// The request's cost.
+    pub cost: Money,
+    /// What the budget has left.
+    pub left: Money,
 }
 
 /// Whose limit refused.
@@ -487,14 +500,24 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
         // Spent: until the period ends. Only held by requests in flight: a rate limit of a second
         // (what is reserved is mostly not spent, and a "budget spent" with a day's retry-after
         // failed parallel agents outright: Anthropic's SDKs do not retry a 402).
-        if s.budget.daily.is_some_and(|cap| day >= cap.0) {
-            return Err(Refusal::Budget { period: "daily", retry_after_s: period_ends(now).0 });
+        let (to_midnight, to_month_end) = period_ends(now);
+        let periods = [("daily", s.budget.daily, day, to_midnight), ("monthly", s.budget.monthly, month, to_month_end)];
+        for (period, cap, spent, retry_after_s) in periods {
+            if cap.is_some_and(|cap| spent >= cap.0) {
+                return Err(Refusal::Budget { period, retry_after_s, exact: None });
+            }
         }
-        if s.budget.monthly.is_some_and(|cap| month >= cap.0) {
-            return Err(Refusal::Budget { period: "monthly", retry_after_s: period_ends(now).1 });
+        // A request of exact cost is admitted only whole: what it costs is known, and a media
+        // task costs up to dollars, far more than the overshoot a chat request's estimate allows.
+        for (period, cap, spent, retry_after_s) in periods {
+            if let Some(cap) = cap.filter(|cap| est.exact && spent.saturating_add(est.cost.0) > cap.0) {
+                let exact = Some(ExactRefused { cost: est.cost, left: Money(cap.0 - spent) });
+                return Err(Refusal::Budget { period, retry_after_s, exact });
+            }
         }
-        for (cap, spent) in [(s.budget.daily, day), (s.budget.monthly, month)] {
-            if cap.is_some_and(|cap| spent + c.reserved_spend >= cap.0) {
+        for (_, cap, spent, _) in periods {
+            let held = spent.saturating_add(c.reserved_spend);
+            if cap.is_some_and(|cap| held >= cap.0 || (est.exact && held.saturating_add(est.cost.0) > cap.0)) {
                 return Err(limit("budget", IN_FLIGHT_RETRY_S));
             }
         }
@@ -554,7 +577,7 @@ pub fn estimate(body_len: usize, requested: Option<u64>, model: &crate::registry
     };
     let input = (body_len as u64).div_ceil(4);
     let cost = i128::from(input) * i128::from(model.price.input) + i128::from(output) * i128::from(model.price.output);
-    Estimate { tokens: input + output, cost: crate::money::from_i128(cost) }
+    Estimate { tokens: input + output, cost: crate::money::from_i128(cost), exact: false }
 }
 
 /// RFC 3339 (UTC, whole seconds) of unix seconds: `2026-12-05T22:10:00Z`.
@@ -763,7 +786,7 @@ mod tests {
         let l = limiter(0);
         let (k, m) = names();
         let lim = LimitSettings { tpm: Some(1000), ..Default::default() };
-        let est = Estimate { tokens: 300, cost: Money::ZERO };
+        let est = Estimate { tokens: 300, ..Default::default() };
         let admit = || l.admit((&k, lim, BudgetSettings::default()), (&m, LimitSettings::default()), est);
         let held: Vec<_> = (0..3).map(|_| admit().expect("fits")).collect();
         assert!(matches!(admit(), Err(Refusal::Limit { what: "tokens", .. })));
@@ -797,6 +820,36 @@ mod tests {
     }
 
     #[test]
+    fn a_request_of_exact_cost_is_admitted_only_if_it_fits_whole() {
+        let (k, m) = names();
+        let budget = BudgetSettings { daily: Some(Money(1_000)), monthly: None };
+        let l = limiter(0);
+        let admit = |cost| {
+            l.admit(
+                (&k, LimitSettings::default(), budget),
+                (&m, LimitSettings::default()),
+                Estimate { tokens: 0, cost: Money(cost), exact: true },
+            )
+        };
+        let over = admit(1_001).expect_err("more than the cap");
+        assert!(matches!(
+            over,
+            Refusal::Budget {
+                period: "daily",
+                exact: Some(ExactRefused { cost: Money(1_001), left: Money(1_000) }),
+                ..
+            }
+        ));
+        let a = admit(600).expect("fits");
+        // 400 left, but only once the task in flight settles: a rate limit, not a refusal.
+        assert_eq!(admit(500).err(), Some(Refusal::Limit { what: "budget", scope: Scope::Key, retry_after_s: 1 }));
+        a.settle(0, Money(600));
+        let b = admit(400).expect("exactly what is left");
+        b.settle(0, Money(400));
+        assert!(matches!(admit(1), Err(Refusal::Budget { exact: None, .. })), "spent");
+    }
+
+    #[test]
     fn daily_budget_stops_at_the_cap_and_resumes_the_next_utc_day() {
         let (k, m) = names();
         let budget = BudgetSettings { daily: Some(Money(1_000)), monthly: None };
@@ -805,7 +858,7 @@ mod tests {
             l.admit(
                 (&k, LimitSettings::default(), budget),
                 (&m, LimitSettings::default()),
-                Estimate { tokens: 0, cost: Money(400) },
+                Estimate { tokens: 0, cost: Money(400), exact: false },
             )
         };
         let a = admit(&l).expect("0 spent");
@@ -816,7 +869,7 @@ mod tests {
         a.settle(0, Money(400));
         b.settle(0, Money(400));
         c.settle(0, Money(400));
-        assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", .. })));
+        assert!(matches!(admit(&l), Err(Refusal::Budget { period: "daily", exact: None, .. })));
         // The same spend restored into a limiter whose clock is a day later: allowed again.
         let tomorrow = limiter(86_400);
         let (today, _) = l.today_and_month_start();

@@ -32,7 +32,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::mpsc;
 
-use super::{month_of, Allowance, BudgetSettings, Clock, Estimate, LimitSettings, Refusal, Scope, DAY_US};
+use super::{
+    month_of, Allowance, BudgetSettings, Clock, Estimate, ExactRefused, LimitSettings, Refusal, Scope, DAY_US,
+};
 use crate::money::Money;
 
 /// What an instance does while Redis is unreachable (`server.on_state_error`).
@@ -216,8 +218,15 @@ fn opt_money(m: Option<Money>) -> String {
 
 /// One scope's answer from `admit.lua`.
 enum Answer {
-    Took { requests: Option<(u64, f64)>, tokens_used: u64, tokens_reset_s: f64 },
+    Took {
+        requests: Option<(u64, f64)>,
+        tokens_used: u64,
+        tokens_reset_s: f64,
+    },
     Refused(&'static str, u64),
+    /// A request of exact cost that the `daily` or `monthly` budget cannot take whole, and the
+    /// period's spend.
+    RefusedExact(&'static str, Money),
 }
 
 fn int(v: &Value) -> i64 {
@@ -241,6 +250,10 @@ fn parse_answer(v: &Value) -> Option<Answer> {
         });
     }
     let what = match items.get(1)? {
+        Value::BulkString(b) if b.ends_with(b"_exact") => {
+            let period = if b.starts_with(b"daily") { "daily" } else { "monthly" };
+            return Some(Answer::RefusedExact(period, Money(int(items.get(2)?))));
+        }
         Value::BulkString(b) => match b.as_slice() {
             b"concurrency" => "concurrency",
             b"requests" => "requests",
@@ -372,7 +385,8 @@ impl Shared {
                 .arg(opt_money(budget.daily))
                 .arg(opt_money(budget.monthly))
                 .arg(estimate.tokens)
-                .arg(estimate.cost.0.max(0).to_string());
+                .arg(estimate.cost.0.max(0).to_string())
+                .arg(if estimate.exact { "1" } else { "0" });
             pipe.invoke_script(&call);
         }
         let answers: Vec<Value> = match self.query(&conn, &pipe, ADMIT_TIMEOUT).await {
@@ -393,11 +407,12 @@ impl Shared {
         let key_index = key.map(|_| 0);
         let model_index = model.map(|_| usize::from(key.is_some()));
         let refusal = parsed.iter().enumerate().find_map(|(i, a)| match a {
-            Some(Answer::Refused(what, retry)) => Some((i, *what, *retry)),
+            Some(Answer::Refused(what, retry)) => Some((i, *what, *retry, None)),
+            Some(Answer::RefusedExact(period, spent)) => Some((i, *period, 0, Some(*spent))),
             Some(Answer::Took { .. }) => None,
-            None => Some((i, "", 0)),
+            None => Some((i, "", 0, None)),
         });
-        if let Some((i, what, retry_after_s)) = refusal {
+        if let Some((i, what, retry_after_s, exact_spent)) = refusal {
             // Return what the other scope took.
             let partial = lease_of(key_index.is_some_and(took), model_index.is_some_and(took));
             if partial.key.is_some() || partial.model.is_some() {
@@ -407,8 +422,17 @@ impl Shared {
             return Ok(Err(match what {
                 "daily" | "monthly" => {
                     let (to_midnight, to_month_end) = super::period_ends(now);
-                    let period = if what == "daily" { "daily" } else { "monthly" };
-                    Refusal::Budget { period, retry_after_s: if what == "daily" { to_midnight } else { to_month_end } }
+                    let (period, cap) = if what == "daily" {
+                        ("daily", key.and_then(|k| k.2.daily))
+                    } else {
+                        ("monthly", key.and_then(|k| k.2.monthly))
+                    };
+                    let exact = exact_spent.zip(cap).map(|(spent, cap)| ExactRefused {
+                        cost: estimate.cost,
+                        left: Money(cap.0.saturating_sub(spent.0).max(0)),
+                    });
+                    let retry_after_s = if what == "daily" { to_midnight } else { to_month_end };
+                    Refusal::Budget { period, retry_after_s, exact }
                 }
                 "" => return Err(()),
                 what => Refusal::Limit { what, scope, retry_after_s },

@@ -233,7 +233,7 @@ impl Gateway {
                             // when its row lands (`tasks::count_landed_task`).
                             let expected = prepared.expected;
                             let admission = if key.limits.any() || key.budget.any() || model.limits.any() {
-                                let estimate = limits::Estimate { tokens: 0, cost: expected };
+                                let estimate = limits::Estimate { tokens: 0, cost: expected, exact: true };
                                 match self
                                     .limiter
                                     .admit((&key.name, key.limits, key.budget), (&model.name, model.limits), estimate)
@@ -342,7 +342,9 @@ fn refusal_error(refusal: Refusal) -> GatewayError {
         Refusal::Limit { what, scope, retry_after_s } => {
             GatewayError::RateLimited { what, model_wide: scope == limits::Scope::Model, retry_after_s }
         }
-        Refusal::Budget { period, retry_after_s } => GatewayError::BudgetExhausted { period, retry_after_s },
+        Refusal::Budget { period, retry_after_s, exact } => {
+            GatewayError::BudgetExhausted { period, retry_after_s, exact }
+        }
         Refusal::Unavailable => GatewayError::LimitsUnavailable,
     }
 }

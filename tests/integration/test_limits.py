@@ -282,19 +282,45 @@ def test_media_task_costs_count_against_the_budget(own_mock, tmp_path, state):
     from test_tasks import poll_until_done, submit
     g = start(own_mock, tmp_path, state, lambda c: limited(c, budget={"daily_usd": 0.05}))
     try:
-        spent = 0.0
-        while spent < 0.05:
-            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(),
-                           timeout=10)
-            assert r.status_code == 200, (spent, r.text)
-            t = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"}).json()
-            done, _ = poll_until_done(g, t["id"])
-            spent += done["usage"]["cost_usd"]
+        # A chat request ($0.00325 with this usage) and a $0.04 image fit; the next image does not
+        # fit whole in what is left, though chat still passes until the budget is spent.
+        usage = {"x-mock-echo-usage": "1000,200,0,0"}
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(**usage),
+                       timeout=10)
+        assert r.status_code == 200, r.text
+        t = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"}).json()
+        done, _ = poll_until_done(g, t["id"])
+        assert done["usage"]["cost_usd"] == pytest.approx(0.04)
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "costs $0.04, more than the $0.00675 this key's daily budget has left" in r.json()["error"]["message"]
+        for _ in range(3):   # $0.05 - $0.04325 = $0.00675 left: three more chat requests pass
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10),
+                           headers=openai_headers(**usage), timeout=10)
+            assert r.status_code == 200, r.text
         r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), headers=openai_headers(),
                        timeout=10)
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
         r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
-        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        assert r.status_code == 429 and "budget is spent" in r.json()["error"]["message"]
+    finally:
+        stop(g, state)
+
+
+def test_a_media_submit_must_fit_whole_in_what_the_budget_has_left(own_mock, tmp_path, state):
+    """A task's cost is known at submit, and can be dollars: it is admitted only if it fits. Ten
+    images ($0.40) used to pass on a $0.20 cap, and a $0.80 video took a $1 cap to $1.78."""
+    from test_tasks import submit
+    g = start(own_mock, tmp_path, state, lambda c: limited(c, budget={"daily_usd": 0.2}))
+    try:
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 10})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "costs $0.4, more than the $0.2 this key's daily budget has left" in r.json()["error"]["message"]
+        assert 0 < int(r.headers["retry-after"]) <= 86_400
+        # Exactly what is left passes.
+        assert submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 5}).status_code == 200
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
+        assert r.status_code == 429 and "budget is spent" in r.json()["error"]["message"], r.text
     finally:
         stop(g, state)
 
@@ -318,8 +344,7 @@ def test_running_tasks_hold_their_expected_cost_against_the_budget_across_a_rest
     edit = lambda c: limited(c, budget={"daily_usd": 1})
     g = start(own_mock, tmp_path, state, edit)
     try:
-        # $0.78 after three; the fourth is admitted below the cap (a budget stops within one
-        # request), and brings the spend to $1.04.
+        # $0.78 after three.
         assert kling_submits(g, "mock-never", 3) == [200] * 3
     finally:
         stop(g, state)
@@ -330,7 +355,10 @@ def test_running_tasks_hold_their_expected_cost_against_the_budget_across_a_rest
         assert state.redis.command("FLUSHALL") == b"+OK"
     g = start(own_mock, tmp_path, state, edit)
     try:
-        assert kling_submits(g, "mock-never", 3) == [200, 429, 429]
+        from test_tasks import submit
+        r = submit(g, "/v1/videos/generations", {"model": "kling-v2", "prompt": "mock-never"})
+        assert r.status_code == 429, r.text
+        assert "costs $0.26, more than the $0.22 this key's daily budget has left" in r.json()["error"]["message"]
     finally:
         stop(g, state)
 
@@ -347,8 +375,8 @@ def test_a_failed_task_gives_its_expected_cost_back_to_the_budget(own_mock, tmp_
             assert done["status"] == "failed"
             # The refund is counted as the task's row lands.
             assert wait_rows(lambda: len(ledger_rows(db)), i + 1) == i + 1
-        # Two tasks that run hold $0.52: the third is refused.
-        assert kling_submits(g, "mock-never", 3) == [200, 200, 429]
+        # One task that runs holds $0.26: the next does not fit in the $0.24 left.
+        assert kling_submits(g, "mock-never", 2) == [200, 429]
     finally:
         stop(g, state)
 
