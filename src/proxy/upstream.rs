@@ -27,9 +27,11 @@ const ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 fn set_credentials(req: &mut RequestHeader, upstream: &Upstream) -> Result<()> {
     req.remove_header(&http::header::AUTHORIZATION);
     req.remove_header("x-api-key");
-    for name in ACCOUNT_HEADERS {
-        // Looked up first: rarely sent, and a removal costs more than a lookup.
-        if req.headers.contains_key(name) {
+    // Rarely sent: one pass over the names a request has (a few comparisons of lengths) before
+    // any removal. Two `contains_key` lookups cost ~800 instructions a request (callgrind): each
+    // parses and hashes the name.
+    if req.headers.keys().any(|name| ACCOUNT_HEADERS.contains(&name.as_str())) {
+        for name in ACCOUNT_HEADERS {
             req.remove_header(name);
         }
     }
