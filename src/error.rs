@@ -68,6 +68,8 @@ pub enum GatewayError {
     Untranslatable { param: String, message: String },
     /// No such endpoint.
     NotFound { method: String, path: String },
+    /// `GET /v1/usage` on a gateway that keeps no ledger (`ledger.url: none`).
+    NoLedger,
     /// The endpoint exists, the method does not.
     MethodNotAllowed { method: String, path: String, allow: &'static [http::Method] },
     /// The request line or headers are not acceptable (absolute-form URI, bad header value...).
@@ -129,7 +131,7 @@ impl GatewayError {
             | GatewayError::WrongKind(..)
             | GatewayError::Untranslatable { .. }
             | GatewayError::BadRequest(_) => 400,
-            GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } => 404,
+            GatewayError::UnknownModel(_) | GatewayError::NotFound { .. } | GatewayError::NoLedger => 404,
             GatewayError::MethodNotAllowed { .. } => 405,
             GatewayError::BodyTimeout => 408,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamCredentials(_) => 502,
@@ -159,7 +161,7 @@ impl GatewayError {
             GatewayError::UnknownModel(_) => "unknown_model",
             GatewayError::WrongKind(..) => "wrong_kind",
             GatewayError::Untranslatable { .. } => "untranslatable",
-            GatewayError::NotFound { .. } => "not_found",
+            GatewayError::NotFound { .. } | GatewayError::NoLedger => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::BodyTimeout => "body_timeout",
@@ -196,6 +198,9 @@ impl GatewayError {
             GatewayError::Untranslatable { param, message } => format!("{param}: {message}"),
             // OpenAI's words, then what is served: a caller trying `/v1/responses` or
             // `/v1/embeddings` learns that the gateway does not offer it, not that it mistyped.
+            GatewayError::NoLedger => {
+                "This gateway keeps no usage ledger (ledger.url: none): /v1/usage has nothing to report.".into()
+            }
             GatewayError::NotFound { method, path } => format!(
                 "Invalid URL ({method} {path}): this gateway serves /v1/chat/completions, /v1/messages, \
                  /v1/messages/count_tokens, /v1/models, /v1/images/generations, /v1/videos/generations, \
@@ -246,6 +251,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } | GatewayError::MethodNotAllowed { .. } | GatewayError::BadRequest(_) => {
                 ("invalid_request_error", None, None)
             }
+            GatewayError::NoLedger => ("invalid_request_error", Some("usage_not_kept"), None),
             GatewayError::BodyTimeout => ("invalid_request_error", Some("request_timeout"), None),
             GatewayError::UpstreamUnavailable => ("server_error", Some("upstream_unavailable"), None),
             GatewayError::UpstreamTimeout => ("server_error", Some("upstream_timeout"), None),

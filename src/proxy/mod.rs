@@ -299,7 +299,7 @@ impl Gateway {
     async fn usage(&self, query: ledger::report::Query) -> Result<tasks::Answer, GatewayError> {
         static REPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REPORTS_AT_ONCE);
         let Some(url) = self.ledger.url().map(str::to_string) else {
-            return Err(GatewayError::NotFound { method: "GET".into(), path: "/v1/usage".into() });
+            return Err(GatewayError::NoLedger);
         };
         let report = async {
             let permit = REPORTS.acquire().await;

@@ -327,6 +327,17 @@ def test_usage_endpoint_shows_only_the_callers_own_usage(own_mock, tmp_path):
         g.stop()
 
 
+def test_usage_on_a_gateway_without_a_ledger_says_so(fresh_gateway):
+    """It used to be the generic 404 "Invalid URL (GET /v1/usage)", which now lists /v1/usage
+    among the endpoints served."""
+    g = fresh_gateway(edit=lambda c: c.update(ledger={"url": "none"}))
+    r = httpx.get(g.url + "/v1/usage", headers=openai_headers(KEY_A), timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "usage_not_kept", r.text
+    assert "ledger.url: none" in r.json()["error"]["message"]
+    r = httpx.get(g.url + "/v1/usage", headers=anthropic_headers(KEY_A), timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
 def test_a_repeated_caller_request_id_cannot_hide_a_request(own_mock, tmp_path):
     g = start_gateway(own_mock, tmp_path / "gw")
     try:
