@@ -204,7 +204,7 @@ impl GatewayError {
             GatewayError::NotFound { method, path } => format!(
                 "Invalid URL ({method} {path}): this gateway serves /v1/chat/completions, /v1/messages, \
                  /v1/messages/count_tokens, /v1/models, /v1/images/generations, /v1/videos/generations, \
-                 /v1/audios/generations, /v1/tasks/{{task_id}} and /v1/usage"
+                 /v1/audios/generations, /v1/tasks/{{task_id}}, /v1/tasks/{{task_id}}/content and /v1/usage"
             ),
             GatewayError::MethodNotAllowed { method, path, .. } => format!("Method {method} is not allowed on {path}"),
             GatewayError::BadRequest(why) => (*why).to_string(),

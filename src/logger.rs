@@ -1,13 +1,15 @@
-//! The process's logger: `env_logger` (`RUST_LOG`, default `info`), except that trace records of
-//! other crates are never written. Pingora logs every request and upstream request head at trace
-//! (`Request header: ...`, `Writing request header: ...`), callers' `cm_` keys and the upstream's
-//! key included, and h2 logs header frames there; a key must never reach a log, whatever the log
-//! level. The gateway's own code has nothing at trace.
+//! The process's logger: `env_logger` (`RUST_LOG`, default `info`), except that other crates'
+//! debug and trace records are never written. Pingora logs request heads and bodies there: every
+//! request head at trace (`Request header: ...`, `Writing request header: ...`), each upstream
+//! body event at debug (`upstream event now: ...`, an error body that quotes the upstream key
+//! included), and a head it cannot parse, raw, at debug; h2 logs header frames at trace. Callers'
+//! `cm_` keys, the upstream keys and prompts would reach the log, and a key must never, whatever
+//! the level. The gateway's own records are written at every level.
 //!
-//! One Pingora record is also written a level lower: `failed to acquire reusable stream`, an
-//! ERROR for a race its connection pool recovers from at once (the pooled connection's idle
-//! watcher still holds it; a new connection is made). Back-to-back calls to one upstream (the
-//! task settler's polls) raised it, unexplained, in operators' logs.
+//! One Pingora record is not written at all: `failed to acquire reusable stream`, an ERROR for a
+//! race its connection pool recovers from at once (the pooled connection's idle watcher still
+//! holds it; a new connection is made). Back-to-back calls to one upstream (the task settler's
+//! polls) raised it, unexplained, in operators' logs.
 //! Imports: nothing of the gateway's.
 
 use log::{Level, Log, Metadata, Record};
@@ -24,54 +26,32 @@ struct KeySafeLogger {
     inner: env_logger::Logger,
 }
 
-/// Whether a record may be written at all: not at trace, unless it is the gateway's own.
+/// Whether records of this target and level may be written: the gateway's own at any level,
+/// other crates' at info and above.
 fn allowed(metadata: &Metadata<'_>) -> bool {
-    metadata.level() < Level::Trace || metadata.target().starts_with("cheapmodel")
+    metadata.level() <= Level::Info || metadata.target().starts_with("cheapmodel")
 }
 
-/// Pingora's records that say less than their level: (target, message) written at debug.
+/// Pingora's records that say more than they mean: (target, message), never written.
 const OVERSTATED: [(&str, &str); 1] = [("pingora_core::connectors", "failed to acquire reusable stream")];
 
-/// The level a record is written at.
-fn level_of(record: &Record<'_>) -> Level {
-    let overstated = record
-        .args()
-        .as_str()
-        .is_some_and(|message| OVERSTATED.iter().any(|(target, m)| record.target() == *target && message == *m));
-    if overstated {
-        Level::Debug
-    } else {
-        record.level()
-    }
+/// Whether `record` is written (`allowed`, and not `OVERSTATED`).
+fn written(record: &Record<'_>) -> bool {
+    allowed(record.metadata())
+        && !record
+            .args()
+            .as_str()
+            .is_some_and(|message| OVERSTATED.iter().any(|(target, m)| record.target() == *target && message == *m))
 }
 
 impl Log for KeySafeLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // An overstated record's level is known only with its message (`log`).
-        allowed(metadata) && (self.inner.enabled(metadata) || metadata.target().starts_with("pingora_core::connectors"))
+        allowed(metadata) && self.inner.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !allowed(record.metadata()) {
-            return;
-        }
-        let level = level_of(record);
-        if level == record.level() {
-            if self.inner.enabled(record.metadata()) {
-                self.inner.log(record);
-            }
-            return;
-        }
-        let lowered = Record::builder()
-            .args(*record.args())
-            .level(level)
-            .target(record.target())
-            .module_path(record.module_path())
-            .file(record.file())
-            .line(record.line())
-            .build();
-        if self.inner.enabled(lowered.metadata()) {
-            self.inner.log(&lowered);
+        if written(record) && self.inner.enabled(record.metadata()) {
+            self.inner.log(record);
         }
     }
 
@@ -89,23 +69,25 @@ mod tests {
     }
 
     #[test]
-    fn other_crates_trace_records_are_never_written() {
+    fn other_crates_debug_and_trace_records_are_never_written() {
         assert!(!at(Level::Trace, "pingora_proxy"));
         assert!(!at(Level::Trace, "pingora_core::protocols::http::v1::client"));
+        assert!(!at(Level::Debug, "pingora_proxy::proxy_h1"));
         assert!(!at(Level::Trace, "h2::codec"));
-        assert!(at(Level::Debug, "pingora_core::protocols::http::v1::client"));
+        assert!(at(Level::Info, "pingora_core::server"));
         assert!(at(Level::Error, "pingora_proxy"));
         assert!(at(Level::Trace, "cheapmodel::proxy"));
+        assert!(at(Level::Debug, "cheapmodel::ledger::backend"));
     }
 
     #[test]
-    fn pingoras_recovered_pool_race_is_a_debug_record() {
-        let level = |target: &str, args: std::fmt::Arguments<'_>| {
-            level_of(&Record::builder().level(Level::Error).target(target).args(args).build())
+    fn pingoras_recovered_pool_race_is_not_written() {
+        let written = |target: &str, args: std::fmt::Arguments<'_>| {
+            written(&Record::builder().level(Level::Error).target(target).args(args).build())
         };
         let target = "pingora_core::connectors";
-        assert_eq!(level(target, format_args!("failed to acquire reusable stream")), Level::Debug);
-        assert_eq!(level(target, format_args!("another error")), Level::Error);
-        assert_eq!(level("pingora_proxy", format_args!("failed to acquire reusable stream")), Level::Error);
+        assert!(!written(target, format_args!("failed to acquire reusable stream")));
+        assert!(written(target, format_args!("another error")));
+        assert!(written("pingora_proxy", format_args!("failed to acquire reusable stream")));
     }
 }

@@ -32,18 +32,27 @@ pub struct Reloader {
 }
 
 /// What a change of the watched files changes: modification time and length of the config file
-/// (`None` while it is missing, as in the middle of an editor's rename), then of each key file.
-type Fingerprint = (Option<(SystemTime, u64)>, Vec<Option<(SystemTime, u64)>>);
+/// (`None` while it is missing, as in the middle of an editor's rename), then a hash of each key
+/// file's content (a few bytes, read at each check): a rotation by `cp -p`, `rsync -t` or tar
+/// keeps the size and the time.
+type Fingerprint = (Option<(SystemTime, u64)>, Vec<Option<u64>>);
 
 fn stat(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
+fn content_hash(path: &PathBuf) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).ok()?.hash(&mut h);
+    Some(h.finish())
+}
+
 impl Reloader {
     fn fingerprint(&self) -> Fingerprint {
         let key_files = self.key_files.lock().unwrap_or_else(|e| e.into_inner());
-        (stat(&self.path), key_files.iter().map(stat).collect())
+        (stat(&self.path), key_files.iter().map(content_hash).collect())
     }
 
     /// Loads the file and swaps it in. Returns whether it was accepted.
@@ -112,7 +121,7 @@ impl BackgroundService for Reloader {
                 _ = tokio::time::sleep(tick), if !self.interval.is_zero() => {
                     let now = self.fingerprint();
                     if now.0.is_some() && now != last {
-                        self.reload("file changed").await;
+                        self.reload("config or key file changed").await;
                         // Taken again: the reload may have changed which key files there are.
                         last = self.fingerprint();
                     }

@@ -475,7 +475,9 @@ impl Tasks {
         };
         metrics::get().tasks.with_label_values(&[&model.name, "pending"]).inc();
         let id = id::encode(&snapshot.task_secret, &task);
-        if task.origin == Origin::Relayed && self.ledger.url().is_some() {
+        if task.origin == Origin::Relayed {
+            // Settled whether or not anyone polls, with or without a ledger: the budget counts its
+            // expected cost from now on, and only its end counts the difference.
             let pending = PendingTask { id: id.clone(), key: caller.key.name.clone(), created_s: task.created as i64 };
             self.submitted.lock().unwrap_or_else(|e| e.into_inner()).push(pending.clone());
             self.ledger.pending(pending);
@@ -652,11 +654,12 @@ const SETTLE_RELOAD: Duration = Duration::from_secs(10);
 const SETTLE_BATCH: usize = 32;
 
 impl Tasks {
-    /// The settler: until `stop` turns true, polls every pending relayed task (from the ledger's
-    /// database) on a backoff schedule until it is final, and bills it (`relayed_state`). Reuses
+    /// The settler: until `stop` turns true, polls every pending relayed task (this run's, and the
+    /// ledger database's when there is one) on a backoff schedule until it is final, and bills it (`relayed_state`). Reuses
     /// an answer a caller's poll got within the current backoff interval instead of polling.
     pub async fn settle_pending(&self, registry: Arc<Registry>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let Some(url) = self.ledger.url().map(str::to_string) else { return };
+        // Without a database (`ledger.url: none`) the tasks to settle are only this run's.
+        let url = self.ledger.url().map(str::to_string);
         // Task id → (when it is due, how long its wait before that turn was, key name).
         let mut schedule: HashMap<String, (Instant, Duration, Arc<str>)> = HashMap::new();
         let mut reloaded: Option<Instant> = None;
@@ -664,9 +667,10 @@ impl Tasks {
         let mut listing: Option<tokio::task::JoinHandle<Result<Vec<PendingTask>, String>>> = None;
         loop {
             let mut patience = Duration::ZERO;
-            if listing.is_none() && reloaded.is_none_or(|t| t.elapsed() >= SETTLE_RELOAD) {
+            if let Some(url) =
+                url.clone().filter(|_| listing.is_none() && reloaded.is_none_or(|t| t.elapsed() >= SETTLE_RELOAD))
+            {
                 reloaded = Some(Instant::now());
-                let url = url.clone();
                 listing = Some(tokio::task::spawn_blocking(move || {
                     crate::ledger::backend::connect(&url).and_then(|mut db| db.pending_tasks())
                 }));

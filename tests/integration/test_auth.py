@@ -84,8 +84,10 @@ def test_upstream_keys_never_reach_callers_logs_or_metrics(gateway):
 
 
 def test_no_key_reaches_the_log_even_at_trace_level(fresh_gateway):
-    """`RUST_LOG=trace` used to write Pingora's request heads: the caller's key and the upstream's
-    key, in both dialects. Other crates' trace records are now never written."""
+    """Pingora logs every request head at trace, each upstream body event at debug (an error body
+    that quotes the upstream key included: the caller gets it masked) and a head it cannot parse,
+    raw, at debug. At `RUST_LOG=trace` the callers' keys and the upstream keys were in the log.
+    Other crates' debug and trace records are now never written."""
     g = fresh_gateway(env={"RUST_LOG": "trace"})
     for path, body, headers in (("/v1/chat/completions", chat_body(), openai_headers()),
                                 ("/v1/messages", claude_body(), anthropic_headers()),
@@ -93,9 +95,18 @@ def test_no_key_reaches_the_log_even_at_trace_level(fresh_gateway):
                                 ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers())):
         r = httpx.post(g.url + path, json=body, headers=headers, timeout=10)
         assert r.status_code == 200, (path, r.text)
+    # An upstream error that quotes the key it got, in each upstream dialect.
+    for path, body, headers in (("/v1/chat/completions", chat_body(), openai_headers),
+                                ("/v1/messages", claude_body(), anthropic_headers)):
+        r = httpx.post(g.url + path, json=body, headers=headers(**{"x-mock-fault": "echo-key"}), timeout=10)
+        assert r.status_code == 500 and "request carried" in r.text, r.text
+    # A head Pingora cannot parse (a control byte in a header name), with a key in it.
+    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+        s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_B}\r\n"
+                  "X-B\x01ad: 1\r\nContent-Length: 2\r\n\r\n{}".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
     time.sleep(0.3)
     log = g.log_path.read_text()
-    assert "DEBUG" in log, "the log level reached the log"
     for secret in (UPSTREAM_OPENAI_KEY, UPSTREAM_ANTHROPIC_KEY, KEY_A, KEY_B):
         assert secret not in log
 

@@ -381,6 +381,24 @@ def test_a_failed_task_gives_its_expected_cost_back_to_the_budget(own_mock, tmp_
         stop(g, state)
 
 
+def test_without_a_ledger_a_failed_task_nobody_polls_still_gives_its_cost_back(own_mock, tmp_path, state):
+    """The settler polled only the tasks a ledger database listed: with `ledger.url: none` a task
+    nobody polled never ended, and its expected cost stayed counted against the budget."""
+    def edit(c):
+        limited(c, budget={"daily_usd": 0.3})
+        c["ledger"] = {"url": "none"}
+    g = start(own_mock, tmp_path, state, edit)
+    try:
+        assert kling_submits(g, "mock-fail", 1) == [200]    # $0.26 held, never polled
+        assert kling_submits(g, "mock-never", 1) == [429]   # $0.04 left
+        deadline = time.time() + 40
+        while kling_submits(g, "mock-never", 1) != [200]:   # the settler saw it fail: $0.26 back
+            assert time.time() < deadline, "the failed task's cost never came back"
+            time.sleep(1)
+    finally:
+        stop(g, state)
+
+
 def test_task_submits_count_as_requests_and_a_spent_budget_refuses_them(own_mock, tmp_path, state):
     from test_tasks import submit
     g = start(own_mock, tmp_path, state, lambda c: limited(c, limits={"rpm": 2}))

@@ -67,11 +67,19 @@ def test_an_upstream_key_file_rotates_without_a_restart(fresh_gateway, mock, tmp
     tmp.replace(key_file)   # as a secret manager writes it
     wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="ok") == 1)
     assert upstream_auth() == "Bearer sk-rotated-TWO-longer"
+    # Rewritten in place with the same length and modification time (`cp -p`, `rsync -t`): the
+    # content is what is watched.
+    import os
+    stat = key_file.stat()
+    key_file.write_text("sk-rotated-TRE-longer\n")
+    os.utime(key_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="ok") == 2)
+    assert upstream_auth() == "Bearer sk-rotated-TRE-longer"
     # An emptied file is refused like any bad config; the last good key keeps serving.
     key_file.write_text("")
     wait_for(lambda: g.metric("cheapmodel_config_reloads_total", result="error") == 1)
     assert "upstreams.openai.api_key_file: the key is empty" in g.log_path.read_text()
-    assert upstream_auth() == "Bearer sk-rotated-TWO-longer"
+    assert upstream_auth() == "Bearer sk-rotated-TRE-longer"
     assert "sk-rotated" not in g.log_path.read_text()
 
 
