@@ -1,7 +1,8 @@
 //! Hot reload: on SIGHUP, and when the config file or an upstream's `api_key_file` changes (checked
-//! every `server.watch_interval_seconds`; polling a `stat` is simpler and sturdier than inotify
-//! across editors' atomic renames and Kubernetes' secret symlink swaps), the file is loaded and validated off the request path and the new
-//! snapshot replaces the old one in one store. An invalid file is rejected with one log line and
+//! every `server.watch_interval_seconds`: polling a `stat`, and a key file's few bytes, is simpler
+//! and sturdier than inotify across editors' atomic renames and Kubernetes' secret symlink swaps),
+//! the file is loaded and validated off the request path and the new snapshot replaces the old one
+//! in one store. An invalid file is rejected with one log line and
 //! the old snapshot keeps serving. Requests in flight keep the snapshot they started with.
 //! Imports: `config`, `metrics`, `registry`, pingora's background service. Not `proxy` or `plan`.
 
