@@ -147,6 +147,27 @@ def test_a_budget_spent_through_one_instance_stops_the_other(own_mock, redis, tm
         stop_all(gws)
 
 
+def test_a_task_charged_through_one_instance_holds_the_budget_on_the_other(own_mock, redis, tmp_path):
+    """A media submit counts its expected cost in Redis: the other instance sees it, and refuses a
+    task that does not fit whole in what is left, naming both amounts."""
+    from test_tasks import submit
+    gws = start_pair(own_mock, redis, tmp_path, budget={"daily_usd": 0.5})
+    video = {"model": "kling-v2", "prompt": "mock-never"}   # 5 s x $0.05 + $0.01 = $0.26
+    try:
+        assert submit(gws[0], "/v1/videos/generations", video).status_code == 200
+        r = submit(gws[1], "/v1/videos/generations", video)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "costs $0.26, more than the $0.24 this key's daily budget has left" in r.json()["error"]["message"]
+        # A smaller task that fits passes on either.
+        image = {"model": "gpt-image-2", "prompt": "mock-never", "n": 6}   # $0.24
+        assert submit(gws[1], "/v1/images/generations", image).status_code == 200
+        assert "budget is spent" in submit(gws[0], "/v1/images/generations", image).json()["error"]["message"]
+        for g in gws:
+            assert g.metric("cheapmodel_state_errors_total") == 0
+    finally:
+        stop_all(gws)
+
+
 def test_a_budget_only_held_by_requests_in_flight_is_a_short_rate_limit_not_spent(own_mock, redis, tmp_path):
     """A request refused because requests in flight hold the rest of the budget (not spend it) was
     told the budget was spent, retry in hours: an OpenAI 429 insufficient_quota, and an Anthropic
