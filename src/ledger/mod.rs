@@ -262,9 +262,8 @@ impl Ledger {
         self.settings.url.as_deref()
     }
 
-    /// Writes every queued row, then stops the writer. Waits at most `timeout`.
-    /// Writes what is queued and stops the writer; false when something could not be kept (logged
-    /// as an error, with the count).
+    /// Writes every queued row, then stops the writer; waits at most `timeout`. False when something
+    /// could not be kept (logged as an error, with the count).
     pub fn shutdown(&self, timeout: Duration) -> bool {
         let Some(q) = &self.queue else { return true };
         let (done_tx, done_rx) = mpsc::channel();

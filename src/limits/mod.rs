@@ -437,11 +437,6 @@ impl Limiter {
         }
     }
 
-    /// Adds spend now (a media task's cost: it has no admission).
-    pub fn charge_now(&self, key: &Arc<str>, cost: Money) {
-        self.charge(key, cost, self.clock.now_us());
-    }
-
     /// The clock's current UTC day and the first day of its month (`Clock::today_and_month_start`).
     pub fn today_and_month_start(&self) -> (String, String) {
         self.clock.today_and_month_start()
