@@ -5,6 +5,7 @@
 #   bash loadtest/cpu_ab.sh noledger            # baseline vs ledger.url: none (the ledger's cost)
 #   bash loadtest/cpu_ab.sh limited             # baseline vs a key with in-process limits
 #   ROUNDS=5 DUR=10 bash loadtest/cpu_ab.sh noledger postgres
+#   PAIRED=1 ROUNDS=5 DUR=10 bash loadtest/cpu_ab.sh noledger
 #
 # Variants are those of lib.sh (cm_variant_sets; `baseline` is the demo config and always runs
 # first in each round). The gateway runs on CPU 1 with one worker; the mock and wrk on CPU 0.
@@ -13,6 +14,14 @@
 # lines give each variant's median over the rounds and its ratio to baseline's median. Each run
 # also gives the ledger threads' own share of the gateway's CPU (their /proc tasks), a
 # measure of the ledger's cost that needs no second run to compare with.
+#
+# PAIRED=1 runs baseline and each variant at the same time instead of one after the other: both
+# gateways share CPU 1, each driven by its own wrk (-c32) on CPU 0, and both are counted over the
+# same seconds. A neighbour's burst or the machine's drift then slows both alike, so each round's
+# ratio is a measurement on its own; the last lines give the median of the rounds' ratios (use an
+# even ROUNDS: the start order alternates). `PAIRED=1 bash loadtest/cpu_ab.sh baseline` is the A/A
+# run that shows the method's own spread. This is the figure to quote on a shared machine:
+# sequential runs here drift by more than 10% between runs a minute apart.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -44,36 +53,112 @@ thread_ticks() {
 [[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 
-# run NAME ROUND: appends "NAME µs" to $W/results and prints the run's line.
-run() {
-  local name=$1 dir="$W/$1.$2" port wrapper pid t0 t1 w0 w1 out n us sets=()
-  port=$(cm_free_port)
+# start NAME DIR: a gateway of variant NAME on CPU 1 with one worker; sets PORT, WRAPPER, PID.
+start() {
+  local name=$1 dir=$2 sets=()
+  PORT=$(cm_free_port)
   mkdir -p "$dir"
   mapfile -t sets < <(cm_variant_sets "$name")
   python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$dir/g.yaml" --mock "$CM_MOCK_ADDR" \
-    --listen "127.0.0.1:$port" --workdir "$dir" \
+    --listen "127.0.0.1:$PORT" --workdir "$dir" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
   # shellcheck disable=SC2046 # NAME=VALUE words
   cm_spawn "$dir/log" env $(cm_variant_env "$name") taskset -c 1 "$CM_BIN" --config "$dir/g.yaml"
-  wrapper=$CM_LAST_PID
-  pid=$(cm_child "$wrapper")
-  cm_wait_port "$port" 15 || cm_die "gateway did not start: $(tail -n 20 "$dir/log")"
-  taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
+  WRAPPER=$CM_LAST_PID
+  PID=$(cm_child "$WRAPPER")
+  cm_wait_port "$PORT" 15 || cm_die "gateway did not start: $(tail -n 20 "$dir/log")"
+}
+
+# cpu_ticks PID: the process's user+system ticks, every thread.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# requests NAME WRK_OUTPUT: the requests wrk completed; dies if there were none or any was not 2xx.
+requests() {
+  local n
+  n=$(echo "$2" | awk '/requests in/{print $1}')
+  [[ -n $n && $n -gt 0 ]] || cm_die "$1: wrk failed: $2"
+  echo "$2" | grep -q "Non-2xx" && cm_die "$1: some answers were not 2xx: $2"
+  echo "$n"
+}
+
+# us_per_request TICKS REQUESTS
+us_per_request() { python3 -c "print(round($1 * 1e6 / $HZ / $2, 2))"; }
+
+# run NAME ROUND: appends "NAME µs" to $W/results and prints the run's line.
+run() {
+  local name=$1 t0 t1 w0 w1 out n us
+  start "$name" "$W/$1.$2"
+  taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
   sleep 0.5 # the warm-up's last ledger rows are written before the count starts
-  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  w0=$(thread_ticks "$pid" ledger-writer ledger-db)
-  out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
+  t0=$(cpu_ticks "$PID")
+  w0=$(thread_ticks "$PID" ledger-writer ledger-db)
+  out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" 2>&1)
   sleep 0.5 # and the counted requests' rows are written before it ends
-  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  w1=$(thread_ticks "$pid" ledger-writer ledger-db)
-  n=$(echo "$out" | awk '/requests in/{print $1}')
-  [[ -n $n && $n -gt 0 ]] || cm_die "wrk failed: $out"
-  echo "$out" | grep -q "Non-2xx" && cm_die "$name: some answers were not 2xx: $out"
-  us=$(python3 -c "print(round(($t1 - $t0) * 1e6 / $HZ / $n, 2))")
+  t1=$(cpu_ticks "$PID")
+  w1=$(thread_ticks "$PID" ledger-writer ledger-db)
+  n=$(requests "$name" "$out")
+  us=$(us_per_request $((t1 - t0)) "$n")
   echo "$name $us" >>"$W/results"
   echo "round $2: $name: $n requests, $us CPU µs/request, ledger threads $(python3 -c "print(round(100 * ($w1 - $w0) / max($t1 - $t0, 1), 1))")% of it"
-  cm_stop "$wrapper"
+  cm_stop "$WRAPPER"
 }
+
+# run_paired NAME ROUND: baseline and NAME at once (PAIRED=1); appends "NAME ratio" to $W/ratios.
+run_paired() {
+  local name=$1 round=$2 bport bpid bwrapper vport vpid vwrapper p b0 b1 v0 v1 bn vn bus vus loads=()
+  # The gateway started second runs ~0.7% cheaper in an A/A run (`PAIRED=1 bash loadtest/cpu_ab.sh
+  # baseline`), so odd rounds start baseline first and even rounds the variant.
+  if ((round % 2)); then
+    start baseline "$W/baseline.$name.$round"
+    bport=$PORT bpid=$PID bwrapper=$WRAPPER
+    start "$name" "$W/$name.$round"
+  else
+    start "$name" "$W/$name.$round"
+    vport=$PORT vpid=$PID vwrapper=$WRAPPER
+    start baseline "$W/baseline.$name.$round"
+    bport=$PORT bpid=$PID bwrapper=$WRAPPER
+    PORT=$vport PID=$vpid WRAPPER=$vwrapper
+  fi
+  # Warm both up together, then count both over the same seconds. (`wait` on the loads' own
+  # pids: a bare `wait` would also wait for the gateways.)
+  for p in "$bport" "$PORT"; do
+    taskset -c 0 timeout 20 wrk -t1 -c32 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$p" >/dev/null 2>&1 &
+    loads+=($!)
+  done
+  wait "${loads[@]}" || true
+  sleep 0.5
+  b0=$(cpu_ticks "$bpid") v0=$(cpu_ticks "$PID")
+  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$bport" >"$W/wrk.b" 2>&1 &
+  loads=($!)
+  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" >"$W/wrk.v" 2>&1 &
+  loads+=($!)
+  wait "${loads[@]}" || true
+  sleep 0.5 # the counted requests' ledger rows are written before the count ends
+  b1=$(cpu_ticks "$bpid") v1=$(cpu_ticks "$PID")
+  bn=$(requests baseline "$(cat "$W/wrk.b")") vn=$(requests "$name" "$(cat "$W/wrk.v")")
+  bus=$(us_per_request $((b1 - b0)) "$bn") vus=$(us_per_request $((v1 - v0)) "$vn")
+  echo "$name $(python3 -c "print($vus / $bus)")" >>"$W/ratios"
+  echo "round $round: baseline $bn requests, $bus CPU µs/request; $name at the same time: $vn requests, $vus CPU µs/request ($(python3 -c "print(f'{$vus / $bus:.3f}')")x)"
+  cm_stop "$WRAPPER"
+  cm_stop "$bwrapper"
+}
+
+if [[ ${PAIRED:-0} == 1 ]]; then
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for name in "${names[@]}"; do run_paired "$name" "$round"; done
+  done
+  python3 - "$W/ratios" <<'PY'
+import statistics, sys
+ratios = {}
+for line in open(sys.argv[1]):
+    name, ratio = line.split()
+    ratios.setdefault(name, []).append(float(ratio))
+for name, values in ratios.items():
+    print(f"{name}: median {statistics.median(values):.3f}x baseline over {len(values)} paired rounds "
+          f"({', '.join(f'{v:.3f}' for v in values)}), range {min(values):.3f}-{max(values):.3f}")
+PY
+  exit 0
+fi
 
 for ((round = 1; round <= ROUNDS; round++)); do
   for name in baseline "${names[@]}"; do run "$name" "$round"; done
