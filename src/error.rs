@@ -219,6 +219,11 @@ impl GatewayError {
             GatewayError::RateLimited { what: "concurrency", model_wide, retry_after_s } => format!("Too many requests in flight for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::RateLimited { what, model_wide, retry_after_s } => format!("Rate limit reached: {what} per minute for this {}. Retry after {retry_after_s} s.", if *model_wide { "model" } else { "key" }),
             GatewayError::BudgetExhausted { period, retry_after_s, exact: None } => format!("This key's {period} budget is spent. It renews in {retry_after_s} s (UTC calendar periods)."),
+            GatewayError::BudgetExhausted { period, exact: Some(e), .. } if e.never_fits() => format!(
+                "This request costs ${}, more than this key's whole {period} budget of ${}, so it can never be admitted. Ask for less (fewer images, or a shorter length), or ask the gateway's operator for a larger budget.",
+                e.cost.usd(),
+                e.cap.usd()
+            ),
             GatewayError::BudgetExhausted { period, retry_after_s, exact: Some(e) } => format!(
                 "This request costs ${}, more than the ${} this key's {period} budget has left. It renews in {retry_after_s} s (UTC calendar periods).",
                 e.cost.usd(),
@@ -279,6 +284,8 @@ impl GatewayError {
     /// Seconds for a `retry-after` header, when the caller should come back later.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
+            // Waiting would not help: the request is larger than the whole budget.
+            GatewayError::BudgetExhausted { exact: Some(e), .. } if e.never_fits() => None,
             GatewayError::RateLimited { retry_after_s, .. } | GatewayError::BudgetExhausted { retry_after_s, .. } => {
                 Some(*retry_after_s)
             }

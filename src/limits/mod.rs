@@ -113,6 +113,16 @@ pub struct ExactRefused {
     pub cost: Money,
     /// What the budget has left.
     pub left: Money,
+    /// The budget's whole cap for its period.
+    pub cap: Money,
+}
+
+impl ExactRefused {
+    /// The request costs more than the whole budget: no period will ever admit it, so the caller
+    /// gets no `retry-after`.
+    pub fn never_fits(&self) -> bool {
+        self.cost.0 > self.cap.0
+    }
 }
 
 /// Whose limit refused.
@@ -506,7 +516,7 @@ fn check(c: &mut Counters, s: &Check<'_>, est: Estimate, now: i64) -> Result<(),
         // task costs up to dollars, far more than the overshoot a chat request's estimate allows.
         for (period, cap, spent, retry_after_s) in periods {
             if let Some(cap) = cap.filter(|cap| est.exact && spent.saturating_add(est.cost.0) > cap.0) {
-                let exact = Some(ExactRefused { cost: est.cost, left: Money(cap.0 - spent) });
+                let exact = Some(ExactRefused { cost: est.cost, left: Money(cap.0 - spent), cap });
                 return Err(Refusal::Budget { period, retry_after_s, exact });
             }
         }
@@ -831,14 +841,18 @@ mod tests {
             over,
             Refusal::Budget {
                 period: "daily",
-                exact: Some(ExactRefused { cost: Money(1_001), left: Money(1_000) }),
+                exact: Some(ExactRefused { cost: Money(1_001), left: Money(1_000), cap: Money(1_000) }),
                 ..
             }
         ));
+        let Refusal::Budget { exact: Some(e), .. } = over else { unreachable!() };
+        assert!(e.never_fits(), "no day admits more than the cap");
         let a = admit(600).expect("fits");
         // 400 left, but only once the task in flight settles: a rate limit, not a refusal.
         assert_eq!(admit(500).err(), Some(Refusal::Limit { what: "budget", scope: Scope::Key, retry_after_s: 1 }));
         a.settle(0, Money(600));
+        let Err(Refusal::Budget { exact: Some(e), .. }) = admit(500) else { panic!("500 of 400 left") };
+        assert_eq!((e.left, e.never_fits()), (Money(400), false), "tomorrow it fits");
         let b = admit(400).expect("exactly what is left");
         b.settle(0, Money(400));
         assert!(matches!(admit(1), Err(Refusal::Budget { exact: None, .. })), "spent");

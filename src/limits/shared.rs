@@ -430,6 +430,7 @@ impl Shared {
                     let exact = exact_spent.zip(cap).map(|(spent, cap)| ExactRefused {
                         cost: estimate.cost,
                         left: Money(cap.0.saturating_sub(spent.0).max(0)),
+                        cap,
                     });
                     let retry_after_s = if what == "daily" { to_midnight } else { to_month_end };
                     Refusal::Budget { period, retry_after_s, exact }

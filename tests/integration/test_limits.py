@@ -313,12 +313,20 @@ def test_a_media_submit_must_fit_whole_in_what_the_budget_has_left(own_mock, tmp
     from test_tasks import submit
     g = start(own_mock, tmp_path, state, lambda c: limited(c, budget={"daily_usd": 0.2}))
     try:
+        # More than the whole cap: no day will admit it, so no retry-after (it used to name the
+        # period's end, and a client that honours it would wait a day to be refused again).
         r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 10})
         assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
-        assert "costs $0.4, more than the $0.2 this key's daily budget has left" in r.json()["error"]["message"]
+        assert "costs $0.4, more than this key's whole daily budget of $0.2" in r.json()["error"]["message"]
+        assert "retry-after" not in r.headers
+        assert submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 3}).status_code == 200
+        # More than what is left, within the cap: tomorrow it fits.
+        r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 3})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "costs $0.12, more than the $0.08 this key's daily budget has left" in r.json()["error"]["message"]
         assert 0 < int(r.headers["retry-after"]) <= 86_400
         # Exactly what is left passes.
-        assert submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 5}).status_code == 200
+        assert submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat", "n": 2}).status_code == 200
         r = submit(g, "/v1/images/generations", {"model": "gpt-image-2", "prompt": "a cat"})
         assert r.status_code == 429 and "budget is spent" in r.json()["error"]["message"], r.text
     finally:

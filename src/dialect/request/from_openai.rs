@@ -197,9 +197,10 @@ pub(super) fn translate(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
             _ => {}
         }
     }
-    let max_tokens = max_completion_tokens.or(max_tokens).unwrap_or(u64::from(opts.default_max_tokens));
+    let caller_max = max_completion_tokens.or(max_tokens);
+    let max_tokens = caller_max.unwrap_or(u64::from(opts.default_max_tokens));
     if let Some(effort) = effort {
-        if let Some(budget) = thinking_budget(effort, max_tokens)? {
+        if let Some(budget) = thinking_budget(effort, max_tokens, caller_max.is_some())? {
             thinking_limits(temperature, top_p, tool_choice.as_ref())?;
             out.extend_from_slice(b",\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":");
             put_uint(&mut out, budget);
@@ -255,7 +256,12 @@ pub(super) fn translate(body: &[u8], opts: &RequestOptions<'_>) -> R<Vec<u8>> {
 }
 
 /// `reasoning_effort` → a thinking budget (`None` for `none`), capped below `max_tokens`.
-fn thinking_budget(effort: Str<'_>, max_tokens: u64) -> R<Option<u64>> {
+/// `caller_max`: the caller chose `max_tokens`. OpenAI counts reasoning inside that limit too, so
+/// the budget may take all of it but one token, as the caller's own limit would allow. Without it,
+/// `max_tokens` is the model's default for the whole answer, and thinking gets at most half of it
+/// (at least 1024): capped at `max_tokens - 1`, `high` on the 4096 default left the visible answer
+/// one token.
+fn thinking_budget(effort: Str<'_>, max_tokens: u64, caller_max: bool) -> R<Option<u64>> {
     let budget: u64 = match &*effort.text() {
         "none" => return Ok(None),
         "minimal" => 1024,
@@ -271,7 +277,9 @@ fn thinking_budget(effort: Str<'_>, max_tokens: u64) -> R<Option<u64>> {
             ))
         }
     };
-    let budget = budget.min(max_tokens.saturating_sub(1));
+    let below_max = max_tokens.saturating_sub(1);
+    let cap = if caller_max { below_max } else { (max_tokens / 2).max(1024).min(below_max) };
+    let budget = budget.min(cap);
     if budget < 1024 {
         return Err(Fault::at(
             effort.at(),

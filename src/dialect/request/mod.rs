@@ -22,7 +22,8 @@
 //! - Assistant `refusal` (the message field or a refusal part) becomes a text block; a file part's
 //!   `filename` becomes the document's `title`.
 //! - `reasoning_effort` becomes a thinking budget (minimal 1024, low 2048, medium 8192, high
-//!   16384, capped at `max_tokens - 1`; `none` means no thinking). With thinking on, Anthropic
+//!   16384, capped at `max_tokens - 1`, or at half the model's default when the caller set no
+//!   max; `none` means no thinking). With thinking on, Anthropic
 //!   accepts only `temperature` 1, `top_p` 0.95..=1 and non-forced `tool_choice`: anything else
 //!   is a 400 naming the parameter (the request is not silently changed).
 //! - `parallel_tool_calls: false` becomes `disable_parallel_tool_use` on `tool_choice` (an
@@ -148,8 +149,11 @@ mod tests {
     }
 
     fn o2a(v: Value) -> Value {
-        let out =
-            openai_to_anthropic(&bytes(&v), &OPTS).unwrap_or_else(|e| panic!("openai_to_anthropic failed: {e:?}"));
+        o2a_with(v, &OPTS)
+    }
+
+    fn o2a_with(v: Value, opts: &RequestOptions) -> Value {
+        let out = openai_to_anthropic(&bytes(&v), opts).unwrap_or_else(|e| panic!("openai_to_anthropic failed: {e:?}"));
         serde_json::from_slice(&out.body).expect("output is JSON")
     }
 
@@ -415,6 +419,19 @@ mod tests {
         assert_eq!(budget("xhigh", 64000), 32768);
         assert_eq!(budget("max", 100000), 65536);
         assert_eq!(budget("max", 20000), 19999);
+        // Without the caller's max, the model's default (4096 here) is the whole answer's: thinking
+        // gets at most half of it, at least 1024.
+        let default_max = |effort: &str, default_max_tokens: u32| {
+            let opts =
+                RequestOptions { upstream_model: "up", default_max_tokens, strict: false, structured_outputs: true };
+            let out = o2a_with(oa(json!({"reasoning_effort": effort})), &opts);
+            (out["thinking"]["budget_tokens"].clone(), out["max_tokens"].clone())
+        };
+        assert_eq!(default_max("high", 4096), (json!(2048), json!(4096)));
+        assert_eq!(default_max("minimal", 4096), (json!(1024), json!(4096)));
+        assert_eq!(default_max("high", 64000), (json!(16384), json!(64000)));
+        assert_eq!(default_max("max", 64000), (json!(32000), json!(64000)));
+        assert_eq!(default_max("high", 1500), (json!(1024), json!(1500)));
         // And back.
         let effort =
             |b: u64| a2o(an(json!({"thinking": {"type": "enabled", "budget_tokens": b}})))["reasoning_effort"].clone();
