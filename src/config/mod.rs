@@ -231,6 +231,29 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, dir: &Path) ->
             }
             _ => {}
         }
+        // A price the model's kind never bills would make every request cheaper than the operator
+        // meant, silently: chat is billed by tokens (and per request), media by units.
+        let never_billed = match m.kind {
+            ModelKind::Chat => {
+                [("per_image", price.per_image), ("per_second", price.per_second)].into_iter().find(|p| p.1 != 0)
+            }
+            _ => [
+                ("input_per_mtok", price.input),
+                ("output_per_mtok", price.output),
+                ("cache_read_per_mtok", price.cache_read),
+                ("cache_write_per_mtok", price.cache_write),
+            ]
+            .into_iter()
+            .find(|p| p.1 != 0),
+        };
+        if let Some((field, _)) = never_billed {
+            let kind = if m.kind == ModelKind::Chat {
+                "a chat model is billed by tokens and per_request"
+            } else {
+                "a media model is billed by per_image, per_second and per_request"
+            };
+            return Err(err(format!("{path}.price.{field}"), format!("{kind}: this price would never be charged")));
+        }
         if m.task_deadline_seconds == 0 {
             return Err(err(format!("{path}.task_deadline_seconds"), "must be at least 1"));
         }
@@ -699,6 +722,18 @@ keys:
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "keys[0].sha256");
         let bad = BASE.replace("upstream: openai\n", "upstream: openai\n    max_output_tokens: 0\n");
         assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.max_output_tokens");
+        // A price the model's kind never bills: refused, not silently free.
+        let bad = BASE.replace("output_per_mtok: 10.0", "output_per_mtok: 10.0, per_image: 0.04");
+        let e = load_str(&bad, &env).expect_err("bad");
+        assert_eq!((e.path.as_str(), e.message.contains("never be charged")), ("models.gpt-5.5.price.per_image", true));
+        let ok = BASE.replace("output_per_mtok: 10.0", "output_per_mtok: 10.0, per_request: 0.001");
+        assert!(load_str(&ok, &env).is_ok(), "chat is billed per request too");
+        let bad = BASE.replace("upstream: openai\n", "upstream: openai\n    kind: image\n");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.input_per_mtok");
+        let ok = BASE
+            .replace("upstream: openai\n", "upstream: openai\n    kind: image\n")
+            .replace("{ input_per_mtok: 1.25, output_per_mtok: 10.0 }", "{ per_image: 0.04, per_request: 0.01 }");
+        assert!(load_str(&ok, &env).is_ok());
         for field in ["max_request_body", "task_store_max_entries", "client_read_timeout_ms", "client_idle_timeout_ms"]
         {
             let bad = BASE.replace("listen:", &format!("{field}: 0\n  listen:"));
