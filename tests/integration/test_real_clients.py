@@ -436,3 +436,26 @@ def test_anthropic_count_tokens_on_gpt_is_estimated_locally(claude_sdk, mock):
                                          messages=[{"role": "user", "content": "What is the weather in Paris?"}])
     assert n.input_tokens > 0
     assert mock.requests() == [], "count_tokens for an OpenAI upstream should not reach it"
+
+
+@pytest.mark.timeout(60)
+def test_openai_sdk_reasoning_effort_leaves_claude_room_to_answer(oai, mock):
+    """`reasoning_effort` with no max from the caller: the thinking budget takes at most half of
+    the model's default `max_tokens`. On a model without `max_output_tokens` (4096) `high` used to
+    send a 4095-token budget, which left the visible answer one token."""
+    mock.clear()
+    for model, effort in (("claude-strict", "high"), (CLAUDE, "high"), ("claude-strict", "minimal")):
+        raw = oai.chat.completions.with_raw_response.create(
+            model=model, reasoning_effort=effort, messages=[{"role": "user", "content": "Think, then answer."}])
+        assert raw.status_code == 200
+    sent = [body_of(r) for r in chat_records(mock)]
+    assert [(s["thinking"], s["max_tokens"]) for s in sent] == [
+        ({"type": "enabled", "budget_tokens": 2048}, 4096),
+        ({"type": "enabled", "budget_tokens": 16384}, 64000),
+        ({"type": "enabled", "budget_tokens": 1024}, 4096)]
+    # The caller's own max is OpenAI's limit on reasoning and answer together: kept as asked.
+    mock.clear()
+    oai.chat.completions.create(model="claude-strict", reasoning_effort="high", max_completion_tokens=3000,
+                                messages=[{"role": "user", "content": "Think, then answer."}])
+    (r,) = chat_records(mock)
+    assert (body_of(r)["thinking"]["budget_tokens"], body_of(r)["max_tokens"]) == (2999, 3000)
