@@ -103,7 +103,7 @@ run() {
   cm_stop "$WRAPPER"
 }
 
-# run_paired NAME ROUND: baseline and NAME at once (PAIRED=1); appends "NAME ratio" to $W/ratios.
+# run_paired NAME ROUND: baseline and NAME at once (PAIRED=1); appends "NAME ratio" to $W/results.
 run_paired() {
   local name=$1 round=$2 bport bpid bwrapper vport vpid vwrapper p b0 b1 v0 v1 bn vn bus vus loads=()
   # The gateway started second runs ~0.7% cheaper in an A/A run (`PAIRED=1 bash loadtest/cpu_ab.sh
@@ -137,38 +137,32 @@ run_paired() {
   b1=$(cpu_ticks "$bpid") v1=$(cpu_ticks "$PID")
   bn=$(requests baseline "$(cat "$W/wrk.b")") vn=$(requests "$name" "$(cat "$W/wrk.v")")
   bus=$(us_per_request $((b1 - b0)) "$bn") vus=$(us_per_request $((v1 - v0)) "$vn")
-  echo "$name $(python3 -c "print($vus / $bus)")" >>"$W/ratios"
+  echo "$name $(python3 -c "print($vus / $bus)")" >>"$W/results"
   echo "round $round: baseline $bn requests, $bus CPU µs/request; $name at the same time: $vn requests, $vus CPU µs/request ($(python3 -c "print(f'{$vus / $bus:.3f}')")x)"
   cm_stop "$WRAPPER"
   cm_stop "$bwrapper"
 }
 
-if [[ ${PAIRED:-0} == 1 ]]; then
-  for ((round = 1; round <= ROUNDS; round++)); do
-    for name in "${names[@]}"; do run_paired "$name" "$round"; done
-  done
-  python3 - "$W/ratios" <<'PY'
-import statistics, sys
-ratios = {}
-for line in open(sys.argv[1]):
-    name, ratio = line.split()
-    ratios.setdefault(name, []).append(float(ratio))
-for name, values in ratios.items():
-    print(f"{name}: median {statistics.median(values):.3f}x baseline over {len(values)} paired rounds "
-          f"({', '.join(f'{v:.3f}' for v in values)}), range {min(values):.3f}-{max(values):.3f}")
-PY
-  exit 0
-fi
-
+# Each line of $W/results is "NAME VALUE": CPU µs per request, or with PAIRED=1 the round's ratio.
 for ((round = 1; round <= ROUNDS; round++)); do
-  for name in baseline "${names[@]}"; do run "$name" "$round"; done
+  if [[ ${PAIRED:-0} == 1 ]]; then
+    for name in "${names[@]}"; do run_paired "$name" "$round"; done
+  else
+    for name in baseline "${names[@]}"; do run "$name" "$round"; done
+  fi
 done
-python3 - "$W/results" <<'PY'
+python3 - "$W/results" "${PAIRED:-0}" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    name, us = line.split()
-    runs.setdefault(name, []).append(float(us))
+    name, value = line.split()
+    runs.setdefault(name, []).append(float(value))
+listed = lambda values: ", ".join(f"{v:.3f}" for v in values)
+if sys.argv[2] == "1":
+    for name, ratios in runs.items():
+        print(f"{name}: median {statistics.median(ratios):.3f}x baseline over {len(ratios)} paired rounds "
+              f"({listed(ratios)}), range {min(ratios):.3f}-{max(ratios):.3f}")
+    sys.exit(0)
 base = statistics.median(runs["baseline"])
 for name, values in runs.items():
     med = statistics.median(values)
