@@ -255,6 +255,25 @@ fn restore_spend(limiter: &limits::Limits, registry: &Arc<registry::Registry>, l
     }));
 }
 
+/// A key that a reload gives its first budget had its spend counted nowhere until then (an
+/// unlimited key is not tracked, and the start read nothing when no key had a budget): its counts
+/// are raised to the ledger's figures, read only when some key gained a budget. Requests admitted
+/// during that read (milliseconds) see the old counts.
+fn budgets_after_reload(limiter: &limits::Limits, url: &str, before: &registry::Snapshot, after: &registry::Snapshot) {
+    let had_budget: std::collections::HashSet<&str> =
+        before.keys.values().filter(|k| k.budget.any()).map(|k| &*k.name).collect();
+    if !after.keys.values().any(|k| k.budget.any() && !had_budget.contains(&*k.name)) {
+        return;
+    }
+    let (today, month_start) = limiter.today_and_month_start();
+    match month_spend(after, url, &month_start, &today) {
+        Ok(rows) => limiter.raise(rows),
+        Err(e) => log::error!(
+            "budgets: cannot read this month's spend from the ledger after a reload ({e}); a key that gained a budget counts from zero"
+        ),
+    }
+}
+
 /// Spend per `(key, day, cost)` from `month_start` to `today` in the ledger at `url`; nothing when
 /// no key has a budget (no read), or when the ledger does not exist yet.
 fn month_spend(
@@ -407,7 +426,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         },
         tasks.clone(),
         ledger.clone(),
-        limiter,
+        limiter.clone(),
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;
@@ -450,6 +469,12 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
             interval: Duration::from_secs(server_cfg.watch_interval_seconds),
             running: (server_cfg.clone(), loaded.ledger.clone()),
             key_files: std::sync::Mutex::new(loaded.key_files.clone()),
+            after_reload: ledger.url().map(|url| {
+                let (limiter, url) = (limiter.clone(), url.to_string());
+                Arc::new(move |before: &registry::Snapshot, after: &registry::Snapshot| {
+                    budgets_after_reload(&limiter, &url, before, after)
+                }) as reload::AfterReload
+            }),
         },
     ));
     // Returns once every runtime is down (no request can add a row any more): then the ledger

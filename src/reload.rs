@@ -16,7 +16,11 @@ use pingora::services::background::BackgroundService;
 
 use crate::config;
 use crate::metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, Snapshot};
+
+/// Work a reload brings with it beyond the swap, given the snapshots before and after; run on a
+/// blocking thread before the reload counts as done (`cli::budgets_after_reload`).
+pub type AfterReload = Arc<dyn Fn(&Snapshot, &Snapshot) + Send + Sync>;
 
 /// The reload background service.
 pub struct Reloader {
@@ -30,6 +34,8 @@ pub struct Reloader {
     pub running: (config::raw::RawServer, config::raw::RawLedger),
     /// The upstream key files of the config in use, watched with the config file.
     pub key_files: Mutex<Vec<PathBuf>>,
+    /// Run after each accepted reload.
+    pub after_reload: Option<AfterReload>,
 }
 
 /// What a change of the watched files changes: modification time and length of the config file
@@ -71,8 +77,15 @@ impl Reloader {
                 if l.server.task_secret_env.is_none() {
                     snapshot.task_secret = self.registry.current().task_secret.clone();
                 }
+                let before = self.registry.current();
                 self.registry.replace(snapshot);
                 *self.key_files.lock().unwrap_or_else(|e| e.into_inner()) = l.key_files;
+                if let Some(after_reload) = self.after_reload.clone() {
+                    let after = self.registry.current();
+                    if let Err(e) = tokio::task::spawn_blocking(move || after_reload(&before, &after)).await {
+                        log::error!("config reload ({why}): the work after the swap failed: {e}");
+                    }
+                }
                 m.reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded ({why}): {}", self.path.display());
                 let (server, ledger) = &self.running;

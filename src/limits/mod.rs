@@ -460,6 +460,32 @@ impl Limiter {
             }
         }
     }
+
+    /// Raises each key's spend of the current day and month to the ledger's `(key, day, cost)`
+    /// totals, summed per key and period, and never lowers it: the counts may already hold some of
+    /// the same spend (`restore` adds, for counts that start empty).
+    pub fn raise(&self, spend: impl IntoIterator<Item = (Arc<str>, String, Money)>) {
+        let now = self.clock.now_us();
+        let (today, month) = (now.div_euclid(DAY_US), month_of(now));
+        let mut totals: HashMap<Arc<str>, (i64, i64)> = HashMap::new();
+        for (key, day, cost) in spend {
+            let Some(days) = crate::ledger::parse_day(&day) else { continue };
+            let t = totals.entry(key).or_default();
+            if days == today {
+                t.0 = t.0.saturating_add(cost.0);
+            }
+            if month_of(days * DAY_US) == month {
+                t.1 = t.1.saturating_add(cost.0);
+            }
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, (day_total, month_total)) in totals {
+            let c = state.keys.entry(key).or_default();
+            c.spend(now);
+            c.day_spend.1 = c.day_spend.1.max(day_total);
+            c.month_spend.1 = c.month_spend.1.max(month_total);
+        }
+    }
 }
 
 impl Drop for Admission {
@@ -708,6 +734,16 @@ impl Limits {
         self.local.restore(spend);
     }
 
+    /// Raises the counts to the ledger's totals of the current month (`Limiter::raise`; on Redis,
+    /// at the next heartbeat, as a restore does): for keys whose spend went uncounted, such as one
+    /// that a reload gave its first budget.
+    pub fn raise(&self, spend: Vec<(Arc<str>, String, Money)>) {
+        if let Some(shared) = &self.shared {
+            shared.restore(shared::by_day_number(spend.iter().cloned()));
+        }
+        self.local.raise(spend);
+    }
+
     /// Where the month's spend is read again when the shared state (Redis) lost it: the spend is
     /// restored at start (`restore`), and again whenever Redis turns out to have been emptied
     /// while the gateway ran (`shared::RESTORED_MARK`).
@@ -856,6 +892,37 @@ mod tests {
         let b = admit(400).expect("exactly what is left");
         b.settle(0, Money(400));
         assert!(matches!(admit(1), Err(Refusal::Budget { exact: None, .. })), "spent");
+    }
+
+    #[test]
+    fn raising_to_the_ledger_sums_each_period_and_never_lowers_a_count() {
+        let (k, m) = names();
+        let budget = BudgetSettings { daily: Some(Money(1_000)), monthly: Some(Money(5_000)) };
+        let l = limiter(0);
+        let spent = |l: &Arc<Limiter>| {
+            let mut state = l.state.lock().expect("not poisoned");
+            state.keys.get_mut(&k).map(|c| c.spend(l.clock.now_us()))
+        };
+        let (today, _) = l.today_and_month_start();
+        let days = crate::ledger::parse_day(&today).expect("a day");
+        // Yesterday counts in the month only when it is in this month.
+        let yesterday = crate::ledger::day_of((days - 1) * 86_400_000);
+        let same_month = yesterday[..7] == today[..7];
+        // Two rows of today (a ledger total and a running task's charge) add up.
+        l.raise([
+            (k.clone(), today.clone(), Money(600)),
+            (k.clone(), today.clone(), Money(300)),
+            (k.clone(), yesterday, Money(50)),
+        ]);
+        let month = if same_month { 950 } else { 900 };
+        assert_eq!(spent(&l), Some((900, month)));
+        // A higher count stays: the counts may hold spend the ledger has not written yet.
+        let a = l
+            .admit((&k, LimitSettings::default(), budget), (&m, LimitSettings::default()), Estimate::default())
+            .expect("900 of 1000");
+        a.settle(0, Money(80));
+        l.raise([(k.clone(), today, Money(900))]);
+        assert_eq!(spent(&l), Some((980, month + 80)));
     }
 
     #[test]

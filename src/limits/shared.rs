@@ -471,10 +471,11 @@ impl Shared {
             self.queue.send(Settlement { seq: 0, lease: None, key, model, tokens, spend, at_us: self.clock.now_us() });
     }
 
-    /// Spend restored from the ledger, written at the next heartbeat: each count is raised to it
-    /// (Redis's own count, which every instance adds to, wins when it is higher).
+    /// Spend restored from the ledger, written at once (`restored_ready`): each count is raised
+    /// to it (Redis's own count, which every instance adds to, wins when it is higher).
     pub(super) fn restore(&self, spend: RestoredSpend) {
         *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(spend);
+        self.restored_ready.notify_one();
     }
 
     /// Where the month's spend is read again when Redis turns out to have lost it.

@@ -200,6 +200,36 @@ def test_daily_budget_stops_at_the_cap_survives_a_restart_and_renews_the_next_ut
         stop(g, state)
 
 
+def test_a_budget_added_by_a_reload_counts_what_the_key_already_spent(own_mock, tmp_path, state):
+    """A key without a budget is not tracked; when a reload gives it one, its counts come from the
+    ledger. They started from zero: a probe spent $0.51, reloaded in a $0.01 daily budget, and
+    its next requests passed until a restart."""
+    import copy
+    usage = {"x-mock-echo-usage": "1000,200,0,0"}   # $0.00325 a request
+    g = start(own_mock, tmp_path, state, lambda c: None)
+    try:
+        for _ in range(4):
+            r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), timeout=10,
+                           headers=openai_headers(**usage))
+            assert r.status_code == 200, r.text
+        db = g.dir / "cheapmodel.ledger.sqlite"
+        assert wait_rows(lambda: len(ledger_rows(db)), 4) == 4
+        config = copy.deepcopy(g.config)
+        limited(config, budget={"daily_usd": 0.01})
+        g.reload_with(config)
+        if state:
+            time.sleep(1)   # the state client writes the raised counts to Redis right after the reload
+        r = httpx.post(g.url + "/v1/chat/completions", json=chat_body(max_tokens=10), timeout=10,
+                       headers=openai_headers(**usage))
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+        assert "daily budget is spent" in r.json()["error"]["message"]
+        # The other key still has none.
+        assert httpx.post(g.url + "/v1/chat/completions", json=chat_body(), headers=openai_headers(KEY_B),
+                          timeout=10).status_code == 200
+    finally:
+        stop(g, state)
+
+
 def test_count_tokens_takes_nothing_from_the_limits_or_the_budget_and_bills_nothing(own_mock, tmp_path, state):
     """Claude Code counts tokens between messages. Anthropic neither bills `count_tokens` nor counts
     it against message limits; it used to take the key's rpm, reserve a whole output cap of its tpm
