@@ -184,9 +184,13 @@ fn load_str_in(text: &str, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> 
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        // serde_yaml's message may start with the path again: say it once.
+        // serde_yaml's message may start with the path again, or with the path of the mapping
+        // that holds an unknown field (the path here names the field itself): say it once.
         let message = e.inner().to_string();
-        let message = message.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(message);
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.is_empty() && path.starts_with(head) => rest.to_string(),
+            _ => message,
+        };
         err(if path.is_empty() { ".".to_string() } else { path }, message)
     })?;
     validate(raw, env, dir)
@@ -231,28 +235,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, dir: &Path) ->
             }
             _ => {}
         }
-        // A price the model's kind never bills would make every request cheaper than the operator
-        // meant, silently: chat is billed by tokens (and per request), media by units.
-        let never_billed = match m.kind {
-            ModelKind::Chat => {
-                [("per_image", price.per_image), ("per_second", price.per_second)].into_iter().find(|p| p.1 != 0)
-            }
-            _ => [
-                ("input_per_mtok", price.input),
-                ("output_per_mtok", price.output),
-                ("cache_read_per_mtok", price.cache_read),
-                ("cache_write_per_mtok", price.cache_write),
-            ]
-            .into_iter()
-            .find(|p| p.1 != 0),
-        };
-        if let Some((field, _)) = never_billed {
-            let kind = if m.kind == ModelKind::Chat {
-                "a chat model is billed by tokens and per_request"
-            } else {
-                "a media model is billed by per_image, per_second and per_request"
-            };
-            return Err(err(format!("{path}.price.{field}"), format!("{kind}: this price would never be charged")));
+        if let Some((field, why)) = price_never_billed(m.kind, &price) {
+            return Err(err(format!("{path}.price.{field}"), why));
         }
         if m.task_deadline_seconds == 0 {
             return Err(err(format!("{path}.task_deadline_seconds"), "must be at least 1"));
@@ -432,6 +416,34 @@ fn budget_settings(b: &raw::RawBudget) -> Result<crate::limits::BudgetSettings, 
         daily: cap("daily_usd", b.daily_usd)?,
         monthly: cap("monthly_usd", b.monthly_usd)?,
     })
+}
+
+/// The first price that a model of `kind` never bills, and why: it would make every request cheaper
+/// than the operator meant, silently (and `per_second` on an image model would refuse every request:
+/// images have no duration). Chat is billed by tokens, images by the image, the other kinds by the
+/// second; every kind per request too.
+fn price_never_billed(kind: ModelKind, price: &crate::registry::Price) -> Option<(&'static str, String)> {
+    let tokens = [
+        ("input_per_mtok", price.input),
+        ("output_per_mtok", price.output),
+        ("cache_read_per_mtok", price.cache_read),
+        ("cache_write_per_mtok", price.cache_write),
+    ];
+    let (billed_by, never_billed): (&str, Vec<(&'static str, i64)>) = match kind {
+        ModelKind::Chat => ("tokens", vec![("per_image", price.per_image), ("per_second", price.per_second)]),
+        ModelKind::Image => ("per_image", [&tokens[..], &[("per_second", price.per_second)]].concat()),
+        ModelKind::Video | ModelKind::Audio | ModelKind::Music => {
+            ("per_second", [&tokens[..], &[("per_image", price.per_image)]].concat())
+        }
+    };
+    let (field, _) = never_billed.into_iter().find(|p| p.1 != 0)?;
+    Some((
+        field,
+        format!(
+            "{} models are billed by {billed_by} and per_request: this price would never be charged",
+            kind.as_str()
+        ),
+    ))
 }
 
 /// The config's decimal USD prices as exact money; names the field that cannot be one.
@@ -734,6 +746,12 @@ keys:
             .replace("upstream: openai\n", "upstream: openai\n    kind: image\n")
             .replace("{ input_per_mtok: 1.25, output_per_mtok: 10.0 }", "{ per_image: 0.04, per_request: 0.01 }");
         assert!(load_str(&ok, &env).is_ok());
+        // Images have no duration, videos no image count.
+        let bad = ok.replace("per_image: 0.04", "per_image: 0.04, per_second: 0.3");
+        assert_eq!(load_str(&bad, &env).expect_err("bad").path, "models.gpt-5.5.price.per_second");
+        let video = ok.replace("kind: image", "kind: video");
+        assert_eq!(load_str(&video, &env).expect_err("bad").path, "models.gpt-5.5.price.per_image");
+        assert!(load_str(&video.replace("per_image: 0.04", "per_second: 0.1"), &env).is_ok());
         for field in ["max_request_body", "task_store_max_entries", "client_read_timeout_ms", "client_idle_timeout_ms"]
         {
             let bad = BASE.replace("listen:", &format!("{field}: 0\n  listen:"));
@@ -743,6 +761,10 @@ keys:
         let e = load_str(&bad, &env).expect_err("bad");
         assert_eq!(e.path, "server.threads");
         assert!(!e.message.contains("server.threads"), "the path once: {e}");
+        // An unknown field: the path names the field, serde_yaml's message its mapping.
+        let e = load_str(&BASE.replace("upstream_model:", "upstream_modle:"), &env).expect_err("bad");
+        assert_eq!(e.path, "models.gpt-5.5.upstream_modle");
+        assert!(e.message.starts_with("unknown field `upstream_modle`"), "the path once: {e}");
         let secret = |value: Option<&str>| {
             let cfg = BASE.replace("listen:", "task_secret_env: SECRET\n  listen:");
             let value = value.map(str::to_string);
