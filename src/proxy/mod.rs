@@ -681,6 +681,10 @@ impl ProxyHttp for Gateway {
         close_if_shutting_down(session);
         if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
             rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;
+        } else if ctx.key.as_ref().is_some_and(|k| k.limits.any()) {
+            // A limited key's request that takes nothing from its limits (`count_tokens`): no
+            // allowance to show, and the upstream's headers describe the operator's account.
+            rate_limit_headers(resp, ctx.caller, &limits::Allowance::default(), self.limiter.now_s())?;
         }
         if !ctx.dropped.is_empty() {
             resp.insert_header("x-cheapmodel-dropped", ctx.dropped.as_str())?;

@@ -241,6 +241,9 @@ def test_count_tokens_takes_nothing_from_the_limits_or_the_budget_and_bills_noth
         for _ in range(5):
             r = httpx.post(g.url + "/v1/messages/count_tokens", json=body, headers=anthropic_headers(), timeout=10)
             assert r.status_code == 200 and "input_tokens" in r.json(), r.text
+            # Nor does it pass on the upstream's rate-limit headers (the mock sends them, as
+            # Anthropic does): they describe the operator's account, not this key's limits.
+            assert not [h for h in r.headers if h.startswith("anthropic-ratelimit-")], r.headers
         assert len([q for q in own_mock.requests() if q["path"].startswith("/v1/messages/count_tokens")]) == 5
         # The key's first message still has its whole rpm.
         r = httpx.post(g.url + "/v1/messages", json=claude_body(), headers=anthropic_headers(), timeout=10)

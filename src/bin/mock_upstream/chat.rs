@@ -188,7 +188,10 @@ pub(crate) async fn handle(stream: &mut TcpStream, state: &State, req: &Req<'_>,
             };
             bufs.body.clear();
             let _ = write!(bufs.body, "{{\"input_tokens\":{input}}}");
-            respond(stream, &mut bufs.out, req, 200, "", &bufs.body, cut).await
+            // As Anthropic's: token counting has rate limits of its own, and says so.
+            const LIMITS: &str =
+                "anthropic-ratelimit-requests-limit: 2000\r\nanthropic-ratelimit-requests-remaining: 1999\r\n";
+            respond(stream, &mut bufs.out, req, 200, LIMITS, &bufs.body, cut).await
         }
         (b"GET", b"/v1/models") => {
             const MODELS: &str = concat!(
