@@ -15,7 +15,8 @@
 # (d) proxy RSS idle (before any load) and peak (VmHWM). Plus SSE time-to-first-event, direct vs
 # gateway, with x-mock-event-delay-ms: 20 (median of 20 requests each). When
 # target/release/examples/bare_pingora exists (loadtest/bare_pingora.rs), it is measured too, as
-# the floor of a Pingora hop.
+# the floor of a Pingora hop. Last, the ledger's cost measured paired (`cpu_ab.sh` with PAIRED=1,
+# LEDGER_ROUNDS rounds, default 4; 0 skips it), appended to the report.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,7 +30,7 @@ while (($#)); do
     --wait-quiet) WAIT_QUIET=${2:?--wait-quiet SECONDS}; shift 2 ;;
     --out) OUT=${2:?--out FILE}; shift 2 ;;
     --out=*) OUT=${1#--out=}; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
     *) cm_die "unknown argument: $1" ;;
   esac
 done
@@ -253,4 +254,21 @@ cm_cleanup
 # --- report ----------------------------------------------------------------------------------
 ELAPSED=$(($(date +%s) - T_START))
 python3 "$CM_LT/compare_report.py" "$RES" "$WORK/stream-direct.json" "$WORK/stream-gateway.json" "$OUT" "$DUR" "$RATE" "$ELAPSED" "$IDLE_BUSY"
+
+# --- the ledger's cost, paired ------------------------------------------------------------------
+# The gateway and gateway-noledger rows above ran one after the other, and this machine drifts by
+# more than the ledger's cost between them. cpu_ab.sh's paired mode runs both at once on CPU 1 and
+# counts both over the same seconds (LEDGER_ROUNDS rounds, start order alternated; 0 skips it).
+if ((${LEDGER_ROUNDS:-4} > 0)); then
+  paired=$(PAIRED=1 ROUNDS=${LEDGER_ROUNDS:-4} DUR=$DUR bash "$CM_LT/cpu_ab.sh" noledger 2>/dev/null | tail -n 1) ||
+    cm_die "cpu_ab.sh PAIRED=1 failed"
+  ledger_ratio=$(awk '{print $3}' <<<"$paired")
+  {
+    echo "The ledger's cost, paired (\`PAIRED=1 ROUNDS=${LEDGER_ROUNDS:-4} DUR=$DUR bash loadtest/cpu_ab.sh noledger\`: the"
+    echo "demo config and \`ledger.url: none\` at the same time on CPU 1, counted over the same seconds):"
+    echo "CPU per request without the ledger, against with it: $paired. The ledger adds"
+    echo "$(python3 -c "print(f'{(1 / float('${ledger_ratio%x}') - 1) * 100:.1f}')")% CPU per request."
+  } >>"$OUT"
+  tail -n 4 "$OUT"
+fi
 cm_log "written to $OUT (raw data in $WORK)"

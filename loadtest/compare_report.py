@@ -78,7 +78,8 @@ if g and (lim or nol):
     L.append("What the ledger and the limiter cost, same run (CPU µs per request; >1× means more):")
     L.append("")
     if nol:
-        L.append(f"- ledger (SQLite, default) on ÷ off: {ratio(g['cpu_us'], nol['cpu_us'])} CPU, "
+        L.append(f"- ledger (SQLite, default) on ÷ off, run one after the other (the paired figure below holds "
+                 f"still where this one drifts): {ratio(g['cpu_us'], nol['cpu_us'])} CPU, "
                  f"{ratio(g['wrk']['rps'], nol['wrk']['rps'])} req/s")
     if lim:
         L.append(f"- limited key ÷ unlimited key (both with the ledger): {ratio(lim['cpu_us'], g['cpu_us'])} CPU, "

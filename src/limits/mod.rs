@@ -735,8 +735,8 @@ impl Limits {
     }
 
     /// Raises the counts to the ledger's totals of the current month (`Limiter::raise`; on Redis,
-    /// at the next heartbeat, as a restore does): for keys whose spend went uncounted, such as one
-    /// that a reload gave its first budget.
+    /// written at once, as a restore is): for keys whose spend went uncounted, such as one that a
+    /// reload gave its first budget.
     pub fn raise(&self, spend: Vec<(Arc<str>, String, Money)>) {
         if let Some(shared) = &self.shared {
             shared.restore(shared::by_day_number(spend.iter().cloned()));
