@@ -264,10 +264,11 @@ if ((${LEDGER_ROUNDS:-4} > 0)); then
     cm_die "cpu_ab.sh PAIRED=1 failed"
   ledger_ratio=$(awk '{print $3}' <<<"$paired")
   {
+    echo
     echo "The ledger's cost, paired (\`PAIRED=1 ROUNDS=${LEDGER_ROUNDS:-4} DUR=$DUR bash loadtest/cpu_ab.sh noledger\`: the"
     echo "demo config and \`ledger.url: none\` at the same time on CPU 1, counted over the same seconds):"
     echo "CPU per request without the ledger, against with it: $paired. The ledger adds"
-    echo "$(python3 -c "print(f'{(1 / float('${ledger_ratio%x}') - 1) * 100:.1f}')")% CPU per request."
+    echo "$(python3 -c "print(round((1 / ${ledger_ratio%x} - 1) * 100, 1))")% CPU per request."
   } >>"$OUT"
   tail -n 4 "$OUT"
 fi
