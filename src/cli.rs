@@ -246,7 +246,7 @@ fn restore_spend(limiter: &limits::Limits, registry: &Arc<registry::Registry>, l
     let Some(url) = ledger_url else { return };
     let (today, month_start) = limiter.today_and_month_start();
     match month_spend(&registry.current(), url, &month_start, &today) {
-        Ok(rows) => limiter.restore(rows),
+        Ok(rows) => limiter.raise(rows),
         Err(e) => log::error!("budgets: cannot read this month's spend from the ledger ({e}); starting from zero"),
     }
     let (registry, url) = (registry.clone(), url.to_string());

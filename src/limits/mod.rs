@@ -12,7 +12,8 @@
 //!   that is released when the request ends, however it ends (the lease's `Drop`).
 //! - **budgets**: spend per UTC day and month in exact money (`money`), from the same cost the
 //!   ledger records; a request is refused once settled spend plus reservations reach the cap.
-//!   `restore` loads the current day's and month's spend from the ledger at start.
+//!   `raise` loads the current day's and month's spend from the ledger at start, and after a reload
+//!   that gives a key its first budget.
 //!
 //! State is kept by key and model *name*, so a reload that changes a limit keeps the counts.
 //! `Limiter` is the in-process state; `shared::Shared` the same rules on Redis for several
@@ -452,18 +453,9 @@ impl Limiter {
         self.clock.today_and_month_start()
     }
 
-    /// Loads spend from the ledger's `(key, day, cost)` totals of the current month.
-    pub fn restore(&self, spend: impl IntoIterator<Item = (Arc<str>, String, Money)>) {
-        for (key, day, cost) in spend {
-            if let Some(days) = crate::ledger::parse_day(&day) {
-                self.charge(&key, cost, days * DAY_US);
-            }
-        }
-    }
-
     /// Raises each key's spend of the current day and month to the ledger's `(key, day, cost)`
-    /// totals, summed per key and period, and never lowers it: the counts may already hold some of
-    /// the same spend (`restore` adds, for counts that start empty).
+    /// totals, summed per key and period, and never lowers it: at start the counts are empty, and
+    /// after a reload they may already hold some of the same spend.
     pub fn raise(&self, spend: impl IntoIterator<Item = (Arc<str>, String, Money)>) {
         let now = self.clock.now_us();
         let (today, month) = (now.div_euclid(DAY_US), month_of(now));
@@ -725,17 +717,8 @@ impl Limits {
         self.charge(key, cost, self.local.clock.now_us());
     }
 
-    /// Loads spend from the ledger's `(key, day, cost)` totals of the current month (`Limiter::restore`;
-    /// on Redis, only for a period it has no count of).
-    pub fn restore(&self, spend: Vec<(Arc<str>, String, Money)>) {
-        if let Some(shared) = &self.shared {
-            shared.restore(shared::by_day_number(spend.iter().cloned()));
-        }
-        self.local.restore(spend);
-    }
-
     /// Raises the counts to the ledger's totals of the current month (`Limiter::raise`; on Redis,
-    /// written at once, as a restore is): for keys whose spend went uncounted, such as one that a
+    /// written at once): at start, and for keys whose spend went uncounted, such as one that a
     /// reload gave its first budget.
     pub fn raise(&self, spend: Vec<(Arc<str>, String, Money)>) {
         if let Some(shared) = &self.shared {
@@ -745,7 +728,7 @@ impl Limits {
     }
 
     /// Where the month's spend is read again when the shared state (Redis) lost it: the spend is
-    /// restored at start (`restore`), and again whenever Redis turns out to have been emptied
+    /// restored at start (`raise`), and again whenever Redis turns out to have been emptied
     /// while the gateway ran (`shared::RESTORED_MARK`).
     pub fn set_spend_source(&self, source: shared::SpendSource) {
         if let Some(shared) = &self.shared {
@@ -949,11 +932,11 @@ mod tests {
         // The same spend restored into a limiter whose clock is a day later: allowed again.
         let tomorrow = limiter(86_400);
         let (today, _) = l.today_and_month_start();
-        tomorrow.restore([(k.clone(), today, Money(1_200))]);
+        tomorrow.raise([(k.clone(), today, Money(1_200))]);
         assert!(admit(&tomorrow).is_ok());
         let same_day = limiter(0);
         let (today, _) = same_day.today_and_month_start();
-        same_day.restore([(k.clone(), today, Money(1_200))]);
+        same_day.raise([(k.clone(), today, Money(1_200))]);
         assert!(admit(&same_day).is_err());
     }
 

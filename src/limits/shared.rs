@@ -85,7 +85,7 @@ pub(super) fn by_day_number(rows: impl IntoIterator<Item = (Arc<str>, String, Mo
 }
 
 /// Reads the spend of `(month_start, today)` (UTC days, `YYYY-MM-DD`) from the ledger, as `(key,
-/// day, spend)` (`Limits::restore`'s rows); empty when no key has a budget.
+/// day, spend)` (`Limits::raise`'s rows); empty when no key has a budget.
 pub type SpendSource = Arc<dyn Fn(&str, &str) -> Result<Vec<(Arc<str>, String, Money)>, String> + Send + Sync>;
 
 /// The key scope and the model scope of a lease (`None`: that scope is not limited).
