@@ -22,6 +22,11 @@
 # even ROUNDS: the start order alternates). `PAIRED=1 bash loadtest/cpu_ab.sh baseline` is the A/A
 # run that shows the method's own spread. This is the figure to quote on a shared machine:
 # sequential runs here drift by more than 10% between runs a minute apart.
+#
+# B_BIN runs the variants on another build (baseline keeps CM_BIN): with the `baseline` variant,
+# the paired run compares two builds on one config, e.g. a build before a change against after:
+#   PAIRED=1 B_BIN=/tmp/cheapmodel.after CM_BIN=/tmp/cheapmodel.before bash loadtest/cpu_ab.sh baseline
+# CM_MODEL picks the model wrk asks for (post.lua), e.g. claude-sonnet-4-5-20250929 (translated).
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -53,9 +58,10 @@ thread_ticks() {
 [[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 
-# start NAME DIR: a gateway of variant NAME on CPU 1 with one worker; sets PORT, WRAPPER, PID.
+# start NAME DIR [BIN]: a gateway of variant NAME (build BIN, default CM_BIN) on CPU 1 with one
+# worker; sets PORT, WRAPPER, PID.
 start() {
-  local name=$1 dir=$2 sets=()
+  local name=$1 dir=$2 bin=${3:-$CM_BIN} sets=()
   PORT=$(cm_free_port)
   mkdir -p "$dir"
   mapfile -t sets < <(cm_variant_sets "$name")
@@ -63,7 +69,7 @@ start() {
     --listen "127.0.0.1:$PORT" --workdir "$dir" \
     --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
   # shellcheck disable=SC2046 # NAME=VALUE words
-  cm_spawn "$dir/log" env $(cm_variant_env "$name") taskset -c 1 "$CM_BIN" --config "$dir/g.yaml"
+  cm_spawn "$dir/log" env $(cm_variant_env "$name") taskset -c 1 "$bin" --config "$dir/g.yaml"
   WRAPPER=$CM_LAST_PID
   PID=$(cm_child "$WRAPPER")
   cm_wait_port "$PORT" 15 || cm_die "gateway did not start: $(tail -n 20 "$dir/log")"
@@ -87,7 +93,7 @@ us_per_request() { python3 -c "print(round($1 * 1e6 / $HZ / $2, 2))"; }
 # run NAME ROUND: appends "NAME µs" to $W/results and prints the run's line.
 run() {
   local name=$1 t0 t1 w0 w1 out n us
-  start "$name" "$W/$1.$2"
+  start "$name" "$W/$1.$2" "$([[ $name == baseline ]] && echo "$CM_BIN" || echo "${B_BIN:-$CM_BIN}")"
   taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
   sleep 0.5 # the warm-up's last ledger rows are written before the count starts
   t0=$(cpu_ticks "$PID")
@@ -111,9 +117,9 @@ run_paired() {
   if ((round % 2)); then
     start baseline "$W/baseline.$name.$round"
     bport=$PORT bpid=$PID bwrapper=$WRAPPER
-    start "$name" "$W/$name.$round"
+    start "$name" "$W/$name.$round" "${B_BIN:-$CM_BIN}"
   else
-    start "$name" "$W/$name.$round"
+    start "$name" "$W/$name.$round" "${B_BIN:-$CM_BIN}"
     vport=$PORT vpid=$PID vwrapper=$WRAPPER
     start baseline "$W/baseline.$name.$round"
     bport=$PORT bpid=$PID bwrapper=$WRAPPER

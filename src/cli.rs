@@ -427,6 +427,9 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         tasks.clone(),
         ledger.clone(),
         limiter.clone(),
+        pingora::connectors::http::Connector::new(Some(pingora::connectors::ConnectorOptions::from_server_conf(
+            &server.configuration,
+        ))),
     );
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2c = true;

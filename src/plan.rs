@@ -111,6 +111,15 @@ pub struct ForwardPlan {
     pub purpose: Purpose,
 }
 
+impl ForwardPlan {
+    /// The answer is read whole from the upstream and sent with its length (`proxy::whole`): a
+    /// translated answer the caller did not ask to stream. Its body changes length, so Pingora's
+    /// proxy path could only send it chunked; every other answer passes as it comes.
+    pub fn answered_whole(&self) -> bool {
+        matches!(self.mode, Mode::Translate { .. }) && !self.stream
+    }
+}
+
 /// What a forwarded request asks of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

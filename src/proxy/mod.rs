@@ -12,6 +12,7 @@ pub mod request_id;
 pub mod respond;
 pub mod response;
 pub mod upstream;
+mod whole;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -81,6 +83,9 @@ pub struct Gateway {
     limiter: Arc<Limits>,
     settings: Settings,
     request_ids: RequestIds,
+    /// The upstream connections of the answers the gateway reads whole (`whole`); the proxy path
+    /// has Pingora's own pool.
+    connector: Connector,
 }
 
 impl Gateway {
@@ -91,8 +96,9 @@ impl Gateway {
         tasks: Arc<Tasks>,
         ledger: Arc<Ledger>,
         limiter: Arc<Limits>,
+        connector: Connector,
     ) -> Self {
-        Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter }
+        Gateway { registry, settings, request_ids: RequestIds::new(), tasks, ledger, limiter, connector }
     }
 
     /// A request's ledger row id: its own id, unique across processes, unless the caller chose it
@@ -288,6 +294,125 @@ impl Gateway {
             }
         }
         Ok(None)
+    }
+}
+
+impl Gateway {
+    /// The request head the upstream gets (`upstream::rewrite_request` or `rewrite_download`),
+    /// written once the upstream is connected: from here on the upstream may bill the request.
+    fn rewrite_upstream_request(&self, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.request_sent = true;
+        match &ctx.leg {
+            Some(UpstreamLeg::Download(download)) => {
+                upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id)
+            }
+            Some(UpstreamLeg::Forward(forward)) => {
+                if forward.purpose == Purpose::Generate && ctx.key.is_some() {
+                    ctx.unbilled = Some(self.ledger.clone());
+                }
+                let translated = matches!(forward.mode, Mode::Translate { .. });
+                let body = upstream::BodySent { len: forward.body.len(), decoded: ctx.body_decoded };
+                upstream::rewrite_request(req, &forward.model.upstream, body, &ctx.request_id, translated)
+            }
+            None => Err(Error::explain(ErrorType::InternalError, "no model routed")),
+        }
+    }
+
+    /// What the gateway adds to the head the caller gets, whichever path the answer took: the
+    /// request's id, the key's rate-limit headers in place of the upstream's, what translation
+    /// dropped, and the close a shutdown needs.
+    fn caller_head(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // Anthropic's SDKs read a response's id from `request-id`: an answer that has none (one
+        // translated from an OpenAI upstream) gets the gateway's. An Anthropic upstream's own stays.
+        if ctx.caller == Dialect::Anthropic && !resp.headers.contains_key("request-id") {
+            resp.insert_header("request-id", ctx.request_id.as_str())?;
+        }
+        close_if_shutting_down(session);
+        if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
+            rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;
+        } else if ctx.key.as_ref().is_some_and(|k| k.limits.any()) {
+            // A limited key's request that takes nothing from its limits (`count_tokens`): no
+            // allowance to show, and the upstream's headers describe the operator's account.
+            rate_limit_headers(resp, ctx.caller, &limits::Allowance::default(), self.limiter.now_s())?;
+        }
+        if !ctx.dropped.is_empty() {
+            resp.insert_header("x-cheapmodel-dropped", ctx.dropped.as_str())?;
+        }
+        // Pingora would relay the upstream's chunked framing to an HTTP/1.0 caller, which cannot
+        // read it; without Transfer-Encoding the body is delimited by closing the connection.
+        if session.req_header().version == http::Version::HTTP_10 {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+        }
+        Ok(())
+    }
+}
+
+/// The upstream's response head arrived: times it, chooses what its body goes through
+/// (`ResponseBody`) and changes the head for the body the caller will get (`Framing`).
+fn read_upstream_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    if let Some(started) = ctx.upstream_started {
+        ctx.ttfb = Some(started.elapsed());
+    }
+    ctx.upstream_status = resp.status.as_u16();
+    ctx.response = match &ctx.leg {
+        Some(UpstreamLeg::Forward(forward)) => {
+            ctx.sse = resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now(), &ctx.request_id)
+        }
+        Some(UpstreamLeg::Download(download)) => {
+            ResponseBody::for_download(ctx.upstream_status, download.upstream.key())
+        }
+        None => ResponseBody::Pass,
+    };
+    if let Some(err) = ctx.response.replacing() {
+        GatewayError::warn_credentials_refused(
+            ctx.leg.as_ref().map_or("?", |leg| &*leg.upstream().name),
+            ctx.upstream_status,
+        );
+        resp.set_status(err.status())?;
+        ctx.error = Some(err.clone());
+    }
+    match ctx.response.framing() {
+        Framing::AsIs => {}
+        Framing::LengthUnknown => {
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        Framing::Rewritten { json } => {
+            // h2 callers: Pingora drops Transfer-Encoding itself.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            if json {
+                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error the caller is answered for Pingora's error `e` (`None`: the caller's own connection
+/// failed, and nothing can reach it).
+fn error_for(e: &Error) -> Option<GatewayError> {
+    match (e.esource(), e.etype()) {
+        // The gateway answers its own rejections itself; a status error here comes from Pingora.
+        (_, ErrorType::HTTPStatus(code)) if (400..500).contains(code) => {
+            Some(GatewayError::BadRequest("The request could not be read."))
+        }
+        (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::Internal),
+        (
+            ErrorSource::Upstream,
+            ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout,
+        ) => Some(GatewayError::UpstreamTimeout),
+        (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
+        (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GatewayError::BodyTimeout),
+        (ErrorSource::Downstream, _) => None,
+        _ => Some(GatewayError::Internal),
     }
 }
 
@@ -565,6 +690,12 @@ impl ProxyHttp for Gateway {
             respond::answer(session, answer.status, answer.body, &answer.content_type, ctx.id(), extra).await?;
             return Ok(true);
         }
+        if ctx.forward().is_some_and(plan::ForwardPlan::answered_whole) {
+            // Boxed: the future holds an upstream exchange that would otherwise sit inline in
+            // this hook's future (see `admit`'s task calls).
+            Box::pin(self.answer_whole(session, ctx)).await?;
+            return Ok(true);
+        }
         if ctx.leg.is_some() {
             return Ok(false);
         }
@@ -587,21 +718,7 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.request_sent = true;
-        match &ctx.leg {
-            Some(UpstreamLeg::Download(download)) => {
-                upstream::rewrite_download(req, &download.upstream, &download.path, &ctx.request_id)
-            }
-            Some(UpstreamLeg::Forward(forward)) => {
-                if forward.purpose == Purpose::Generate && ctx.key.is_some() {
-                    ctx.unbilled = Some(self.ledger.clone());
-                }
-                let translated = matches!(forward.mode, Mode::Translate { .. });
-                let body = upstream::BodySent { len: forward.body.len(), decoded: ctx.body_decoded };
-                upstream::rewrite_request(req, &forward.model.upstream, body, &ctx.request_id, translated)
-            }
-            None => Err(Error::explain(ErrorType::InternalError, "no model routed")),
-        }
+        self.rewrite_upstream_request(req, ctx)
     }
 
     /// Receives the replayed body tail once per attempt and swaps the full body in.
@@ -624,46 +741,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(started) = ctx.upstream_started {
-            ctx.ttfb = Some(started.elapsed());
-        }
-        ctx.upstream_status = resp.status.as_u16();
-        ctx.response = match &ctx.leg {
-            Some(UpstreamLeg::Forward(forward)) => {
-                ctx.sse = resp
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-                ResponseBody::for_forward(forward, ctx.upstream_status, ctx.sse, unix_now(), &ctx.request_id)
-            }
-            Some(UpstreamLeg::Download(download)) => {
-                ResponseBody::for_download(ctx.upstream_status, download.upstream.key())
-            }
-            None => ResponseBody::Pass,
-        };
-        if let Some(err) = ctx.response.replacing() {
-            GatewayError::warn_credentials_refused(
-                ctx.leg.as_ref().map_or("?", |leg| &*leg.upstream().name),
-                ctx.upstream_status,
-            );
-            resp.set_status(err.status())?;
-            ctx.error = Some(err.clone());
-        }
-        match ctx.response.framing() {
-            Framing::AsIs => {}
-            Framing::LengthUnknown => {
-                resp.remove_header(&http::header::CONTENT_LENGTH);
-            }
-            Framing::Rewritten { json } => {
-                // h2 callers: Pingora drops Transfer-Encoding itself.
-                resp.remove_header(&http::header::CONTENT_LENGTH);
-                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                if json {
-                    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-                }
-            }
-        }
-        Ok(())
+        read_upstream_head(resp, ctx)
     }
 
     async fn response_filter(
@@ -672,29 +750,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        // Anthropic's SDKs read a response's id from `request-id`: an answer that has none (one
-        // translated from an OpenAI upstream) gets the gateway's. An Anthropic upstream's own stays.
-        if ctx.caller == Dialect::Anthropic && !resp.headers.contains_key("request-id") {
-            resp.insert_header("request-id", ctx.request_id.as_str())?;
-        }
-        close_if_shutting_down(session);
-        if let Some(allowance) = ctx.admission.as_ref().and_then(|a| a.allowance) {
-            rate_limit_headers(resp, ctx.caller, &allowance, self.limiter.now_s())?;
-        } else if ctx.key.as_ref().is_some_and(|k| k.limits.any()) {
-            // A limited key's request that takes nothing from its limits (`count_tokens`): no
-            // allowance to show, and the upstream's headers describe the operator's account.
-            rate_limit_headers(resp, ctx.caller, &limits::Allowance::default(), self.limiter.now_s())?;
-        }
-        if !ctx.dropped.is_empty() {
-            resp.insert_header("x-cheapmodel-dropped", ctx.dropped.as_str())?;
-        }
-        // Pingora would relay the upstream's chunked framing to an HTTP/1.0 caller, which cannot
-        // read it; without Transfer-Encoding the body is delimited by closing the connection.
-        if session.req_header().version == http::Version::HTTP_10 {
-            resp.remove_header(&http::header::TRANSFER_ENCODING);
-        }
-        Ok(())
+        self.caller_head(session, resp, ctx)
     }
 
     fn upstream_response_body_filter(
@@ -726,24 +782,7 @@ impl ProxyHttp for Gateway {
     /// The upstream leg failed: answer 502/504 in the caller's dialect, or, when a stream was
     /// already under way, end it with the dialect's error event.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let err = match (e.esource(), e.etype()) {
-            // The gateway answers its own rejections itself; a status error here comes from Pingora.
-            (_, ErrorType::HTTPStatus(code)) if (400..500).contains(code) => {
-                Some(GatewayError::BadRequest("The request could not be read."))
-            }
-            (_, ErrorType::HTTPStatus(_)) => Some(GatewayError::Internal),
-            (
-                ErrorSource::Upstream,
-                ErrorType::ConnectTimedout
-                | ErrorType::ReadTimedout
-                | ErrorType::WriteTimedout
-                | ErrorType::TLSHandshakeTimedout,
-            ) => Some(GatewayError::UpstreamTimeout),
-            (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamUnavailable),
-            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GatewayError::BodyTimeout),
-            (ErrorSource::Downstream, _) => None,
-            _ => Some(GatewayError::Internal),
-        };
+        let err = error_for(e);
         let mut code = 0;
         if let Some(err) = err {
             if session.response_written().is_none() {

@@ -40,8 +40,9 @@ pub enum ResponseBody {
     Stream(Box<StreamMeter>),
     /// Translated JSON, an answer or an error (even one the upstream sent as a stream): held whole
     /// and translated at its end.
-    /// `untranslatable`: the upstream's 2xx body could not be translated (the caller got an error
-    /// body under the 200 already sent).
+    /// `untranslatable`: the upstream's 2xx body could not be translated: the caller gets the
+    /// gateway's error body instead, with a 502 when the answer is read whole (`proxy::whole`),
+    /// under the 200 already sent when it is not (a stream request answered with JSON).
     TranslateJson { kept: Kept, model: Arc<Model>, caller: Dialect, status: u16, created: u64, untranslatable: bool },
     /// Translated SSE stream: the translator reads the usage as it translates.
     TranslateStream(Box<dyn StreamTranslator + Sync>),
@@ -328,7 +329,7 @@ fn translate_json(
         Dialect::Anthropic => dialect::response::anthropic_to_openai(body, &model.name, created),
         Dialect::OpenAi => dialect::response::openai_to_anthropic(body, &model.name),
     };
-    // The 200 is already on its way: a body that cannot be translated becomes an error body.
+    // A body that cannot be translated becomes the gateway's error body (`untranslatable`).
     translated.map_err(|e| {
         log::warn!("untranslatable upstream response for {}: {}", model.name, e.message);
         GatewayError::UpstreamUnavailable.body_with_id(caller, request_id).to_vec()

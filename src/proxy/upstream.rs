@@ -41,6 +41,38 @@ fn set_credentials(req: &mut RequestHeader, upstream: &Upstream) -> Result<()> {
     Ok(())
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe the caller's connection to the gateway,
+/// not the gateway's to the upstream.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Removes the hop-by-hop headers and those the caller's `Connection` names, before the rewrite
+/// (which sets what the upstream needs): Pingora's proxy does the same to a request it forwards
+/// (its default `HttpUpstreamRequestPolicy`); the answers read whole (`proxy::whole`) do it here.
+pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let named: Vec<http::HeaderName> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().map(http::HeaderName::as_str).chain(HOP_BY_HOP) {
+        req.remove_header(name);
+    }
+}
+
 /// Default `anthropic-version` when the caller sent none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 

@@ -75,6 +75,23 @@ def test_an_upstream_refusing_the_gateways_credentials_is_a_502_not_the_callers_
     assert gateway.metric("cheapmodel_rejected_total", reason="upstream_credentials") >= 1
 
 
+@pytest.mark.parametrize("path,body,headers,is_error", [
+    ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers(),
+     lambda j: j["error"]["code"] == "upstream_unavailable"),
+    ("/v1/messages", claude_body("gpt-5.5"), anthropic_headers(), lambda j: j["error"]["type"] == "api_error"),
+])
+def test_an_upstream_that_dies_mid_answer_on_a_translated_route_is_a_502_in_the_callers_dialect(
+        gateway, mock, path, body, headers, is_error):
+    """A translated answer is sent only once it is whole (`proxy::whole`): an upstream that closes
+    halfway through its JSON is a clean 502 the caller can read and retry. Through Pingora's proxy
+    path the 200 head had already gone out, and the caller got a body cut short."""
+    r = httpx.post(gateway.url + path, json=body, headers=dict(headers, **{"x-mock-fault": "cut-stream"}), timeout=10)
+    assert r.status_code == 502 and is_error(r.json()), r.text
+    assert r.headers["content-length"] == str(len(r.content))
+    r = httpx.post(gateway.url + path, json=body, headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("path,body,headers,tail", [
     ("/v1/messages", claude_body(stream=True), anthropic_headers(), b"event: error\ndata: {\"type\":\"error\""),
     ("/v1/chat/completions", chat_body(stream=True), openai_headers(), b"data: {\"error\""),
@@ -305,20 +322,22 @@ def test_h2_caller_whose_body_never_ends_gets_408(gateway, mock):
     assert mock.requests() == []
 
 
-def test_h2_caller_that_resets_its_stream_is_billed_like_one_that_hangs_up(fresh_gateway, mock):
+@pytest.mark.parametrize("model", ["gpt-5.5", "claude-sonnet-4-5-20250929"])  # same dialect, translated
+def test_h2_caller_that_resets_its_stream_is_billed_like_one_that_hangs_up(fresh_gateway, mock, model):
     """An HTTP/1.1 caller that leaves before the answer is billed its input (the upstream had the
     request); an h2 caller that reset its stream was billed nothing, so long prompts could be sent
-    and reset for free."""
+    and reset for free. The translated answer is read whole by the gateway itself (`proxy::whole`),
+    which watches the caller as Pingora's proxy does."""
     g = fresh_gateway()
     mock.clear()
     s, c = h2_open(g.port)
     with s:
         c.send_headers(1, h2_headers("/v1/chat/completions", "h2-reset-early", **{"x-mock-delay-ms": "1500"}))
-        c.send_data(1, json.dumps(chat_body(messages=[{"role": "user", "content": "word " * 400}])).encode(),
+        c.send_data(1, json.dumps(chat_body(model, messages=[{"role": "user", "content": "word " * 400}])).encode(),
                     end_stream=True)
         s.sendall(c.data_to_send())
         deadline = time.time() + 5
-        while not [r for r in mock.requests() if r["path"].endswith("/chat/completions")]:
+        while not [r for r in mock.requests() if r["path"] in ("/v1/chat/completions", "/v1/messages")]:
             assert time.time() < deadline, "the request never reached the upstream"
             time.sleep(0.05)
         c.reset_stream(1)

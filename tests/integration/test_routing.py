@@ -167,6 +167,24 @@ def test_path_goes_under_the_upstream_base_path_with_query(gateway, mock):
     assert mock.last()["path"] == "/v1/chat/completions"
 
 
+@pytest.mark.parametrize("model", ["gpt-5.5", "claude-sonnet-4-5-20250929"])  # same dialect, translated
+def test_hop_by_hop_headers_and_those_connection_names_stay_with_the_gateway(gateway, mock, model):
+    """They describe the caller's connection to the gateway. Pingora's proxy strips them; a
+    translated answer is fetched by the gateway itself (`proxy::whole`), which must strip the same."""
+    mock.clear()
+    body = json.dumps(chat_body(model)).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY_A.encode() +
+           b"\r\nContent-Type: application/json\r\nConnection: close, X-Hop-Secret\r\nX-Hop-Secret: s3cret"
+           b"\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic dXNlcjpwYXNz"
+           b"\r\nX-Kept: yes\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    resp = raw_http(gateway.port, req)
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    sent = {k.lower(): v for k, v in mock.last()["headers"]}
+    for name in ("x-hop-secret", "keep-alive", "te", "proxy-authorization"):
+        assert name not in sent, (name, sent)
+    assert "close" not in sent.get("connection", "").lower() and sent["x-kept"] == "yes", sent
+
+
 def test_http10_caller_gets_an_unchunked_response(gateway):
     body = json.dumps(chat_body(stream=True)).encode()
     req = (b"POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer " + KEY_A.encode() +

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers
+from conftest import KEY_A, anthropic_headers, chat_body, claude_body, openai_headers, raw_http
 
 WEATHER_TOOL_ANTHROPIC = {
     "name": "get_weather",
@@ -187,17 +187,18 @@ def test_untranslatable_parameter_is_a_400_naming_it(gateway, mock):
     assert mock.requests() == []
 
 
-def test_an_answer_that_cannot_be_translated_is_an_error_body_and_the_access_log_says_so(fresh_gateway):
-    """Stock Pingora writes the 200's head before the body can be translated: the caller gets its
-    dialect's error body under it, and the access log names the failure (and a refused request's
-    model)."""
+def test_an_answer_that_cannot_be_translated_is_a_502_and_the_access_log_says_so(fresh_gateway):
+    """A translated answer is read whole before anything is sent (`proxy::whole`), so a 2xx body
+    that cannot be translated is the gateway's 502 in the caller's dialect. Through Pingora's
+    proxy path its 200 head had gone out first, and the error body came under it. The access log
+    names the failure (and a refused request's model)."""
     g = fresh_gateway()
     r = httpx.post(g.url + "/v1/chat/completions", json=chat_body("claude-sonnet-4-5-20250929"),
                    headers={**openai_headers(), "x-mock-fault": "not-an-answer"}, timeout=10)
-    assert r.status_code == 200 and r.json()["error"]["code"] == "upstream_unavailable", r.text
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unavailable", r.text
     r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5"),
                    headers={**anthropic_headers(), "x-mock-fault": "not-an-answer"}, timeout=10)
-    assert r.status_code == 200 and r.json()["type"] == "error", r.text
+    assert r.status_code == 502 and r.json()["type"] == "error", r.text
     assert r.json()["request_id"] == r.headers["request-id"], r.text
     r = httpx.post(g.url + "/v1/messages", json=claude_body("gpt-5.5", top_k=5), headers=anthropic_headers(), timeout=10)
     assert r.status_code == 400
@@ -206,8 +207,8 @@ def test_an_answer_that_cannot_be_translated_is_an_error_body_and_the_access_log
         assert time.time() < deadline, lines
         time.sleep(0.05)
     assert [(l["status"], l["model"], l["error"]) for l in lines] == [
-        (200, "claude-sonnet-4-5-20250929", "untranslatable_response"),
-        (200, "gpt-5.5", "untranslatable_response"),
+        (502, "claude-sonnet-4-5-20250929", "untranslatable_response"),
+        (502, "gpt-5.5", "untranslatable_response"),
         (400, "gpt-5.5", "untranslatable"),
     ]
 
@@ -269,3 +270,31 @@ def test_cut_translated_stream_ends_with_callers_error_event(gateway):
     r = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body("claude-sonnet-4-5-20250929", stream=True),
                    headers=openai_headers(**{"x-mock-fault": "cut-stream"}), timeout=10)
     assert b'"error"' in r.content and b"[DONE]" not in r.content
+
+
+TRANSLATED_JSON = [
+    ("/v1/chat/completions", openai_headers, chat_body("claude-sonnet-4-5-20250929")),
+    ("/v1/messages", anthropic_headers, claude_body("gpt-5.5")),
+]
+
+
+@pytest.mark.parametrize("path,headers,body", TRANSLATED_JSON)
+def test_a_translated_answer_is_sent_with_its_length_not_chunked(gateway, path, headers, body):
+    """Through Pingora's proxy path a translated JSON answer could only go chunked (its head is
+    written before the body is translated): head, chunk and terminator, three writes. It is read
+    whole now, and sent with its exact Content-Length, to HTTP/1.1 and HTTP/2 callers alike."""
+    raw = json.dumps(body).encode()
+    head_lines = "".join(f"{k}: {v}\r\n" for k, v in headers().items()).encode()
+    resp = raw_http(gateway.port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head_lines +
+                    b"Content-Length: " + str(len(raw)).encode() + b"\r\nConnection: close\r\n\r\n" + raw)
+    head, _, payload = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    fields = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:])
+    assert b"transfer-encoding" not in fields, head
+    assert int(fields[b"content-length"]) == len(payload) > 0, head
+    answer = json.loads(payload)
+    assert answer["model"] == body["model"] and (answer.get("choices") or answer.get("content")), answer
+    with httpx.Client(http1=False, http2=True, timeout=10) as c:
+        r = c.post(gateway.url + path, json=body, headers=headers())
+    assert r.http_version == "HTTP/2" and r.status_code == 200, r.text
+    assert r.headers["content-length"] == str(len(r.content)) and r.json()["model"] == body["model"]
