@@ -112,11 +112,11 @@ pub struct ForwardPlan {
 }
 
 impl ForwardPlan {
-    /// The answer is read whole from the upstream and sent with its length (`proxy::whole`): a
-    /// translated answer the caller did not ask to stream. Its body changes length, so Pingora's
-    /// proxy path could only send it chunked; every other answer passes as it comes.
+    /// The answer is read whole from the upstream before any of it is sent, with its length
+    /// (`proxy::whole`): every answer the caller did not ask to stream. A stream passes through
+    /// Pingora's proxy as it comes.
     pub fn answered_whole(&self) -> bool {
-        matches!(self.mode, Mode::Translate { .. }) && !self.stream
+        !self.stream
     }
 }
 

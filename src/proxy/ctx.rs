@@ -10,8 +10,10 @@ use crate::error::{Dialect, GatewayError};
 use crate::plan::{ForwardPlan, Mode};
 use crate::registry::{Key, Model, Snapshot};
 
-/// The one upstream exchange a request can have: both kinds go through Pingora (pooled
-/// connections, the same timeouts, streamed bodies), so they share the proxy hooks.
+/// The one upstream exchange a request can have: both kinds go through Pingora's proxy (pooled
+/// connections, the same timeouts, streamed bodies), so they share the proxy hooks; a forward
+/// whose answer is read whole (`ForwardPlan::answered_whole`) goes through `proxy::whole`, which
+/// calls the same rules.
 #[derive(Debug)]
 pub enum UpstreamLeg {
     /// A chat or messages request, carried out as planned (`plan`).

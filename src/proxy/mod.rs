@@ -3,7 +3,8 @@
 //! token estimate, and leaves the upstream leg in `ctx.leg`). Each hook delegates to the modules
 //! that hold the logic (body IO in `body`, header rewrite in `upstream`, local answers in
 //! `respond`, the response body and its usage in `response`; the accept loop's idle bound in
-//! `idle`). The only module that imports `pingora::proxy`.
+//! `idle`; translated answers read whole before they are sent, in `whole`). The only module that
+//! imports `pingora::proxy`.
 
 pub mod body;
 pub mod ctx;

@@ -75,16 +75,21 @@ def test_an_upstream_refusing_the_gateways_credentials_is_a_502_not_the_callers_
     assert gateway.metric("cheapmodel_rejected_total", reason="upstream_credentials") >= 1
 
 
+OPENAI_ERROR = lambda j: j["error"]["code"] == "upstream_unavailable"  # noqa: E731
+ANTHROPIC_ERROR = lambda j: j["type"] == "error" and j["error"]["type"] == "api_error"  # noqa: E731
+
+
 @pytest.mark.parametrize("path,body,headers,is_error", [
-    ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers(),
-     lambda j: j["error"]["code"] == "upstream_unavailable"),
-    ("/v1/messages", claude_body("gpt-5.5"), anthropic_headers(), lambda j: j["error"]["type"] == "api_error"),
+    ("/v1/chat/completions", chat_body(), openai_headers(), OPENAI_ERROR),
+    ("/v1/chat/completions", chat_body("claude-sonnet-4-5-20250929"), openai_headers(), OPENAI_ERROR),
+    ("/v1/messages", claude_body(), anthropic_headers(), ANTHROPIC_ERROR),
+    ("/v1/messages", claude_body("gpt-5.5"), anthropic_headers(), ANTHROPIC_ERROR),
 ])
-def test_an_upstream_that_dies_mid_answer_on_a_translated_route_is_a_502_in_the_callers_dialect(
-        gateway, mock, path, body, headers, is_error):
-    """A translated answer is sent only once it is whole (`proxy::whole`): an upstream that closes
-    halfway through its JSON is a clean 502 the caller can read and retry. Through Pingora's proxy
-    path the 200 head had already gone out, and the caller got a body cut short."""
+def test_an_upstream_that_dies_mid_answer_is_a_502_in_the_callers_dialect(gateway, mock, path, body, headers,
+                                                                           is_error):
+    """A JSON answer is sent only once it is whole (`proxy::whole`), same dialect or translated: an
+    upstream that closes halfway through it is a clean 502 the caller can read and retry. Through
+    Pingora's proxy path the 200 head had already gone out, and the caller got a body cut short."""
     r = httpx.post(gateway.url + path, json=body, headers=dict(headers, **{"x-mock-fault": "cut-stream"}), timeout=10)
     assert r.status_code == 502 and is_error(r.json()), r.text
     assert r.headers["content-length"] == str(len(r.content))
