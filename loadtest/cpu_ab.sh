@@ -144,7 +144,7 @@ run_paired() {
   bn=$(requests baseline "$(cat "$W/wrk.b")") vn=$(requests "$name" "$(cat "$W/wrk.v")")
   bus=$(us_per_request $((b1 - b0)) "$bn") vus=$(us_per_request $((v1 - v0)) "$vn")
   echo "$name $(python3 -c "print($vus / $bus)")" >>"$W/results"
-  echo "round $round: baseline $bn requests, $bus CPU µs/request; $name at the same time: $vn requests, $vus CPU µs/request ($(python3 -c "print(f'{$vus / $bus:.3f}')")x)"
+  echo "round $round: baseline $bn requests, $bus CPU µs/request; $name${B_BIN:+ on B_BIN} at the same time: $vn requests, $vus CPU µs/request ($(python3 -c "print(f'{$vus / $bus:.3f}')")x)"
   cm_stop "$WRAPPER"
   cm_stop "$bwrapper"
 }

@@ -60,15 +60,23 @@ const HOP_BY_HOP: [&str; 10] = [
 /// (which sets what the upstream needs): Pingora's proxy does the same to a request it forwards
 /// (its default `HttpUpstreamRequestPolicy`); the answers read whole (`proxy::whole`) do it here.
 pub fn strip_hop_by_hop(req: &mut RequestHeader) {
-    let named: Vec<http::HeaderName> = req
+    // One pass over the names a request has, as in `set_credentials`: most requests carry one
+    // such header at most (`Connection: keep-alive`), and each `remove_header` parses and hashes
+    // its name.
+    let mut found: Vec<http::HeaderName> =
+        req.headers.keys().filter(|name| HOP_BY_HOP.contains(&name.as_str())).cloned().collect();
+    if found.is_empty() {
+        return;
+    }
+    let named = req
         .headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().map(http::HeaderName::as_str).chain(HOP_BY_HOP) {
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok());
+    found.extend(named);
+    for name in &found {
         req.remove_header(name);
     }
 }
@@ -233,6 +241,31 @@ keys: []
             assert_eq!(gzipped.contains("content-encoding"), !decoded, "{gzipped}");
             assert!(gzipped.contains("Content-Length: 300\r\n"), "{gzipped}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed_and_no_other() {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("header");
+        for (name, value) in [
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic eA=="),
+            ("Content-Type", "application/json"),
+            ("X-Stainless-Lang", "python"),
+        ] {
+            req.append_header(name, value).expect("append");
+        }
+        strip_hop_by_hop(&mut req);
+        let mut left: Vec<&str> = req.headers.keys().map(http::HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-stainless-lang"]);
+        // A request with none of them keeps every header.
+        let mut plain = RequestHeader::build("POST", b"/v1/messages", None).expect("header");
+        plain.append_header("X-Kept", "1").expect("append");
+        strip_hop_by_hop(&mut plain);
+        assert!(plain.headers.contains_key("x-kept"));
     }
 
     #[test]
