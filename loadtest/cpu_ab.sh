@@ -27,6 +27,9 @@
 # the paired run compares two builds on one config, e.g. a build before a change against after:
 #   PAIRED=1 B_BIN=/tmp/cheapmodel.after CM_BIN=/tmp/cheapmodel.before bash loadtest/cpu_ab.sh baseline
 # CM_MODEL picks the model wrk asks for (post.lua), e.g. claude-sonnet-4-5-20250929 (translated).
+# WRK_SCRIPT replaces post.lua, e.g. route.lua for an agent-sized body (bodies.sh's):
+#   WRK_SCRIPT=loadtest/route.lua CM_PATH=/v1/chat/completions CM_DIALECT=openai CM_BODY=FILE \
+#     CM_HEADER="x-mock-no-tools: 1" PAIRED=1 ... bash loadtest/cpu_ab.sh baseline
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -36,6 +39,7 @@ cm_need wrk taskset python3 timeout
 [[ -x $CM_BIN && -x $CM_MOCK_BIN ]] || cm_die "build first: cargo build --release --bins"
 DUR=${DUR:-5}
 ROUNDS=${ROUNDS:-3}
+WRK_SCRIPT=${WRK_SCRIPT:-$CM_LT/post.lua}
 names=("$@")
 ((${#names[@]})) || names=(noledger)
 for name in "${names[@]}"; do [[ " $CM_VARIANTS " == *" $name "* ]] || cm_die "unknown variant $name ($CM_VARIANTS)"; done
@@ -94,11 +98,11 @@ us_per_request() { python3 -c "print(round($1 * 1e6 / $HZ / $2, 2))"; }
 run() {
   local name=$1 t0 t1 w0 w1 out n us
   start "$name" "$W/$1.$2" "$([[ $name == baseline ]] && echo "$CM_BIN" || echo "${B_BIN:-$CM_BIN}")"
-  taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
+  taskset -c 0 timeout 20 wrk -t1 -c64 -d2s -s "$WRK_SCRIPT" "http://127.0.0.1:$PORT" >/dev/null 2>&1 || true
   sleep 0.5 # the warm-up's last ledger rows are written before the count starts
   t0=$(cpu_ticks "$PID")
   w0=$(thread_ticks "$PID" ledger-writer ledger-db)
-  out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" 2>&1)
+  out=$(taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c64 -d"${DUR}s" -s "$WRK_SCRIPT" "http://127.0.0.1:$PORT" 2>&1)
   sleep 0.5 # and the counted requests' rows are written before it ends
   t1=$(cpu_ticks "$PID")
   w1=$(thread_ticks "$PID" ledger-writer ledger-db)
@@ -128,15 +132,15 @@ run_paired() {
   # Warm both up together, then count both over the same seconds. (`wait` on the loads' own
   # pids: a bare `wait` would also wait for the gateways.)
   for p in "$bport" "$PORT"; do
-    taskset -c 0 timeout 20 wrk -t1 -c32 -d2s -s "$CM_LT/post.lua" "http://127.0.0.1:$p" >/dev/null 2>&1 &
+    taskset -c 0 timeout 20 wrk -t1 -c32 -d2s -s "$WRK_SCRIPT" "http://127.0.0.1:$p" >/dev/null 2>&1 &
     loads+=($!)
   done
   wait "${loads[@]}" || true
   sleep 0.5
   b0=$(cpu_ticks "$bpid") v0=$(cpu_ticks "$PID")
-  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$bport" >"$W/wrk.b" 2>&1 &
+  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$WRK_SCRIPT" "http://127.0.0.1:$bport" >"$W/wrk.b" 2>&1 &
   loads=($!)
-  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$PORT" >"$W/wrk.v" 2>&1 &
+  taskset -c 0 timeout $((DUR + 20)) wrk -t1 -c32 -d"${DUR}s" -s "$WRK_SCRIPT" "http://127.0.0.1:$PORT" >"$W/wrk.v" 2>&1 &
   loads+=($!)
   wait "${loads[@]}" || true
   sleep 0.5 # the counted requests' ledger rows are written before the count ends

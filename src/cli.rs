@@ -427,7 +427,7 @@ fn serve(path: PathBuf, opt: Opt) -> i32 {
         tasks.clone(),
         ledger.clone(),
         limiter.clone(),
-        pingora::connectors::http::Connector::new(Some(pingora::connectors::ConnectorOptions::from_server_conf(
+        pingora::connectors::http::v1::Connector::new(Some(pingora::connectors::ConnectorOptions::from_server_conf(
             &server.configuration,
         ))),
     );

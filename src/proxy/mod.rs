@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -84,8 +84,8 @@ pub struct Gateway {
     limiter: Arc<Limits>,
     settings: Settings,
     request_ids: RequestIds,
-    /// The upstream connections of the answers the gateway reads whole (`whole`); the proxy path
-    /// has Pingora's own pool.
+    /// The upstream connections of the answers the gateway reads whole (`whole`), HTTP/1.1 as
+    /// every peer is (`upstream::peer`); the proxy path has Pingora's own pool.
     connector: Connector,
 }
 
