@@ -20,6 +20,9 @@
 //!   same bytes into lines with memchr.
 //! - `request_id`: `proxy::request_id::RequestIds::fresh` (a new id per request without a caller's
 //!   `x-request-id`). Baseline: the `format!("req_{:016x}{:016x}")` it replaced.
+//! - `upstream_head`: the upstream request head of a JSON answer read whole (`proxy::whole`) from
+//!   the OpenAI SDK's 17 headers: `upstream::strip_hop_by_hop`, then `upstream::rewrite_request`
+//!   for a translated route. Baseline: the clone of the caller's head both paths make.
 //! - `sse_parts` (diagnostic): the per-line steps of `StreamMeter` for OpenAI (copy of the private
 //!   `usage::contains`, the same test with memmem, `sonic_rs::get(data, ["usage"])`) and
 //!   Anthropic (`sonic_rs::get(data, ["type"])`), per data line.
@@ -600,9 +603,67 @@ fn bench_request_id(c: &mut Criterion) {
     g.finish();
 }
 
+/// The upstream request head of a JSON answer read whole (`proxy::whole`): the caller's head is
+/// cloned (as Pingora's proxy clones it), stripped of hop-by-hop headers, and rewritten.
+fn bench_upstream_head(c: &mut Criterion) {
+    use cheapmodel::proxy::upstream::{rewrite_request, strip_hop_by_hop, BodySent};
+    use pingora::http::RequestHeader;
+    let yaml = r#"
+server: { listen: ["127.0.0.1:1"] }
+upstreams: { anthropic: { url: "http://127.0.0.1:9", dialect: anthropic, api_key_env: K } }
+models: { claude-sonnet-4-5-20250929: { upstream: anthropic } }
+keys: []
+"#;
+    let snapshot = cheapmodel::config::load_str(yaml, &|_| Some("sk-ant-bench".into())).expect("bench config").snapshot;
+    let upstream = snapshot.model("claude-sonnet-4-5-20250929").expect("model").upstream.clone();
+    // The head the OpenAI Python SDK sends (httpx), with its `Connection: keep-alive`.
+    let mut caller = RequestHeader::build("POST", b"/v1/chat/completions", None).expect("head");
+    for (name, value) in [
+        ("host", "127.0.0.1:8080"),
+        ("accept-encoding", "gzip, deflate"),
+        ("connection", "keep-alive"),
+        ("accept", "application/json"),
+        ("content-type", "application/json"),
+        ("user-agent", "OpenAI/Python 2.8.1"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "2.8.1"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-runtime-version", "3.11.2"),
+        ("authorization", "Bearer cm_0123456789abcdef0123456789abcdef0123456789abcdef"),
+        ("x-stainless-async", "false"),
+        ("x-stainless-retry-count", "0"),
+        ("x-stainless-read-timeout", "600"),
+        ("content-length", "196"),
+    ] {
+        caller.append_header(name, value).expect("header");
+    }
+    let mut g = c.benchmark_group("upstream_head");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_clone", |b| b.iter(|| black_box(&caller).clone()));
+    g.bench_function("clone_strip_hop_by_hop", |b| {
+        b.iter(|| {
+            let mut req = black_box(&caller).clone();
+            strip_hop_by_hop(&mut req);
+            req
+        })
+    });
+    g.bench_function("clone_strip_rewrite_translated", |b| {
+        b.iter(|| {
+            let mut req = black_box(&caller).clone();
+            strip_hop_by_hop(&mut req);
+            let sent = BodySent { len: 240, decoded: false };
+            rewrite_request(&mut req, &upstream, sent, "req_0123456789abcdef0123456789abcdef", true).expect("rewrite");
+            req
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_auth, bench_peek, bench_sse, bench_sse_parts, bench_request_id
+    targets = bench_auth, bench_peek, bench_sse, bench_sse_parts, bench_request_id, bench_upstream_head
 }
 criterion_main!(benches);

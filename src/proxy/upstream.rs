@@ -74,7 +74,12 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok());
+        .map(str::trim)
+        // `close` and `keep-alive`, nearly always all there is, name no header to look for.
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h))
+        })
+        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok());
     found.extend(named);
     for name in &found {
         req.remove_header(name);
