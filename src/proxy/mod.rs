@@ -3,7 +3,7 @@
 //! token estimate, and leaves the upstream leg in `ctx.leg`). Each hook delegates to the modules
 //! that hold the logic (body IO in `body`, header rewrite in `upstream`, local answers in
 //! `respond`, the response body and its usage in `response`; the accept loop's idle bound in
-//! `idle`; translated answers read whole before they are sent, in `whole`). The only module that
+//! `idle`; JSON answers, read whole before they are sent, in `whole`). The only module that
 //! imports `pingora::proxy`.
 
 pub mod body;
@@ -349,8 +349,8 @@ impl Gateway {
     }
 }
 
-/// The upstream's response head arrived: times it, chooses what its body goes through
-/// (`ResponseBody`) and changes the head for the body the caller will get (`Framing`).
+/// The upstream's response head arrived: times it and chooses what its body goes through
+/// (`ResponseBody`), which may replace its status. Its framing is `frame_head`'s.
 fn read_upstream_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
     if let Some(started) = ctx.upstream_started {
         ctx.ttfb = Some(started.elapsed());
@@ -377,15 +377,28 @@ fn read_upstream_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result
         resp.set_status(err.status())?;
         ctx.error = Some(err.clone());
     }
-    match ctx.response.framing() {
+    Ok(())
+}
+
+/// Changes the upstream's head for the body the caller will get (`framing`). `whole`: that body's
+/// length when it is sent whole (`proxy::whole`); `None` when it passes as it comes.
+fn frame_head(resp: &mut ResponseHeader, framing: Framing, whole: Option<usize>) -> Result<()> {
+    if let Some(len) = whole {
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.set_content_length(len)?;
+    }
+    match framing {
         Framing::AsIs => {}
+        Framing::LengthUnknown if whole.is_some() => {}
         Framing::LengthUnknown => {
             resp.remove_header(&http::header::CONTENT_LENGTH);
         }
         Framing::Rewritten { json } => {
-            // h2 callers: Pingora drops Transfer-Encoding itself.
-            resp.remove_header(&http::header::CONTENT_LENGTH);
-            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            if whole.is_none() {
+                // h2 callers: Pingora drops Transfer-Encoding itself.
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
             if json {
                 resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
             }
@@ -742,7 +755,8 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        read_upstream_head(resp, ctx)
+        read_upstream_head(resp, ctx)?;
+        frame_head(resp, ctx.response.framing(), None)
     }
 
     async fn response_filter(
@@ -959,6 +973,36 @@ mod tests {
         let mut out = Vec::new();
         resp.header_to_h1_wire(&mut out);
         String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_body_sent_whole_gets_its_length_and_one_passing_as_it_comes_is_rechunked_only_if_rewritten() {
+        let framed = |upstream: &[(&str, &str)], framing, whole| {
+            let mut resp = ResponseHeader::build(200, None).expect("header");
+            for (name, value) in upstream {
+                resp.append_header(name.to_string(), *value).expect("append");
+            }
+            frame_head(&mut resp, framing, whole).expect("framed");
+            wire(&resp).to_ascii_lowercase()
+        };
+        let sized = [("content-type", "text/plain"), ("content-length", "10")];
+        let chunked = [("content-type", "text/plain"), ("transfer-encoding", "chunked")];
+        // Passing as it comes (Pingora's proxy path).
+        let translated = framed(&sized, Framing::Rewritten { json: true }, None);
+        assert!(translated.contains("transfer-encoding: chunked") && !translated.contains("content-length"));
+        assert!(translated.contains("content-type: application/json"), "{translated}");
+        assert!(framed(&sized, Framing::AsIs, None).contains("content-length: 10\r\n"));
+        assert!(!framed(&sized, Framing::LengthUnknown, None).contains("content-length"));
+        // Sent whole (`whole`): the length of what is sent, never chunked, whatever the upstream did.
+        for upstream in [&sized[..], &chunked[..]] {
+            for framing in [Framing::AsIs, Framing::LengthUnknown, Framing::Rewritten { json: true }] {
+                let head = framed(upstream, framing, Some(42));
+                assert!(head.contains("content-length: 42\r\n") && !head.contains("transfer-encoding"), "{head}");
+                assert!(!head.contains("content-length: 10"), "{head}");
+            }
+        }
+        let whole = framed(&chunked, Framing::Rewritten { json: true }, Some(42));
+        assert!(whole.contains("content-type: application/json"), "{whole}");
     }
 
     #[test]

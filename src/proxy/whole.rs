@@ -17,7 +17,7 @@
 //!
 //! The same rules as the proxy path, called from here: the request head
 //! (`Gateway::rewrite_upstream_request`, after `upstream::strip_hop_by_hop`, as Pingora's proxy
-//! strips), the response head (`read_upstream_head`, `Gateway::caller_head`), the body
+//! strips), the response head (`read_upstream_head`, `frame_head`, `Gateway::caller_head`), the body
 //! (`ResponseBody::feed`: same-dialect bytes pass unchanged), the errors (`error_for`) and the
 //! peer and its timeouts (`upstream::peer`). A caller that leaves while the upstream works drops
 //! the upstream call, as Pingora's proxy does, and `logging` bills it the same way.
@@ -33,7 +33,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::RequestCtx;
-use super::{error_for, read_upstream_head, respond, upstream, Gateway};
+use super::{error_for, frame_head, read_upstream_head, respond, upstream, Gateway};
 use crate::error::GatewayError;
 
 impl Gateway {
@@ -72,9 +72,8 @@ impl Gateway {
             // still say so.
             resp.set_status(GatewayError::UpstreamUnavailable.status_in(ctx.caller))?;
         }
+        frame_head(&mut resp, ctx.response.framing(), Some(answer.len()))?;
         self.caller_head(session, &mut resp, ctx)?;
-        resp.remove_header(&http::header::TRANSFER_ENCODING);
-        resp.set_content_length(answer.len())?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(answer), true).await?;
         Ok(())
