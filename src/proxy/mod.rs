@@ -642,6 +642,11 @@ fn endpoint_of(caller: Dialect) -> &'static str {
     }
 }
 
+/// The request in Pingora's error lines ("Fail to proxy: ..., <this>"), on both paths.
+fn request_summary(session: &Session, ctx: &RequestCtx) -> String {
+    format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
+}
+
 /// The caller went away (`e` is its connection's error) after its request reached the upstream and
 /// before the upstream's answer ended, and that answer was not an error.
 fn left_unanswered(ctx: &RequestCtx, e: Option<&Error>) -> bool {
@@ -665,15 +670,18 @@ fn caller_left(e: &Error) -> bool {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora keeps the context inside each connection's future, which is copied whole
+    /// when made and held for as long as a stream is open; a box keeps that at one pointer
+    /// (`loadtest/stream_heap.sh`).
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx::new())
     }
 
     /// Runs once the request headers are in: routes, authenticates, reads the body, picks the
     /// model, or answers an error itself (`Ok(true)`).
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.started = Instant::now();
         // One classification of the path: the dialect every answer takes, and the route `admit`
         // plans on.
@@ -719,7 +727,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// The model's pinned upstream, or the one holding a task's media. Never another one.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let leg = ctx.leg.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no model routed"))?;
         let peer = upstream::peer(leg.upstream());
         ctx.upstream_started = Some(Instant::now());
@@ -730,7 +738,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.rewrite_upstream_request(req, ctx)
     }
@@ -741,7 +749,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(forward) = ctx.forward() {
             body::replay(body, end_of_stream, &forward.body);
@@ -753,7 +761,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         read_upstream_head(resp, ctx)?;
         frame_head(resp, ctx.response.framing(), None)
@@ -763,7 +771,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.caller_head(session, resp, ctx)
     }
@@ -773,7 +781,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         if end_of_stream {
             ctx.upstream_done = Some(Instant::now());
@@ -788,7 +796,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         ctx.response.feed(body, end_of_stream, &ctx.request_id);
         Ok(None)
@@ -796,7 +804,7 @@ impl ProxyHttp for Gateway {
 
     /// The upstream leg failed: answer 502/504 in the caller's dialect, or, when a stream was
     /// already under way, end it with the dialect's error event.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
         let err = error_for(e);
         let mut code = 0;
         if let Some(err) = err {
@@ -818,7 +826,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Meters, counts and logs every request, whatever its outcome.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let now = Instant::now();
         let total = now.duration_since(ctx.started);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -919,13 +927,13 @@ impl ProxyHttp for Gateway {
     }
 
     /// A caller that went away is not an error of the gateway's: the access log line says it.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
         caller_left(error)
     }
 
     /// Keeps Pingora's per-request error log free of request details that could carry secrets.
-    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
-        format!("{} {}, request_id: {}", session.req_header().method, session.req_header().uri.path(), ctx.request_id)
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        request_summary(session, ctx)
     }
 }
 

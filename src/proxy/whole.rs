@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
@@ -61,7 +61,7 @@ impl Gateway {
             Ok(fetched) => fetched,
             Err(e) => {
                 let err = error_for(&e).unwrap_or(GatewayError::Internal);
-                log::error!("Fail to proxy: {e}, {}", self.request_summary(session, ctx));
+                log::error!("Fail to proxy: {e}, {}", super::request_summary(session, ctx));
                 respond::error(session, &err, ctx.id()).await?;
                 ctx.error = Some(err);
                 return Ok(());
