@@ -9,7 +9,8 @@
 # Runs: compare.sh (short chat: HAProxy, nginx, bare Pingora, the gateway and its ledger-off and
 # limited variants, direct), translated.sh (the four routes), bodies.sh (85 KB and 1 MB agent
 # requests), streams.sh (1,000 and 5,000 concurrent slow streams) and, when valgrind is there,
-# callgrind_ab.sh noledger (instructions per request, exact). About 25 minutes on 2 cores.
+# callgrind_ab.sh noledger bare (instructions per request, exact: the gateway with and without its
+# ledger, and the bare Pingora floor). About 25 minutes on 2 cores.
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,7 +35,7 @@ run translated bash "$CM_LT/translated.sh" --out "$OUT/translated.md"
 run bodies bash "$CM_LT/bodies.sh" --out "$OUT/bodies.md"
 run streams bash "$CM_LT/streams.sh" --out "$OUT/streams.md"
 if command -v valgrind >/dev/null; then
-  SECONDS_PER_RUN=10 run callgrind bash "$CM_LT/callgrind_ab.sh" noledger
+  SECONDS_PER_RUN=10 run callgrind bash "$CM_LT/callgrind_ab.sh" noledger bare
 fi
 cm_log "done: $OUT/all.md"
 echo "$OUT/all.md"

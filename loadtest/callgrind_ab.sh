@@ -12,6 +12,8 @@
 #   postgres   ledger.url: a throwaway Postgres cluster this script starts (initdb/pg_ctl, as the
 #              `postgres` user when run as root) and removes; only the gateway's own process is
 #              counted, as for SQLite, but the database's work is then in Postgres's processes
+#   bare       not the gateway: the bare Pingora floor (loadtest/bare_pingora.rs, built with
+#              `cargo build --release --example bare_pingora`) under the same load
 #
 # Counting starts after a warm-up (--instr-atstart=no, then callgrind_control -i on) and stops before the gateway exits,
 # so start-up and shutdown are left out; every thread counts (the ledger writer included). Variants
@@ -34,13 +36,20 @@ run() {
   local name=$1 port wrapper pid out n ir sets=()
   port=$(cm_free_port)
   mkdir -p "$W/$name"
-  mapfile -t sets < <(cm_variant_sets "$name")
-  python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
-    --listen "127.0.0.1:$port" --workdir "$W/$name" \
-    --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
-  # shellcheck disable=SC2046 # NAME=VALUE words
-  cm_spawn "$W/$name/log" env $(cm_variant_env "$name") valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$W/$name/callgrind.out" "$CM_BIN" --config "$W/$name/g.yaml"
+  if [[ $name == bare ]]; then
+    # The bare Pingora floor (loadtest/bare_pingora.rs) under the same load: what the hop costs
+    # with nothing of the gateway's.
+    cm_spawn "$W/$name/log" valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$W/$name/callgrind.out" "$CM_BARE_BIN" "127.0.0.1:$port" "$CM_MOCK_ADDR" 1
+  else
+    mapfile -t sets < <(cm_variant_sets "$name")
+    python3 "$CM_LT/gateway_config.py" "$CM_ROOT/conf/demo.yaml" "$W/$name/g.yaml" --mock "$CM_MOCK_ADDR" \
+      --listen "127.0.0.1:$port" --workdir "$W/$name" \
+      --set server.threads=1 --set server.access_log=false --set server.watch_interval_seconds=0 "${sets[@]}"
+    # shellcheck disable=SC2046 # NAME=VALUE words
+    cm_spawn "$W/$name/log" env $(cm_variant_env "$name") valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$W/$name/callgrind.out" "$CM_BIN" --config "$W/$name/g.yaml"
+  fi
   wrapper=$CM_LAST_PID
   pid=$(cm_child "$wrapper")
   cm_wait_port "$port" 60 || cm_die "gateway did not start: $(tail -n 20 "$W/$name/log")"
@@ -71,7 +80,7 @@ run() {
 
 names=("$@")
 ((${#names[@]})) || names=(noledger limited budget)
-for name in "${names[@]}"; do [[ " $CM_VARIANTS " == *" $name "* ]] || cm_die "unknown variant $name ($CM_VARIANTS)"; done
+for name in "${names[@]}"; do [[ " $CM_VARIANTS bare " == *" $name "* ]] || cm_die "unknown variant $name ($CM_VARIANTS)"; done
 [[ " ${names[*]} " == *" postgres "* ]] && cm_pg_start "$W"
 base=$(run baseline)
 echo "baseline: $base instructions/request"
