@@ -4,7 +4,8 @@
 //!   queues it). The baseline for the per-row figures below.
 //! - `sqlite`: `Backend::write` of 1,000 rows (one transaction) into a SQLite file in a temp dir,
 //!   fresh ids each time. Reported per batch; divide by 1,000 for per row.
-//! - `account`: `ledger::account_batch` of 1,000 rows (the metrics a landed row moves).
+//! - `account`: `ledger::account_batch` of 1,000 rows (the metrics a landed row moves), and of one
+//!   row: a batch at a moderate rate, where the series' lookups are not shared by other rows.
 //! - `spool`: serializing 1,000 rows to the spool's JSON lines (no fsync).
 //!
 //! Run: `cargo bench --bench ledger`. Compare per-row figures with the gateway's CPU per request
@@ -74,6 +75,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("account 1000 rows", |b| {
         let rows: Vec<Row> = (0..1000).map(|i| row(i, &key, &model, &upstream)).collect();
         b.iter(|| ledger::account_batch(rows.iter()))
+    });
+    g.bench_function("account 1 row", |b| {
+        let row = row(0, &key, &model, &upstream);
+        b.iter(|| ledger::account_batch(std::iter::once(&row)))
     });
     g.bench_function("spool json 1000 rows", |b| {
         let rows: Vec<Row> = (0..1000).map(|i| row(i, &key, &model, &upstream)).collect();

@@ -181,6 +181,59 @@ impl std::fmt::Debug for ModelHandles {
     }
 }
 
+/// The token, estimate and cost series of one `(model, key)`, each resolved the first time it
+/// moves (a series appears in `/metrics` only once it has counted something, as before).
+#[derive(Default)]
+pub struct SpendHandles {
+    /// `cheapmodel_tokens_total{model,key,type}` by `type`, in `TOKEN_TYPES`' order.
+    tokens: [OnceLock<prometheus::IntCounter>; 4],
+    /// `cheapmodel_estimated_requests_total{model,key}`.
+    estimated: OnceLock<prometheus::IntCounter>,
+    /// The `(model, key)` cell of `cheapmodel_cost_usd_total`.
+    cost: OnceLock<Arc<AtomicI64>>,
+}
+
+/// The `type` label of `cheapmodel_tokens_total`, in the order `SpendHandles::count` takes them.
+pub const TOKEN_TYPES: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// Every `(model, key)`'s `SpendHandles`, kept by whoever counts spend (the ledger's database
+/// thread): a row's series are then found by two lookups of its names, where each
+/// `with_label_values` hashed three labels and took a lock, three times a row (~1,300
+/// instructions a request, callgrind). Grows with the series `/metrics` shows anyway.
+#[derive(Default)]
+pub struct SpendSeries(FoldMap<Arc<str>, FoldMap<Arc<str>, SpendHandles>>);
+
+/// A map hashed with foldhash: these keys are registry names, not a caller's input, and SipHash
+/// cost ~250 instructions a lookup here.
+type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+impl SpendSeries {
+    /// The handles of `(model, key)`.
+    pub fn of(&mut self, model: &Arc<str>, key: &Arc<str>) -> &SpendHandles {
+        // One hash a level (`entry` takes an owned name: a reference count, not a copy).
+        self.0.entry(model.clone()).or_default().entry(key.clone()).or_default()
+    }
+}
+
+impl SpendHandles {
+    /// Counts `tokens` (by `TOKEN_TYPES`), `estimated` requests and `cost` in `model`/`key`'s
+    /// series; a zero leaves its series alone.
+    pub fn count(&self, model: &str, key: &str, tokens: [u64; 4], estimated: u64, cost: Money) {
+        let m = get();
+        for ((handle, kind), n) in self.tokens.iter().zip(TOKEN_TYPES).zip(tokens) {
+            if n > 0 {
+                handle.get_or_init(|| m.tokens.with_label_values(&[model, key, kind])).inc_by(n);
+            }
+        }
+        if cost.0 != 0 {
+            self.cost.get_or_init(|| m.cost.cell_or_new(model, key)).fetch_add(cost.0, Ordering::Relaxed);
+        }
+        if estimated > 0 {
+            self.estimated.get_or_init(|| m.estimated.with_label_values(&[model, key])).inc_by(estimated);
+        }
+    }
+}
+
 /// Status code as a `&'static str` label without allocating.
 #[expect(clippy::match_overlapping_arm, reason = "exact codes first, then their class for the rest")]
 pub fn status_label(status: u16) -> &'static str {
@@ -228,9 +281,9 @@ impl CostTotals {
         self.series.read().unwrap_or_else(|e| e.into_inner()).get(model)?.get(key).cloned()
     }
 
-    /// Adds `amount` to the `(model, key)` series.
-    pub fn add(&self, model: &str, key: &str, amount: Money) {
-        let cell = match self.cell(model, key) {
+    /// The `(model, key)` series' cell, made at zero when it is new.
+    fn cell_or_new(&self, model: &str, key: &str) -> Arc<AtomicI64> {
+        match self.cell(model, key) {
             Some(c) => c,
             None => self
                 .series
@@ -241,8 +294,7 @@ impl CostTotals {
                 .entry(Arc::from(key))
                 .or_default()
                 .clone(),
-        };
-        cell.fetch_add(amount.0, Ordering::Relaxed);
+        }
     }
 
     /// The `(model, key)` total.
@@ -369,4 +421,52 @@ pub fn state() -> &'static StateMetrics {
         )
         .expect("register"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `(labels, value)` of every series of `family` whose labels include `model`.
+    fn series_of(family: &IntCounterVec, model: &str) -> Vec<(Vec<String>, u64)> {
+        let mut found: Vec<(Vec<String>, u64)> = family
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == model))
+            .map(|m| (m.get_label().iter().map(|l| l.value().to_owned()).collect(), m.get_counter().value() as u64))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn spend_handles_count_into_their_own_series_and_only_what_moved() {
+        let m = get();
+        let model: Arc<str> = Arc::from("spend-handles-test-model");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("key-a"), Arc::from("key-b"));
+        let mut series = SpendSeries::default();
+        series.of(&model, &a).count(&model, &a, [3, 5, 0, 0], 1, Money(7));
+        series.of(&model, &a).count(&model, &a, [1, 0, 0, 2], 0, Money(0));
+        series.of(&model, &b).count(&model, &b, [0, 4, 0, 0], 0, Money(11));
+        // A second thread's handles (its own `SpendSeries`) move the same series.
+        SpendSeries::default().of(&model, &b).count(&model, &b, [0, 1, 0, 0], 2, Money(5));
+
+        // Prometheus orders a series' labels by name: key, model, type.
+        let row = |key: &str, kind: &str, n| (vec![key.to_owned(), model.to_string(), kind.to_owned()], n);
+        assert_eq!(
+            series_of(&m.tokens, &model),
+            [
+                row("key-a", "cache_write", 2),
+                row("key-a", "input", 4),
+                row("key-a", "output", 5),
+                row("key-b", "output", 5)
+            ],
+            "a type that never moved has no series"
+        );
+        let estimated = |key: &str, n| (vec![key.to_owned(), model.to_string()], n);
+        assert_eq!(series_of(&m.estimated, &model), [estimated("key-a", 1), estimated("key-b", 2)]);
+        assert_eq!(m.cost.get(&model, &a), Money(7));
+        assert_eq!(m.cost.get(&model, &b), Money(16));
+    }
 }
