@@ -6,7 +6,7 @@
 
 pub mod raw;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -199,14 +199,14 @@ fn load_str_in(text: &str, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> 
 fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> Result<Loaded, ConfigError> {
     validate_server(&raw.server)?;
     validate_ledger(&raw.ledger)?;
-    let mut upstreams = HashMap::new();
+    let mut upstreams = crate::registry::HashMap::default();
     let mut key_files = Vec::new();
     for (name, u) in &raw.upstreams {
         let key_file = u.api_key_file.as_ref().map(|f| dir.join(f));
         upstreams.insert(name.clone(), Arc::new(build_upstream(name, u, env, key_file.as_deref())?));
         key_files.extend(key_file);
     }
-    let mut models = HashMap::new();
+    let mut models = crate::registry::HashMap::default();
     for (name, m) in &raw.models {
         let path = format!("models.{name}");
         validate_model_name(name).map_err(|m| err(&path, m))?;
@@ -267,7 +267,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>, dir: &Path) ->
             }),
         );
     }
-    let mut keys = HashMap::new();
+    let mut keys = crate::registry::HashMap::default();
     let mut names = HashSet::new();
     for (i, k) in raw.keys.iter().enumerate() {
         let path = format!("keys[{i}]");
