@@ -194,14 +194,14 @@ pub struct SpendHandles {
 }
 
 /// The `type` label of `cheapmodel_tokens_total`, in the order `SpendHandles::count` takes them.
-pub const TOKEN_TYPES: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+const TOKEN_TYPES: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 
 /// Every `(model, key)`'s `SpendHandles`, kept by whoever counts spend (the ledger's database
-/// thread): a row's series are then found by two lookups of its names, where each
-/// `with_label_values` hashed three labels and took a lock, three times a row (~1,300
-/// instructions a request, callgrind). Grows with the series `/metrics` shows anyway. Hashed with
-/// foldhash: the names are the registry's, not a caller's input, and SipHash cost ~250
-/// instructions a lookup here.
+/// thread, or each worker when there is no database): a row's series are then found by two
+/// lookups of its names, where each `with_label_values` hashed three labels and took a lock, three
+/// times a row (~1,300 instructions a request, callgrind). Grows with the series `/metrics` shows
+/// anyway. Hashed with foldhash: the names are the registry's, not a caller's input, and SipHash
+/// cost ~250 instructions a lookup here.
 #[derive(Default)]
 pub struct SpendSeries(foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, SpendHandles>>);
 
