@@ -29,7 +29,7 @@ impl ProxyHttp for Bare {
 /// The same allocator as the gateway, so that this floor moves with it.
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cheapmodel::allocator::Allocator = cheapmodel::allocator::Allocator;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -8,6 +8,8 @@
 
 /// Access log (one JSON line per request, off the request thread).
 pub mod access_log;
+/// The global allocator: mimalloc through its cheapest entry point for each layout.
+pub mod allocator;
 /// Caller keys from header bytes.
 pub mod auth;
 /// The `cheapmodel` command line.

@@ -3,15 +3,15 @@
 
 use clap::Parser;
 
-/// mimalloc, not the system allocator: Pingora allocates per request (headers, buffers, tasks),
-/// and glibc's malloc costs it a measurable share of each request; figures in the README
-/// ("Performance") and `loadtest/compare.sh`.
+/// mimalloc (`cheapmodel::allocator`), not the system allocator: Pingora allocates per request
+/// (headers, buffers, tasks), and glibc's malloc costs it a measurable share of each request;
+/// figures in the README ("Performance") and `loadtest/compare.sh`.
 ///
 /// With the `system-alloc` feature (heap profiling) it stays a plain static, which keeps mimalloc
 /// linked for `configure_allocator` and `memory`.
 #[cfg_attr(not(feature = "system-alloc"), global_allocator)]
 #[cfg_attr(feature = "system-alloc", allow(dead_code))]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cheapmodel::allocator::Allocator = cheapmodel::allocator::Allocator;
 
 // mimalloc's C API (the library `mimalloc` links) and libc's `getenv`.
 extern "C" {

@@ -21,8 +21,8 @@ use pingora::services::background::BackgroundService;
 
 extern "C" {
     /// mimalloc's collection of the calling thread's free lists and of every arena's due purges.
-    /// Linked with the `mimalloc` crate; harmless when mimalloc is not the global allocator (its
-    /// own heaps are then empty).
+    /// Linked with `libmimalloc-sys` (`allocator`); harmless when mimalloc is not the global
+    /// allocator (its own heaps are then empty).
     fn mi_collect(force: bool);
 }
 

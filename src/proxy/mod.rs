@@ -385,7 +385,11 @@ fn read_upstream_head(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result
 fn frame_head(resp: &mut ResponseHeader, framing: Framing, whole: Option<usize>) -> Result<()> {
     if let Some(len) = whole {
         resp.remove_header(&http::header::TRANSFER_ENCODING);
-        resp.set_content_length(len)?;
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(len);
+        if !upstream::states_length(&resp.headers, digits) {
+            resp.insert_header(http::header::CONTENT_LENGTH, digits)?;
+        }
     }
     match framing {
         Framing::AsIs => {}
@@ -1011,6 +1015,22 @@ mod tests {
         }
         let whole = framed(&chunked, Framing::Rewritten { json: true }, Some(42));
         assert!(whole.contains("content-type: application/json"), "{whole}");
+        // A length the upstream already stated once stays as it wrote it (its spelling included);
+        // a repeated one, even of the same value, becomes one header.
+        let spelled = |upstream: &[(&str, &str)]| {
+            let mut resp = ResponseHeader::build(200, None).expect("header");
+            for (name, value) in upstream {
+                resp.append_header(name.to_string(), *value).expect("append");
+            }
+            frame_head(&mut resp, Framing::AsIs, Some(10)).expect("framed");
+            wire(&resp)
+        };
+        let kept = spelled(&[("content-length", "10")]);
+        assert!(kept.contains("content-length: 10\r\n") && !kept.contains("Content-Length"), "{kept}");
+        let twice = spelled(&[("content-length", "10"), ("content-length", "10")]);
+        assert_eq!(twice.to_ascii_lowercase().matches("content-length: 10\r\n").count(), 1, "{twice}");
+        let cased = spelled(&[("Content-Length", "10"), ("Transfer-Encoding", "chunked")]);
+        assert!(cased.contains("Content-Length: 10\r\n") && !cased.contains("Transfer-Encoding"), "{cased}");
     }
 
     #[test]

@@ -179,13 +179,20 @@ pub fn rewrite_request(
     if body.decoded {
         req.remove_header(&http::header::CONTENT_ENCODING);
     }
-    // The caller's own header when it already says so (a body passed as it came): one header
-    // write less, and the name keeps the caller's spelling.
-    if req.headers.get(http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() != len.as_bytes()) {
+    if !states_length(&req.headers, len) {
         req.insert_header(http::header::CONTENT_LENGTH, len)?;
     }
     req.insert_header("x-request-id", request_id)?;
     Ok(())
+}
+
+/// `headers` already say `Content-Length: {digits}`, once: the sender's own header is then left
+/// as it came (a body passed unchanged), one header write less (Pingora's `insert_header` also
+/// keeps a case-preserving copy of the name), and the name keeps the sender's spelling. A repeated
+/// `Content-Length`, even with the same value, is written anew as one.
+pub(super) fn states_length(headers: &http::HeaderMap, digits: &str) -> bool {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    values.next().is_some_and(|v| v.as_bytes() == digits.as_bytes()) && values.next().is_none()
 }
 
 /// Rewrites a caller's `GET /v1/tasks/{id}/content` into the upstream's GET of `path` (a `/v1`
