@@ -14,7 +14,7 @@
 # and the proxy's CPU per request at that rate (idle-time cost: wake-ups, timers),
 # (d) proxy RSS idle (before any load) and peak (VmHWM). Plus SSE time-to-first-event, direct vs
 # gateway, with x-mock-event-delay-ms: 20 (median of 20 requests each). When
-# target/release/examples/bare_pingora exists (loadtest/bare_pingora.rs), it is measured too, as
+# the floor exists (CM_BARE_BIN, by default target/release/examples/bare_pingora), it is measured too, as
 # the floor of a Pingora hop. Last, the ledger's cost measured paired (`cpu_ab.sh` with PAIRED=1,
 # LEDGER_ROUNDS rounds, default 4; 0 skips it), appended to the report.
 set -euo pipefail
@@ -205,7 +205,7 @@ cm_stop "$CM_WRAPPER"
 # loadtest/bare_pingora.rs: a ProxyHttp that only picks the peer, i.e. the floor of a Pingora
 # hop; the gateway minus this is the gateway's own cost. Measured when it has been built
 # (cargo build --release --example bare_pingora).
-BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
+BARE_BIN=$CM_BARE_BIN
 if [[ -x $BARE_BIN ]]; then
   port=$(cm_free_port)
   cm_spawn "$WORK/bare_pingora.log" taskset -c 1 "$BARE_BIN" "127.0.0.1:$port" "$CM_MOCK_ADDR" 1

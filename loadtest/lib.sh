@@ -183,7 +183,8 @@ cm_pg_stop() {
 # Starters for the one-core comparisons (streams.sh, bodies.sh): each starts one proxy pinned to
 # CPU 1 in front of the mock (cm_start_mock first), waits for its port, and sets CM_PORT and
 # CM_WRAPPER (stop it with cm_stop "$CM_WRAPPER"; cm_child "$CM_WRAPPER" is its pid).
-CM_BARE_BIN=$CM_ROOT/target/release/examples/bare_pingora
+# CM_BARE_BIN may name another build of the floor (loadtest/pgo.sh's, beside its gateway in CM_BIN).
+CM_BARE_BIN=${CM_BARE_BIN:-$CM_ROOT/target/release/examples/bare_pingora}
 
 # cm_start_haproxy WORKDIR: HAProxy as a plain L7 hop (haproxy.cfg: no key check, no routing).
 cm_start_haproxy() {
