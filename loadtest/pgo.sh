@@ -12,10 +12,11 @@
 # have their own target dir, so the plain `target/release` build is left alone. Training, each
 # through the instrumented gateway (demo config, SQLite ledger, the mock upstream): loadtest/
 # smoke.sh's four k6 scripts (OpenAI and Anthropic callers, JSON and SSE, same-dialect and
-# translated), then wrk with post.lua on a same-dialect and a translated model; the bare floor gets
-# the same wrk load. A process writes its profile when it exits, so each is stopped with SIGTERM
+# translated), wrk with post.lua on a same-dialect and a translated model, then wrk with route.lua
+# on larger bodies of both callers, same-dialect and translated (chat_bodies.py's ~10 KB
+# conversations and ~85 KB and ~1 MB agent requests); the bare floor gets the post.lua load. A process writes its profile when it exits, so each is stopped with SIGTERM
 # and waited for. Needs rustup's llvm-tools component (llvm-profdata of rustc's own LLVM), wrk
-# and k6; about 15 minutes on 2 cores. Env: TRAIN_SECONDS (default 5, per training step).
+# and k6; about 15 minutes on 2 cores (the instrumented build is kept, so a second run takes ~7). Env: TRAIN_SECONDS (default 5, per training step).
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,7 +46,11 @@ stop_and_wait() {
 }
 
 cm_log "instrumented build (target/pgo-gen)"
-build "$CM_ROOT/target/pgo-gen" "-Cprofile-generate=$W/raw"
+# A fixed profile directory: the flags are part of what cargo fingerprints, so the same path keeps
+# the instrumented build from one run to the next.
+RAW=$CM_ROOT/target/pgo-gen/profraw
+rm -rf "$RAW"
+build "$CM_ROOT/target/pgo-gen" "-Cprofile-generate=$RAW"
 GEN=$CM_ROOT/target/pgo-gen/release
 
 [[ -x $CM_MOCK_BIN ]] || (cd "$CM_ROOT" && cargo build --release --bin mock-upstream)
@@ -64,6 +69,20 @@ for model in gpt-5.5 claude-sonnet-4-5-20250929; do
   CM_MODEL=$model timeout 60 wrk -t1 -c32 -d"${SECS}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >"$W/wrk-$model.log" 2>&1
   grep -q '"non2xx":0,"errors":0' "$W/wrk-$model.log" || cm_die "training load failed ($model): $(tail -n 5 "$W/wrk-$model.log")"
 done
+# Larger bodies, both callers, same-dialect and translated: translated.sh's short and ~10 KB
+# conversations and bodies.sh's ~85 KB and ~1 MB agent requests. Code a training run never reaches
+# is compiled as cold: trained on short chats only, the profile-guided build translated a 1 MB
+# request at 2x the plain build's CPU.
+python3 "$CM_LT/chat_bodies.py" "$W" gpt-5.5 claude-sonnet-4-5-20250929
+python3 "$CM_LT/chat_bodies.py" --agent "$W" gpt-5.5 claude-sonnet-4-5-20250929
+for body in "$W"/{openai,anthropic}-{small,10k}-{same,translated}.json "$W"/openai-{85k,1m}-{same,translated}.json; do
+  case $(basename "$body") in
+    openai-*) export CM_DIALECT=openai CM_PATH=/v1/chat/completions ;;
+    *) export CM_DIALECT=anthropic CM_PATH=/v1/messages ;;
+  esac
+  CM_BODY=$body timeout 60 wrk -t1 -c8 -d"${SECS}s" -s "$CM_LT/route.lua" "http://127.0.0.1:$port" >"$W/wrk-body.log" 2>&1
+  grep -q '"non2xx":0,"errors":0' "$W/wrk-body.log" || cm_die "training load failed ($body): $(tail -n 5 "$W/wrk-body.log")"
+done
 stop_and_wait "$gateway"
 
 port=$(cm_free_port)
@@ -74,8 +93,8 @@ cm_log "training the bare floor"
 timeout 60 wrk -t1 -c32 -d"${SECS}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >"$W/wrk-bare.log" 2>&1
 stop_and_wait "$bare"
 
-compgen -G "$W/raw/*.profraw" >/dev/null || cm_die "no profile written in $W/raw"
-"$PROFDATA" merge -o "$W/merged.profdata" "$W/raw"
+compgen -G "$RAW/*.profraw" >/dev/null || cm_die "no profile written in $RAW"
+"$PROFDATA" merge -o "$W/merged.profdata" "$RAW"
 cm_log "optimized build (target/pgo-use)"
 # Functions the training never ran keep the usual heuristics; a mismatch warning would only say so.
 build "$CM_ROOT/target/pgo-use" "-Cprofile-use=$W/merged.profdata -Cllvm-args=-pgo-warn-missing-function=false"
