@@ -47,10 +47,11 @@ stop_and_wait() {
 
 cm_log "instrumented build (target/pgo-gen)"
 # A fixed profile directory: the flags are part of what cargo fingerprints, so the same path keeps
-# the instrumented build from one run to the next.
+# the instrumented build from one run to the next. Emptied after the build, whose build scripts
+# and proc macros are instrumented too and write their own profiles there.
 RAW=$CM_ROOT/target/pgo-gen/profraw
-rm -rf "$RAW"
 build "$CM_ROOT/target/pgo-gen" "-Cprofile-generate=$RAW"
+rm -rf "$RAW"
 GEN=$CM_ROOT/target/pgo-gen/release
 
 [[ -x $CM_MOCK_BIN ]] || (cd "$CM_ROOT" && cargo build --release --bin mock-upstream)
