@@ -16,7 +16,7 @@
 # on larger bodies of both callers, same-dialect and translated (chat_bodies.py's ~10 KB
 # conversations and ~85 KB and ~1 MB agent requests); the bare floor gets the post.lua load. A process writes its profile when it exits, so each is stopped with SIGTERM
 # and waited for. Needs rustup's llvm-tools component (llvm-profdata of rustc's own LLVM), wrk
-# and k6; about 15 minutes on 2 cores (the instrumented build is kept, so a second run takes ~7). Env: TRAIN_SECONDS (default 5, per training step).
+# and k6; about 16 minutes on 2 cores (the instrumented build is kept, so a second run takes ~8). Env: TRAIN_SECONDS (default 5, per training step).
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
