@@ -14,9 +14,11 @@
 # smoke.sh's four k6 scripts (OpenAI and Anthropic callers, JSON and SSE, same-dialect and
 # translated), wrk with post.lua on a same-dialect and a translated model, then wrk with route.lua
 # on larger bodies of both callers, same-dialect and translated (chat_bodies.py's ~10 KB
-# conversations and ~85 KB and ~1 MB agent requests); the bare floor gets the post.lua load. A process writes its profile when it exits, so each is stopped with SIGTERM
-# and waited for. Needs rustup's llvm-tools component (llvm-profdata of rustc's own LLVM), wrk
-# and k6; about 16 minutes on 2 cores (the instrumented build is kept, so a second run takes ~8). Env: TRAIN_SECONDS (default 5, per training step).
+# conversations and ~85 KB and ~1 MB agent requests); the bare floor gets the post.lua load.
+# A process writes its profile when it exits, so each is stopped with SIGTERM and waited for.
+# Needs rustup's llvm-tools component (llvm-profdata of rustc's own LLVM), wrk and k6; about 16
+# minutes on 2 cores (the instrumented build is kept, so a second run takes ~8).
+# Env: TRAIN_SECONDS (default 5, per training step).
 set -euo pipefail
 # shellcheck source=loadtest/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
