@@ -13,7 +13,7 @@ use clap::Parser;
 #[cfg_attr(feature = "system-alloc", allow(dead_code))]
 static GLOBAL: cheapmodel::allocator::Allocator = cheapmodel::allocator::Allocator;
 
-// mimalloc's C API (the library `mimalloc` links) and libc's `getenv`.
+// mimalloc's C API (linked by `libmimalloc-sys`, through `cheapmodel::allocator`) and libc's `getenv`.
 extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
     fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
