@@ -49,7 +49,14 @@ extern "C" fn configure_allocator() {
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() {
+    // First, while this is the only thread (`huge_text`).
+    let huge_text = cheapmodel::huge_text::remap_unless_disabled();
     cheapmodel::logger::init();
+    match huge_text {
+        Ok(cheapmodel::huge_text::Remapped::Bytes(n)) => log::info!("{} MiB of code on huge pages", n >> 20),
+        Ok(other) => log::info!("code on 4 KiB pages: {other:?}"),
+        Err(e) => log::warn!("code on 4 KiB pages: moving it to huge pages failed: {e}"),
+    }
     let code = cheapmodel::cli::run(cheapmodel::cli::Cli::parse());
     std::process::exit(code);
 }
