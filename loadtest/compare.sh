@@ -49,6 +49,7 @@ HZ=$(getconf CLK_TCK)
 T_START=$(date +%s)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }      # utime + stime, all threads
+sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }             # stime alone: the kernel's share
 # CPU time of every live thread of PID in nanoseconds (schedstat): the k6 phase runs a few thousand
 # requests, too few for the 10 ms ticks of /proc/PID/stat to resolve.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
@@ -86,7 +87,7 @@ probe() {
 
 # measure NAME URL PROXY_PID(or -)
 measure() {
-  local name=$1 url=$2 pid=$3 rss_idle=null hwm=null cpu_us=null t0 t1 wrk_line k6rc=0 s0 s1 n0=0 n1=0
+  local name=$1 url=$2 pid=$3 rss_idle=null hwm=null cpu_us=null sys_us=null t0 t1 k0 k1 wrk_line k6rc=0 s0 s1 n0=0 n1=0
   cm_log "[$name] $url"
   [[ $pid != - ]] && rss_idle=$(status_kb "$pid" VmRSS)      # idle: before any request
   probe "$url" || cm_die "[$name] probe request failed"
@@ -94,7 +95,7 @@ measure() {
   taskset -c 0 timeout 10 wrk -t1 -c64 -d2s -s "$CM_LT/post.lua" "$url" >/dev/null 2>&1 || true
   sleep 0.5
   t0=0 t1=0
-  [[ $pid != - ]] && t0=$(cpu_ticks "$pid")
+  [[ $pid != - ]] && t0=$(cpu_ticks "$pid") && k0=$(sys_ticks "$pid")
   m0=$(cpu_ticks "$MOCK_REAL_PID")
   s0=$(cpu_stat)
   # `times` in the subshell reports the CPU time of its children, i.e. of wrk
@@ -104,7 +105,7 @@ measure() {
   )
   s1=$(cpu_stat)
   m1=$(cpu_ticks "$MOCK_REAL_PID")
-  [[ $pid != - ]] && t1=$(cpu_ticks "$pid")
+  [[ $pid != - ]] && t1=$(cpu_ticks "$pid") && k1=$(sys_ticks "$pid")
   # CPU 0 / CPU 1 busy % during the wrk run (CPU 0 at 100 % = the load side, not the proxy, limits)
   # and "other": process CPU time on both CPUs not used by wrk, the mock or the proxy (other
   # tenants of the machine), in % of one CPU; high values mean a noisy run.
@@ -114,8 +115,12 @@ measure() {
   if [[ $pid != - ]]; then
     cpu_us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
       "$wrk_line" "$t0" "$t1" "$HZ")
+    # The kernel's part of it: the same calls and packets cost more kernel time behind a proxy
+    # whose own code and data crowd the caches (README "Performance").
+    sys_us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
+      "$wrk_line" "$k0" "$k1" "$HZ")
   fi
-  cm_log "[$name] wrk: $wrk_line cpu_us_per_req=$cpu_us cpu0/cpu1/other busy%=$busy"
+  cm_log "[$name] wrk: $wrk_line cpu_us_per_req=$cpu_us (kernel $sys_us) cpu0/cpu1/other busy%=$busy"
   sleep 1
   [[ $pid != - ]] && t0=$(cpu_ticks "$pid") && n0=$(cpu_ns "$pid")
   m0=$(cpu_ticks "$MOCK_REAL_PID")
@@ -135,13 +140,14 @@ measure() {
   [[ -s $WORK/$name.k6.json ]] || cm_die "[$name] k6 failed: $(tail -n 20 "$WORK/$name.k6.log")"
   [[ $pid != - ]] && hwm=$(status_kb "$pid" VmHWM)
   python3 - "$name" "$wrk_line" "$WORK/$name.k6.json" "$cpu_us" "$rss_idle" "$hwm" "$k6rc" "$busy" "$k6other" \
-    "$((n1 - n0))" >>"$RES" <<'PY'
+    "$((n1 - n0))" "$sys_us" >>"$RES" <<'PY'
 import json, sys
-name, wrk, k6f, cpu, idle, hwm, k6rc, busy, k6other, rate_ns = sys.argv[1:]
+name, wrk, k6f, cpu, idle, hwm, k6rc, busy, k6other, rate_ns, sys_us = sys.argv[1:]
 m = json.load(open(k6f))["metrics"]
 d = m["http_req_duration"]
 j = lambda v: None if v == "null" else float(v)
-print(json.dumps({"name": name, "wrk": json.loads(wrk), "cpu_us": j(cpu), "rss_idle_kb": j(idle),
+print(json.dumps({"name": name, "wrk": json.loads(wrk), "cpu_us": j(cpu), "cpu_kernel_us": j(sys_us),
+                  "rss_idle_kb": j(idle),
                   "busy": [int(x) for x in busy.split()],
                   "rss_peak_kb": j(hwm), "k6": {"p50": d["med"], "p90": d["p(90)"], "p99": d["p(99)"],
                   "reqs": m["http_reqs"]["count"], "rate": m["http_reqs"]["rate"],

@@ -41,19 +41,19 @@ L.append(f"Request: OpenAI JSON chat completion (gpt-5.5), POST /v1/chat/complet
          f"one worker; mock-upstream (1 thread), wrk and k6 on CPU 0. wrk -t1 -c64 -d{dur}s; k6 constant-arrival-rate "
          f"{rate} req/s for {dur}s. Run took {elapsed}s.")
 L.append("")
-L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | CPU µs/req @{rate}/s | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
-L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+L.append(f"| target | wrk req/s | non-2xx+err | CPU0/CPU1/other busy % | CPU µs/req | of which kernel | CPU µs/req @{rate}/s | p50 ms @{rate}/s | p90 ms | p99 ms | added p99 ms | k6 failed / other % | RSS idle MB | RSS peak MB |")
+L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 direct_p99 = rows.get("direct", {}).get("k6", {}).get("p99")
 for n in ("direct", "nginx", "haproxy", "pingora-bare", "gateway", "gateway-noledger", "gateway-limited"):
     r = rows.get(n)
     if not r:
         if n not in ("pingora-bare", "gateway-noledger", "gateway-limited"):
-            L.append(f"| {n} | (not measured) |||||||||||")
+            L.append(f"| {n} | (not measured) ||||||||||||")
         continue
     w, k = r["wrk"], r["k6"]
     added = "—" if n == "direct" or direct_p99 is None else f"{k['p99'] - direct_p99:+.3f}"
     L.append(f"| {n} | {f1(w['rps'],0)} | {w['non2xx'] + w['errors']} | {'/'.join(map(str, r['busy']))} | {f1(r['cpu_us'])} | "
-             f"{f1(k.get('cpu_us'))} | {k['p50']:.3f} | {k['p90']:.3f} | "
+             f"{f1(r.get('cpu_kernel_us'))} | {f1(k.get('cpu_us'))} | {k['p50']:.3f} | {k['p90']:.3f} | "
              f"{k['p99']:.3f} | {added} | {k['failed']*100:.2f}% / {k.get('other', '?')} | {mb(r['rss_idle_kb'])} | {mb(r['rss_peak_kb'])} |")
 L.append("")
 g = rows.get("gateway")
