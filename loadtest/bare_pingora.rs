@@ -32,10 +32,6 @@ impl ProxyHttp for Bare {
 static GLOBAL: cheapmodel::allocator::Allocator = cheapmodel::allocator::Allocator;
 
 fn main() {
-    // The gateway's code placement too (`cheapmodel::huge_text`), so that the floor moves with it.
-    if let Err(e) = cheapmodel::huge_text::remap_unless_disabled() {
-        eprintln!("code stays on 4 KiB pages: {e}");
-    }
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2).and_then(|a| a.parse().ok())) else {
         eprintln!("usage: bare_pingora LISTEN_ADDR UPSTREAM_ADDR [THREADS] [L4_READ_BUFFER_BYTES]");

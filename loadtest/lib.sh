@@ -132,7 +132,7 @@ cm_need() {
 
 # The configurations the A/B scripts (callgrind_ab.sh, cpu_ab.sh) compare, each against `baseline`
 # (the demo config: an unlimited key, the SQLite ledger beside the config).
-CM_VARIANTS="baseline noledger limited budget postgres smallpages"
+CM_VARIANTS="baseline noledger limited budget postgres"
 # cm_variant_sets NAME: the gateway_config.py arguments of variant NAME, one per line (none for
 # baseline); fails for an unknown name. `postgres` needs cm_pg_start first.
 cm_variant_sets() {
@@ -142,16 +142,13 @@ cm_variant_sets() {
     limited) printf '%s\n' --set 'keys.0.limits={rpm: 10000000, tpm: 100000000000, concurrency: 100000}' ;;
     budget) printf '%s\n' --set 'keys.0.budget={daily_usd: 10000, monthly_usd: 100000}' ;;
     postgres) printf '%s\n' --set "ledger.url=postgres://postgres@127.0.0.1:${CM_PG_PORT:?cm_pg_start first}/postgres" ;;
-    smallpages) ;; # the environment differs (cm_variant_env)
     *) return 1 ;;
   esac
 }
-# cm_variant_env NAME: NAME=VALUE words of the environment variant NAME runs with (the place for
-# an allocator setting's A/B too, e.g. MIMALLOC_PURGE_DELAY=100). `smallpages` keeps the code on
-# 4 KiB pages (src/huge_text.rs).
+# cm_variant_env NAME: NAME=VALUE words of the environment variant NAME runs with (none yet: the
+# place for an allocator setting's A/B, e.g. MIMALLOC_PURGE_DELAY=100).
 cm_variant_env() {
   case $1 in
-    smallpages) echo CHEAPMODEL_HUGE_TEXT=0 ;;
     *) ;;
   esac
 }

@@ -23,8 +23,6 @@ pub mod cost;
 pub mod dialect;
 /// Gateway errors and their dialect-shaped bodies.
 pub mod error;
-/// The executable's code moved onto transparent huge pages at start.
-pub mod huge_text;
 /// The closing quote of a JSON string, 64 bytes at a time (shared by `peek` and the translator).
 pub mod json_string;
 /// The durable usage ledger (SQLite / Postgres, spool, reports).

@@ -49,19 +49,7 @@ extern "C" fn configure_allocator() {
 static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
 
 fn main() {
-    // First, while this is the only thread (`huge_text`).
-    let huge_text = cheapmodel::huge_text::remap_unless_disabled();
     cheapmodel::logger::init();
-    match huge_text {
-        Ok(cheapmodel::huge_text::Remapped::Bytes(n)) => log::info!("{} MiB of code on huge pages", n >> 20),
-        Ok(other) => log::info!("code on 4 KiB pages: {other:?}"),
-        // systemd's `MemoryDenyWriteExecute=yes` (the shipped unit) refuses executable copies:
-        // expected there, so not a warning (`systemd/README.md`).
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            log::info!("code on 4 KiB pages: executable copies are refused here ({e})")
-        }
-        Err(e) => log::warn!("code on 4 KiB pages: moving it to huge pages failed: {e}"),
-    }
     let code = cheapmodel::cli::run(cheapmodel::cli::Cli::parse());
     std::process::exit(code);
 }

@@ -141,7 +141,7 @@ def base_config(mock: Mock, listen_port: int, metrics_port: int, **server_overri
 
 
 class Gateway:
-    def __init__(self, config: dict, tmpdir: Path, extra_env=None, preexec_fn=None):
+    def __init__(self, config: dict, tmpdir: Path, extra_env=None):
         self.config = config
         self.dir = tmpdir
         self.config_path = tmpdir / "cheapmodel.yaml"
@@ -156,7 +156,7 @@ class Gateway:
         self.log_path = tmpdir / "gateway.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([GATEWAY_BIN, "--config", str(self.config_path)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
+                                     stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 20
         while True:
             try:
@@ -254,11 +254,11 @@ def fresh_gateway(mock, tmp_path):
     """A gateway of one's own (for tests that reload or count metrics from zero)."""
     gws = []
 
-    def start(edit=None, env=None, preexec_fn=None, **server_overrides):
+    def start(edit=None, env=None, **server_overrides):
         config = base_config(mock, free_port(), free_port(), **server_overrides)
         if edit:
             edit(config)
-        g = Gateway(config, tmp_path, extra_env=env, preexec_fn=preexec_fn)
+        g = Gateway(config, tmp_path, extra_env=env)
         gws.append(g)
         return g
 

@@ -1,5 +1,4 @@
-"""`cheapmodel check`, `hash-key`, `new-key`; how the process starts (code on huge pages)."""
-import ctypes
+"""`cheapmodel check`, `hash-key`, `new-key`."""
 import hashlib
 import re
 import signal
@@ -9,9 +8,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from conftest import GATEWAY_BIN, ROOT, free_port, openai_headers
+from conftest import GATEWAY_BIN, ROOT, free_port
 
 
 def run(*args, **kw):
@@ -193,85 +191,3 @@ def test_check_warns_of_a_config_that_locks_every_caller_out(tmp_path):
     path.write_text(yaml.safe_dump(config))
     r = run("check", "--config", str(path))
     assert r.returncode == 0 and "every request will be refused 401" in r.stderr, r.stderr
-
-
-# Code on huge pages (src/huge_text.rs): on by default, off with CHEAPMODEL_HUGE_TEXT=0, and a
-# plain start where executable copies are refused (systemd's MemoryDenyWriteExecute=yes).
-
-def huge_pages_on() -> bool:
-    """The condition `huge_text::huge_pages_on` checks: THP for madvised anonymous memory."""
-    base = Path("/sys/kernel/mm/transparent_hugepage")
-    try:
-        top = (base / "enabled").read_text()
-    except OSError:
-        return False
-    on = "[always]" in top or "[madvise]" in top
-    size = base / "hugepages-2048kB/enabled"
-    if size.exists():
-        s = size.read_text()
-        return on if "[inherit]" in s else ("[always]" in s or "[madvise]" in s)
-    return on
-
-
-def anonymous_code_kb(pid: int) -> tuple[int, int]:
-    """(size, AnonHugePages) in KiB of the process's anonymous executable mappings."""
-    size = huge = 0
-    inside = False
-    for line in open(f"/proc/{pid}/smaps"):
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            fields = line.split()
-            inside = fields[1] == "r-xp" and len(fields) == 5
-        elif inside and line.startswith("Size:"):
-            size += int(line.split()[1])
-        elif inside and line.startswith("AnonHugePages:"):
-            huge += int(line.split()[1])
-    return size, huge
-
-
-def chat_ok(g) -> bool:
-    body = {"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]}
-    r = httpx.post(g.url + "/v1/chat/completions", json=body, headers=openai_headers(), timeout=10)
-    return r.status_code == 200 and r.json()["choices"][0]["message"]["content"] != ""
-
-
-def test_the_gateways_code_runs_from_huge_pages_by_default(fresh_gateway):
-    g = fresh_gateway()
-    assert chat_ok(g)
-    log = g.log_path.read_text()
-    if not huge_pages_on():
-        assert "code on 4 KiB pages: NoHugePages" in log, log
-        return
-    moved = re.search(r"(\d+) MiB of code on huge pages", log)
-    assert moved and int(moved.group(1)) >= 2, log
-    size, huge = anonymous_code_kb(g.proc.pid)
-    assert size == int(moved.group(1)) * 1024 and huge > 0, (size, huge)
-
-
-def test_huge_text_0_keeps_the_code_in_the_file_mapping(fresh_gateway):
-    g = fresh_gateway(env={"CHEAPMODEL_HUGE_TEXT": "0"})
-    assert chat_ok(g)
-    assert "code on 4 KiB pages: Disabled" in g.log_path.read_text()
-    assert anonymous_code_kb(g.proc.pid) == (0, 0)
-
-
-def test_a_process_refused_executable_copies_starts_on_4k_pages_and_serves(fresh_gateway):
-    """What systemd's `MemoryDenyWriteExecute=yes` (the shipped unit) does, set here with the
-    kernel's own switch, PR_SET_MDWE (Linux 6.3+): the copy cannot become executable, so the code
-    stays where it was, with an info line and no warning."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-
-    def refuse_exec_gain():
-        if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
-
-    try:
-        subprocess.run(["true"], preexec_fn=refuse_exec_gain, check=True, timeout=10)
-    except (subprocess.SubprocessError, OSError):
-        pytest.skip("this kernel has no PR_SET_MDWE")
-    g = fresh_gateway(preexec_fn=refuse_exec_gain)
-    assert chat_ok(g)
-    log = g.log_path.read_text()
-    assert "code on 4 KiB pages: executable copies are refused here" in log, log
-    assert "WARN" not in log, log
-    assert anonymous_code_kb(g.proc.pid) == (0, 0)
