@@ -31,10 +31,7 @@ W=$(mktemp -d /tmp/cheapmodel-binary-ab.XXXXXX)
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 RES=$W/results.txt
 
-# cpu_ns PID / runs PID: CPU nanoseconds / wake-ups of every thread so far.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
-runs() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $3} END {printf "%.0f\n", s}'; }
-
+# cpu_ns PID / runs PID (lib.sh): CPU nanoseconds / wake-ups of every thread so far.
 # one LABEL BIN [KEY=VALUE...]: one fresh gateway from BIN (config overrides KEY=VALUE) through
 # every mode; appends "LABEL FIGURE VALUE" lines.
 one() {

@@ -50,9 +50,13 @@ T_START=$(date +%s)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }      # utime + stime, all threads
 sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }             # stime alone: the kernel's share
-# CPU time of every live thread of PID in nanoseconds (schedstat): the k6 phase runs a few thousand
-# requests, too few for the 10 ms ticks of /proc/PID/stat to resolve.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
+# us_per_request WRK_JSON_LINE TICKS0 TICKS1: the ticks between, in µs per request wrk completed.
+us_per_request() {
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
+    "$1" "$2" "$3" "$HZ"
+}
+# The k6 phase's CPU comes from cpu_ns (lib.sh, schedstat): it runs a few thousand requests, too
+# few for the 10 ms ticks of /proc/PID/stat to resolve.
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # "busy0 total0 busy1 total1 proc0 proc1" in ticks for CPU 0 and CPU 1
 # (busy = user+nice+system+irq+softirq+steal; proc = user+nice+system, i.e. time charged to processes)
@@ -113,12 +117,10 @@ measure() {
   wrk_line=$(sed -n 's/^WRK_JSON //p' "$WORK/$name.wrk")
   [[ -n $wrk_line ]] || cm_die "[$name] wrk failed: $(cat "$WORK/$name.wrk")"
   if [[ $pid != - ]]; then
-    cpu_us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
-      "$wrk_line" "$t0" "$t1" "$HZ")
+    cpu_us=$(us_per_request "$wrk_line" "$t0" "$t1")
     # The kernel's part of it: the same calls and packets cost more kernel time behind a proxy
     # whose own code and data crowd the caches (README "Performance").
-    sys_us=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
-      "$wrk_line" "$k0" "$k1" "$HZ")
+    sys_us=$(us_per_request "$wrk_line" "$k0" "$k1")
   fi
   cm_log "[$name] wrk: $wrk_line cpu_us_per_req=$cpu_us (kernel $sys_us) cpu0/cpu1/other busy%=$busy"
   sleep 1

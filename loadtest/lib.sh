@@ -61,6 +61,17 @@ cm_child() {
   return 1
 }
 
+# cm_schedstat PID FIELD: the sum of FIELD (1: CPU time in ns; 3: times run, i.e. wake-ups) over
+# PID's live threads (/proc/PID/task/*/schedstat). A thread that exits between the glob and the
+# read makes `cat` fail, which `pipefail` would turn into the caller's exit (compare.sh's did, once,
+# after the gateway's k6 run): the threads still there are the ones that count.
+cm_schedstat() {
+  { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk -v f="$2" '{s += $f} END {printf "%.0f\n", s}'
+}
+# CPU nanoseconds and wake-ups of PID, every live thread (cm_schedstat).
+cpu_ns() { cm_schedstat "$1" 1; }
+runs() { cm_schedstat "$1" 3; }
+
 # A free TCP port on 127.0.0.1 (the kernel's choice; a tiny race is accepted).
 cm_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -27,9 +27,6 @@ CM_MAX_SECONDS=$(((DUR + 20) * 6 * ROUNDS + 120))
 W=$(mktemp -d /tmp/cheapmodel-rate-floor.XXXXXX)
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
-runs() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $3} END {printf "%.0f\n", s}'; }
-
 # measure LABEL PORT PID: prints "LABEL CPU-us/req wake-ups/req p50-ms p99-ms"; PID - for the mock
 # itself (direct: latency only).
 measure() {
