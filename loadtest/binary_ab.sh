@@ -31,7 +31,7 @@ W=$(mktemp -d /tmp/cheapmodel-binary-ab.XXXXXX)
 CM_MOCK_FLAGS="--threads 1 --no-record" cm_start_mock "$W/mock.log" taskset -c 0
 RES=$W/results.txt
 
-# cpu_ns PID / runs PID (lib.sh): CPU nanoseconds / wake-ups of every thread so far.
+# cm_cpu_ns PID / cm_runs PID (lib.sh): CPU nanoseconds / wake-ups of every thread so far.
 # one LABEL BIN [KEY=VALUE...]: one fresh gateway from BIN (config overrides KEY=VALUE) through
 # every mode; appends "LABEL FIGURE VALUE" lines.
 one() {
@@ -48,16 +48,16 @@ one() {
   cm_wait_port "$port" 30 || cm_die "$label did not start: $(tail -n 20 "$W/$label/log")"
   sleep 2
   if [[ " $MODES " == *" idle "* ]]; then
-    c0=$(cpu_ns "$pid") r0=$(runs "$pid")
+    c0=$(cm_cpu_ns "$pid") r0=$(cm_runs "$pid")
     sleep 10
-    c1=$(cpu_ns "$pid") r1=$(runs "$pid")
+    c1=$(cm_cpu_ns "$pid") r1=$(cm_runs "$pid")
     echo "$label idle_before_us_per_s $(((c1 - c0) / 10000))" >>"$RES"
     echo "$label idle_before_wakeups_per_s $(((r1 - r0) / 10))" >>"$RES"
   fi
   if [[ " $MODES " == *" wrk "* || " $MODES " == *" idle "* ]]; then
-    c0=$(cpu_ns "$pid")
+    c0=$(cm_cpu_ns "$pid")
     out=$(taskset -c 0 timeout $((DUR + 30)) wrk -t1 -c64 -d"${DUR}s" -s "$CM_LT/post.lua" "http://127.0.0.1:$port" 2>&1)
-    c1=$(cpu_ns "$pid")
+    c1=$(cm_cpu_ns "$pid")
     n=$(echo "$out" | awk '/requests in/{print $1}')
     [[ -n $n && $n -gt 0 ]] || cm_die "$label: wrk failed: $out"
     echo "$out" | grep -q "Non-2xx" && cm_die "$label: some answers were not 2xx: $out"
@@ -65,18 +65,18 @@ one() {
   fi
   if [[ " $MODES " == *" idle "* ]]; then
     sleep 2
-    c0=$(cpu_ns "$pid") r0=$(runs "$pid")
+    c0=$(cm_cpu_ns "$pid") r0=$(cm_runs "$pid")
     sleep 10
-    c1=$(cpu_ns "$pid") r1=$(runs "$pid")
+    c1=$(cm_cpu_ns "$pid") r1=$(cm_runs "$pid")
     echo "$label idle_after_us_per_s $(((c1 - c0) / 10000))" >>"$RES"
     echo "$label idle_after_wakeups_per_s $(((r1 - r0) / 10))" >>"$RES"
   fi
   if [[ " $MODES " == *" rate "* ]]; then
-    c0=$(cpu_ns "$pid")
+    c0=$(cm_cpu_ns "$pid")
     BASE_URL=http://127.0.0.1:$port RATE=$RATE DURATION=$DUR VUS=50 taskset -c 0 timeout $((DUR + 30)) \
       k6 run --quiet --no-color --no-usage-report --summary-export "$W/$label/k6.json" "$CM_LT/openai_json.js" \
       >"$W/$label/k6.log" 2>&1 || cm_die "$label: k6 failed: $(tail -n 20 "$W/$label/k6.log")"
-    c1=$(cpu_ns "$pid")
+    c1=$(cm_cpu_ns "$pid")
     python3 -c "import json; n = json.load(open('$W/$label/k6.json'))['metrics']['http_reqs']['count']; \
 print('$label rate_us_per_req', round(($c1 - $c0) / 1000 / n, 2))" >>"$RES"
   fi

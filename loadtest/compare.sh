@@ -55,8 +55,6 @@ us_per_request() {
   python3 -c 'import json,sys; r=json.loads(sys.argv[1])["requests"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/int(sys.argv[4])*1e6/max(r,1),2))' \
     "$1" "$2" "$3" "$HZ"
 }
-# The k6 phase's CPU comes from cpu_ns (lib.sh, schedstat): it runs a few thousand requests, too
-# few for the 10 ms ticks of /proc/PID/stat to resolve.
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # "busy0 total0 busy1 total1 proc0 proc1" in ticks for CPU 0 and CPU 1
 # (busy = user+nice+system+irq+softirq+steal; proc = user+nice+system, i.e. time charged to processes)
@@ -124,7 +122,9 @@ measure() {
   fi
   cm_log "[$name] wrk: $wrk_line cpu_us_per_req=$cpu_us (kernel $sys_us) cpu0/cpu1/other busy%=$busy"
   sleep 1
-  [[ $pid != - ]] && t0=$(cpu_ticks "$pid") && n0=$(cpu_ns "$pid")
+  # The k6 phase's CPU from schedstat (cm_cpu_ns): a few thousand requests are too few for the
+  # 10 ms ticks of /proc/PID/stat to resolve.
+  [[ $pid != - ]] && t0=$(cpu_ticks "$pid") && n0=$(cm_cpu_ns "$pid")
   m0=$(cpu_ticks "$MOCK_REAL_PID")
   s0=$(cpu_stat)
   k6rc=$(
@@ -137,7 +137,7 @@ measure() {
   )
   s1=$(cpu_stat)
   m1=$(cpu_ticks "$MOCK_REAL_PID")
-  [[ $pid != - ]] && t1=$(cpu_ticks "$pid") && n1=$(cpu_ns "$pid")
+  [[ $pid != - ]] && t1=$(cpu_ticks "$pid") && n1=$(cm_cpu_ns "$pid")
   k6other=$(busy_pct "$s0" "$s1" "$((m1 - m0 + t1 - t0))" "$WORK/$name.k6-times" | awk '{print $3}')
   [[ -s $WORK/$name.k6.json ]] || cm_die "[$name] k6 failed: $(tail -n 20 "$WORK/$name.k6.log")"
   [[ $pid != - ]] && hwm=$(status_kb "$pid" VmHWM)

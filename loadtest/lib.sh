@@ -69,8 +69,8 @@ cm_schedstat() {
   { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk -v f="$2" '{s += $f} END {printf "%.0f\n", s}'
 }
 # CPU nanoseconds and wake-ups of PID, every live thread (cm_schedstat).
-cpu_ns() { cm_schedstat "$1" 1; }
-runs() { cm_schedstat "$1" 3; }
+cm_cpu_ns() { cm_schedstat "$1" 1; }
+cm_runs() { cm_schedstat "$1" 3; }
 
 # A free TCP port on 127.0.0.1 (the kernel's choice; a tiny race is accepted).
 cm_free_port() {

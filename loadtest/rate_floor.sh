@@ -34,11 +34,11 @@ measure() {
   sleep 1
   taskset -c 0 timeout 30 wrk -t1 -c64 -d3s -s "$CM_LT/post.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 || true
   sleep 1
-  [[ $pid == - ]] || { c0=$(cpu_ns "$pid") r0=$(runs "$pid"); }
+  [[ $pid == - ]] || { c0=$(cm_cpu_ns "$pid") r0=$(cm_runs "$pid"); }
   BASE_URL=http://127.0.0.1:$port RATE=$RATE DURATION=$DUR VUS=50 taskset -c 0 timeout $((DUR + 30)) \
     k6 run --quiet --no-color --no-usage-report --summary-export "$W/$label.k6.json" "$CM_LT/openai_json.js" \
     >"$W/$label.k6.log" 2>&1 || cm_die "$label: k6 failed: $(tail -n 20 "$W/$label.k6.log")"
-  [[ $pid == - ]] || { c1=$(cpu_ns "$pid") r1=$(runs "$pid"); }
+  [[ $pid == - ]] || { c1=$(cm_cpu_ns "$pid") r1=$(cm_runs "$pid"); }
   python3 - "$label" "$W/$label.k6.json" "$c0" "$c1" "$r0" "$r1" <<'PY' | tee -a "$W/results.txt"
 import json, sys
 label, summary, c0, c1, r0, r1 = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
