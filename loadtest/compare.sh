@@ -10,8 +10,9 @@
 # Layout on 2 cores: the proxy under test alone on CPU 1 with one worker (nginx worker_processes 1,
 # haproxy nbthread 1, gateway threads: 1); mock-upstream (--threads 1 --no-record), wrk and k6 on CPU 0.
 # Per target: (a) wrk -t1 -c64 closed-loop throughput, (b) proxy CPU time per request from
-# /proc/PID/stat around the wrk run, and the kernel's part of it (stime), (c) k6 constant-arrival-rate 500 req/s latency p50/p90/p99
-# and the proxy's CPU per request at that rate (idle-time cost: wake-ups, timers),
+# /proc/PID/stat around the wrk run, and the kernel's part of it (stime), (c) k6
+# constant-arrival-rate 500 req/s latency p50/p90/p99 and the proxy's CPU per request at that
+# rate (idle-time cost: wake-ups, timers),
 # (d) proxy RSS idle (before any load) and peak (VmHWM). Plus SSE time-to-first-event, direct vs
 # gateway, with x-mock-event-delay-ms: 20 (median of 20 requests each). When
 # the floor exists (CM_BARE_BIN, by default target/release/examples/bare_pingora), it is measured too, as
